@@ -1,0 +1,470 @@
+//! Configuration: built-in defaults, then a TOML or YAML file, then `WEIR_` environment
+//! variables with `__` for nesting (`WEIR_LAKE__URL=s3://bucket/prefix`). Unknown keys are
+//! errors that name the key path. Sizes ("16MiB") and durations ("60s") are human-readable.
+//!
+//! [`Config::validate`] is pure (no I/O): it checks every value and the listen addresses for
+//! conflicts, and returns a [`ValidConfig`] that `weir run` builds from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use weir_pipelines::buffer::AckMode;
+
+/// A size in bytes, written as `123`, `"64KiB"`, `"16MiB"`, `"1GiB"`, `"10MB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses a human-readable size.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (like 512KiB, 16MiB, 1GiB)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
+        };
+        Ok(ByteSize((n * mult as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if v >= m && v % m == 0 {
+                return write!(f, "{}{unit}", v / m);
+            }
+        }
+        write!(f, "{v}B")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration, written as `"500ms"`, `"60s"`, `"5m"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration (like 500ms, 60s, 5m): {e}"
+                ))
+            })
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("static address")
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the durable buffer, the embedded index and (by default) the lake.
+    pub data_dir: PathBuf,
+    /// This agent.
+    pub agent: AgentConfig,
+    /// Inputs.
+    pub sources: SourcesConfig,
+    /// The durable buffer.
+    pub buffer: BufferConfig,
+    /// The Parquet lake.
+    pub lake: LakeConfig,
+    /// Admin endpoints (health, metrics, segment index).
+    pub admin: AdminConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// The agent's own logs.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./weir-data"),
+            agent: AgentConfig::default(),
+            sources: SourcesConfig::default(),
+            buffer: BufferConfig::default(),
+            lake: LakeConfig::default(),
+            admin: AdminConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// This agent's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Id written in every segment record; defaults to the host name.
+    pub id: Option<String>,
+}
+
+/// Every input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// OTLP over gRPC and HTTP.
+    pub otlp: OtlpConfig,
+}
+
+/// The OTLP source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// gRPC listen address; empty string disables gRPC.
+    pub grpc_address: String,
+    /// HTTP listen address; empty string disables HTTP.
+    pub http_address: String,
+    /// Largest request body, compressed or decompressed (413 / RESOURCE_EXHAUSTED above it).
+    pub max_request_bytes: ByteSize,
+    /// `Retry-After` sent when the buffer is full.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: true,
+            grpc_address: "0.0.0.0:4317".into(),
+            http_address: "0.0.0.0:4318".into(),
+            max_request_bytes: ByteSize(16 << 20),
+            retry_after: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The durable buffer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Bound on live buffered bytes; past it sources answer with retryable errors.
+    pub max_bytes: ByteSize,
+    /// `durable` (fsync before the response, the default) or `buffered`.
+    pub ack: AckMode,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            max_bytes: ByteSize(1 << 30),
+            ack: AckMode::Durable,
+        }
+    }
+}
+
+/// The Parquet lake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// Where files go: `file:///abs/path`, `s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `memory://`. Defaults to `{data_dir}/lake`.
+    pub url: Option<String>,
+    /// object_store options (for example `aws_endpoint`, `aws_region`, `aws_allow_http`).
+    pub options: BTreeMap<String, String>,
+    /// Flush a partition once its rows take this much memory (uncompressed Arrow).
+    pub flush_bytes: ByteSize,
+    /// Flush a partition once its oldest rows are this old.
+    pub max_file_age: HumanDuration,
+    /// ZSTD level of Parquet pages (1-22).
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            url: None,
+            options: BTreeMap::new(),
+            flush_bytes: ByteSize(64 << 20),
+            max_file_age: HumanDuration(Duration::from_secs(60)),
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+        }
+    }
+}
+
+/// Admin endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address of `/healthz`, `/livez`, `/readyz`, `/metrics` and `/v1/segments`.
+    pub address: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: "0.0.0.0:8686".into(),
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time allowed for in-flight requests and a last flush after SIGTERM/SIGINT.
+    pub timeout: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            timeout: HumanDuration(Duration::from_secs(20)),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter in `RUST_LOG` syntax (`info`, `weir=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or parsed (the message names the key path
+    /// and where the value came from).
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// Values are invalid.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (TOML, or YAML by extension), then `WEIR_` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::figment(file)
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    fn figment(file: Option<&Path>) -> Figment {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let yaml = matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            );
+            f = if yaml {
+                f.merge(Yaml::file_exact(path))
+            } else {
+                f.merge(Toml::file_exact(path))
+            };
+        }
+        f.merge(Env::prefixed("WEIR_").split("__"))
+    }
+
+    /// Checks every value; no I/O.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let mut problems = Vec::new();
+        let mut listen: HashMap<SocketAddr, &str> = HashMap::new();
+        let mut claim =
+            |problems: &mut Vec<String>, key: &'static str, value: &str| -> Option<SocketAddr> {
+                if value.is_empty() {
+                    return None;
+                }
+                match value.parse::<SocketAddr>() {
+                    Ok(a) => {
+                        if let Some(other) = listen.insert(a, key) {
+                            problems.push(format!("{key} = {value:?} is also used by {other}"));
+                        }
+                        Some(a)
+                    }
+                    Err(_) => {
+                        problems.push(format!(
+                            "{key} = {value:?} is not an address like 0.0.0.0:4317"
+                        ));
+                        None
+                    }
+                }
+            };
+        let admin = claim(&mut problems, "admin.address", &self.admin.address);
+        if admin.is_none() && problems.is_empty() {
+            problems.push("admin.address must be set".into());
+        }
+        let otlp = &self.sources.otlp;
+        let (mut grpc, mut http) = (None, None);
+        if otlp.enabled {
+            grpc = claim(
+                &mut problems,
+                "sources.otlp.grpc_address",
+                &otlp.grpc_address,
+            );
+            http = claim(
+                &mut problems,
+                "sources.otlp.http_address",
+                &otlp.http_address,
+            );
+            if otlp.max_request_bytes.0 < 1024 {
+                problems.push(format!(
+                    "sources.otlp.max_request_bytes = {} is below 1KiB",
+                    otlp.max_request_bytes
+                ));
+            }
+        }
+        if self.buffer.max_bytes.0 < (1 << 20) {
+            problems.push(format!(
+                "buffer.max_bytes = {} is below 1MiB",
+                self.buffer.max_bytes
+            ));
+        }
+        if !(1..=22).contains(&self.lake.zstd_level) {
+            problems.push(format!(
+                "lake.zstd_level = {} must be between 1 and 22",
+                self.lake.zstd_level
+            ));
+        }
+        if self.lake.row_group_rows == 0 {
+            problems.push("lake.row_group_rows must be at least 1".into());
+        }
+        if self.lake.flush_bytes.0 == 0 {
+            problems.push("lake.flush_bytes must be above 0".into());
+        }
+        if self.lake.max_file_age.0.is_zero() {
+            problems.push("lake.max_file_age must be above 0".into());
+        }
+        if let Some(url) = &self.lake.url {
+            let known = [
+                "file://",
+                "memory://",
+                "s3://",
+                "s3a://",
+                "gs://",
+                "az://",
+                "azure://",
+                "abfs://",
+                "abfss://",
+                "http://",
+                "https://",
+            ];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                problems.push(format!(
+                    "lake.url = {url:?} must start with file://, s3://, gs://, az:// or memory://"
+                ));
+            } else if let Some(p) = url.strip_prefix("file://") {
+                if !p.starts_with('/') {
+                    problems.push(format!("lake.url = {url:?}: a file:// URL needs an absolute path (file:///data/lake)"));
+                }
+            }
+        }
+        if let Some(id) = &self.agent.id {
+            if id.is_empty() || id.len() > 128 {
+                problems.push("agent.id must be 1 to 128 characters".into());
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir must be set".into());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(ValidConfig {
+            admin: admin.unwrap_or_else(|| addr("0.0.0.0:8686")),
+            otlp_grpc: grpc,
+            otlp_http: http,
+            config: self,
+        })
+    }
+}
+
+/// A configuration that passed [`Config::validate`].
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The values.
+    pub config: Config,
+    /// Admin listen address.
+    pub admin: SocketAddr,
+    /// OTLP gRPC listen address, if enabled.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP HTTP listen address, if enabled.
+    pub otlp_http: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use figment::Jail;
+
+use super::*;
+
+#[test]
+fn sizes_and_durations() {
+    assert_eq!(ByteSize::parse("16MiB").unwrap(), ByteSize(16 << 20));
+    assert_eq!(ByteSize::parse("1.5 KiB").unwrap(), ByteSize(1536));
+    assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
+    assert_eq!(ByteSize::parse("42").unwrap(), ByteSize(42));
+    assert!(ByteSize::parse("12 parsecs")
+        .unwrap_err()
+        .contains("unknown size unit"));
+    assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+}
+
+#[test]
+fn defaults_are_valid() {
+    Jail::expect_with(|_| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c, Config::default());
+        let v = c.validate().unwrap();
+        assert_eq!(v.otlp_grpc.unwrap().port(), 4317);
+        assert_eq!(v.otlp_http.unwrap().port(), 4318);
+        assert_eq!(v.admin.port(), 8686);
+        Ok(())
+    });
+}
+
+#[test]
+fn file_then_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "weir.toml",
+            r#"
+            data_dir = "/var/lib/weir"
+            [lake]
+            flush_bytes = "8MiB"
+            max_file_age = "5s"
+            [buffer]
+            ack = "buffered"
+            "#,
+        )?;
+        jail.set_env("WEIR_LAKE__URL", "s3://bucket/prefix");
+        jail.set_env("WEIR_SOURCES__OTLP__MAX_REQUEST_BYTES", "4MiB");
+        let c = Config::load(Some(&PathBuf::from("weir.toml"))).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/weir"));
+        assert_eq!(c.lake.flush_bytes, ByteSize(8 << 20));
+        assert_eq!(c.lake.max_file_age.0, Duration::from_secs(5));
+        assert_eq!(c.lake.url.as_deref(), Some("s3://bucket/prefix"));
+        assert_eq!(c.sources.otlp.max_request_bytes, ByteSize(4 << 20));
+        assert_eq!(c.buffer.ack, AckMode::Buffered);
+        Ok(())
+    });
+}
+
+#[test]
+fn yaml_files_load() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "weir.yaml",
+            "lake:\n  zstd_level: 9\nadmin:\n  address: 127.0.0.1:9000\n",
+        )?;
+        let c = Config::load(Some(&PathBuf::from("weir.yaml"))).unwrap();
+        assert_eq!(c.lake.zstd_level, 9);
+        assert_eq!(c.validate().unwrap().admin.port(), 9000);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_name_their_path() {
+    Jail::expect_with(|jail| {
+        jail.create_file("weir.toml", "[lake]\nflush_byts = \"1MiB\"\n")?;
+        let err = Config::load(Some(&PathBuf::from("weir.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush_byts"), "{err}");
+        assert!(err.contains("lake"), "{err}");
+        assert!(err.contains("weir.toml"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_are_reported_together() {
+    let mut c = Config::default();
+    c.lake.zstd_level = 40;
+    c.sources.otlp.http_address = "0.0.0.0:4317".into();
+    c.buffer.max_bytes = ByteSize(10);
+    c.lake.url = Some("file://relative/lake".into());
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("lake.zstd_level = 40"), "{err}");
+    assert!(err.contains("sources.otlp.http_address = \"0.0.0.0:4317\" is also used by sources.otlp.grpc_address"), "{err}");
+    assert!(err.contains("buffer.max_bytes"), "{err}");
+    assert!(err.contains("absolute path"), "{err}");
+}
+
+#[test]
+fn bad_sizes_and_durations_name_the_key() {
+    Jail::expect_with(|jail| {
+        jail.create_file("weir.toml", "[lake]\nmax_file_age = \"soon\"\n")?;
+        let err = Config::load(Some(&PathBuf::from("weir.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_file_age") && err.contains("not a duration"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+/// Every example in configs/ loads and validates.
+#[test]
+fn every_example_config_is_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "toml" | "yaml" | "yml") {
+            continue;
+        }
+        let loaded = Config::figment(Some(&path))
+            .extract::<Config>()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        loaded
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        checked += 1;
+    }
+    assert!(
+        checked >= 1,
+        "no example configs found in {}",
+        dir.display()
+    );
+    let _ = std::io::stderr().flush();
+}

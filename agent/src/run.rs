@@ -1,0 +1,261 @@
+//! `weir run`: the agent with its embedded control plane, wired from a validated config.
+//!
+//! Shutdown (SIGTERM or SIGINT): `/readyz` turns 503, the sources stop accepting connections
+//! and finish their in-flight requests, the flusher makes a last flush attempt, the buffer is
+//! fsynced, and the process exits 0, all within `shutdown.timeout`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use weir_control_plane::{Catalog, SledCatalog};
+use weir_pipelines::buffer::{Buffer, SledBuffer, SledBufferConfig};
+use weir_pipelines::flusher::{Flusher, FlusherConfig};
+use weir_pipelines::ingest::Ingest;
+use weir_pipelines::lake::Lake;
+use weir_pipelines::metrics::Metrics;
+use weir_pipelines::parquet_writer::ParquetConfig;
+
+use crate::admin::{self, AdminState};
+use crate::config::ValidConfig;
+use crate::sources::otlp::{grpc::OtlpGrpc, http};
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weir".into())
+}
+
+async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {key} = {addr}"))
+}
+
+/// Resolves once SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received, shutting down"),
+                _ = int.recv() => info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => {
+            error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the agent until a shutdown signal.
+pub async fn run(valid: ValidConfig) -> Result<()> {
+    let cfg = &valid.config;
+    let data_dir = absolute(&cfg.data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let metrics = Metrics::new();
+    let buffer: Arc<dyn Buffer> = Arc::new(
+        SledBuffer::open(&SledBufferConfig {
+            path: data_dir.join("buffer"),
+            max_bytes: cfg.buffer.max_bytes.0,
+        })
+        .with_context(|| {
+            format!(
+                "cannot open the buffer in {}",
+                data_dir.join("buffer").display()
+            )
+        })?,
+    );
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(SledCatalog::open(&data_dir.join("index")).with_context(|| {
+            format!(
+                "cannot open the segment index in {}",
+                data_dir.join("index").display()
+            )
+        })?);
+    let lake_url = match &cfg.lake.url {
+        Some(u) => u.clone(),
+        None => format!("file://{}", data_dir.join("lake").display()),
+    };
+    let options = cfg
+        .lake
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let lake = Lake::open(&lake_url, &options)?;
+    let stats = buffer.stats();
+    info!(data_dir = %data_dir.display(), lake = %lake_url, buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
+
+    let wake = Arc::new(Notify::new());
+    let ingest = Ingest::new(
+        buffer.clone(),
+        cfg.buffer.ack,
+        metrics.clone(),
+        wake.clone(),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+
+    // Bind everything first: a port conflict fails the start before anything runs.
+    let admin_listener = bind("admin.address", valid.admin).await?;
+    let http_listener = match valid.otlp_http {
+        Some(a) => Some(bind("sources.otlp.http_address", a).await?),
+        None => None,
+    };
+    let grpc_listener = match valid.otlp_grpc {
+        Some(a) => Some(bind("sources.otlp.grpc_address", a).await?),
+        None => None,
+    };
+
+    let stop_sources = CancellationToken::new();
+    let stop_flusher = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let mut sources = JoinSet::new();
+
+    if let Some(listener) = http_listener {
+        info!(address = %listener.local_addr()?, "OTLP/HTTP listening");
+        let app = http::router(http::HttpState {
+            ingest: ingest.clone(),
+            max_request_bytes: cfg.sources.otlp.max_request_bytes.0 as usize,
+            retry_after: cfg.sources.otlp.retry_after.0,
+        });
+        let stop = stop_sources.clone();
+        sources.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("OTLP/HTTP server failed")
+        });
+    }
+    if let Some(listener) = grpc_listener {
+        info!(address = %listener.local_addr()?, "OTLP/gRPC listening");
+        let (logs, metrics_svc, traces) =
+            OtlpGrpc::new(ingest.clone(), cfg.sources.otlp.retry_after.0)
+                .services(cfg.sources.otlp.max_request_bytes.0 as usize);
+        let stop = stop_sources.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        sources.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(logs)
+                .add_service(metrics_svc)
+                .add_service(traces)
+                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+                .await
+                .context("OTLP/gRPC server failed")
+        });
+    }
+
+    let admin_app = admin::router(
+        AdminState {
+            metrics: metrics.clone(),
+            buffer: buffer.clone(),
+            ready: ready.clone(),
+        },
+        catalog.clone(),
+    );
+    info!(address = %admin_listener.local_addr()?, "admin listening");
+    let stop = stop_admin.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+
+    let agent_id = cfg.agent.id.clone().unwrap_or_else(host_name);
+    let flusher = Flusher::new(
+        buffer.clone(),
+        lake,
+        catalog.clone(),
+        metrics.clone(),
+        FlusherConfig {
+            flush_bytes: cfg.lake.flush_bytes.0,
+            max_file_age: cfg.lake.max_file_age.0,
+            poll_interval: Duration::from_millis(250).min(cfg.lake.max_file_age.0),
+            parquet: ParquetConfig {
+                zstd_level: cfg.lake.zstd_level,
+                row_group_rows: cfg.lake.row_group_rows,
+            },
+            agent_id,
+        },
+        wake,
+    );
+    let timeout = cfg.shutdown.timeout.0;
+    let stop = stop_flusher.clone();
+    let flusher_task = tokio::spawn(async move { flusher.run(stop, timeout / 2).await });
+    ready.store(true, Ordering::Release);
+    info!("weir is ready");
+
+    // Run until a signal, or until a source fails.
+    let mut failed = None;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(res) = sources.join_next() => {
+            let err = match res {
+                Ok(Ok(())) => anyhow::anyhow!("a source stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a source task failed: {e}"),
+            };
+            error!(error = %err, "source failed, shutting down");
+            failed = Some(err);
+        }
+    }
+
+    let deadline = Instant::now() + timeout;
+    ready.store(false, Ordering::Release);
+    metrics.shutting_down.inc();
+    stop_sources.cancel();
+    let drained = tokio::time::timeout(timeout / 2, async {
+        while sources.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("in-flight requests did not finish in time; aborting them");
+        sources.abort_all();
+    }
+    stop_flusher.cancel();
+    let left = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left, flusher_task).await.is_err() {
+        warn!("flusher did not stop in time");
+    }
+    let b = buffer.clone();
+    tokio::task::spawn_blocking(move || b.sync_all())
+        .await
+        .context("final buffer sync task failed")?
+        .context("final buffer sync failed")?;
+    catalog.sync().await.context("final index sync failed")?;
+    stop_admin.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    let stats = buffer.stats();
+    info!(
+        buffered_bytes = stats.bytes,
+        buffered_entries = stats.entries,
+        "weir stopped"
+    );
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,179 @@
+//! OTLP/gRPC: the logs, metrics and trace `Export` services, gzip accepted.
+//!
+//! Statuses follow the OTLP spec: `INVALID_ARGUMENT` for a request that cannot be mapped,
+//! `RESOURCE_EXHAUSTED` with `RetryInfo` (retryable) when the buffer is full,
+//! `UNAVAILABLE` when the agent cannot store data, partial success in the response when
+//! records were refused. Messages above `sources.otlp.max_request_bytes` are refused by tonic
+//! with `RESOURCE_EXHAUSTED`.
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use weir_pipelines::ingest::Ingest;
+
+use super::{accept, Accepted, ExportRequest, OtlpError};
+use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
+
+/// Source name in metrics and buffer entries.
+pub const SOURCE: &str = "otlp_grpc";
+
+/// The three OTLP services over one ingest handle.
+#[derive(Clone)]
+pub struct OtlpGrpc {
+    ingest: Ingest,
+    retry_after: Duration,
+}
+
+impl OtlpGrpc {
+    /// Services writing to `ingest`.
+    pub fn new(ingest: Ingest, retry_after: Duration) -> OtlpGrpc {
+        OtlpGrpc {
+            ingest,
+            retry_after,
+        }
+    }
+
+    async fn handle(
+        &self,
+        tenant_header: Option<Vec<u8>>,
+        request: ExportRequest,
+        size: usize,
+    ) -> Result<Accepted, Status> {
+        let received_at = now_nanos();
+        let tenant = tenant_from(tenant_header.as_deref()).map_err(|m| {
+            self.ingest.reject(SOURCE, "tenant");
+            Status::invalid_argument(m)
+        })?;
+        let ingest = self.ingest.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            accept(&ingest, SOURCE, tenant, &request, size, received_at)
+        })
+        .await
+        .map_err(|e| Status::unavailable(format!("request task failed: {e}")))?;
+        result.map_err(|e| match e {
+            OtlpError::BadRequest(m) => {
+                self.ingest.reject(SOURCE, "malformed");
+                Status::invalid_argument(m)
+            }
+            OtlpError::Full(m) => Status::with_error_details(
+                Code::ResourceExhausted,
+                m,
+                ErrorDetails::with_retry_info(Some(self.retry_after)),
+            ),
+            OtlpError::TooLarge(m) => Status::resource_exhausted(m),
+            OtlpError::Unavailable(m) => Status::unavailable(m),
+        })
+    }
+
+    /// The tonic services, with gzip and the message size limit.
+    pub fn services(
+        self,
+        max_request_bytes: usize,
+    ) -> (
+        LogsServiceServer<OtlpGrpc>,
+        MetricsServiceServer<OtlpGrpc>,
+        TraceServiceServer<OtlpGrpc>,
+    ) {
+        let logs = LogsServiceServer::new(self.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_request_bytes);
+        let metrics = MetricsServiceServer::new(self.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_request_bytes);
+        let traces = TraceServiceServer::new(self)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_request_bytes);
+        (logs, metrics, traces)
+    }
+}
+
+fn tenant_header<T>(req: &Request<T>) -> Option<Vec<u8>> {
+    req.metadata()
+        .get(TENANT_HEADER)
+        .map(|v| v.as_bytes().to_vec())
+}
+
+#[tonic::async_trait]
+impl LogsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let tenant = tenant_header(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let a = self.handle(tenant, ExportRequest::Logs(req), size).await?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let tenant = tenant_header(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let a = self
+            .handle(tenant, ExportRequest::Metrics(req), size)
+            .await?;
+        Ok(Response::new(ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for OtlpGrpc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let tenant = tenant_header(&request);
+        let req = request.into_inner();
+        let size = req.encoded_len();
+        let a = self
+            .handle(tenant, ExportRequest::Traces(req), size)
+            .await?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }))
+    }
+}

@@ -1,0 +1,358 @@
+//! OTLP/HTTP: `POST /v1/logs`, `/v1/metrics`, `/v1/traces` with `application/x-protobuf` or
+//! `application/json` bodies, optionally gzip-compressed.
+//!
+//! Statuses follow the OTLP spec: 200 with an `Export*ServiceResponse` (partial success when
+//! records were refused), 400 for a malformed body, 413 for a body over
+//! `sources.otlp.max_request_bytes` (before or after decompression), 415 for an unknown
+//! content type or encoding, 429 with `Retry-After` when the buffer is full, 503 when the
+//! agent cannot store data. Error bodies are a `google.rpc.Status` in the request's encoding.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
+};
+use prost::Message;
+use weir_pipelines::ingest::Ingest;
+use weir_pipelines::Signal;
+
+use super::{accept, decode_body, Accepted, Encoding, OtlpError};
+use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
+
+/// Source name in metrics and buffer entries.
+pub const SOURCE: &str = "otlp_http";
+
+/// Settings of the HTTP service.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Where batches go.
+    pub ingest: Ingest,
+    /// Largest body, compressed or not.
+    pub max_request_bytes: usize,
+    /// `Retry-After` when the buffer is full.
+    pub retry_after: Duration,
+}
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, Message)]
+pub struct RpcStatus {
+    /// gRPC status code.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// Message.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// The routes of the OTLP/HTTP source.
+pub fn router(state: HttpState) -> Router {
+    let state = Arc::new(state);
+    Router::new()
+        .route(
+            "/v1/logs",
+            post(|s: State<Arc<HttpState>>, r: Request| export(s, Signal::Logs, r)),
+        )
+        .route(
+            "/v1/metrics",
+            post(|s: State<Arc<HttpState>>, r: Request| export(s, Signal::Metrics, r)),
+        )
+        .route(
+            "/v1/traces",
+            post(|s: State<Arc<HttpState>>, r: Request| export(s, Signal::Traces, r)),
+        )
+        .with_state(state)
+}
+
+struct HttpError {
+    status: StatusCode,
+    grpc_code: i32,
+    message: String,
+    encoding: Encoding,
+    retry_after: Option<Duration>,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = RpcStatus {
+            code: self.grpc_code,
+            message: self.message,
+        };
+        let mut resp = match self.encoding {
+            Encoding::Protobuf => (
+                self.status,
+                [(header::CONTENT_TYPE, "application/x-protobuf")],
+                status.encode_to_vec(),
+            )
+                .into_response(),
+            Encoding::Json => (
+                self.status,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({ "code": status.code, "message": status.message }).to_string(),
+            )
+                .into_response(),
+        };
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+fn error(
+    ingest: &Ingest,
+    status: StatusCode,
+    reason: &str,
+    message: String,
+    encoding: Encoding,
+) -> HttpError {
+    ingest.reject(SOURCE, reason);
+    // gRPC codes of google.rpc.Status: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+    let grpc_code = match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::SERVICE_UNAVAILABLE => 14,
+        _ => 3,
+    };
+    HttpError {
+        status,
+        grpc_code,
+        message,
+        encoding,
+        retry_after: None,
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        "" => Err("missing Content-Type: use application/x-protobuf or application/json".into()),
+        other => Err(format!(
+            "unsupported Content-Type {other:?}: use application/x-protobuf or application/json"
+        )),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Reads at most `limit` bytes of `reader`; errors past it.
+fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+async fn export(
+    State(state): State<Arc<HttpState>>,
+    signal: Signal,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let received_at = now_nanos();
+    let ingest = &state.ingest;
+    let limit = state.max_request_bytes;
+    let (parts, body) = req.into_parts();
+    // Answer in the request's encoding when it is known; protobuf otherwise.
+    let encoding = match content_encoding(&parts.headers) {
+        Ok(e) => e,
+        Err(msg) => {
+            return Err(error(
+                ingest,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                msg,
+                Encoding::Protobuf,
+            ))
+        }
+    };
+    let tenant = tenant_from(parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+        .map_err(|m| error(ingest, StatusCode::BAD_REQUEST, "tenant", m, encoding))?;
+    let gzip = match parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" => false,
+        Some(e) if e == "gzip" || e == "x-gzip" => true,
+        Some(e) => {
+            return Err(error(
+                ingest,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_encoding",
+                format!("unsupported Content-Encoding {e:?}: use gzip or none"),
+                encoding,
+            ))
+        }
+    };
+    let too_large =
+        |what: &str| format!("{what} exceeds sources.otlp.max_request_bytes ({limit} bytes)");
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(error(
+            ingest,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            too_large("request body"),
+            encoding,
+        ));
+    }
+    let raw: Bytes = axum::body::to_bytes(Body::new(body), limit)
+        .await
+        .map_err(|e| {
+            if error_chain(&e).contains("length limit exceeded") {
+                error(
+                    ingest,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    too_large("request body"),
+                    encoding,
+                )
+            } else {
+                error(
+                    ingest,
+                    StatusCode::BAD_REQUEST,
+                    "read",
+                    format!("cannot read request body: {e}"),
+                    encoding,
+                )
+            }
+        })?;
+    let ingest2 = state.ingest.clone();
+    let retry_after = state.retry_after;
+    let result = tokio::task::spawn_blocking(move || -> Result<(Accepted, usize), (StatusCode, &'static str, String)> {
+        let body = if gzip {
+            let out = read_limited(flate2::read::MultiGzDecoder::new(&raw[..]), limit)
+                .map_err(|e| (StatusCode::BAD_REQUEST, "decompress", format!("invalid gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("decompressed body exceeds sources.otlp.max_request_bytes ({limit} bytes)")));
+            }
+            out
+        } else {
+            raw.to_vec()
+        };
+        let request = decode_body(signal, encoding, &body).map_err(|e| (StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
+        accept(&ingest2, SOURCE, tenant, &request, body.len(), received_at)
+            .map(|a| (a, body.len()))
+            .map_err(|e| match e {
+                OtlpError::BadRequest(m) => (StatusCode::BAD_REQUEST, "malformed", m),
+                OtlpError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "", m),
+                OtlpError::Full(m) => (StatusCode::TOO_MANY_REQUESTS, "", m),
+                OtlpError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "", m),
+            })
+    })
+    .await
+    .map_err(|e| error(ingest, StatusCode::SERVICE_UNAVAILABLE, "internal", format!("request task failed: {e}"), encoding))?;
+    match result {
+        Ok((accepted, _)) => Ok(success(signal, encoding, accepted)),
+        Err((status, reason, message)) => {
+            // Buffer refusals were counted by Ingest; count decoding refusals here.
+            let mut e = if reason.is_empty() {
+                HttpError {
+                    status,
+                    grpc_code: if status == StatusCode::SERVICE_UNAVAILABLE {
+                        14
+                    } else {
+                        8
+                    },
+                    message,
+                    encoding,
+                    retry_after: None,
+                }
+            } else {
+                error(ingest, status, reason, message, encoding)
+            };
+            if matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                e.retry_after = Some(retry_after);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn success(signal: Signal, encoding: Encoding, a: Accepted) -> Response {
+    let msg = a.error.unwrap_or_default();
+    let partial = a.rejected > 0;
+    macro_rules! respond {
+        ($resp:expr) => {{
+            let r = $resp;
+            match encoding {
+                Encoding::Protobuf => (
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    r.encode_to_vec(),
+                )
+                    .into_response(),
+                Encoding::Json => {
+                    // `{}` on full success, as collectors answer; the partial success otherwise.
+                    let body = if r.partial_success.is_some() {
+                        serde_json::to_string(&r).unwrap_or_else(|_| "{}".into())
+                    } else {
+                        "{}".to_string()
+                    };
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+            }
+        }};
+    }
+    match signal {
+        Signal::Logs => respond!(ExportLogsServiceResponse {
+            partial_success: partial.then(|| ExportLogsPartialSuccess {
+                rejected_log_records: a.rejected as i64,
+                error_message: msg
+            }),
+        }),
+        Signal::Metrics => respond!(ExportMetricsServiceResponse {
+            partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: a.rejected as i64,
+                error_message: msg
+            }),
+        }),
+        Signal::Traces => respond!(ExportTraceServiceResponse {
+            partial_success: partial.then(|| ExportTracePartialSuccess {
+                rejected_spans: a.rejected as i64,
+                error_message: msg
+            }),
+        }),
+    }
+}

@@ -1,0 +1,158 @@
+//! The durable buffer between the sources and the flusher.
+//!
+//! Every accepted batch is appended here before the client gets its response; the flusher
+//! reads entries in order and removes them only after their rows are in a registered Parquet
+//! segment. The [`Buffer`] trait keeps the guarantees testable by one conformance suite and
+//! keeps sled replaceable.
+//!
+//! # Entry format (version 1)
+//!
+//! Keys are the entry's sequence number as 8 big-endian bytes, so iteration is FIFO. A value is
+//!
+//! ```text
+//! offset size  field
+//! 0      1     format version (1)
+//! 1      4     CRC32C (big-endian) of every byte after this field
+//! 5      1     signal code (0 logs, 1 metrics, 2 traces)
+//! 6      8     received_at, unix nanoseconds (i64 BE)
+//! 14     8     partition hour, hours since the epoch (i64 BE)
+//! 22     1     tenant length T, then T bytes of tenant
+//! ..     1     source length S, then S bytes of source name
+//! ..     ..    the rows: one Arrow IPC stream (schema + one record batch), LZ4-frame buffers
+//! ```
+//!
+//! Every entry holds the rows of a single hour partition (sources split batches that straddle
+//! an hour), so an entry is removed as a whole once its partition's segment is registered.
+
+mod format;
+mod sled_buffer;
+
+#[cfg(test)]
+mod tests;
+
+pub use format::{decode_entry, encode_entry};
+#[cfg(test)]
+use sled_buffer::SEGMENT_SIZE;
+pub use sled_buffer::{split_for_entries, SledBuffer, SledBufferConfig, MAX_ENTRY_BYTES};
+
+use crate::{Batch, Partition};
+
+/// When a request is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// After the batch is fsynced (group commit across concurrent requests). The default.
+    #[default]
+    Durable,
+    /// After the batch is in the buffer's memory; sled writes it out within ~500 ms.
+    Buffered,
+}
+
+/// Errors of the buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// Appending would take the buffer past `max_bytes`: retry later.
+    #[error("buffer full: {used} of {max} bytes used, entry needs {needed}")]
+    Full {
+        /// Live bytes in the buffer.
+        used: u64,
+        /// `buffer.max_bytes`.
+        max: u64,
+        /// Size of the refused entry.
+        needed: u64,
+    },
+    /// A single entry is larger than the whole buffer can ever hold.
+    #[error("entry of {needed} bytes is larger than buffer.max_bytes ({max})")]
+    TooLarge {
+        /// Size of the refused entry.
+        needed: u64,
+        /// `buffer.max_bytes`.
+        max: u64,
+    },
+    /// The storage engine failed.
+    #[error("buffer storage error: {0}")]
+    Storage(String),
+    /// Encoding a batch failed.
+    #[error("cannot encode batch: {0}")]
+    Encode(String),
+    /// An entry failed its checks.
+    #[error("corrupt buffer entry {seq}: {reason}")]
+    Corrupt {
+        /// Sequence number of the entry.
+        seq: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl From<sled::Error> for BufferError {
+    fn from(e: sled::Error) -> Self {
+        BufferError::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for BufferError {
+    fn from(e: std::io::Error) -> Self {
+        BufferError::Storage(e.to_string())
+    }
+}
+
+/// One buffered batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Sequence number (FIFO order).
+    pub seq: u64,
+    /// Hour partition of every row.
+    pub partition: Partition,
+    /// The batch.
+    pub batch: Batch,
+    /// Encoded size in the buffer.
+    pub bytes: u64,
+}
+
+/// Live contents of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferStats {
+    /// Bytes of live entries (what `max_bytes` bounds).
+    pub bytes: u64,
+    /// Live entries.
+    pub entries: u64,
+}
+
+/// The durable buffer. Every method blocks: call them off the async threads.
+pub trait Buffer: Send + Sync + 'static {
+    /// Appends batches, each of whose rows all belong to its partition, as consecutive
+    /// entries; returns the last sequence number. All or nothing with respect to
+    /// `max_bytes`: either every entry fits or none is written. Entries are not durable until
+    /// [`Buffer::sync`] returns for a sequence at or past them.
+    fn append(&self, batches: &[(Partition, Batch)]) -> Result<u64, BufferError>;
+
+    /// Makes every entry up to `seq` durable. Concurrent callers share one fsync
+    /// (group commit).
+    fn sync(&self, seq: u64) -> Result<(), BufferError>;
+
+    /// Makes everything written so far (appends, removals, journal) durable.
+    fn sync_all(&self) -> Result<(), BufferError>;
+
+    /// Up to `max` entries with sequence numbers after `after`, in order. Corrupt entries are
+    /// moved aside (see [`Buffer::corrupt_entries`]) and skipped.
+    fn read(&self, after: Option<u64>, max: usize) -> Result<Vec<Entry>, BufferError>;
+
+    /// Removes entries (after their rows are in a registered segment).
+    fn remove(&self, seqs: &[u64]) -> Result<(), BufferError>;
+
+    /// Live bytes and entries.
+    fn stats(&self) -> BufferStats;
+
+    /// Entries moved aside because they failed their checks.
+    fn corrupt_entries(&self) -> u64;
+
+    /// Records a flush in progress (see the flusher): written and synced before the upload.
+    fn journal_put(&self, id: &[u8], value: &[u8]) -> Result<(), BufferError>;
+
+    /// Removes a flush journal record.
+    fn journal_remove(&self, id: &[u8]) -> Result<(), BufferError>;
+
+    /// Every flush journal record.
+    fn journal_list(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BufferError>;
+}

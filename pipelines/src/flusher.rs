@@ -1,0 +1,415 @@
+//! The flusher: buffer → sorted Parquet per (tenant, signal, hour) → object store → index.
+//!
+//! Exactly-once, crash-safe protocol for one segment:
+//! 1. encode the partition's rows as one sorted Parquet file;
+//! 2. write a journal record (segment record + the buffer entries it covers) and fsync it;
+//! 3. upload the object;
+//! 4. register the segment in the index (idempotent by id) and sync the index;
+//! 5. remove the covered entries from the buffer and fsync;
+//! 6. drop the journal record.
+//!
+//! On start, [`Flusher::recover`] replays the journal: a record whose object exists is
+//! registered again (a no-op if it already was) and its entries are removed; a record whose
+//! object does not exist is dropped and its entries are flushed again. A crash anywhere
+//! therefore neither loses rows nor writes them to the index twice, and an object is never
+//! written for rows that are flushed again under another id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+use weir_control_plane::{Catalog, SegmentRecord, SegmentState};
+use weir_schema::{Signal, SCHEMA_VERSION};
+
+use crate::buffer::{Buffer, BufferError};
+use crate::lake::Lake;
+use crate::metrics::Metrics;
+use crate::parquet_writer::{encode_parquet, ParquetConfig};
+use crate::Partition;
+
+/// Settings of the flusher.
+#[derive(Debug, Clone)]
+pub struct FlusherConfig {
+    /// Flush a partition once its rows take this many bytes in memory (uncompressed Arrow).
+    pub flush_bytes: u64,
+    /// Flush a partition once its oldest rows are this old.
+    pub max_file_age: Duration,
+    /// How often the buffer is polled when no append wakes the flusher.
+    pub poll_interval: Duration,
+    /// Parquet writer settings.
+    pub parquet: ParquetConfig,
+    /// Agent id written in every segment record.
+    pub agent_id: String,
+}
+
+impl Default for FlusherConfig {
+    fn default() -> Self {
+        FlusherConfig {
+            flush_bytes: 64 << 20,
+            max_file_age: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            parquet: ParquetConfig::default(),
+            agent_id: "weir".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    tenant: String,
+    signal: Signal,
+    partition: Partition,
+}
+
+struct Pending {
+    batches: Vec<RecordBatch>,
+    seqs: Vec<u64>,
+    bytes: u64,
+    since: Instant,
+    retry_at: Option<Instant>,
+    failures: u32,
+    /// A segment uploaded but not yet registered (retry registration only).
+    uploaded: Option<SegmentRecord>,
+}
+
+/// The journal record of a flush in progress.
+#[derive(Debug, Serialize, Deserialize)]
+struct JournalRecord {
+    segment: SegmentRecord,
+    seqs: Vec<u64>,
+}
+
+/// Errors of one flush.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// Encoding failed.
+    #[error("encode: {0}")]
+    Encode(#[from] crate::parquet_writer::EncodeError),
+    /// The buffer failed.
+    #[error("buffer: {0}")]
+    Buffer(#[from] BufferError),
+    /// The object store failed.
+    #[error("upload: {0}")]
+    Lake(#[from] crate::lake::LakeError),
+    /// The index failed.
+    #[error("register: {0}")]
+    Catalog(#[from] weir_control_plane::CatalogError),
+    /// A blocking task failed.
+    #[error("task: {0}")]
+    Task(String),
+}
+
+impl FlushError {
+    fn stage(&self) -> &'static str {
+        match self {
+            FlushError::Encode(_) => "encode",
+            FlushError::Buffer(_) => "buffer",
+            FlushError::Lake(_) => "upload",
+            FlushError::Catalog(_) => "register",
+            FlushError::Task(_) => "task",
+        }
+    }
+}
+
+/// Moves batches from the buffer to the lake.
+pub struct Flusher {
+    buffer: Arc<dyn Buffer>,
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    metrics: Metrics,
+    config: FlusherConfig,
+    wake: Arc<Notify>,
+    pending: HashMap<Key, Pending>,
+    last_seq: Option<u64>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
+) -> Result<T, FlushError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FlushError::Task(e.to_string()))?
+        .map_err(FlushError::from)
+}
+
+impl Flusher {
+    /// A flusher over a buffer, a lake and an index. `wake` is notified by appends.
+    pub fn new(
+        buffer: Arc<dyn Buffer>,
+        lake: Lake,
+        catalog: Arc<dyn Catalog>,
+        metrics: Metrics,
+        config: FlusherConfig,
+        wake: Arc<Notify>,
+    ) -> Flusher {
+        Flusher {
+            buffer,
+            lake,
+            catalog,
+            metrics,
+            config,
+            wake,
+            pending: HashMap::new(),
+            last_seq: None,
+        }
+    }
+
+    /// Replays the flush journal left by a previous run (see the module docs).
+    pub async fn recover(&self) -> Result<(), FlushError> {
+        let buffer = self.buffer.clone();
+        let records = blocking(move || buffer.journal_list()).await?;
+        for (id, value) in records {
+            let rec: JournalRecord = match serde_json::from_slice(&value) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(error = %e, "unreadable flush journal record dropped; its entries will be flushed again");
+                    let buffer = self.buffer.clone();
+                    blocking(move || buffer.journal_remove(&id)).await?;
+                    continue;
+                }
+            };
+            let segment = rec.segment.id;
+            if self.lake.exists(&rec.segment.object_key).await? {
+                self.catalog
+                    .register(std::slice::from_ref(&rec.segment))
+                    .await?;
+                self.catalog.sync().await?;
+                let buffer = self.buffer.clone();
+                let seqs = rec.seqs.clone();
+                blocking(move || {
+                    buffer.remove(&seqs)?;
+                    buffer.sync_all()?;
+                    buffer.journal_remove(&id)
+                })
+                .await?;
+                info!(%segment, "recovered a segment written before a restart");
+            } else {
+                let buffer = self.buffer.clone();
+                blocking(move || buffer.journal_remove(&id)).await?;
+                info!(%segment, "dropped an interrupted flush; its rows will be flushed again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown`, then makes one last attempt to flush everything (bounded by
+    /// `final_flush_timeout`); whatever is not flushed stays in the buffer for the next start.
+    pub async fn run(mut self, shutdown: CancellationToken, final_flush_timeout: Duration) {
+        if let Err(e) = self.recover().await {
+            error!(error = %e, "flush journal recovery failed; will retry on next start");
+        }
+        loop {
+            if let Err(e) = self.poll().await {
+                error!(error = %e, "reading the buffer failed");
+            }
+            self.flush_due(false).await;
+            self.update_gauges();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {
+                    // Let a burst of appends land before reading them.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        let final_flush = async {
+            if let Err(e) = self.poll().await {
+                error!(error = %e, "reading the buffer failed");
+            }
+            self.flush_due(true).await;
+        };
+        if tokio::time::timeout(final_flush_timeout, final_flush)
+            .await
+            .is_err()
+        {
+            warn!("final flush timed out; unflushed rows stay in the buffer for the next start");
+        }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let s = self.buffer.stats();
+        self.metrics.buffer_bytes.set(s.bytes as i64);
+        self.metrics.buffer_entries.set(s.entries as i64);
+        self.metrics
+            .buffer_corrupt_entries
+            .set(self.buffer.corrupt_entries() as i64);
+        for signal in Signal::ALL {
+            let n = self.pending.keys().filter(|k| k.signal == signal).count();
+            self.metrics
+                .pending_partitions
+                .with_label_values(&[signal.as_str()])
+                .set(n as i64);
+        }
+    }
+
+    /// Reads new buffer entries into the per-partition accumulators.
+    async fn poll(&mut self) -> Result<(), FlushError> {
+        loop {
+            let buffer = self.buffer.clone();
+            let after = self.last_seq;
+            let entries = blocking(move || buffer.read(after, 256)).await?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            for e in entries {
+                self.last_seq = Some(e.seq);
+                let key = Key {
+                    tenant: e.batch.tenant.clone(),
+                    signal: e.batch.signal,
+                    partition: e.partition,
+                };
+                let p = self.pending.entry(key).or_insert_with(|| Pending {
+                    batches: Vec::new(),
+                    seqs: Vec::new(),
+                    bytes: 0,
+                    since: Instant::now(),
+                    retry_at: None,
+                    failures: 0,
+                    uploaded: None,
+                });
+                p.bytes += e.batch.records.get_array_memory_size() as u64;
+                p.batches.push(e.batch.records);
+                p.seqs.push(e.seq);
+            }
+        }
+    }
+
+    async fn flush_due(&mut self, all: bool) {
+        let now = Instant::now();
+        let mut due: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now) || all)
+            .filter(|(_, p)| {
+                all || p.uploaded.is_some()
+                    || p.bytes >= self.config.flush_bytes
+                    || now.duration_since(p.since) >= self.config.max_file_age
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        due.sort();
+        for key in due {
+            let Some(mut p) = self.pending.remove(&key) else {
+                continue;
+            };
+            let started = Instant::now();
+            match self.flush_one(&key, &mut p).await {
+                Ok(seg) => {
+                    self.metrics
+                        .flush_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    let signal = key.signal.as_str();
+                    self.metrics
+                        .segments_flushed
+                        .with_label_values(&[signal])
+                        .inc();
+                    self.metrics
+                        .rows_flushed
+                        .with_label_values(&[signal])
+                        .inc_by(seg.row_count);
+                    self.metrics
+                        .bytes_flushed
+                        .with_label_values(&[signal])
+                        .inc_by(seg.bytes);
+                    info!(segment = %seg.id, tenant = %seg.tenant, signal, rows = seg.row_count, bytes = seg.bytes, key = %seg.object_key, "flushed segment");
+                }
+                Err(e) => {
+                    self.metrics
+                        .flush_errors
+                        .with_label_values(&[e.stage()])
+                        .inc();
+                    p.failures += 1;
+                    let backoff =
+                        Duration::from_millis(200u64.saturating_mul(1 << p.failures.min(8)))
+                            .min(Duration::from_secs(30));
+                    p.retry_at = Some(Instant::now() + backoff);
+                    warn!(error = %e, tenant = %key.tenant, signal = %key.signal, retry_in = ?backoff, "flush failed; rows stay in the buffer");
+                    self.pending.insert(key, p);
+                    if all {
+                        // During shutdown, one failure means the store is unreachable: stop.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_one(&self, key: &Key, p: &mut Pending) -> Result<SegmentRecord, FlushError> {
+        let segment = match p.uploaded.clone() {
+            Some(seg) => seg,
+            None => {
+                let (cfg, signal, tenant, batches) = (
+                    self.config.parquet.clone(),
+                    key.signal,
+                    key.tenant.clone(),
+                    p.batches.clone(),
+                );
+                let (bytes, summary) = tokio::task::spawn_blocking(move || {
+                    encode_parquet(&cfg, signal, &tenant, &batches)
+                })
+                .await
+                .map_err(|e| FlushError::Task(e.to_string()))??;
+                let id = Uuid::now_v7();
+                let object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
+                let segment = SegmentRecord {
+                    id,
+                    tenant: key.tenant.clone(),
+                    signal: key.signal.as_str().into(),
+                    object_key,
+                    partition: key.partition.path(),
+                    min_timestamp: summary.min_timestamp,
+                    max_timestamp: summary.max_timestamp,
+                    row_count: summary.rows,
+                    bytes: bytes.len() as u64,
+                    services: summary.services,
+                    schema_version: SCHEMA_VERSION,
+                    agent_id: self.config.agent_id.clone(),
+                    created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+                    state: SegmentState::Active,
+                    replaced_by: None,
+                };
+                let journal = serde_json::to_vec(&JournalRecord {
+                    segment: segment.clone(),
+                    seqs: p.seqs.clone(),
+                })
+                .map_err(|e| FlushError::Task(e.to_string()))?;
+                let buffer = self.buffer.clone();
+                blocking(move || {
+                    buffer.journal_put(id.as_bytes(), &journal)?;
+                    buffer.sync_all()
+                })
+                .await?;
+                if let Err(e) = self.lake.put(&segment.object_key, bytes).await {
+                    let buffer = self.buffer.clone();
+                    blocking(move || buffer.journal_remove(id.as_bytes())).await?;
+                    return Err(e.into());
+                }
+                debug!(segment = %id, "uploaded");
+                p.uploaded = Some(segment.clone());
+                segment
+            }
+        };
+        self.catalog
+            .register(std::slice::from_ref(&segment))
+            .await?;
+        self.catalog.sync().await?;
+        let buffer = self.buffer.clone();
+        let seqs = p.seqs.clone();
+        let id = segment.id;
+        blocking(move || {
+            buffer.remove(&seqs)?;
+            buffer.sync_all()?;
+            buffer.journal_remove(id.as_bytes())
+        })
+        .await?;
+        Ok(segment)
+    }
+}

@@ -1,0 +1,129 @@
+//! The one path every source takes to hand a decoded batch to the buffer.
+//!
+//! `Ingest::write` splits a batch by hour partition and into entries below the buffer's entry
+//! size, appends them all-or-nothing, waits for durability as `buffer.ack` says, counts the
+//! records and wakes the flusher. It blocks: sources call it from a blocking task together
+//! with their decoding.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::buffer::{split_for_entries, AckMode, Buffer, BufferError};
+use crate::metrics::Metrics;
+use crate::Batch;
+
+/// Why a batch was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The buffer is full: the client should retry later.
+    #[error("{0}; retry later")]
+    Full(BufferError),
+    /// The request can never fit the buffer.
+    #[error("{0}")]
+    TooLarge(BufferError),
+    /// Storage failed.
+    #[error("{0}")]
+    Storage(BufferError),
+    /// The batch could not be split.
+    #[error("cannot partition batch: {0}")]
+    Partition(String),
+}
+
+impl From<BufferError> for IngestError {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Full { .. } => IngestError::Full(e),
+            BufferError::TooLarge { .. } => IngestError::TooLarge(e),
+            other => IngestError::Storage(other),
+        }
+    }
+}
+
+/// Shared handle to the buffer for the sources.
+#[derive(Clone)]
+pub struct Ingest {
+    buffer: Arc<dyn Buffer>,
+    ack: AckMode,
+    metrics: Metrics,
+    wake: Arc<Notify>,
+}
+
+impl Ingest {
+    /// A handle over a buffer; `wake` is notified after each append.
+    pub fn new(
+        buffer: Arc<dyn Buffer>,
+        ack: AckMode,
+        metrics: Metrics,
+        wake: Arc<Notify>,
+    ) -> Ingest {
+        Ingest {
+            buffer,
+            ack,
+            metrics,
+            wake,
+        }
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Writes a batch to the buffer and returns once it is acknowledged under `buffer.ack`.
+    /// `request_bytes` is counted as received. Empty batches are accepted without a write.
+    pub fn write(&self, batch: Batch, request_bytes: usize) -> Result<(), IngestError> {
+        let source = batch.source.clone();
+        let signal = batch.signal;
+        let rows = batch.num_rows() as u64;
+        if rows > 0 {
+            let parts = batch
+                .split_by_partition()
+                .map_err(|e| IngestError::Partition(e.to_string()))?;
+            let mut entries = Vec::with_capacity(parts.len());
+            for (p, b) in parts {
+                for piece in split_for_entries(b) {
+                    entries.push((p, piece));
+                }
+            }
+            let seq = self.buffer.append(&entries).inspect_err(|e| {
+                let reason = match e {
+                    BufferError::Full { .. } => "buffer_full",
+                    BufferError::TooLarge { .. } => "too_large",
+                    _ => "storage",
+                };
+                self.metrics
+                    .rejected_requests
+                    .with_label_values(&[&source, reason])
+                    .inc();
+            })?;
+            if self.ack == AckMode::Durable {
+                self.buffer.sync(seq).inspect_err(|_| {
+                    self.metrics
+                        .rejected_requests
+                        .with_label_values(&[&source, "storage"])
+                        .inc();
+                })?;
+            }
+            self.wake.notify_one();
+        }
+        let labels = [source.as_str(), signal.as_str()];
+        self.metrics
+            .received_records
+            .with_label_values(&labels)
+            .inc_by(rows);
+        self.metrics
+            .received_bytes
+            .with_label_values(&labels)
+            .inc_by(request_bytes as u64);
+        Ok(())
+    }
+
+    /// Counts a refused request.
+    pub fn reject(&self, source: &str, reason: &str) {
+        self.metrics
+            .rejected_requests
+            .with_label_values(&[source, reason])
+            .inc();
+    }
+}

@@ -1,0 +1,17 @@
+//! Weir's data path after the sources: the [`Batch`] model, OTLP → Arrow decoding, the durable
+//! sled [`buffer`], Parquet encoding of the lake and the [`flusher`] that moves batches from the
+//! buffer to object storage and registers every file in the control plane.
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod buffer;
+pub mod columns;
+pub mod flusher;
+pub mod ingest;
+pub mod lake;
+pub mod metrics;
+pub mod otlp;
+pub mod parquet_writer;
+
+pub use batch::{Batch, Partition};
+pub use weir_schema::Signal;

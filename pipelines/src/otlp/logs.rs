@@ -1,0 +1,333 @@
+//! OTLP logs → the logs lake schema, and back.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Int32Builder, StringBuilder, UInt32Builder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampNanosecondType, UInt32Type};
+use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
+use arrow_schema::ArrowError;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use weir_schema::logs_schema;
+
+use super::anyvalue::{any_value_to_string, attributes_into, service_name};
+use super::{hex_id, pick_time, Decoded, Rejections};
+use crate::columns::{timestamp_builder, AttributesBuilder};
+
+/// Decodes an OTLP logs request into one record batch of the logs schema.
+pub fn decode_logs(
+    req: &ExportLogsServiceRequest,
+    received_at: i64,
+) -> Result<Decoded, ArrowError> {
+    let n: usize = req
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum();
+    let mut ts = timestamp_builder(n);
+    let mut observed = timestamp_builder(n);
+    let mut sev_num = Int32Builder::with_capacity(n);
+    let mut sev_text = StringBuilder::new();
+    let mut body = StringBuilder::new();
+    let mut trace_id = StringBuilder::new();
+    let mut span_id = StringBuilder::new();
+    let mut flags = UInt32Builder::with_capacity(n);
+    let mut event_name = StringBuilder::new();
+    let mut dropped = UInt32Builder::with_capacity(n);
+    let mut service = StringBuilder::new();
+    let mut res_attrs = AttributesBuilder::with_capacity(n);
+    let mut scope_name = StringBuilder::new();
+    let mut scope_version = StringBuilder::new();
+    let mut attrs = AttributesBuilder::with_capacity(n);
+    let mut rejected = Rejections::default();
+
+    for rl in &req.resource_logs {
+        let resource_attrs: &[KeyValue] = rl
+            .resource
+            .as_ref()
+            .map(|r| r.attributes.as_slice())
+            .unwrap_or(&[]);
+        let svc = service_name(resource_attrs);
+        for sl in &rl.scope_logs {
+            let scope = sl.scope.as_ref();
+            for lr in &sl.log_records {
+                if !matches!(lr.trace_id.len(), 0 | 16) {
+                    rejected.reject(|| {
+                        format!(
+                            "log record trace_id has {} bytes, expected 16",
+                            lr.trace_id.len()
+                        )
+                    });
+                    continue;
+                }
+                if !matches!(lr.span_id.len(), 0 | 8) {
+                    rejected.reject(|| {
+                        format!(
+                            "log record span_id has {} bytes, expected 8",
+                            lr.span_id.len()
+                        )
+                    });
+                    continue;
+                }
+                let t = pick_time(lr.time_unix_nano, lr.observed_time_unix_nano, received_at);
+                let o = if lr.observed_time_unix_nano != 0 {
+                    i64::try_from(lr.observed_time_unix_nano).unwrap_or(i64::MAX)
+                } else {
+                    received_at
+                };
+                ts.append_value(t);
+                observed.append_value(o);
+                sev_num.append_value(lr.severity_number);
+                sev_text.append_option(non_empty(&lr.severity_text));
+                body.append_option(lr.body.as_ref().and_then(any_value_to_string));
+                trace_id.append_option(hex_id(&lr.trace_id));
+                span_id.append_option(hex_id(&lr.span_id));
+                flags.append_value(lr.flags);
+                event_name.append_option(non_empty(&lr.event_name));
+                dropped.append_value(lr.dropped_attributes_count);
+                service.append_option(svc);
+                attributes_into(&mut res_attrs, resource_attrs);
+                res_attrs.finish_row();
+                scope_name.append_option(scope.and_then(|s| non_empty(&s.name)));
+                scope_version.append_option(scope.and_then(|s| non_empty(&s.version)));
+                attributes_into(&mut attrs, &lr.attributes);
+                attrs.finish_row();
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ts.finish()),
+        Arc::new(observed.finish()),
+        Arc::new(sev_num.finish()),
+        Arc::new(sev_text.finish()),
+        Arc::new(body.finish()),
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(flags.finish()),
+        Arc::new(event_name.finish()),
+        Arc::new(dropped.finish()),
+        Arc::new(service.finish()),
+        res_attrs.finish(),
+        Arc::new(scope_name.finish()),
+        Arc::new(scope_version.finish()),
+        attrs.finish(),
+    ];
+    Ok(Decoded {
+        records: RecordBatch::try_new(logs_schema(), columns)?,
+        rejected: rejected.count,
+        error: rejected.first,
+    })
+}
+
+pub(crate) fn non_empty(s: &str) -> Option<&str> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
+    b.column_by_name(name)
+        .ok_or_else(|| ArrowError::SchemaError(format!("missing column {name}")))
+}
+
+fn string_at(a: &ArrayRef, i: usize) -> Option<String> {
+    let s = a.as_string_opt::<i32>()?;
+    if s.is_null(i) {
+        None
+    } else {
+        Some(s.value(i).to_string())
+    }
+}
+
+/// Reads back a map column's row as OTLP string attributes.
+pub(crate) fn map_row_to_kv(a: &ArrayRef, i: usize) -> Vec<KeyValue> {
+    let Some(m) = a.as_any().downcast_ref::<MapArray>() else {
+        return Vec::new();
+    };
+    let entries = m.value(i);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    (0..entries.len())
+        .map(|j| KeyValue {
+            key: keys.value(j).to_string(),
+            value: (!values.is_null(j)).then(|| AnyValue {
+                value: Some(Value::StringValue(values.value(j).to_string())),
+            }),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Converts a logs record batch back to an OTLP request: one resource and scope per row
+/// group of equal resource and scope. Attribute values come back as strings (the lake keeps
+/// non-string values as JSON text).
+pub fn logs_to_otlp(b: &RecordBatch) -> Result<ExportLogsServiceRequest, ArrowError> {
+    let ts = column(b, "timestamp")?.as_primitive::<TimestampNanosecondType>();
+    let obs = column(b, "observed_timestamp")?.as_primitive::<TimestampNanosecondType>();
+    let sev = column(b, "severity_number")?.as_primitive::<Int32Type>();
+    let flags = column(b, "flags")?.as_primitive::<UInt32Type>();
+    let dropped = column(b, "dropped_attributes_count")?.as_primitive::<UInt32Type>();
+    let (sev_text, body, trace_id, span_id, event_name) = (
+        column(b, "severity_text")?,
+        column(b, "body")?,
+        column(b, "trace_id")?,
+        column(b, "span_id")?,
+        column(b, "event_name")?,
+    );
+    let (res_attrs, scope_name, scope_version, attrs) = (
+        column(b, "resource_attributes")?,
+        column(b, "scope_name")?,
+        column(b, "scope_version")?,
+        column(b, "attributes")?,
+    );
+    let mut out: Vec<ResourceLogs> = Vec::new();
+    for i in 0..b.num_rows() {
+        let resource = Resource {
+            attributes: map_row_to_kv(res_attrs, i),
+            ..Default::default()
+        };
+        let scope = InstrumentationScope {
+            name: string_at(scope_name, i).unwrap_or_default(),
+            version: string_at(scope_version, i).unwrap_or_default(),
+            ..Default::default()
+        };
+        let record = LogRecord {
+            time_unix_nano: ts.value(i) as u64,
+            observed_time_unix_nano: obs.value(i) as u64,
+            severity_number: sev.value(i),
+            severity_text: string_at(sev_text, i).unwrap_or_default(),
+            body: string_at(body, i).map(|s| AnyValue {
+                value: Some(Value::StringValue(s)),
+            }),
+            attributes: map_row_to_kv(attrs, i),
+            dropped_attributes_count: dropped.value(i),
+            flags: flags.value(i),
+            trace_id: string_at(trace_id, i)
+                .and_then(|h| hex::decode(h).ok())
+                .unwrap_or_default(),
+            span_id: string_at(span_id, i)
+                .and_then(|h| hex::decode(h).ok())
+                .unwrap_or_default(),
+            event_name: string_at(event_name, i).unwrap_or_default(),
+        };
+        let same_resource = out
+            .last()
+            .is_some_and(|r| r.resource.as_ref() == Some(&resource));
+        if !same_resource {
+            out.push(ResourceLogs {
+                resource: Some(resource),
+                scope_logs: Vec::new(),
+                schema_url: String::new(),
+            });
+        }
+        let Some(rl) = out.last_mut() else { continue };
+        let same_scope = rl
+            .scope_logs
+            .last()
+            .is_some_and(|s| s.scope.as_ref() == Some(&scope));
+        if !same_scope {
+            rl.scope_logs.push(ScopeLogs {
+                scope: Some(scope),
+                log_records: Vec::new(),
+                schema_url: String::new(),
+            });
+        }
+        if let Some(sl) = rl.scope_logs.last_mut() {
+            sl.log_records.push(record);
+        }
+    }
+    Ok(ExportLogsServiceRequest { resource_logs: out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn request(n: usize) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout"), kv("host.name", "n1")],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "1.0".into(),
+                        ..Default::default()
+                    }),
+                    log_records: (0..n)
+                        .map(|i| LogRecord {
+                            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                            observed_time_unix_nano: 1_700_000_000_000_000_500,
+                            severity_number: 9,
+                            severity_text: "INFO".into(),
+                            body: Some(AnyValue {
+                                value: Some(Value::StringValue(format!("hello {i}"))),
+                            }),
+                            attributes: vec![kv("k", "v")],
+                            trace_id: vec![0xab; 16],
+                            span_id: vec![0xcd; 8],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn logs_round_trip_through_arrow() {
+        let req = request(3);
+        let d = decode_logs(&req, 5).unwrap();
+        assert_eq!(d.records.num_rows(), 3);
+        assert_eq!(d.rejected, 0);
+        let back = logs_to_otlp(&d.records).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn bad_ids_are_rejected_one_by_one() {
+        let mut req = request(3);
+        req.resource_logs[0].scope_logs[0].log_records[1].trace_id = vec![1, 2, 3];
+        let d = decode_logs(&req, 5).unwrap();
+        assert_eq!(d.records.num_rows(), 2);
+        assert_eq!(d.rejected, 1);
+        assert!(d.error.unwrap().contains("trace_id has 3 bytes"));
+    }
+
+    #[test]
+    fn zero_time_falls_back_to_observed_then_received() {
+        let mut req = request(2);
+        let recs = &mut req.resource_logs[0].scope_logs[0].log_records;
+        recs[0].time_unix_nano = 0;
+        recs[1].time_unix_nano = 0;
+        recs[1].observed_time_unix_nano = 0;
+        let d = decode_logs(&req, 77).unwrap();
+        let ts = d
+            .records
+            .column(0)
+            .as_primitive::<TimestampNanosecondType>();
+        assert_eq!(ts.value(0), 1_700_000_000_000_000_500);
+        assert_eq!(ts.value(1), 77);
+    }
+}

@@ -1,0 +1,63 @@
+//! OTLP → Arrow decoding (and the one mapping back, for printing OTLP).
+//!
+//! The mapping of every OTLP field to a lake column is written out in `docs/schemas.md`.
+//! Records that cannot be stored (a trace or span id of the wrong length) are rejected one by
+//! one and reported as the OTLP partial success; the rest of the request is kept.
+
+mod anyvalue;
+mod logs;
+mod metrics;
+mod traces;
+
+pub use anyvalue::{any_value_to_string, attributes_into};
+pub use logs::{decode_logs, logs_to_otlp};
+pub use metrics::decode_metrics;
+pub use traces::decode_traces;
+
+use arrow_array::RecordBatch;
+
+/// A decoded request: the rows that were kept and what was rejected.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The accepted rows in the signal's lake schema.
+    pub records: RecordBatch,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Why the first rejected row was rejected.
+    pub error: Option<String>,
+}
+
+/// Lowercase hex of an id, or `None` when it is empty.
+pub(crate) fn hex_id(bytes: &[u8]) -> Option<String> {
+    if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {
+        None
+    } else {
+        Some(hex::encode(bytes))
+    }
+}
+
+/// Time of a record: its own, else the observed time, else the time it was received.
+pub(crate) fn pick_time(own: u64, observed: u64, received: i64) -> i64 {
+    let t = if own != 0 { own } else { observed };
+    if t == 0 {
+        received
+    } else {
+        i64::try_from(t).unwrap_or(i64::MAX)
+    }
+}
+
+/// Tracks rejected rows and the first reason.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    pub count: u64,
+    pub first: Option<String>,
+}
+
+impl Rejections {
+    pub fn reject(&mut self, reason: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(reason());
+        }
+    }
+}

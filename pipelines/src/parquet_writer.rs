@@ -1,0 +1,158 @@
+//! Parquet encoding of the lake: one sorted file per partition flush.
+
+use std::collections::BTreeSet;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_ord::sort::{lexsort_to_indices, SortColumn};
+use arrow_schema::ArrowError;
+use arrow_select::take::take_record_batch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use weir_schema::{
+    Signal, META_MAX_TIMESTAMP, META_MIN_TIMESTAMP, META_SCHEMA_VERSION, META_SIGNAL, META_TENANT,
+    SCHEMA_VERSION,
+};
+
+use crate::Batch;
+
+/// Writer settings of the lake's Parquet files.
+#[derive(Debug, Clone)]
+pub struct ParquetConfig {
+    /// ZSTD level (1-22).
+    pub zstd_level: i32,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            zstd_level: 3,
+            row_group_rows: 128 * 1024,
+        }
+    }
+}
+
+/// Errors of Parquet encoding.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// Arrow failed (concatenation, sorting).
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    /// The Parquet writer failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] ParquetError),
+    /// Nothing to encode.
+    #[error("no rows to encode")]
+    Empty,
+}
+
+/// What the file holds, for its segment record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSummary {
+    /// Rows written.
+    pub rows: u64,
+    /// Smallest row timestamp.
+    pub min_timestamp: i64,
+    /// Largest row timestamp.
+    pub max_timestamp: i64,
+    /// Distinct service names.
+    pub services: Vec<String>,
+}
+
+/// Concatenates and sorts record batches of one signal by the signal's sort order.
+pub fn sort_rows(signal: Signal, batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+    let merged = arrow_select::concat::concat_batches(&signal.schema(), batches)?;
+    let columns: Vec<SortColumn> = signal
+        .sort_columns()
+        .iter()
+        .map(|name| {
+            merged
+                .column_by_name(name)
+                .map(|c| SortColumn {
+                    values: c.clone(),
+                    options: None,
+                })
+                .ok_or_else(|| ArrowError::SchemaError(format!("missing sort column {name}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let indices = lexsort_to_indices(&columns, None)?;
+    take_record_batch(&merged, &indices)
+}
+
+fn writer_properties(
+    cfg: &ParquetConfig,
+    signal: Signal,
+    tenant: &str,
+    s: &FileSummary,
+) -> Result<WriterProperties, ParquetError> {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(cfg.zstd_level)?))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(cfg.row_group_rows))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(META_SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
+            KeyValue::new(META_TENANT.into(), tenant.to_string()),
+            KeyValue::new(META_SIGNAL.into(), signal.as_str().to_string()),
+            KeyValue::new(META_MIN_TIMESTAMP.into(), s.min_timestamp.to_string()),
+            KeyValue::new(META_MAX_TIMESTAMP.into(), s.max_timestamp.to_string()),
+        ]));
+    if matches!(signal, Signal::Logs | Signal::Traces) {
+        b = b.set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true);
+    }
+    Ok(b.build())
+}
+
+fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
+    let batch = Batch {
+        tenant: String::new(),
+        signal,
+        source: String::new(),
+        received_at: 0,
+        records: rows.clone(),
+    };
+    let (min_timestamp, max_timestamp) = batch.time_bounds().unwrap_or((0, 0));
+    let mut services = BTreeSet::new();
+    if let Some(col) = rows
+        .column_by_name("service_name")
+        .and_then(|c| c.as_string_opt::<i32>())
+    {
+        for i in 0..col.len() {
+            if col.is_valid(i) {
+                services.insert(col.value(i));
+            }
+        }
+    }
+    FileSummary {
+        rows: rows.num_rows() as u64,
+        min_timestamp,
+        max_timestamp,
+        services: services.into_iter().map(str::to_string).collect(),
+    }
+}
+
+/// Encodes the rows of one partition as one sorted Parquet file.
+pub fn encode_parquet(
+    cfg: &ParquetConfig,
+    signal: Signal,
+    tenant: &str,
+    batches: &[RecordBatch],
+) -> Result<(Vec<u8>, FileSummary), EncodeError> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(EncodeError::Empty);
+    }
+    let sorted = sort_rows(signal, batches)?;
+    let summary = summarize(signal, &sorted);
+    let props = writer_properties(cfg, signal, tenant, &summary)?;
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, signal.schema(), Some(props))?;
+    writer.write(&sorted)?;
+    writer.close()?;
+    Ok((out, summary))
+}
