@@ -1,0 +1,212 @@
+"""Harness for end-to-end tests: runs the real `weir` binary on free ports with its own data
+directory, and reads the lake with DuckDB and pyarrow (readers we did not write)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+WEIR_BIN = os.environ.get("TEST_WEIR_BIN") or str(
+    Path(__file__).resolve().parents[2] / "target" / "debug" / "weir"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Weir:
+    """One `weir run` process and its data directory."""
+
+    def __init__(self, root: Path, extra_toml: str = "", wrap=None):
+        self.root = root
+        self.data = root / "data"
+        self.lake = self.data / "lake"
+        self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
+        self.config = root / "weir.toml"
+        self.config.write_text(
+            f"""
+data_dir = "{self.data}"
+[sources.otlp]
+grpc_address = "127.0.0.1:{self.grpc_port}"
+http_address = "127.0.0.1:{self.http_port}"
+[admin]
+address = "127.0.0.1:{self.admin_port}"
+[shutdown]
+timeout = "10s"
+{extra_toml}
+"""
+        )
+        if "[lake]" not in extra_toml:
+            with self.config.open("a") as f:
+                f.write('[lake]\nmax_file_age = "1s"\n')
+        self.wrap = wrap or []
+        self.proc = None
+        self.log = root / "weir.log"
+
+    @property
+    def http(self):
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def admin(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self, wait=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        env.setdefault("RUST_LOG", "info")
+        self.logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.wrap + [WEIR_BIN, "run", "--config", str(self.config)],
+            stdout=self.logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weir exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.admin + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("weir did not become ready:\n" + self.log.read_text())
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.logf.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        self.logf.close()
+
+    def get_json(self, path):
+        with urllib.request.urlopen(self.admin + path, timeout=5) as r:
+            return json.loads(r.read())
+
+    def segments(self, tenant="default", signal=None):
+        out, cursor = [], None
+        while True:
+            q = f"/v1/segments?tenant={tenant}&limit=100"
+            if signal:
+                q += f"&signal={signal}"
+            if cursor:
+                q += f"&cursor={cursor}"
+            page = self.get_json(q)
+            out += page["segments"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+    def metrics(self):
+        with urllib.request.urlopen(self.admin + "/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def wait_rows(self, signal, n, tenant="default", timeout=30):
+        deadline = time.time() + timeout
+        rows = 0
+        while time.time() < deadline:
+            rows = sum(s["row_count"] for s in self.segments(tenant, signal))
+            if rows >= n:
+                return rows
+            time.sleep(0.2)
+        raise AssertionError(f"only {rows} of {n} {signal} rows flushed for {tenant}:\n" + self.log.read_text()[-4000:])
+
+    def files(self, tenant="default", signal="logs"):
+        return sorted((self.lake / f"tenant={tenant}" / f"signal={signal}").rglob("*.parquet"))
+
+    def duck(self, tenant="default", signal="logs"):
+        """A DuckDB connection with a view `lake` over the files of one tenant and signal."""
+        con = duckdb.connect()
+        glob = str(self.lake / f"tenant={tenant}" / f"signal={signal}" / "**" / "*.parquet")
+        con.execute(f"CREATE VIEW lake AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true)")
+        return con
+
+    def rows(self, tenant="default", signal="logs"):
+        """Every row of one tenant and signal, read with pyarrow; timestamps as int64 nanos."""
+        import pyarrow as pa
+
+        tables = [pq.read_table(f) for f in self.files(tenant, signal)]
+        if not tables:
+            return []
+        t = pa.concat_tables(tables)
+
+        def ints(ty):
+            if pa.types.is_timestamp(ty):
+                return pa.int64()
+            if pa.types.is_list(ty):
+                return pa.list_(ty.value_field.with_type(ints(ty.value_type)))
+            if pa.types.is_struct(ty):
+                return pa.struct([ty.field(i).with_type(ints(ty.field(i).type)) for i in range(ty.num_fields)])
+            return ty
+
+        schema = pa.schema([f.with_type(ints(f.type)) for f in t.schema], metadata=t.schema.metadata)
+        return t.cast(schema).to_pylist()
+
+    def check_index_matches_lake(self, tenant, signal):
+        """The index lists exactly the lake's files, with their row counts and time bounds."""
+        segs = {s["object_key"]: s for s in self.segments(tenant, signal)}
+        files = {str(f.relative_to(self.lake)): f for f in self.files(tenant, signal)}
+        assert set(segs) == set(files), (set(segs), set(files))
+        time_col = "start_timestamp" if signal == "traces" else "timestamp"
+        for key, f in files.items():
+            t = pq.read_table(f)
+            assert segs[key]["row_count"] == t.num_rows
+            ts = t.column(time_col).cast("int64").to_pylist()
+            assert segs[key]["min_timestamp"] == min(ts)
+            assert segs[key]["max_timestamp"] == max(ts)
+            assert segs[key]["bytes"] == f.stat().st_size
+            meta = pq.read_metadata(f).metadata
+            assert meta[b"weir.tenant"].decode() == tenant
+            assert meta[b"weir.signal"].decode() == signal
+        return segs
+
+
+@pytest.fixture
+def weir_factory(tmp_path):
+    started = []
+
+    def make(extra_toml="", name="w", wrap=None, start=True):
+        root = tmp_path / name
+        root.mkdir(exist_ok=True)
+        w = Weir(root, extra_toml, wrap)
+        started.append(w)
+        return w.start() if start else w
+
+    yield make
+    for w in started:
+        if w.proc and w.proc.poll() is None:
+            w.kill()
+
+
+@pytest.fixture
+def weir(weir_factory):
+    return weir_factory()

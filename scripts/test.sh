@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine or a warm one:
+# installs what the tests need (Debian packages, Rust components, a Python venv with the real
+# OpenTelemetry clients, pyarrow and DuckDB), then runs lints, the Rust tests and the
+# end-to-end tests against the real `weir` binary.
+#
+# Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target) and the venv
+# ($WEIR_TEST_VENV, default ./.venv, reinstalled only when requirements.txt changes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+command -v rustup >/dev/null 2>&1 && rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "python venv"
+VENV=${WEIR_TEST_VENV:-$ROOT/.venv}
+REQ=integration-tests/python/requirements.txt
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+sum=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$sum" ]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+  echo "$sum" > "$VENV/.requirements.sha256"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo build --workspace --bins
+cargo test --workspace
+
+step "end-to-end tests (real clients, pyarrow/DuckDB readers)"
+TEST_WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" "$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python "$@"
