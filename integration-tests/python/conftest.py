@@ -28,7 +28,7 @@ def free_port():
 class Weir:
     """One `weir run` process and its data directory."""
 
-    def __init__(self, root: Path, extra_toml: str = "", wrap=None):
+    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp=""):
         self.root = root
         self.data = root / "data"
         self.lake = self.data / "lake"
@@ -40,6 +40,7 @@ data_dir = "{self.data}"
 [sources.otlp]
 grpc_address = "127.0.0.1:{self.grpc_port}"
 http_address = "127.0.0.1:{self.http_port}"
+{otlp}
 [admin]
 address = "127.0.0.1:{self.admin_port}"
 [shutdown]
@@ -194,10 +195,10 @@ timeout = "10s"
 def weir_factory(tmp_path):
     started = []
 
-    def make(extra_toml="", name="w", wrap=None, start=True):
+    def make(extra_toml="", name="w", wrap=None, start=True, otlp=""):
         root = tmp_path / name
         root.mkdir(exist_ok=True)
-        w = Weir(root, extra_toml, wrap)
+        w = Weir(root, extra_toml, wrap, otlp)
         started.append(w)
         return w.start() if start else w
 

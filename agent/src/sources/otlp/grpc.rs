@@ -3,8 +3,8 @@
 //! Statuses follow the OTLP spec: `INVALID_ARGUMENT` for a request that cannot be mapped,
 //! `RESOURCE_EXHAUSTED` with `RetryInfo` (retryable) when the buffer is full,
 //! `UNAVAILABLE` when the agent cannot store data, partial success in the response when
-//! records were refused. Messages above `sources.otlp.max_request_bytes` are refused by tonic
-//! with `RESOURCE_EXHAUSTED`.
+//! records were refused. Messages above `sources.otlp.max_request_bytes` (after gzip) are
+//! refused by tonic with `OUT_OF_RANGE` naming the limit, which clients do not retry.
 
 use std::time::Duration;
 
