@@ -221,7 +221,7 @@ mod tests {
         cat.register(&[a.clone(), b.clone(), c.clone(), d.clone()])
             .await
             .unwrap();
-        cat.register(&[a.clone()]).await.unwrap();
+        cat.register(std::slice::from_ref(&a)).await.unwrap();
         let mut changed = a.clone();
         changed.row_count = 11;
         assert!(matches!(

@@ -14,4 +14,5 @@ pub mod otlp;
 pub mod parquet_writer;
 
 pub use batch::{Batch, Partition};
+pub use parquet_writer::ParquetConfig;
 pub use weir_schema::Signal;

@@ -1,3 +1,6 @@
+// figment::Jail closures must return figment::Result, whose error type is large.
+#![allow(clippy::result_large_err)]
+
 use std::io::Write;
 use std::path::PathBuf;
 

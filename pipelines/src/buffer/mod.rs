@@ -110,6 +110,9 @@ pub struct Entry {
     pub bytes: u64,
 }
 
+/// A flush journal record: its id and its value.
+pub type JournalEntry = (Vec<u8>, Vec<u8>);
+
 /// Live contents of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BufferStats {
@@ -154,5 +157,5 @@ pub trait Buffer: Send + Sync + 'static {
     fn journal_remove(&self, id: &[u8]) -> Result<(), BufferError>;
 
     /// Every flush journal record.
-    fn journal_list(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BufferError>;
+    fn journal_list(&self) -> Result<Vec<JournalEntry>, BufferError>;
 }

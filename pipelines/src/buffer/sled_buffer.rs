@@ -16,7 +16,7 @@ use std::sync::{Condvar, Mutex};
 use tracing::{error, warn};
 
 use super::format::{decode_entry, encode_entry};
-use super::{Buffer, BufferError, BufferStats, Entry};
+use super::{Buffer, BufferError, BufferStats, Entry, JournalEntry};
 use crate::{Batch, Partition};
 
 /// sled segment size: values above a quarter of it become blob files.
@@ -313,7 +313,7 @@ impl Buffer for SledBuffer {
         Ok(())
     }
 
-    fn journal_list(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BufferError> {
+    fn journal_list(&self) -> Result<Vec<JournalEntry>, BufferError> {
         self.journal
             .iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))

@@ -236,7 +236,7 @@ proptest! {
                 Op::Append(rows) => {
                     tag += 1;
                     let b = logs_batch(rows, tag);
-                    let seq = buf.append(&[(Partition { hour: 3 }, (&b).clone())]).unwrap();
+                    let seq = app(&buf, 3, &b).unwrap();
                     buf.sync(seq).unwrap();
                     prop_assert!(model.keys().all(|&k| k < seq), "sequence numbers must grow");
                     model.insert(seq, b.records);

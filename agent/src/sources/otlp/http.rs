@@ -337,19 +337,19 @@ fn success(signal: Signal, encoding: Encoding, a: Accepted) -> Response {
     }
     match signal {
         Signal::Logs => respond!(ExportLogsServiceResponse {
-            partial_success: partial.then(|| ExportLogsPartialSuccess {
+            partial_success: partial.then_some(ExportLogsPartialSuccess {
                 rejected_log_records: a.rejected as i64,
                 error_message: msg
             }),
         }),
         Signal::Metrics => respond!(ExportMetricsServiceResponse {
-            partial_success: partial.then(|| ExportMetricsPartialSuccess {
+            partial_success: partial.then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: a.rejected as i64,
                 error_message: msg
             }),
         }),
         Signal::Traces => respond!(ExportTraceServiceResponse {
-            partial_success: partial.then(|| ExportTracePartialSuccess {
+            partial_success: partial.then_some(ExportTracePartialSuccess {
                 rejected_spans: a.rejected as i64,
                 error_message: msg
             }),
