@@ -5,7 +5,7 @@
 # end-to-end tests against the real `weir` binary.
 #
 # Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target) and the venv
-# ($WEIR_TEST_VENV, default ./.venv, reinstalled only when requirements.txt changes).
+# ($TEST_WEIR_VENV, default ./.venv, reinstalled only when requirements.txt changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +27,7 @@ fi
 command -v rustup >/dev/null 2>&1 && rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step "python venv"
-VENV=${WEIR_TEST_VENV:-$ROOT/.venv}
+VENV=${TEST_WEIR_VENV:-$ROOT/.venv}
 REQ=integration-tests/python/requirements.txt
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 sum=$(sha256sum "$REQ" | cut -d' ' -f1)
