@@ -250,12 +250,16 @@ impl Flusher {
         }
     }
 
-    /// Reads new buffer entries into the per-partition accumulators.
+    /// Reads new buffer entries into the per-partition accumulators, stopping once a
+    /// partition is due by size so that sustained load cannot pile up unflushed rows.
     async fn poll(&mut self) -> Result<(), FlushError> {
         loop {
+            if self.pending.values().any(|p| p.bytes >= self.config.flush_bytes) {
+                return Ok(());
+            }
             let buffer = self.buffer.clone();
             let after = self.last_seq;
-            let entries = blocking(move || buffer.read(after, 256)).await?;
+            let entries = blocking(move || buffer.read(after, 64)).await?;
             if entries.is_empty() {
                 return Ok(());
             }

@@ -21,6 +21,8 @@ use crate::{Batch, Partition};
 
 /// sled segment size: values above a quarter of it become blob files.
 pub(crate) const SEGMENT_SIZE: usize = 8 << 20;
+/// sled page cache of the buffer.
+const CACHE_BYTES: u64 = 64 << 20;
 /// Largest entry the sources should write (well below sled's blob threshold).
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
@@ -75,9 +77,12 @@ impl SledBuffer {
     /// Opens (or creates) the buffer and counts its live entries.
     pub fn open(config: &SledBufferConfig) -> Result<SledBuffer, BufferError> {
         std::fs::create_dir_all(&config.path)?;
+        // Entries are read once by the flusher, so a large page cache only costs memory
+        // (sled's default is 1 GiB).
         let db = sled::Config::new()
             .path(&config.path)
             .segment_size(SEGMENT_SIZE)
+            .cache_capacity(CACHE_BYTES)
             .open()?;
         let entries = db.open_tree("entries")?;
         let corrupt = db.open_tree("corrupt")?;
