@@ -42,7 +42,10 @@ fn time_key(tenant: &str, signal: &str, max_ts: Option<i64>, id: Option<Uuid>) -
 impl SledCatalog {
     /// Opens (or creates) the index in a directory of its own.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = sled::Config::new().path(path).cache_capacity(32 << 20).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(32 << 20)
+            .open()?;
         Self::with_db(db)
     }
 

@@ -254,7 +254,11 @@ impl Flusher {
     /// partition is due by size so that sustained load cannot pile up unflushed rows.
     async fn poll(&mut self) -> Result<(), FlushError> {
         loop {
-            if self.pending.values().any(|p| p.bytes >= self.config.flush_bytes) {
+            if self
+                .pending
+                .values()
+                .any(|p| p.bytes >= self.config.flush_bytes)
+            {
                 return Ok(());
             }
             let buffer = self.buffer.clone();
