@@ -14,9 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-WEIR_BIN = os.environ.get("TEST_WEIR_BIN") or str(
-    Path(__file__).resolve().parents[2] / "target" / "debug" / "weir"
-)
+WEIR_BIN = str(Path(os.environ.get("TEST_WEIR_BIN") or Path(__file__).resolve().parents[2] / "target" / "debug" / "weir").resolve())
 
 
 def free_port():

@@ -6,9 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
-CLIENT = os.environ.get("TEST_WEIR_RUST_CLIENT") or str(
-    Path(os.environ.get("TEST_WEIR_BIN", "target/debug/weir")).with_name("weir-otel-rust-client")
-)
+from conftest import WEIR_BIN
+
+CLIENT = os.environ.get("TEST_WEIR_RUST_CLIENT") or str(Path(WEIR_BIN).with_name("weir-otel-rust-client"))
 
 
 def test_rust_opentelemetry_otlp_exporter(weir):
