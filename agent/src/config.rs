@@ -162,6 +162,45 @@ pub struct AgentConfig {
 pub struct SourcesConfig {
     /// OTLP over gRPC and HTTP.
     pub otlp: OtlpConfig,
+    /// syslog over UDP and TCP.
+    pub syslog: SyslogConfig,
+}
+
+/// The syslog source (RFC 5424 and RFC 3164).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// UDP listen address; empty string disables UDP.
+    pub udp_address: String,
+    /// TCP listen address (newline or octet-counting framing); empty string disables TCP.
+    pub tcp_address: String,
+    /// Largest message; a longer TCP frame closes that connection, a longer datagram is dropped.
+    pub max_frame_bytes: ByteSize,
+    /// Messages per batch written to the buffer.
+    pub max_batch_records: usize,
+    /// Longest a message waits for its batch to fill.
+    pub batch_timeout: HumanDuration,
+    /// Open TCP connections allowed.
+    pub max_connections: usize,
+    /// Tenant of every message (syslog carries none).
+    pub tenant: String,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            enabled: true,
+            udp_address: "0.0.0.0:1514".into(),
+            tcp_address: "0.0.0.0:1514".into(),
+            max_frame_bytes: ByteSize(64 << 10),
+            max_batch_records: 1000,
+            batch_timeout: HumanDuration(Duration::from_millis(200)),
+            max_connections: 1024,
+            tenant: "default".into(),
+        }
+    }
 }
 
 /// The OTLP source.
@@ -343,41 +382,23 @@ impl Config {
     /// Checks every value; no I/O.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let mut problems = Vec::new();
-        let mut listen: HashMap<SocketAddr, &str> = HashMap::new();
-        let mut claim =
-            |problems: &mut Vec<String>, key: &'static str, value: &str| -> Option<SocketAddr> {
-                if value.is_empty() {
-                    return None;
-                }
-                match value.parse::<SocketAddr>() {
-                    Ok(a) => {
-                        if let Some(other) = listen.insert(a, key) {
-                            problems.push(format!("{key} = {value:?} is also used by {other}"));
-                        }
-                        Some(a)
-                    }
-                    Err(_) => {
-                        problems.push(format!(
-                            "{key} = {value:?} is not an address like 0.0.0.0:4317"
-                        ));
-                        None
-                    }
-                }
-            };
-        let admin = claim(&mut problems, "admin.address", &self.admin.address);
+        let mut listen = Listeners::default();
+        let admin = listen.claim(&mut problems, false, "admin.address", &self.admin.address);
         if admin.is_none() && problems.is_empty() {
             problems.push("admin.address must be set".into());
         }
         let otlp = &self.sources.otlp;
         let (mut grpc, mut http) = (None, None);
         if otlp.enabled {
-            grpc = claim(
+            grpc = listen.claim(
                 &mut problems,
+                false,
                 "sources.otlp.grpc_address",
                 &otlp.grpc_address,
             );
-            http = claim(
+            http = listen.claim(
                 &mut problems,
+                false,
                 "sources.otlp.http_address",
                 &otlp.http_address,
             );
@@ -385,6 +406,40 @@ impl Config {
                 problems.push(format!(
                     "sources.otlp.max_request_bytes = {} is below 1KiB",
                     otlp.max_request_bytes
+                ));
+            }
+        }
+        let sys = &self.sources.syslog;
+        let (mut syslog_udp, mut syslog_tcp) = (None, None);
+        if sys.enabled {
+            syslog_tcp = listen.claim(
+                &mut problems,
+                false,
+                "sources.syslog.tcp_address",
+                &sys.tcp_address,
+            );
+            syslog_udp = listen.claim(
+                &mut problems,
+                true,
+                "sources.syslog.udp_address",
+                &sys.udp_address,
+            );
+            if sys.max_frame_bytes.0 < 480 {
+                problems.push(format!(
+                    "sources.syslog.max_frame_bytes = {} is below 480 bytes (RFC 5424's minimum)",
+                    sys.max_frame_bytes
+                ));
+            }
+            if sys.max_batch_records == 0 {
+                problems.push("sources.syslog.max_batch_records must be at least 1".into());
+            }
+            if sys.max_connections == 0 {
+                problems.push("sources.syslog.max_connections must be at least 1".into());
+            }
+            if !weir_control_plane::segment_valid_tenant(&sys.tenant) {
+                problems.push(format!(
+                    "sources.syslog.tenant = {:?} must match [A-Za-z0-9_-]{{1,64}}",
+                    sys.tenant
                 ));
             }
         }
@@ -448,8 +503,45 @@ impl Config {
             admin: admin.unwrap_or_else(|| addr("0.0.0.0:8686")),
             otlp_grpc: grpc,
             otlp_http: http,
+            syslog_udp,
+            syslog_tcp,
             config: self,
         })
+    }
+}
+
+/// Listen addresses claimed so far, to find two components on one address and protocol.
+#[derive(Default)]
+struct Listeners {
+    claimed: HashMap<(bool, SocketAddr), &'static str>,
+}
+
+impl Listeners {
+    /// Parses `value` (empty: disabled) and records it for `key`; `udp` selects the protocol.
+    fn claim(
+        &mut self,
+        problems: &mut Vec<String>,
+        udp: bool,
+        key: &'static str,
+        value: &str,
+    ) -> Option<SocketAddr> {
+        if value.is_empty() {
+            return None;
+        }
+        match value.parse::<SocketAddr>() {
+            Ok(a) => {
+                if let Some(other) = self.claimed.insert((udp, a), key) {
+                    problems.push(format!("{key} = {value:?} is also used by {other}"));
+                }
+                Some(a)
+            }
+            Err(_) => {
+                problems.push(format!(
+                    "{key} = {value:?} is not an address like 0.0.0.0:4317"
+                ));
+                None
+            }
+        }
     }
 }
 
@@ -464,6 +556,10 @@ pub struct ValidConfig {
     pub otlp_grpc: Option<SocketAddr>,
     /// OTLP HTTP listen address, if enabled.
     pub otlp_http: Option<SocketAddr>,
+    /// syslog UDP listen address, if enabled.
+    pub syslog_udp: Option<SocketAddr>,
+    /// syslog TCP listen address, if enabled.
+    pub syslog_tcp: Option<SocketAddr>,
 }
 
 #[cfg(test)]

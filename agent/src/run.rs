@@ -27,6 +27,7 @@ use weir_pipelines::parquet_writer::ParquetConfig;
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
+use crate::sources::syslog::SyslogService;
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
@@ -130,6 +131,18 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         None => None,
     };
 
+    let syslog_tcp = match valid.syslog_tcp {
+        Some(a) => Some(bind("sources.syslog.tcp_address", a).await?),
+        None => None,
+    };
+    let syslog_udp =
+        match valid.syslog_udp {
+            Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
+                format!("cannot listen on sources.syslog.udp_address = {a} (udp)")
+            })?),
+            None => None,
+        };
+
     let stop_sources = CancellationToken::new();
     let stop_flusher = CancellationToken::new();
     let stop_admin = CancellationToken::new();
@@ -166,6 +179,28 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
                 .await
                 .context("OTLP/gRPC server failed")
         });
+    }
+
+    if syslog_tcp.is_some() || syslog_udp.is_some() {
+        let svc = SyslogService::new(ingest.clone(), &cfg.sources.syslog);
+        if let Some(listener) = syslog_tcp {
+            info!(address = %listener.local_addr()?, "syslog/TCP listening");
+            let (svc, stop) = (svc.clone(), stop_sources.clone());
+            sources.spawn(async move {
+                svc.serve_tcp(listener, stop)
+                    .await
+                    .context("syslog/TCP server failed")
+            });
+        }
+        if let Some(socket) = syslog_udp {
+            info!(address = %socket.local_addr()?, "syslog/UDP listening");
+            let stop = stop_sources.clone();
+            sources.spawn(async move {
+                svc.serve_udp(socket, stop)
+                    .await
+                    .context("syslog/UDP server failed")
+            });
+        }
     }
 
     let admin_app = admin::router(

@@ -26,11 +26,12 @@ def free_port():
 class Weir:
     """One `weir run` process and its data directory."""
 
-    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp=""):
+    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp="", syslog=""):
         self.root = root
         self.data = root / "data"
         self.lake = self.data / "lake"
         self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
+        self.syslog_port = free_port()
         self.config = root / "weir.toml"
         self.config.write_text(
             f"""
@@ -39,6 +40,11 @@ data_dir = "{self.data}"
 grpc_address = "127.0.0.1:{self.grpc_port}"
 http_address = "127.0.0.1:{self.http_port}"
 {otlp}
+[sources.syslog]
+udp_address = "127.0.0.1:{self.syslog_port}"
+tcp_address = "127.0.0.1:{self.syslog_port}"
+batch_timeout = "50ms"
+{syslog}
 [admin]
 address = "127.0.0.1:{self.admin_port}"
 [shutdown]
@@ -193,10 +199,10 @@ timeout = "10s"
 def weir_factory(tmp_path):
     started = []
 
-    def make(extra_toml="", name="w", wrap=None, start=True, otlp=""):
+    def make(extra_toml="", name="w", wrap=None, start=True, otlp="", syslog=""):
         root = tmp_path / name
         root.mkdir(exist_ok=True)
-        w = Weir(root, extra_toml, wrap, otlp)
+        w = Weir(root, extra_toml, wrap, otlp, syslog)
         started.append(w)
         return w.start() if start else w
 

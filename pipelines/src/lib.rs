@@ -9,6 +9,7 @@ pub mod columns;
 pub mod flusher;
 pub mod ingest;
 pub mod lake;
+pub mod logrows;
 pub mod metrics;
 pub mod otlp;
 pub mod parquet_writer;

@@ -3,6 +3,7 @@
 //! [`weir_pipelines::ingest::Ingest`] and maps their fate to the protocol's status.
 
 pub mod otlp;
+pub mod syslog;
 
 use weir_control_plane::segment_valid_tenant;
 

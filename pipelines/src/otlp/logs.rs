@@ -1,8 +1,5 @@
 //! OTLP logs → the logs lake schema, and back.
 
-use std::sync::Arc;
-
-use arrow_array::builder::{Int32Builder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampNanosecondType, UInt32Type};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
@@ -12,11 +9,10 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use weir_schema::logs_schema;
 
 use super::anyvalue::{any_value_to_string, attributes_into, service_name};
 use super::{hex_id, pick_time, Decoded, Rejections};
-use crate::columns::{timestamp_builder, AttributesBuilder};
+use crate::logrows::{LogFields, LogsBuilder};
 
 /// Decodes an OTLP logs request into one record batch of the logs schema.
 pub fn decode_logs(
@@ -29,23 +25,8 @@ pub fn decode_logs(
         .flat_map(|r| &r.scope_logs)
         .map(|s| s.log_records.len())
         .sum();
-    let mut ts = timestamp_builder(n);
-    let mut observed = timestamp_builder(n);
-    let mut sev_num = Int32Builder::with_capacity(n);
-    let mut sev_text = StringBuilder::new();
-    let mut body = StringBuilder::new();
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
-    let mut flags = UInt32Builder::with_capacity(n);
-    let mut event_name = StringBuilder::new();
-    let mut dropped = UInt32Builder::with_capacity(n);
-    let mut service = StringBuilder::new();
-    let mut res_attrs = AttributesBuilder::with_capacity(n);
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut attrs = AttributesBuilder::with_capacity(n);
+    let mut out = LogsBuilder::with_capacity(n);
     let mut rejected = Rejections::default();
-
     for rl in &req.resource_logs {
         let resource_attrs: &[KeyValue] = rl
             .resource
@@ -74,51 +55,43 @@ pub fn decode_logs(
                     });
                     continue;
                 }
-                let t = pick_time(lr.time_unix_nano, lr.observed_time_unix_nano, received_at);
-                let o = if lr.observed_time_unix_nano != 0 {
+                let observed = if lr.observed_time_unix_nano != 0 {
                     i64::try_from(lr.observed_time_unix_nano).unwrap_or(i64::MAX)
                 } else {
                     received_at
                 };
-                ts.append_value(t);
-                observed.append_value(o);
-                sev_num.append_value(lr.severity_number);
-                sev_text.append_option(non_empty(&lr.severity_text));
-                body.append_option(lr.body.as_ref().and_then(any_value_to_string));
-                trace_id.append_option(hex_id(&lr.trace_id));
-                span_id.append_option(hex_id(&lr.span_id));
-                flags.append_value(lr.flags);
-                event_name.append_option(non_empty(&lr.event_name));
-                dropped.append_value(lr.dropped_attributes_count);
-                service.append_option(svc);
-                attributes_into(&mut res_attrs, resource_attrs);
-                res_attrs.finish_row();
-                scope_name.append_option(scope.and_then(|s| non_empty(&s.name)));
-                scope_version.append_option(scope.and_then(|s| non_empty(&s.version)));
-                attributes_into(&mut attrs, &lr.attributes);
-                attrs.finish_row();
+                let body = lr.body.as_ref().and_then(any_value_to_string);
+                let trace_id = hex_id(&lr.trace_id);
+                let span_id = hex_id(&lr.span_id);
+                let fields = LogFields {
+                    timestamp: pick_time(
+                        lr.time_unix_nano,
+                        lr.observed_time_unix_nano,
+                        received_at,
+                    ),
+                    observed,
+                    severity_number: lr.severity_number,
+                    severity_text: non_empty(&lr.severity_text),
+                    body: body.as_deref(),
+                    trace_id: trace_id.as_deref(),
+                    span_id: span_id.as_deref(),
+                    flags: lr.flags,
+                    event_name: non_empty(&lr.event_name),
+                    service_name: svc,
+                    scope_name: scope.and_then(|s| non_empty(&s.name)),
+                };
+                out.append(
+                    &fields,
+                    scope.and_then(|s| non_empty(&s.version)),
+                    lr.dropped_attributes_count,
+                    |b| attributes_into(b, resource_attrs),
+                    |b| attributes_into(b, &lr.attributes),
+                );
             }
         }
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(ts.finish()),
-        Arc::new(observed.finish()),
-        Arc::new(sev_num.finish()),
-        Arc::new(sev_text.finish()),
-        Arc::new(body.finish()),
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(flags.finish()),
-        Arc::new(event_name.finish()),
-        Arc::new(dropped.finish()),
-        Arc::new(service.finish()),
-        res_attrs.finish(),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        attrs.finish(),
-    ];
     Ok(Decoded {
-        records: RecordBatch::try_new(logs_schema(), columns)?,
+        records: out.finish()?,
         rejected: rejected.count,
         error: rejected.first,
     })
