@@ -19,6 +19,8 @@ need=()
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v logger >/dev/null 2>&1 || need+=(bsdutils)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
@@ -34,6 +36,14 @@ sum=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$sum" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
   echo "$sum" > "$VENV/.requirements.sha256"
+fi
+
+step "node clients"
+NODE_DIR=integration-tests/node
+nsum=$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$NODE_DIR/node_modules/.lock.sha256" 2>/dev/null)" != "$nsum" ]; then
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$nsum" > "$NODE_DIR/node_modules/.lock.sha256"
 fi
 
 step "cargo fmt --check"

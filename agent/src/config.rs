@@ -164,6 +164,33 @@ pub struct SourcesConfig {
     pub otlp: OtlpConfig,
     /// syslog over UDP and TCP.
     pub syslog: SyslogConfig,
+    /// Loki push API.
+    pub loki: LokiConfig,
+}
+
+/// The Loki push source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// HTTP listen address of `/loki/api/v1/push` and `/ready`.
+    pub address: String,
+    /// Largest request body, compressed or decompressed (413 above it).
+    pub max_request_bytes: ByteSize,
+    /// `Retry-After` sent with 429 when the buffer is full.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        LokiConfig {
+            enabled: true,
+            address: "0.0.0.0:3100".into(),
+            max_request_bytes: ByteSize(16 << 20),
+            retry_after: HumanDuration(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// The syslog source (RFC 5424 and RFC 3164).
@@ -409,6 +436,21 @@ impl Config {
                 ));
             }
         }
+        let mut loki = None;
+        if self.sources.loki.enabled {
+            loki = listen.claim(
+                &mut problems,
+                false,
+                "sources.loki.address",
+                &self.sources.loki.address,
+            );
+            if self.sources.loki.max_request_bytes.0 < 1024 {
+                problems.push(format!(
+                    "sources.loki.max_request_bytes = {} is below 1KiB",
+                    self.sources.loki.max_request_bytes
+                ));
+            }
+        }
         let sys = &self.sources.syslog;
         let (mut syslog_udp, mut syslog_tcp) = (None, None);
         if sys.enabled {
@@ -505,6 +547,7 @@ impl Config {
             otlp_http: http,
             syslog_udp,
             syslog_tcp,
+            loki,
             config: self,
         })
     }
@@ -560,6 +603,8 @@ pub struct ValidConfig {
     pub syslog_udp: Option<SocketAddr>,
     /// syslog TCP listen address, if enabled.
     pub syslog_tcp: Option<SocketAddr>,
+    /// Loki push listen address, if enabled.
+    pub loki: Option<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use weir_pipelines::parquet_writer::ParquetConfig;
 
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
+use crate::sources::loki;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
 use crate::sources::syslog::SyslogService;
 
@@ -131,6 +132,10 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         None => None,
     };
 
+    let loki_listener = match valid.loki {
+        Some(a) => Some(bind("sources.loki.address", a).await?),
+        None => None,
+    };
     let syslog_tcp = match valid.syslog_tcp {
         Some(a) => Some(bind("sources.syslog.tcp_address", a).await?),
         None => None,
@@ -181,6 +186,21 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         });
     }
 
+    if let Some(listener) = loki_listener {
+        info!(address = %listener.local_addr()?, "Loki push listening");
+        let app = loki::router(loki::LokiState {
+            ingest: ingest.clone(),
+            max_request_bytes: cfg.sources.loki.max_request_bytes.0 as usize,
+            retry_after: cfg.sources.loki.retry_after.0,
+        });
+        let stop = stop_sources.clone();
+        sources.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("Loki push server failed")
+        });
+    }
     if syslog_tcp.is_some() || syslog_udp.is_some() {
         let svc = SyslogService::new(ingest.clone(), &cfg.sources.syslog);
         if let Some(listener) = syslog_tcp {

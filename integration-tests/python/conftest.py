@@ -31,7 +31,7 @@ class Weir:
         self.data = root / "data"
         self.lake = self.data / "lake"
         self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.syslog_port = free_port()
+        self.syslog_port, self.loki_port = free_port(), free_port()
         self.config = root / "weir.toml"
         self.config.write_text(
             f"""
@@ -45,6 +45,8 @@ udp_address = "127.0.0.1:{self.syslog_port}"
 tcp_address = "127.0.0.1:{self.syslog_port}"
 batch_timeout = "50ms"
 {syslog}
+[sources.loki]
+address = "127.0.0.1:{self.loki_port}"
 [admin]
 address = "127.0.0.1:{self.admin_port}"
 [shutdown]

@@ -7,11 +7,10 @@
 //! content type or encoding, 429 with `Retry-After` when the buffer is full, 503 when the
 //! agent cannot store data. Error bodies are a `google.rpc.Status` in the request's encoding.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +30,7 @@ use weir_pipelines::ingest::Ingest;
 use weir_pipelines::Signal;
 
 use super::{accept, decode_body, Accepted, Encoding, OtlpError};
+use crate::sources::http_body::{self, BodyError, Coding};
 use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
@@ -139,17 +139,7 @@ fn error(
 }
 
 fn content_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match http_body::media_type(headers).as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
         "application/json" => Ok(Encoding::Json),
         "" => Err("missing Content-Type: use application/x-protobuf or application/json".into()),
@@ -159,22 +149,24 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
+const LIMIT_KEY: &str = "sources.otlp.max_request_bytes";
+
+/// Status and reason of a body error.
+fn body_status(e: &BodyError) -> (StatusCode, &'static str) {
+    match e {
+        BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        BodyError::Invalid(_) => (StatusCode::BAD_REQUEST, "decompress"),
+        BodyError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_encoding"),
     }
-    out
 }
 
-/// Reads at most `limit` bytes of `reader`; errors past it.
-fn read_limited(reader: impl Read, limit: usize) -> Result<Vec<u8>, std::io::Error> {
-    let mut out = Vec::new();
-    reader.take(limit as u64 + 1).read_to_end(&mut out)?;
-    Ok(out)
+fn body_error(ingest: &Ingest, e: BodyError, encoding: Encoding) -> HttpError {
+    let (status, reason) = body_status(&e);
+    let message = match e {
+        BodyError::Unsupported(m) => format!("{m}: use gzip or none"),
+        other => other.to_string(),
+    };
+    error(ingest, status, reason, message, encoding)
 }
 
 async fn export(
@@ -187,112 +179,64 @@ async fn export(
     let limit = state.max_request_bytes;
     let (parts, body) = req.into_parts();
     // Answer in the request's encoding when it is known; protobuf otherwise.
-    let encoding = match content_encoding(&parts.headers) {
-        Ok(e) => e,
-        Err(msg) => {
-            return Err(error(
-                ingest,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_type",
-                msg,
-                Encoding::Protobuf,
-            ))
-        }
-    };
+    let encoding = content_encoding(&parts.headers).map_err(|msg| {
+        error(
+            ingest,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content_type",
+            msg,
+            Encoding::Protobuf,
+        )
+    })?;
     let tenant = tenant_from(parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
         .map_err(|m| error(ingest, StatusCode::BAD_REQUEST, "tenant", m, encoding))?;
-    let gzip = match parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-    {
-        None => false,
-        Some(e) if e.is_empty() || e == "identity" => false,
-        Some(e) if e == "gzip" || e == "x-gzip" => true,
-        Some(e) => {
-            return Err(error(
-                ingest,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "content_encoding",
-                format!("unsupported Content-Encoding {e:?}: use gzip or none"),
-                encoding,
-            ))
-        }
-    };
-    let too_large =
-        |what: &str| format!("{what} exceeds sources.otlp.max_request_bytes ({limit} bytes)");
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(error(
-            ingest,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            too_large("request body"),
-            encoding,
-        ));
-    }
-    let raw: Bytes = axum::body::to_bytes(Body::new(body), limit)
+    let coding = http_body::coding(&parts.headers, &[Coding::Gzip])
+        .map_err(|e| body_error(ingest, e, encoding))?;
+    let raw = http_body::read(&parts.headers, Body::new(body), limit, LIMIT_KEY)
         .await
-        .map_err(|e| {
-            if error_chain(&e).contains("length limit exceeded") {
-                error(
-                    ingest,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    too_large("request body"),
-                    encoding,
-                )
-            } else {
-                error(
-                    ingest,
-                    StatusCode::BAD_REQUEST,
-                    "read",
-                    format!("cannot read request body: {e}"),
-                    encoding,
-                )
-            }
-        })?;
+        .map_err(|e| body_error(ingest, e, encoding))?;
     let ingest2 = state.ingest.clone();
     let retry_after = state.retry_after;
-    let result = tokio::task::spawn_blocking(move || -> Result<(Accepted, usize), (StatusCode, &'static str, String)> {
-        let body = if gzip {
-            let out = read_limited(flate2::read::MultiGzDecoder::new(&raw[..]), limit)
-                .map_err(|e| (StatusCode::BAD_REQUEST, "decompress", format!("invalid gzip body: {e}")))?;
-            if out.len() > limit {
-                return Err((StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("decompressed body exceeds sources.otlp.max_request_bytes ({limit} bytes)")));
-            }
-            out
-        } else {
-            raw.to_vec()
-        };
-        let request = decode_body(signal, encoding, &body).map_err(|e| (StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
-        accept(&ingest2, SOURCE, tenant, &request, body.len(), received_at)
-            .map(|a| (a, body.len()))
-            .map_err(|e| match e {
+    let result = tokio::task::spawn_blocking(
+        move || -> Result<Accepted, (StatusCode, &'static str, String)> {
+            let body = http_body::decode(raw, coding, limit, LIMIT_KEY).map_err(|e| {
+                let (status, reason) = body_status(&e);
+                (status, reason, e.to_string())
+            })?;
+            let request = decode_body(signal, encoding, &body)
+                .map_err(|e| (StatusCode::BAD_REQUEST, "malformed", e.to_string()))?;
+            accept(&ingest2, SOURCE, tenant, &request, body.len(), received_at).map_err(|e| match e
+            {
                 OtlpError::BadRequest(m) => (StatusCode::BAD_REQUEST, "malformed", m),
                 OtlpError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "", m),
                 OtlpError::Full(m) => (StatusCode::TOO_MANY_REQUESTS, "", m),
                 OtlpError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "", m),
             })
-    })
+        },
+    )
     .await
-    .map_err(|e| error(ingest, StatusCode::SERVICE_UNAVAILABLE, "internal", format!("request task failed: {e}"), encoding))?;
+    .map_err(|e| {
+        error(
+            ingest,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal",
+            format!("request task failed: {e}"),
+            encoding,
+        )
+    })?;
     match result {
-        Ok((accepted, _)) => Ok(success(signal, encoding, accepted)),
+        Ok(accepted) => Ok(success(signal, encoding, accepted)),
         Err((status, reason, message)) => {
             // Buffer refusals were counted by Ingest; count decoding refusals here.
             let mut e = if reason.is_empty() {
+                let grpc_code = if status == StatusCode::SERVICE_UNAVAILABLE {
+                    14
+                } else {
+                    8
+                };
                 HttpError {
                     status,
-                    grpc_code: if status == StatusCode::SERVICE_UNAVAILABLE {
-                        14
-                    } else {
-                        8
-                    },
+                    grpc_code,
                     message,
                     encoding,
                     retry_after: None,
