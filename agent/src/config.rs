@@ -166,6 +166,37 @@ pub struct SourcesConfig {
     pub syslog: SyslogConfig,
     /// Loki push API.
     pub loki: LokiConfig,
+    /// Fluent forward protocol.
+    pub fluent: FluentConfig,
+}
+
+/// The Fluent forward source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FluentConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// TCP listen address.
+    pub address: String,
+    /// Largest forward message, and largest decompressed CompressedPackedForward payload; a
+    /// larger one closes that connection.
+    pub max_frame_bytes: ByteSize,
+    /// Open connections allowed.
+    pub max_connections: usize,
+    /// Tenant of every record (the forward protocol carries none).
+    pub tenant: String,
+}
+
+impl Default for FluentConfig {
+    fn default() -> Self {
+        FluentConfig {
+            enabled: true,
+            address: "0.0.0.0:24224".into(),
+            max_frame_bytes: ByteSize(16 << 20),
+            max_connections: 1024,
+            tenant: "default".into(),
+        }
+    }
 }
 
 /// The Loki push source.
@@ -451,6 +482,26 @@ impl Config {
                 ));
             }
         }
+        let mut fluent = None;
+        let fl = &self.sources.fluent;
+        if fl.enabled {
+            fluent = listen.claim(&mut problems, false, "sources.fluent.address", &fl.address);
+            if fl.max_frame_bytes.0 < 1024 {
+                problems.push(format!(
+                    "sources.fluent.max_frame_bytes = {} is below 1KiB",
+                    fl.max_frame_bytes
+                ));
+            }
+            if fl.max_connections == 0 {
+                problems.push("sources.fluent.max_connections must be at least 1".into());
+            }
+            if !weir_control_plane::segment_valid_tenant(&fl.tenant) {
+                problems.push(format!(
+                    "sources.fluent.tenant = {:?} must match [A-Za-z0-9_-]{{1,64}}",
+                    fl.tenant
+                ));
+            }
+        }
         let sys = &self.sources.syslog;
         let (mut syslog_udp, mut syslog_tcp) = (None, None);
         if sys.enabled {
@@ -548,6 +599,7 @@ impl Config {
             syslog_udp,
             syslog_tcp,
             loki,
+            fluent,
             config: self,
         })
     }
@@ -605,6 +657,8 @@ pub struct ValidConfig {
     pub syslog_tcp: Option<SocketAddr>,
     /// Loki push listen address, if enabled.
     pub loki: Option<SocketAddr>,
+    /// Fluent forward listen address, if enabled.
+    pub fluent: Option<SocketAddr>,
 }
 
 #[cfg(test)]

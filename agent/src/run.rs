@@ -26,6 +26,7 @@ use weir_pipelines::parquet_writer::ParquetConfig;
 
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
+use crate::sources::fluent::FluentService;
 use crate::sources::loki;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
 use crate::sources::syslog::SyslogService;
@@ -132,6 +133,10 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         None => None,
     };
 
+    let fluent_listener = match valid.fluent {
+        Some(a) => Some(bind("sources.fluent.address", a).await?),
+        None => None,
+    };
     let loki_listener = match valid.loki {
         Some(a) => Some(bind("sources.loki.address", a).await?),
         None => None,
@@ -186,6 +191,16 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         });
     }
 
+    if let Some(listener) = fluent_listener {
+        info!(address = %listener.local_addr()?, "Fluent forward listening");
+        let svc = FluentService::new(ingest.clone(), &cfg.sources.fluent);
+        let stop = stop_sources.clone();
+        sources.spawn(async move {
+            svc.serve(listener, stop)
+                .await
+                .context("Fluent forward server failed")
+        });
+    }
     if let Some(listener) = loki_listener {
         info!(address = %listener.local_addr()?, "Loki push listening");
         let app = loki::router(loki::LokiState {

@@ -26,12 +26,12 @@ def free_port():
 class Weir:
     """One `weir run` process and its data directory."""
 
-    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp="", syslog=""):
+    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp="", syslog="", fluent=""):
         self.root = root
         self.data = root / "data"
         self.lake = self.data / "lake"
         self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.syslog_port, self.loki_port = free_port(), free_port()
+        self.syslog_port, self.loki_port, self.fluent_port = free_port(), free_port(), free_port()
         self.config = root / "weir.toml"
         self.config.write_text(
             f"""
@@ -47,6 +47,9 @@ batch_timeout = "50ms"
 {syslog}
 [sources.loki]
 address = "127.0.0.1:{self.loki_port}"
+[sources.fluent]
+address = "127.0.0.1:{self.fluent_port}"
+{fluent}
 [admin]
 address = "127.0.0.1:{self.admin_port}"
 [shutdown]
@@ -201,10 +204,10 @@ timeout = "10s"
 def weir_factory(tmp_path):
     started = []
 
-    def make(extra_toml="", name="w", wrap=None, start=True, otlp="", syslog=""):
+    def make(extra_toml="", name="w", wrap=None, start=True, otlp="", syslog="", fluent=""):
         root = tmp_path / name
         root.mkdir(exist_ok=True)
-        w = Weir(root, extra_toml, wrap, otlp, syslog)
+        w = Weir(root, extra_toml, wrap, otlp, syslog, fluent)
         started.append(w)
         return w.start() if start else w
 

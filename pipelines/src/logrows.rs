@@ -152,3 +152,8 @@ impl LogsBuilder {
         RecordBatch::try_new(logs_schema(), columns)
     }
 }
+
+/// Concatenates logs batches (for example one per decoded message) into one.
+pub fn concat(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+    arrow_select::concat::concat_batches(&logs_schema(), batches)
+}

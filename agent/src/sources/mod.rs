@@ -2,9 +2,11 @@
 //! the protocol to Arrow batches of the lake schemas, and a service that hands batches to
 //! [`weir_pipelines::ingest::Ingest`] and maps their fate to the protocol's status.
 
+pub mod fluent;
 pub mod http_body;
 pub mod loki;
 pub mod otlp;
+pub mod severity;
 pub mod syslog;
 
 use weir_control_plane::segment_valid_tenant;

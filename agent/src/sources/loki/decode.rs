@@ -12,6 +12,8 @@ use prost::Message;
 use serde::Deserialize;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
 
+use crate::sources::severity::{severity_number, LEVEL_KEYS};
+
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
 pub struct PushRequest {
@@ -121,22 +123,6 @@ pub fn parse_labels(s: &str) -> Result<Vec<(String, String)>, String> {
     }
     Ok(out)
 }
-
-/// OTel severity number of a level name (0 when unknown).
-pub fn severity_number(level: &str) -> i32 {
-    match level.to_ascii_lowercase().as_str() {
-        "trace" => 1,
-        "debug" | "dbug" => 5,
-        "info" | "information" | "notice" => 9,
-        "warn" | "warning" => 13,
-        "error" | "err" | "eror" => 17,
-        "critical" | "crit" => 18,
-        "fatal" | "panic" | "emerg" | "emergency" | "alert" => 21,
-        _ => 0,
-    }
-}
-
-const LEVEL_KEYS: [&str; 3] = ["level", "detected_level", "severity"];
 
 /// One stream ready to append.
 struct Stream<'a> {

@@ -1,0 +1,236 @@
+//! The Fluent forward source (TCP 24224): the forward protocol v1 as Fluentd, Fluent Bit and
+//! the fluent-logger libraries speak it.
+//!
+//! Every complete message already read from a connection is decoded into one batch and written
+//! to the buffer at once; then, for messages that carried a `chunk` option, `{"ack": chunk}` is
+//! sent, in order. An ack is sent only after the batch is durable.
+//!
+//! When the buffer is full: if every message of the batch asked for an ack, none is acked and
+//! the batch is dropped (the client resends it after its ack timeout); otherwise the
+//! connection stops reading and retries until the batch fits (TCP backpressure), since a client
+//! without acks would never resend.
+//!
+//! A broken stream (invalid msgpack, a message that is not forward protocol, a frame over
+//! `max_frame_bytes`) closes that connection only; messages decoded before the broken one are
+//! still written and acked.
+
+pub mod decode;
+pub mod frame;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weir_pipelines::ingest::{Ingest, IngestError};
+use weir_pipelines::logrows::{self, LogsBuilder};
+use weir_pipelines::{Batch, Signal};
+
+use crate::config::FluentConfig;
+use crate::sources::now_nanos;
+
+/// Source name in metrics and buffer entries.
+pub const SOURCE: &str = "fluent";
+
+/// The forward-protocol service.
+#[derive(Clone)]
+pub struct FluentService {
+    ingest: Ingest,
+    tenant: String,
+    max_frame: usize,
+    max_connections: usize,
+}
+
+/// What a read produced: the batch and the acks it owes.
+struct Pending {
+    batches: Vec<RecordBatch>,
+    chunks: Vec<String>,
+    messages: usize,
+    bytes: usize,
+}
+
+impl FluentService {
+    /// A service writing to `ingest`.
+    pub fn new(ingest: Ingest, cfg: &FluentConfig) -> FluentService {
+        FluentService {
+            ingest,
+            tenant: cfg.tenant.clone(),
+            max_frame: cfg.max_frame_bytes.0 as usize,
+            max_connections: cfg.max_connections,
+        }
+    }
+
+    /// Accepts connections until `stop`, then lets open connections finish what they read.
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                r = listener.accept() => {
+                    let (stream, peer) = r?;
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        warn!(%peer, max = self.max_connections, "fluent: too many connections, refusing");
+                        self.ingest.reject(SOURCE, "too_many_connections");
+                        continue;
+                    };
+                    let this = self.clone();
+                    let stop = stop.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = this.connection(stream, &stop).await {
+                            info!(%peer, error = %e, "fluent connection closed");
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        while conns.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Decodes every complete message in `buf`. Stops at the first broken one and returns its
+    /// error alongside what was decoded before it.
+    fn take_messages(&self, buf: &mut BytesMut, received_at: i64) -> (Pending, Option<String>) {
+        let mut p = Pending {
+            batches: Vec::new(),
+            chunks: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
+        loop {
+            let len = match frame::value_len(buf) {
+                Ok(Some(len)) => len,
+                Ok(None) if buf.len() > self.max_frame => {
+                    return (
+                        p,
+                        Some(format!(
+                            "forward message exceeds sources.fluent.max_frame_bytes ({} bytes)",
+                            self.max_frame
+                        )),
+                    )
+                }
+                Ok(None) => return (p, None),
+                Err(e) => return (p, Some(e.to_string())),
+            };
+            if len > self.max_frame {
+                return (p, Some(format!("forward message of {len} bytes exceeds sources.fluent.max_frame_bytes ({} bytes)", self.max_frame)));
+            }
+            let msg = match rmpv::decode::read_value(&mut &buf[..len]) {
+                Ok(v) => v,
+                Err(e) => return (p, Some(format!("invalid msgpack: {e}"))),
+            };
+            buf.advance(len);
+            // Keep rows of a broken message out of the batch.
+            let mut one = LogsBuilder::default();
+            match decode::decode_message(&msg, received_at, self.max_frame, &mut one) {
+                Ok(info) => {
+                    match one.finish() {
+                        Ok(rows) => p.batches.push(rows),
+                        Err(e) => return (p, Some(e.to_string())),
+                    }
+                    p.messages += 1;
+                    p.bytes += len;
+                    if let Some(c) = info.chunk {
+                        p.chunks.push(c);
+                    }
+                }
+                Err(e) => return (p, Some(e)),
+            }
+        }
+    }
+
+    /// Writes a batch; returns whether the acks may be sent.
+    async fn write(&self, p: &mut Pending, received_at: i64, stop: &CancellationToken) -> bool {
+        if p.messages == 0 {
+            return true;
+        }
+        let records = match logrows::concat(&p.batches) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "fluent: cannot build batch");
+                return false;
+            }
+        };
+        let all_acked = p.chunks.len() == p.messages;
+        loop {
+            let batch = Batch {
+                tenant: self.tenant.clone(),
+                signal: Signal::Logs,
+                source: SOURCE.into(),
+                received_at,
+                records: records.clone(),
+            };
+            let (ingest, bytes) = (self.ingest.clone(), p.bytes);
+            match tokio::task::spawn_blocking(move || ingest.write(batch, bytes)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(IngestError::Full(e))) if !all_acked && !stop.is_cancelled() => {
+                    debug!(error = %e, "fluent: buffer full, pausing the connection");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, messages = p.messages, "fluent: batch not written; the client resends unacked chunks");
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "fluent: batch task failed");
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn connection(
+        &self,
+        mut stream: TcpStream,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        loop {
+            let n = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = stream.read_buf(&mut buf) => r?,
+            };
+            let received_at = now_nanos();
+            let (mut pending, broken) = self.take_messages(&mut buf, received_at);
+            if self.write(&mut pending, received_at, stop).await {
+                for chunk in &pending.chunks {
+                    let ack = rmpv::Value::Map(vec![(
+                        rmpv::Value::from("ack"),
+                        rmpv::Value::from(chunk.as_str()),
+                    )]);
+                    let mut out = Vec::with_capacity(chunk.len() + 8);
+                    rmpv::encode::write_value(&mut out, &ack)?;
+                    stream.write_all(&out).await?;
+                }
+            } else if !pending.chunks.is_empty() {
+                self.ingest.reject(SOURCE, "buffer_full");
+            }
+            if let Some(e) = broken {
+                self.ingest.reject(SOURCE, "malformed");
+                return Err(anyhow::anyhow!("{e}"));
+            }
+            if n == 0 {
+                if !buf.is_empty() {
+                    self.ingest.reject(SOURCE, "malformed");
+                    return Err(anyhow::anyhow!(
+                        "connection closed in the middle of a message ({} bytes)",
+                        buf.len()
+                    ));
+                }
+                return Ok(());
+            }
+            // Grow the read buffer for large frames instead of reading 64 KiB at a time.
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve((buf.len()).min(self.max_frame));
+            }
+        }
+    }
+}

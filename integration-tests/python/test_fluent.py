@@ -1,0 +1,131 @@
+"""Fluent forward with real senders (PyPI fluent-logger's sender and asyncsender) and the frames
+Fluent Bit's forward output sends, built byte for byte: Forward entries shaped
+[[EventTime, {metadata}], record], PackedForward, and gzip CompressedPackedForward with a
+`chunk` option answered by {"ack": chunk} only once durable."""
+
+import gzip
+import socket
+import struct
+import time
+import uuid
+
+import msgpack
+from fluent import asyncsender, sender
+
+
+def event_time(ns):
+    return msgpack.ExtType(0, struct.pack(">II", ns // 1_000_000_000, ns % 1_000_000_000))
+
+
+def fluent_bit_entry(ns, record, meta=None):
+    return [[event_time(ns), meta or {}], record]
+
+
+def closed_by_peer(s):
+    """Reads until the agent closes the connection (EOF or reset)."""
+    try:
+        while s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def send(weir, *messages, read_acks=0, timeout=10):
+    with socket.create_connection(("127.0.0.1", weir.fluent_port), timeout=timeout) as s:
+        for m in messages:
+            s.sendall(msgpack.packb(m, use_bin_type=True))
+        unpacker = msgpack.Unpacker(raw=False)
+        acks = []
+        while len(acks) < read_acks:
+            data = s.recv(4096)
+            assert data, "connection closed before every ack arrived"
+            unpacker.feed(data)
+            acks.extend(unpacker)
+        return acks
+
+
+def test_fluent_logger_sender_and_asyncsender(weir):
+    s = sender.FluentSender("app", host="127.0.0.1", port=weir.fluent_port, nanosecond_precision=True)
+    t0 = time.time()
+    assert s.emit("web", {"log": "hello from fluent-logger", "level": "warn", "user": "u1", "n": 7, "nested": {"a": [1, 2]}})
+    assert s.emit_with_time("web", t0, {"message": "explicit time"})
+    s.close()
+    a = asyncsender.FluentSender("async", host="127.0.0.1", port=weir.fluent_port)
+    for i in range(20):
+        a.emit("batch", {"log": f"async {i}"})
+    a.close()
+    weir.wait_rows("logs", 22)
+    rows = {r["body"]: r for r in weir.rows()}
+    r = rows["hello from fluent-logger"]
+    attrs = dict(r["attributes"])
+    assert attrs["fluent.tag"] == "app.web"
+    assert attrs["user"] == "u1" and attrs["n"] == "7" and attrs["nested"] == '{"a":[1,2]}'
+    assert (r["severity_text"], r["severity_number"]) == ("warn", 13)
+    assert abs(r["timestamp"] - time.time_ns()) < 60e9
+    # nanosecond_precision sends EventTime: the nanoseconds survive.
+    assert rows["explicit time"]["timestamp"] == int(t0) * 10**9 + int(t0 % 1 * 10**9)
+    assert all(f"async {i}" in rows for i in range(20))
+    assert dict(rows["async 3"]["attributes"])["fluent.tag"] == "async.batch"
+    # asyncsender sends integer seconds.
+    assert rows["async 3"]["timestamp"] % 1_000_000_000 == 0
+
+
+def test_fluent_bit_frames_with_chunk_acks(weir):
+    base = 1_700_000_000_123_456_789
+    fwd_chunk, packed_chunk, gz_chunk = (str(uuid.uuid4()) for _ in range(3))
+    forward = ["kube.var.log", [fluent_bit_entry(base + i, {"log": f"forward {i}", "stream": "stdout"}, {"otlp": {"k": "v"}}) for i in range(5)],
+               {"chunk": fwd_chunk, "size": 5}]
+    packed_bytes = b"".join(msgpack.packb(fluent_bit_entry(base + 100 + i, {"log": f"packed {i}"}), use_bin_type=True) for i in range(5))
+    packed = ["kube.packed", packed_bytes, {"chunk": packed_chunk, "size": 5}]
+    gz_bytes = gzip.compress(b"".join(msgpack.packb(fluent_bit_entry(base + 200 + i, {"log": f"gz {i}", "level": "error"}), use_bin_type=True) for i in range(50)))
+    compressed = ["kube.gz", gz_bytes, {"chunk": gz_chunk, "size": 50, "compressed": "gzip"}]
+    acks = send(weir, forward, packed, compressed, read_acks=3)
+    assert acks == [{"ack": fwd_chunk}, {"ack": packed_chunk}, {"ack": gz_chunk}]
+    weir.wait_rows("logs", 60)
+    rows = {r["body"]: r for r in weir.rows()}
+    r = rows["forward 2"]
+    assert r["timestamp"] == base + 2
+    attrs = dict(r["attributes"])
+    assert attrs["fluent.tag"] == "kube.var.log" and attrs["stream"] == "stdout"
+    assert attrs["fluent.meta.otlp"] == '{"k":"v"}'
+    assert rows["packed 4"]["timestamp"] == base + 104
+    assert rows["gz 49"]["severity_number"] == 17 and rows["gz 49"]["timestamp"] == base + 249
+
+
+def test_acked_chunks_survive_kill_9(weir_factory):
+    w = weir_factory('[lake]\nmax_file_age = "1h"\n')
+    chunks = []
+    for b in range(10):
+        chunk = f"chunk-{b}"
+        entries = [fluent_bit_entry(1_700_000_000_000_000_000 + b * 100 + i, {"log": f"k{b}-{i}"}) for i in range(10)]
+        assert send(w, ["t", entries, {"chunk": chunk}], read_acks=1) == [{"ack": chunk}]
+        chunks.append(chunk)
+    w.kill()
+    w.proc = None
+    w.config.write_text(w.config.read_text().replace('max_file_age = "1h"', 'max_file_age = "1s"'))
+    w.start()
+    w.wait_rows("logs", 100)
+    bodies = [r["body"] for r in w.rows()]
+    assert sorted(bodies) == sorted(f"k{b}-{i}" for b in range(10) for i in range(10))
+
+
+def test_broken_stream_closes_only_that_connection(weir_factory):
+    w = weir_factory(fluent='max_frame_bytes = "64KiB"')
+    good = ["ok", [[1_700_000_000, {"log": "before the break"}]], {"chunk": "c-good"}]
+    with socket.create_connection(("127.0.0.1", w.fluent_port), timeout=10) as s:
+        s.sendall(msgpack.packb(good) + b"\xc1garbage")
+        unpacker = msgpack.Unpacker(raw=False)
+        data = s.recv(4096)
+        unpacker.feed(data)
+        assert list(unpacker) == [{"ack": "c-good"}]
+        assert closed_by_peer(s)
+    # Not forward protocol, and an oversize frame: each closes its own connection.
+    for payload in (msgpack.packb({"not": "an array"}), msgpack.packb(["t", "x" * 200_000])):
+        with socket.create_connection(("127.0.0.1", w.fluent_port), timeout=10) as s:
+            s.sendall(payload)
+            assert closed_by_peer(s)
+    assert send(w, ["still", [[1_700_000_000, {"log": "after"}]], {"chunk": "c2"}], read_acks=1) == [{"ack": "c2"}]
+    w.wait_rows("logs", 2)
+    assert sorted(r["body"] for r in w.rows()) == ["after", "before the break"]
+    assert 'weir_rejected_requests_total{reason="malformed",source="fluent"} 3' in w.metrics()
