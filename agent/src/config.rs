@@ -121,6 +121,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Inputs.
     pub sources: SourcesConfig,
+    /// API keys of the HTTP and gRPC sources.
+    pub auth: AuthConfig,
     /// The durable buffer.
     pub buffer: BufferConfig,
     /// The Parquet lake.
@@ -139,6 +141,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./weir-data"),
             agent: AgentConfig::default(),
             sources: SourcesConfig::default(),
+            auth: AuthConfig::default(),
             buffer: BufferConfig::default(),
             lake: LakeConfig::default(),
             admin: AdminConfig::default(),
@@ -168,6 +171,42 @@ pub struct SourcesConfig {
     pub loki: LokiConfig,
     /// Fluent forward protocol.
     pub fluent: FluentConfig,
+    /// Datadog Agent intake.
+    pub datadog: DatadogConfig,
+}
+
+/// The Datadog Agent intake source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// HTTP listen address.
+    pub address: String,
+    /// Largest request body, compressed or decompressed (413 above it).
+    pub max_request_bytes: ByteSize,
+    /// `Retry-After` sent with 429 when the buffer is full.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        DatadogConfig {
+            enabled: true,
+            address: "0.0.0.0:8282".into(),
+            max_request_bytes: ByteSize(16 << 20),
+            retry_after: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Authentication of the HTTP and gRPC sources.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API keys and the tenant each one writes to. When set, every HTTP/gRPC request must carry
+    /// a key (`Authorization: Bearer`, `X-API-Key`, or `DD-API-KEY` for Datadog).
+    pub api_keys: BTreeMap<String, String>,
 }
 
 /// The Fluent forward source.
@@ -482,6 +521,31 @@ impl Config {
                 ));
             }
         }
+        let mut datadog = None;
+        if self.sources.datadog.enabled {
+            datadog = listen.claim(
+                &mut problems,
+                false,
+                "sources.datadog.address",
+                &self.sources.datadog.address,
+            );
+            if self.sources.datadog.max_request_bytes.0 < 1024 {
+                problems.push(format!(
+                    "sources.datadog.max_request_bytes = {} is below 1KiB",
+                    self.sources.datadog.max_request_bytes
+                ));
+            }
+        }
+        for (key, tenant) in &self.auth.api_keys {
+            if key.trim().is_empty() {
+                problems.push("auth.api_keys has an empty key".into());
+            }
+            if !weir_control_plane::segment_valid_tenant(tenant) {
+                problems.push(format!(
+                    "auth.api_keys: tenant {tenant:?} must match [A-Za-z0-9_-]{{1,64}}"
+                ));
+            }
+        }
         let mut fluent = None;
         let fl = &self.sources.fluent;
         if fl.enabled {
@@ -600,6 +664,7 @@ impl Config {
             syslog_tcp,
             loki,
             fluent,
+            datadog,
             config: self,
         })
     }
@@ -659,6 +724,8 @@ pub struct ValidConfig {
     pub loki: Option<SocketAddr>,
     /// Fluent forward listen address, if enabled.
     pub fluent: Option<SocketAddr>,
+    /// Datadog intake listen address, if enabled.
+    pub datadog: Option<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ use weir_pipelines::parquet_writer::ParquetConfig;
 
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
+use crate::sources::auth::ApiKeys;
+use crate::sources::datadog;
 use crate::sources::fluent::FluentService;
 use crate::sources::loki;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
@@ -133,6 +135,10 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         None => None,
     };
 
+    let datadog_listener = match valid.datadog {
+        Some(a) => Some(bind("sources.datadog.address", a).await?),
+        None => None,
+    };
     let fluent_listener = match valid.fluent {
         Some(a) => Some(bind("sources.fluent.address", a).await?),
         None => None,
@@ -153,6 +159,7 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             None => None,
         };
 
+    let api_keys = ApiKeys::new(cfg.auth.api_keys.clone());
     let stop_sources = CancellationToken::new();
     let stop_flusher = CancellationToken::new();
     let stop_admin = CancellationToken::new();
@@ -164,6 +171,7 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             ingest: ingest.clone(),
             max_request_bytes: cfg.sources.otlp.max_request_bytes.0 as usize,
             retry_after: cfg.sources.otlp.retry_after.0,
+            keys: api_keys.clone(),
         });
         let stop = stop_sources.clone();
         sources.spawn(async move {
@@ -175,9 +183,12 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
     }
     if let Some(listener) = grpc_listener {
         info!(address = %listener.local_addr()?, "OTLP/gRPC listening");
-        let (logs, metrics_svc, traces) =
-            OtlpGrpc::new(ingest.clone(), cfg.sources.otlp.retry_after.0)
-                .services(cfg.sources.otlp.max_request_bytes.0 as usize);
+        let (logs, metrics_svc, traces) = OtlpGrpc::new(
+            ingest.clone(),
+            cfg.sources.otlp.retry_after.0,
+            api_keys.clone(),
+        )
+        .services(cfg.sources.otlp.max_request_bytes.0 as usize);
         let stop = stop_sources.clone();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         sources.spawn(async move {
@@ -191,6 +202,22 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         });
     }
 
+    if let Some(listener) = datadog_listener {
+        info!(address = %listener.local_addr()?, "Datadog intake listening");
+        let app = datadog::router(datadog::DatadogState {
+            ingest: ingest.clone(),
+            keys: api_keys.clone(),
+            max_request_bytes: cfg.sources.datadog.max_request_bytes.0 as usize,
+            retry_after: cfg.sources.datadog.retry_after.0,
+        });
+        let stop = stop_sources.clone();
+        sources.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("Datadog intake server failed")
+        });
+    }
     if let Some(listener) = fluent_listener {
         info!(address = %listener.local_addr()?, "Fluent forward listening");
         let svc = FluentService::new(ingest.clone(), &cfg.sources.fluent);
@@ -207,6 +234,7 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             ingest: ingest.clone(),
             max_request_bytes: cfg.sources.loki.max_request_bytes.0 as usize,
             retry_after: cfg.sources.loki.retry_after.0,
+            keys: api_keys.clone(),
         });
         let stop = stop_sources.clone();
         sources.spawn(async move {

@@ -32,6 +32,7 @@ class Weir:
         self.lake = self.data / "lake"
         self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
         self.syslog_port, self.loki_port, self.fluent_port = free_port(), free_port(), free_port()
+        self.datadog_port = free_port()
         self.config = root / "weir.toml"
         self.config.write_text(
             f"""
@@ -47,6 +48,8 @@ batch_timeout = "50ms"
 {syslog}
 [sources.loki]
 address = "127.0.0.1:{self.loki_port}"
+[sources.datadog]
+address = "127.0.0.1:{self.datadog_port}"
 [sources.fluent]
 address = "127.0.0.1:{self.fluent_port}"
 {fluent}

@@ -2,6 +2,8 @@
 //! the protocol to Arrow batches of the lake schemas, and a service that hands batches to
 //! [`weir_pipelines::ingest::Ingest`] and maps their fate to the protocol's status.
 
+pub mod auth;
+pub mod datadog;
 pub mod fluent;
 pub mod http_body;
 pub mod loki;

@@ -22,8 +22,9 @@ use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::logrows::LogsBuilder;
 use weir_pipelines::{Batch, Signal};
 
+use crate::sources::auth::ApiKeys;
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
+use crate::sources::{now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "loki";
@@ -38,6 +39,8 @@ pub struct LokiState {
     pub max_request_bytes: usize,
     /// `Retry-After` when the buffer is full.
     pub retry_after: Duration,
+    /// API keys → tenants.
+    pub keys: ApiKeys,
 }
 
 /// The routes of the Loki source.
@@ -119,8 +122,14 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
             ))
         }
     };
-    let tenant = tenant_from(parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|m| fail(ingest, StatusCode::BAD_REQUEST, "tenant", m))?;
+    let key = ApiKeys::key_from_headers(&parts.headers, &[]);
+    let tenant = state
+        .keys
+        .tenant(key, parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+        .map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+            fail(ingest, status, e.reason(), e.to_string())
+        })?;
     let mut coding = http_body::coding(
         &parts.headers,
         &[Coding::Gzip, Coding::Deflate, Coding::Snappy],

@@ -33,7 +33,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use weir_pipelines::ingest::Ingest;
 
 use super::{accept, Accepted, ExportRequest, OtlpError};
-use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
+use crate::sources::auth::{ApiKeys, AuthError};
+use crate::sources::{now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "otlp_grpc";
@@ -43,28 +44,40 @@ pub const SOURCE: &str = "otlp_grpc";
 pub struct OtlpGrpc {
     ingest: Ingest,
     retry_after: Duration,
+    keys: ApiKeys,
 }
 
 impl OtlpGrpc {
     /// Services writing to `ingest`.
-    pub fn new(ingest: Ingest, retry_after: Duration) -> OtlpGrpc {
+    pub fn new(ingest: Ingest, retry_after: Duration, keys: ApiKeys) -> OtlpGrpc {
         OtlpGrpc {
             ingest,
             retry_after,
+            keys,
         }
     }
 
     async fn handle(
         &self,
-        tenant_header: Option<Vec<u8>>,
+        tenant_header: (Option<Vec<u8>>, Option<String>),
         request: ExportRequest,
         size: usize,
     ) -> Result<Accepted, Status> {
         let received_at = now_nanos();
-        let tenant = tenant_from(tenant_header.as_deref()).map_err(|m| {
-            self.ingest.reject(SOURCE, "tenant");
-            Status::invalid_argument(m)
-        })?;
+        let (org_id, key) = tenant_header;
+        let tenant = self
+            .keys
+            .tenant(key.as_deref(), org_id.as_deref())
+            .map_err(|e| {
+                self.ingest.reject(SOURCE, e.reason());
+                match e {
+                    AuthError::Missing => Status::unauthenticated(e.to_string()),
+                    AuthError::Invalid | AuthError::WrongTenant(_) => {
+                        Status::permission_denied(e.to_string())
+                    }
+                    AuthError::BadTenant(m) => Status::invalid_argument(m),
+                }
+            })?;
         let ingest = self.ingest.clone();
         let result = tokio::task::spawn_blocking(move || {
             accept(&ingest, SOURCE, tenant, &request, size, received_at)
@@ -111,10 +124,18 @@ impl OtlpGrpc {
     }
 }
 
-fn tenant_header<T>(req: &Request<T>) -> Option<Vec<u8>> {
-    req.metadata()
-        .get(TENANT_HEADER)
-        .map(|v| v.as_bytes().to_vec())
+fn tenant_header<T>(req: &Request<T>) -> (Option<Vec<u8>>, Option<String>) {
+    let md = req.metadata();
+    let org = md.get(TENANT_HEADER).map(|v| v.as_bytes().to_vec());
+    let text = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let key = text("authorization")
+        .and_then(|a| {
+            a.strip_prefix("Bearer ")
+                .or_else(|| a.strip_prefix("bearer "))
+                .map(str::to_string)
+        })
+        .or_else(|| text("x-api-key"));
+    (org, key)
 }
 
 #[tonic::async_trait]

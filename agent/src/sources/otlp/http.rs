@@ -30,8 +30,9 @@ use weir_pipelines::ingest::Ingest;
 use weir_pipelines::Signal;
 
 use super::{accept, decode_body, Accepted, Encoding, OtlpError};
+use crate::sources::auth::ApiKeys;
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{now_nanos, tenant_from, TENANT_HEADER};
+use crate::sources::{now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "otlp_http";
@@ -45,6 +46,8 @@ pub struct HttpState {
     pub max_request_bytes: usize,
     /// `Retry-After` when the buffer is full.
     pub retry_after: Duration,
+    /// API keys → tenants.
+    pub keys: ApiKeys,
 }
 
 /// `google.rpc.Status`, the body of OTLP/HTTP error responses.
@@ -127,6 +130,8 @@ fn error(
     let grpc_code = match status {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => 8,
         StatusCode::SERVICE_UNAVAILABLE => 14,
+        StatusCode::UNAUTHORIZED => 16,
+        StatusCode::FORBIDDEN => 7,
         _ => 3,
     };
     HttpError {
@@ -188,8 +193,14 @@ async fn export(
             Encoding::Protobuf,
         )
     })?;
-    let tenant = tenant_from(parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|m| error(ingest, StatusCode::BAD_REQUEST, "tenant", m, encoding))?;
+    let key = ApiKeys::key_from_headers(&parts.headers, &[]);
+    let tenant = state
+        .keys
+        .tenant(key, parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+        .map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+            error(ingest, status, e.reason(), e.to_string(), encoding)
+        })?;
     let coding = http_body::coding(&parts.headers, &[Coding::Gzip])
         .map_err(|e| body_error(ingest, e, encoding))?;
     let raw = http_body::read(&parts.headers, Body::new(body), limit, LIMIT_KEY)
