@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod datadog;
 pub mod fluent;
+#[cfg(test)]
+mod fuzz;
 pub mod http_body;
 pub mod loki;
 pub mod otlp;
