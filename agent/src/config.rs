@@ -224,6 +224,10 @@ pub struct FluentConfig {
     pub max_connections: usize,
     /// Tenant of every record (the forward protocol carries none).
     pub tenant: String,
+    /// Shared key: when set, clients must pass the forward protocol's HELO/PING/PONG handshake.
+    pub shared_key: Option<String>,
+    /// Host name sent in PONG.
+    pub self_hostname: String,
 }
 
 impl Default for FluentConfig {
@@ -234,6 +238,8 @@ impl Default for FluentConfig {
             max_frame_bytes: ByteSize(16 << 20),
             max_connections: 1024,
             tenant: "default".into(),
+            shared_key: None,
+            self_hostname: "weir".into(),
         }
     }
 }

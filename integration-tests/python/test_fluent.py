@@ -129,3 +129,53 @@ def test_broken_stream_closes_only_that_connection(weir_factory):
     w.wait_rows("logs", 2)
     assert sorted(r["body"] for r in w.rows()) == ["after", "before the break"]
     assert 'weir_rejected_requests_total{reason="malformed",source="fluent"} 3' in w.metrics()
+
+
+def test_shared_key_handshake(weir_factory):
+    import hashlib
+
+    w = weir_factory(fluent='shared_key = "s3cret"\nself_hostname = "weir-test"')
+
+    def session(key):
+        s = socket.create_connection(("127.0.0.1", w.fluent_port), timeout=10)
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            unpacker.feed(s.recv(4096))
+            msgs = list(unpacker)
+            if msgs:
+                break
+        helo = msgs[0]
+        assert helo[0] == "HELO"
+        nonce = helo[1]["nonce"]
+        salt = b"client-salt"
+        digest = hashlib.sha512(salt + b"client-host" + nonce + key.encode()).hexdigest()
+        s.sendall(msgpack.packb(["PING", "client-host", salt, digest, "", ""], use_bin_type=True))
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            unpacker.feed(s.recv(4096))
+            msgs = list(unpacker)
+            if msgs:
+                break
+        return s, msgs[0], nonce, salt
+
+    s, pong, nonce, salt = session("s3cret")
+    assert pong[:3] == ["PONG", True, ""] and pong[3] == "weir-test"
+    # The server proves it knows the key too.
+    assert pong[4] == hashlib.sha512(salt + b"weir-test" + nonce + b"s3cret").hexdigest()
+    s.sendall(msgpack.packb(["auth", [[1_700_000_000, {"log": "authenticated"}]], {"chunk": "c"}]))
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(s.recv(4096))
+    assert list(unpacker) == [{"ack": "c"}]
+    s.close()
+
+    s, pong, _, _ = session("wrong")
+    assert pong[1] is False and pong[2] == "shared key mismatch"
+    assert closed_by_peer(s)
+    s.close()
+    # Skipping the handshake gets nothing stored.
+    with socket.create_connection(("127.0.0.1", w.fluent_port), timeout=10) as s:
+        s.sendall(msgpack.packb(["sneaky", 1_700_000_000, {"log": "no handshake"}]))
+        assert closed_by_peer(s)
+    w.wait_rows("logs", 1)
+    assert [r["body"] for r in w.rows()] == ["authenticated"]
+    assert 'weir_rejected_requests_total{reason="forbidden",source="fluent"} 2' in w.metrics()

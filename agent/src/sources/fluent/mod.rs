@@ -16,6 +16,7 @@
 
 pub mod decode;
 pub mod frame;
+pub mod handshake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub const SOURCE: &str = "fluent";
 #[derive(Clone)]
 pub struct FluentService {
     ingest: Ingest,
+    shared_key: Option<String>,
+    hostname: String,
     tenant: String,
     max_frame: usize,
     max_connections: usize,
@@ -60,6 +63,8 @@ impl FluentService {
     pub fn new(ingest: Ingest, cfg: &FluentConfig) -> FluentService {
         FluentService {
             ingest,
+            shared_key: cfg.shared_key.clone().filter(|k| !k.is_empty()),
+            hostname: cfg.self_hostname.clone(),
             tenant: cfg.tenant.clone(),
             max_frame: cfg.max_frame_bytes.0 as usize,
             max_connections: cfg.max_connections,
@@ -187,12 +192,55 @@ impl FluentService {
         }
     }
 
+    /// HELO, then read PING and answer PONG; errors close the connection.
+    async fn authenticate(
+        &self,
+        key: &str,
+        stream: &mut TcpStream,
+        buf: &mut BytesMut,
+    ) -> anyhow::Result<()> {
+        let nonce: [u8; 16] = rand::random();
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &handshake::helo(&nonce))?;
+        stream.write_all(&out).await?;
+        let ping = loop {
+            if let Some(len) = frame::value_len(buf)? {
+                let v = rmpv::decode::read_value(&mut &buf[..len])?;
+                buf.advance(len);
+                break v;
+            }
+            if buf.len() > 64 * 1024 {
+                anyhow::bail!("PING larger than 64 KiB");
+            }
+            if stream.read_buf(buf).await? == 0 {
+                anyhow::bail!("connection closed before PING");
+            }
+        };
+        let (reply, ok) = handshake::pong(&ping, &nonce, key, &self.hostname);
+        out.clear();
+        rmpv::encode::write_value(&mut out, &reply)?;
+        stream.write_all(&out).await?;
+        if !ok {
+            self.ingest.reject(SOURCE, "forbidden");
+            anyhow::bail!("shared key authentication failed");
+        }
+        Ok(())
+    }
+
     async fn connection(
         &self,
         mut stream: TcpStream,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        if let Some(key) = &self.shared_key {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                self.authenticate(key, &mut stream, &mut buf),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("no PING within 30 s"))??;
+        }
         loop {
             let n = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
