@@ -16,6 +16,8 @@ use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_pipelines::buffer::AckMode;
 
+use crate::sources::tls::TlsConfig;
+
 /// A size in bytes, written as `123`, `"64KiB"`, `"16MiB"`, `"1GiB"`, `"10MB"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
@@ -228,6 +230,8 @@ pub struct FluentConfig {
     pub shared_key: Option<String>,
     /// Host name sent in PONG.
     pub self_hostname: String,
+    /// TLS certificate and key; plain TCP when absent.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for FluentConfig {
@@ -240,6 +244,7 @@ impl Default for FluentConfig {
             tenant: "default".into(),
             shared_key: None,
             self_hostname: "weir".into(),
+            tls: None,
         }
     }
 }
@@ -289,6 +294,8 @@ pub struct SyslogConfig {
     pub max_connections: usize,
     /// Tenant of every message (syslog carries none).
     pub tenant: String,
+    /// TLS certificate and key for TCP; plain TCP when absent.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for SyslogConfig {
@@ -302,6 +309,7 @@ impl Default for SyslogConfig {
             batch_timeout: HumanDuration(Duration::from_millis(200)),
             max_connections: 1024,
             tenant: "default".into(),
+            tls: None,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::sources::fluent::FluentService;
 use crate::sources::loki;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
 use crate::sources::syslog::SyslogService;
+use crate::sources::tls;
 
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
@@ -220,7 +221,14 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
     }
     if let Some(listener) = fluent_listener {
         info!(address = %listener.local_addr()?, "Fluent forward listening");
-        let svc = FluentService::new(ingest.clone(), &cfg.sources.fluent);
+        let tls = cfg
+            .sources
+            .fluent
+            .tls
+            .as_ref()
+            .map(|t| tls::acceptor(t, "sources.fluent.tls"))
+            .transpose()?;
+        let svc = FluentService::new(ingest.clone(), &cfg.sources.fluent, tls);
         let stop = stop_sources.clone();
         sources.spawn(async move {
             svc.serve(listener, stop)
@@ -245,7 +253,14 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         });
     }
     if syslog_tcp.is_some() || syslog_udp.is_some() {
-        let svc = SyslogService::new(ingest.clone(), &cfg.sources.syslog);
+        let tls = cfg
+            .sources
+            .syslog
+            .tls
+            .as_ref()
+            .map(|t| tls::acceptor(t, "sources.syslog.tls"))
+            .transpose()?;
+        let svc = SyslogService::new(ingest.clone(), &cfg.sources.syslog, tls);
         if let Some(listener) = syslog_tcp {
             info!(address = %listener.local_addr()?, "syslog/TCP listening");
             let (svc, stop) = (svc.clone(), stop_sources.clone());

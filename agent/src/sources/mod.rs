@@ -12,6 +12,7 @@ pub mod loki;
 pub mod otlp;
 pub mod severity;
 pub mod syslog;
+pub mod tls;
 
 use weir_control_plane::segment_valid_tenant;
 

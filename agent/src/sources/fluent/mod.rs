@@ -23,10 +23,11 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weir_pipelines::ingest::{Ingest, IngestError};
@@ -45,6 +46,7 @@ pub struct FluentService {
     ingest: Ingest,
     shared_key: Option<String>,
     hostname: String,
+    tls: Option<TlsAcceptor>,
     tenant: String,
     max_frame: usize,
     max_connections: usize,
@@ -60,9 +62,10 @@ struct Pending {
 
 impl FluentService {
     /// A service writing to `ingest`.
-    pub fn new(ingest: Ingest, cfg: &FluentConfig) -> FluentService {
+    pub fn new(ingest: Ingest, cfg: &FluentConfig, tls: Option<TlsAcceptor>) -> FluentService {
         FluentService {
             ingest,
+            tls,
             shared_key: cfg.shared_key.clone().filter(|k| !k.is_empty()),
             hostname: cfg.self_hostname.clone(),
             tenant: cfg.tenant.clone(),
@@ -89,7 +92,7 @@ impl FluentService {
                     let this = self.clone();
                     let stop = stop.clone();
                     conns.spawn(async move {
-                        if let Err(e) = this.connection(stream, &stop).await {
+                        if let Err(e) = this.accept(stream, &stop).await {
                             info!(%peer, error = %e, "fluent connection closed");
                         }
                         drop(permit);
@@ -193,10 +196,10 @@ impl FluentService {
     }
 
     /// HELO, then read PING and answer PONG; errors close the connection.
-    async fn authenticate(
+    async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         key: &str,
-        stream: &mut TcpStream,
+        stream: &mut S,
         buf: &mut BytesMut,
     ) -> anyhow::Result<()> {
         let nonce: [u8; 16] = rand::random();
@@ -227,9 +230,23 @@ impl FluentService {
         Ok(())
     }
 
-    async fn connection(
+    /// Runs a connection, through TLS when configured.
+    async fn accept(&self, stream: TcpStream, stop: &CancellationToken) -> anyhow::Result<()> {
+        match &self.tls {
+            Some(acceptor) => {
+                let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+                    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
+                self.connection(tls, stop).await
+            }
+            None => self.connection(stream, stop).await,
+        }
+    }
+
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut stream: TcpStream,
+        mut stream: S,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);

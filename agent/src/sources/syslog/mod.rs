@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use weir_pipelines::columns::AttributesBuilder;
@@ -43,6 +44,7 @@ pub const SOURCE_TCP: &str = "syslog_tcp";
 #[derive(Clone)]
 pub struct SyslogService {
     ingest: Ingest,
+    tls: Option<TlsAcceptor>,
     tenant: String,
     max_frame: usize,
     max_batch: usize,
@@ -161,9 +163,10 @@ fn message_attributes(a: &mut AttributesBuilder, m: &parse::Message<'_>, utf8_er
 
 impl SyslogService {
     /// A service writing to `ingest` with the source's settings.
-    pub fn new(ingest: Ingest, cfg: &SyslogConfig) -> SyslogService {
+    pub fn new(ingest: Ingest, cfg: &SyslogConfig, tls: Option<TlsAcceptor>) -> SyslogService {
         SyslogService {
             ingest,
+            tls,
             tenant: cfg.tenant.clone(),
             max_frame: cfg.max_frame_bytes.0 as usize,
             max_batch: cfg.max_batch_records,
@@ -269,7 +272,7 @@ impl SyslogService {
                     let this = self.clone();
                     let stop = stop.clone();
                     conns.spawn(async move {
-                        if let Err(e) = this.connection(stream, &stop).await {
+                        if let Err(e) = this.accept(stream, &stop).await {
                             info!(%peer, error = %e, "syslog connection closed");
                         }
                         drop(permit);
@@ -281,9 +284,23 @@ impl SyslogService {
         Ok(())
     }
 
-    async fn connection(
+    /// Runs a connection, through TLS when configured.
+    async fn accept(&self, stream: TcpStream, stop: &CancellationToken) -> anyhow::Result<()> {
+        match &self.tls {
+            Some(acceptor) => {
+                let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
+                    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
+                self.connection(tls, stop).await
+            }
+            None => self.connection(stream, stop).await,
+        }
+    }
+
+    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut stream: TcpStream,
+        mut stream: S,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(16 * 1024);
