@@ -1,5 +1,5 @@
 //! Datadog `/api/v2/logs` items → the logs lake schema, following the Collector's datadog
-//! receiver: the `message` is the body and `status`, `hostname`, `service`, `ddsource`,
+//! receiver: the `message` (else `log`) is the body and `status`, `hostname`, `service`, `ddsource`,
 //! `ddtags` are kept as attributes. In addition, `service` and `hostname` become the resource's
 //! `service.name` and `host.name`, `status` sets the severity, each `ddtags` entry `k:v` becomes
 //! attribute `k`, and any other field of the item becomes an attribute (non-strings as JSON).
@@ -50,8 +50,14 @@ pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usiz
             return Err(format!("log item {i} is not a JSON object"));
         };
         let get = |k: &str| fields.get(k).map(text);
+        // Fluent Bit's datadog output keeps the record's `log` key unless `dd_message_key` is set.
+        let body_key = if fields.contains_key("message") {
+            "message"
+        } else {
+            "log"
+        };
         let (message, status, hostname, service, ddtags) = (
-            get("message"),
+            get(body_key),
             get("status"),
             get("hostname"),
             get("service"),
@@ -102,7 +108,7 @@ pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usiz
                     }
                 }
                 for (k, v) in fields {
-                    if !KNOWN.contains(&k.as_str()) {
+                    if !KNOWN.contains(&k.as_str()) && k != body_key {
                         a.entry(k, Some(&text(v)));
                     }
                 }
