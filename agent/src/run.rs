@@ -56,6 +56,29 @@ async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen on {key} = {addr}"))
 }
 
+async fn bind_opt(key: &str, addr: Option<SocketAddr>) -> Result<Option<TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(bind(key, a).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Serves an HTTP source until `stop`, then lets in-flight requests finish.
+fn spawn_http(
+    sources: &mut JoinSet<Result<()>>,
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+    what: &'static str,
+) {
+    sources.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .with_context(|| format!("{what} server failed"))
+    });
+}
+
 /// Resolves once SIGTERM or SIGINT arrives.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -127,31 +150,13 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
 
     // Bind everything first: a port conflict fails the start before anything runs.
     let admin_listener = bind("admin.address", valid.admin).await?;
-    let http_listener = match valid.otlp_http {
-        Some(a) => Some(bind("sources.otlp.http_address", a).await?),
-        None => None,
-    };
-    let grpc_listener = match valid.otlp_grpc {
-        Some(a) => Some(bind("sources.otlp.grpc_address", a).await?),
-        None => None,
-    };
+    let http_listener = bind_opt("sources.otlp.http_address", valid.otlp_http).await?;
+    let grpc_listener = bind_opt("sources.otlp.grpc_address", valid.otlp_grpc).await?;
 
-    let datadog_listener = match valid.datadog {
-        Some(a) => Some(bind("sources.datadog.address", a).await?),
-        None => None,
-    };
-    let fluent_listener = match valid.fluent {
-        Some(a) => Some(bind("sources.fluent.address", a).await?),
-        None => None,
-    };
-    let loki_listener = match valid.loki {
-        Some(a) => Some(bind("sources.loki.address", a).await?),
-        None => None,
-    };
-    let syslog_tcp = match valid.syslog_tcp {
-        Some(a) => Some(bind("sources.syslog.tcp_address", a).await?),
-        None => None,
-    };
+    let datadog_listener = bind_opt("sources.datadog.address", valid.datadog).await?;
+    let fluent_listener = bind_opt("sources.fluent.address", valid.fluent).await?;
+    let loki_listener = bind_opt("sources.loki.address", valid.loki).await?;
+    let syslog_tcp = bind_opt("sources.syslog.tcp_address", valid.syslog_tcp).await?;
     let syslog_udp =
         match valid.syslog_udp {
             Some(a) => Some(tokio::net::UdpSocket::bind(a).await.with_context(|| {
@@ -174,13 +179,13 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             retry_after: cfg.sources.otlp.retry_after.0,
             keys: api_keys.clone(),
         });
-        let stop = stop_sources.clone();
-        sources.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .context("OTLP/HTTP server failed")
-        });
+        spawn_http(
+            &mut sources,
+            listener,
+            app,
+            stop_sources.clone(),
+            "OTLP/HTTP",
+        );
     }
     if let Some(listener) = grpc_listener {
         info!(address = %listener.local_addr()?, "OTLP/gRPC listening");
@@ -211,13 +216,13 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             max_request_bytes: cfg.sources.datadog.max_request_bytes.0 as usize,
             retry_after: cfg.sources.datadog.retry_after.0,
         });
-        let stop = stop_sources.clone();
-        sources.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .context("Datadog intake server failed")
-        });
+        spawn_http(
+            &mut sources,
+            listener,
+            app,
+            stop_sources.clone(),
+            "Datadog intake",
+        );
     }
     if let Some(listener) = fluent_listener {
         info!(address = %listener.local_addr()?, "Fluent forward listening");
@@ -244,13 +249,13 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             retry_after: cfg.sources.loki.retry_after.0,
             keys: api_keys.clone(),
         });
-        let stop = stop_sources.clone();
-        sources.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .context("Loki push server failed")
-        });
+        spawn_http(
+            &mut sources,
+            listener,
+            app,
+            stop_sources.clone(),
+            "Loki push",
+        );
     }
     if syslog_tcp.is_some() || syslog_udp.is_some() {
         let tls = cfg

@@ -12,6 +12,7 @@ pub mod loki;
 pub mod otlp;
 pub mod severity;
 pub mod syslog;
+pub mod tcp;
 pub mod tls;
 
 use weir_control_plane::segment_valid_tenant;
@@ -45,4 +46,24 @@ pub fn now_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
+}
+
+/// The HTTP status of a refused buffer write: 429 when full (retry later), 413 when the request
+/// can never fit, 503 otherwise.
+pub fn ingest_status(e: &weir_pipelines::ingest::IngestError) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    use weir_pipelines::ingest::IngestError;
+    match e {
+        IngestError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+        IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Adds `Retry-After` (whole seconds, at least 1) to a response.
+pub fn set_retry_after(resp: &mut axum::response::Response, after: std::time::Duration) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, v);
+    }
 }

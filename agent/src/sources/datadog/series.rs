@@ -170,6 +170,22 @@ struct V2Resource {
     kind: String,
 }
 
+/// Splits v2 resources into the host and the others.
+fn split_resources(
+    resources: impl IntoIterator<Item = (String, String)>,
+) -> (Option<String>, Vec<(String, String)>) {
+    let mut host = None;
+    let mut rest = Vec::new();
+    for (kind, name) in resources {
+        if kind == "host" {
+            host = Some(name);
+        } else {
+            rest.push((kind, name));
+        }
+    }
+    (host, rest)
+}
+
 fn v2_kind(t: i32) -> Result<Kind, String> {
     match t {
         0 | 3 => Ok(Kind::Gauge),
@@ -230,15 +246,12 @@ pub fn parse_v2_json(body: &[u8]) -> Result<Vec<Series>, String> {
     p.series
         .into_iter()
         .map(|s| {
-            let mut host = None;
-            let mut resources = Vec::new();
-            for r in s.resources.unwrap_or_default() {
-                if r.kind == "host" {
-                    host = Some(r.name);
-                } else {
-                    resources.push((r.kind, r.name));
-                }
-            }
+            let (host, resources) = split_resources(
+                s.resources
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|r| (r.kind, r.name)),
+            );
             Ok(Series {
                 kind: v2_kind(s.kind.unwrap_or(0))
                     .map_err(|e| format!("series {}: {e}", s.metric))?,
@@ -266,15 +279,8 @@ pub fn parse_v2_protobuf(body: &[u8]) -> Result<Vec<Series>, String> {
     p.series
         .into_iter()
         .map(|s| {
-            let mut host = None;
-            let mut resources = Vec::new();
-            for r in s.resources {
-                if r.r#type == "host" {
-                    host = Some(r.name);
-                } else {
-                    resources.push((r.r#type, r.name));
-                }
-            }
+            let (host, resources) =
+                split_resources(s.resources.into_iter().map(|r| (r.r#type, r.name)));
             Ok(Series {
                 kind: v2_kind(s.r#type).map_err(|e| format!("series {}: {e}", s.metric))?,
                 metric: s.metric,

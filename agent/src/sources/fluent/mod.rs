@@ -18,24 +18,22 @@ pub mod decode;
 pub mod frame;
 pub mod handshake;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::logrows::{self, LogsBuilder};
 use weir_pipelines::{Batch, Signal};
 
 use crate::config::FluentConfig;
 use crate::sources::now_nanos;
+use crate::sources::tcp::{BoxStream, TcpServer};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "fluent";
@@ -76,32 +74,18 @@ impl FluentService {
 
     /// Accepts connections until `stop`, then lets open connections finish what they read.
     pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                r = listener.accept() => {
-                    let (stream, peer) = r?;
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        warn!(%peer, max = self.max_connections, "fluent: too many connections, refusing");
-                        self.ingest.reject(SOURCE, "too_many_connections");
-                        continue;
-                    };
-                    let this = self.clone();
-                    let stop = stop.clone();
-                    conns.spawn(async move {
-                        if let Err(e) = this.accept(stream, &stop).await {
-                            info!(%peer, error = %e, "fluent connection closed");
-                        }
-                        drop(permit);
-                    });
-                }
-            }
-        }
-        while conns.join_next().await.is_some() {}
-        Ok(())
+        let server = TcpServer {
+            source: SOURCE,
+            max_connections: self.max_connections,
+            tls: self.tls.clone(),
+            ingest: self.ingest.clone(),
+        };
+        server
+            .serve(listener, stop, move |stream, stop| {
+                let this = self.clone();
+                async move { this.connection(stream, &stop).await }
+            })
+            .await
     }
 
     /// Decodes every complete message in `buf`. Stops at the first broken one and returns its
@@ -196,10 +180,10 @@ impl FluentService {
     }
 
     /// HELO, then read PING and answer PONG; errors close the connection.
-    async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn authenticate(
         &self,
         key: &str,
-        stream: &mut S,
+        stream: &mut BoxStream,
         buf: &mut BytesMut,
     ) -> anyhow::Result<()> {
         let nonce: [u8; 16] = rand::random();
@@ -230,23 +214,9 @@ impl FluentService {
         Ok(())
     }
 
-    /// Runs a connection, through TLS when configured.
-    async fn accept(&self, stream: TcpStream, stop: &CancellationToken) -> anyhow::Result<()> {
-        match &self.tls {
-            Some(acceptor) => {
-                let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
-                    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
-                self.connection(tls, stop).await
-            }
-            None => self.connection(stream, stop).await,
-        }
-    }
-
-    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn connection(
         &self,
-        mut stream: S,
+        mut stream: BoxStream,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);

@@ -14,17 +14,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use weir_pipelines::ingest::{Ingest, IngestError};
+use weir_pipelines::ingest::Ingest;
 use weir_pipelines::logrows::LogsBuilder;
 use weir_pipelines::{Batch, Signal};
 
 use crate::sources::auth::ApiKeys;
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{now_nanos, TENANT_HEADER};
+use crate::sources::{ingest_status, now_nanos, set_retry_after, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "loki";
@@ -67,9 +67,7 @@ impl IntoResponse for LokiError {
         )
             .into_response();
         if let Some(after) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            set_retry_after(&mut r, after);
         }
         r
     }
@@ -167,14 +165,9 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
             received_at,
             records,
         };
-        ingest2.write(batch, body.len()).map_err(|e| {
-            let status = match e {
-                IngestError::Full(_) => StatusCode::TOO_MANY_REQUESTS,
-                IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            fail(&ingest2, status, "", e.to_string())
-        })
+        ingest2
+            .write(batch, body.len())
+            .map_err(|e| fail(&ingest2, ingest_status(&e), "", e.to_string()))
     })
     .await
     .map_err(|e| {

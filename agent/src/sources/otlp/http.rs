@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -32,7 +32,7 @@ use weir_pipelines::Signal;
 use super::{accept, decode_body, Accepted, Encoding, OtlpError};
 use crate::sources::auth::ApiKeys;
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{now_nanos, TENANT_HEADER};
+use crate::sources::{now_nanos, set_retry_after, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "otlp_http";
@@ -109,10 +109,7 @@ impl IntoResponse for HttpError {
                 .into_response(),
         };
         if let Some(after) = self.retry_after {
-            let secs = after.as_secs().max(1).to_string();
-            if let Ok(v) = HeaderValue::from_str(&secs) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            set_retry_after(&mut resp, after);
         }
         resp
     }

@@ -18,14 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use weir_pipelines::columns::AttributesBuilder;
 use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
@@ -33,6 +31,7 @@ use weir_pipelines::{Batch, Signal};
 
 use crate::config::SyslogConfig;
 use crate::sources::now_nanos;
+use crate::sources::tcp::{BoxStream, TcpServer};
 use parse::{Format, FACILITY_NAMES, OTEL_SEVERITY, SEVERITY_NAMES};
 
 /// Source names in metrics and buffer entries.
@@ -250,57 +249,29 @@ impl SyslogService {
         }
     }
 
-    /// Accepts connections until `stop`, then lets open connections write what they read.
+    /// Accepts connections until `stop`, then lets open connections finish what they read.
     pub async fn serve_tcp(
         self,
         listener: TcpListener,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                r = listener.accept() => {
-                    let (stream, peer) = r?;
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        warn!(%peer, max = self.max_connections, "syslog: too many connections, refusing");
-                        self.ingest.reject(SOURCE_TCP, "too_many_connections");
-                        continue;
-                    };
-                    let this = self.clone();
-                    let stop = stop.clone();
-                    conns.spawn(async move {
-                        if let Err(e) = this.accept(stream, &stop).await {
-                            info!(%peer, error = %e, "syslog connection closed");
-                        }
-                        drop(permit);
-                    });
-                }
-            }
-        }
-        while conns.join_next().await.is_some() {}
-        Ok(())
+        let server = TcpServer {
+            source: SOURCE_TCP,
+            max_connections: self.max_connections,
+            tls: self.tls.clone(),
+            ingest: self.ingest.clone(),
+        };
+        server
+            .serve(listener, stop, move |stream, stop| {
+                let this = self.clone();
+                async move { this.connection(stream, &stop).await }
+            })
+            .await
     }
 
-    /// Runs a connection, through TLS when configured.
-    async fn accept(&self, stream: TcpStream, stop: &CancellationToken) -> anyhow::Result<()> {
-        match &self.tls {
-            Some(acceptor) => {
-                let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))?
-                    .map_err(|e| anyhow::anyhow!("TLS handshake failed: {e}"))?;
-                self.connection(tls, stop).await
-            }
-            None => self.connection(stream, stop).await,
-        }
-    }
-
-    async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn connection(
         &self,
-        mut stream: S,
+        mut stream: BoxStream,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut buf = BytesMut::with_capacity(16 * 1024);
