@@ -21,6 +21,18 @@ pub enum BodyError {
     Unsupported(String),
 }
 
+impl BodyError {
+    /// HTTP status and `weir_rejected_requests_total` reason of the error.
+    pub fn status(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode;
+        match self {
+            BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            BodyError::Invalid(_) => (StatusCode::BAD_REQUEST, "decompress"),
+            BodyError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_encoding"),
+        }
+    }
+}
+
 /// A `Content-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {

@@ -160,15 +160,9 @@ async fn intake(
     let limit = state.max_request_bytes;
     let (parts, body) = req.into_parts();
     let tenant = authenticate(&state, &parts.headers, &query).map_err(|e| auth_error(ingest, e))?;
-    let body_error = |e: BodyError| match e {
-        BodyError::TooLarge(m) => fail(ingest, StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
-        BodyError::Invalid(m) => fail(ingest, StatusCode::BAD_REQUEST, "decompress", m),
-        BodyError::Unsupported(m) => fail(
-            ingest,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_encoding",
-            m,
-        ),
+    let body_error = |e: BodyError| {
+        let (status, reason) = e.status();
+        fail(ingest, status, reason, e.to_string())
     };
     let coding =
         http_body::coding(&parts.headers, &[Coding::Gzip, Coding::Deflate]).map_err(body_error)?;

@@ -85,16 +85,8 @@ fn fail(ingest: &Ingest, status: StatusCode, reason: &str, message: String) -> L
 }
 
 fn body_error(ingest: &Ingest, e: BodyError) -> LokiError {
-    match e {
-        BodyError::TooLarge(m) => fail(ingest, StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
-        BodyError::Invalid(m) => fail(ingest, StatusCode::BAD_REQUEST, "decompress", m),
-        BodyError::Unsupported(m) => fail(
-            ingest,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_encoding",
-            m,
-        ),
-    }
+    let (status, reason) = e.status();
+    fail(ingest, status, reason, e.to_string())
 }
 
 #[derive(Clone, Copy)]

@@ -153,17 +153,8 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, String> {
 
 const LIMIT_KEY: &str = "sources.otlp.max_request_bytes";
 
-/// Status and reason of a body error.
-fn body_status(e: &BodyError) -> (StatusCode, &'static str) {
-    match e {
-        BodyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        BodyError::Invalid(_) => (StatusCode::BAD_REQUEST, "decompress"),
-        BodyError::Unsupported(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_encoding"),
-    }
-}
-
 fn body_error(ingest: &Ingest, e: BodyError, encoding: Encoding) -> HttpError {
-    let (status, reason) = body_status(&e);
+    let (status, reason) = e.status();
     let message = match e {
         BodyError::Unsupported(m) => format!("{m}: use gzip or none"),
         other => other.to_string(),
@@ -208,7 +199,7 @@ async fn export(
     let result = tokio::task::spawn_blocking(
         move || -> Result<Accepted, (StatusCode, &'static str, String)> {
             let body = http_body::decode(raw, coding, limit, LIMIT_KEY).map_err(|e| {
-                let (status, reason) = body_status(&e);
+                let (status, reason) = e.status();
                 (status, reason, e.to_string())
             })?;
             let request = decode_body(signal, encoding, &body)
