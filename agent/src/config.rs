@@ -135,6 +135,64 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The agent's own logs.
     pub log: LogConfig,
+    /// Transform pipelines (`[[pipelines]]`); a batch goes through the first that matches it.
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// A pipeline: which batches, and the ordered transforms they go through.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Name.
+    pub name: String,
+    /// Sources (`otlp_grpc`, `otlp_http`, `loki`, `fluent`, `datadog`, `syslog_udp`, `syslog_tcp`)
+    /// or families (`otlp`, `syslog`); empty: every source.
+    pub sources: Vec<String>,
+    /// Signals (`logs`, `metrics`, `traces`); empty: every signal.
+    pub signals: Vec<String>,
+    /// The transforms, in order.
+    pub transforms: Vec<TransformConfig>,
+}
+
+/// One transform of a pipeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformConfig {
+    /// Name (metrics label; unique).
+    pub name: String,
+    /// Module file: a `.wasm` core module (or `.wat` text). Reloaded when the file changes.
+    pub module: PathBuf,
+    /// Configuration passed to the module's `weir_init` as JSON.
+    pub config: serde_json::Value,
+    /// `dead_letter` (default), `drop` or `pass`.
+    pub on_error: weir_transforms::OnError,
+    /// Memory cap of an instance.
+    pub max_memory: ByteSize,
+    /// Deadline of one call.
+    pub timeout: HumanDuration,
+    /// Largest output accepted.
+    pub max_output_bytes: ByteSize,
+    /// Calls after which an instance is replaced.
+    pub recycle_after_calls: u64,
+    /// Memory past which an instance is replaced.
+    pub recycle_memory: ByteSize,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        let l = weir_transforms::Limits::default();
+        TransformConfig {
+            name: String::new(),
+            module: PathBuf::new(),
+            config: serde_json::json!({}),
+            on_error: weir_transforms::OnError::default(),
+            max_memory: ByteSize(l.max_memory as u64),
+            timeout: HumanDuration(l.timeout),
+            max_output_bytes: ByteSize(l.max_output_bytes as u64),
+            recycle_after_calls: l.recycle_after_calls,
+            recycle_memory: ByteSize(l.recycle_memory as u64),
+        }
+    }
 }
 
 impl Default for Config {
@@ -149,6 +207,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            pipelines: Vec::new(),
         }
     }
 }
@@ -612,6 +671,43 @@ impl Config {
                     "sources.syslog.tenant = {:?} must match [A-Za-z0-9_-]{{1,64}}",
                     sys.tenant
                 ));
+            }
+        }
+        let mut transform_names = std::collections::HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = format!("pipelines[{i}]");
+            if p.name.is_empty() {
+                problems.push(format!("{at}.name must be set"));
+            }
+            for sig in &p.signals {
+                if weir_schema::Signal::parse(sig).is_none() {
+                    problems.push(format!(
+                        "{at}.signals: {sig:?} is not logs, metrics or traces"
+                    ));
+                }
+            }
+            if p.transforms.is_empty() {
+                problems.push(format!("{at}.transforms must list at least one transform"));
+            }
+            for (j, t) in p.transforms.iter().enumerate() {
+                let at = format!("{at}.transforms[{j}]");
+                if t.name.is_empty() {
+                    problems.push(format!("{at}.name must be set"));
+                } else if !transform_names.insert(t.name.clone()) {
+                    problems.push(format!("{at}.name {:?} is used twice", t.name));
+                }
+                if t.module.as_os_str().is_empty() {
+                    problems.push(format!("{at}.module must be set"));
+                }
+                if t.timeout.0.is_zero() {
+                    problems.push(format!("{at}.timeout must be above 0"));
+                }
+                if t.max_memory.0 < (1 << 16) {
+                    problems.push(format!(
+                        "{at}.max_memory = {} is below one wasm page (64KiB)",
+                        t.max_memory
+                    ));
+                }
             }
         }
         if self.buffer.max_bytes.0 < (1 << 20) {

@@ -23,6 +23,7 @@ use weir_pipelines::ingest::Ingest;
 use weir_pipelines::lake::Lake;
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::parquet_writer::ParquetConfig;
+use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
 
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
@@ -77,6 +78,38 @@ fn spawn_http(
             .await
             .with_context(|| format!("{what} server failed"))
     });
+}
+
+/// The transforms crate's view of the validated `[[pipelines]]`.
+fn pipeline_specs(cfg: &[crate::config::PipelineConfig]) -> Vec<PipelineSpec> {
+    cfg.iter()
+        .map(|p| PipelineSpec {
+            name: p.name.clone(),
+            sources: p.sources.clone(),
+            signals: p
+                .signals
+                .iter()
+                .filter_map(|s| weir_schema::Signal::parse(s))
+                .collect(),
+            steps: p
+                .transforms
+                .iter()
+                .map(|t| StepSpec {
+                    name: t.name.clone(),
+                    module: t.module.clone(),
+                    config: t.config.to_string(),
+                    limits: Limits {
+                        max_memory: t.max_memory.0 as usize,
+                        timeout: t.timeout.0,
+                        max_output_bytes: t.max_output_bytes.0 as usize,
+                        recycle_after_calls: t.recycle_after_calls,
+                        recycle_memory: t.recycle_memory.0 as usize,
+                    },
+                    on_error: t.on_error,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Resolves once SIGTERM or SIGINT arrives.
@@ -140,12 +173,24 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
     info!(data_dir = %data_dir.display(), lake = %lake_url, buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
 
     let wake = Arc::new(Notify::new());
-    let ingest = Ingest::new(
+    let mut ingest = Ingest::new(
         buffer.clone(),
         cfg.buffer.ack,
         metrics.clone(),
         wake.clone(),
     );
+    if !cfg.pipelines.is_empty() {
+        let pipelines = Pipelines::new(
+            pipeline_specs(&cfg.pipelines),
+            &metrics,
+            Duration::from_secs(1),
+        )?;
+        info!(
+            pipelines = cfg.pipelines.len(),
+            "transform pipelines loaded"
+        );
+        ingest = ingest.with_processor(Arc::new(pipelines));
+    }
     let ready = Arc::new(AtomicBool::new(false));
 
     // Bind everything first: a port conflict fails the start before anything runs.

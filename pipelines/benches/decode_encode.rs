@@ -67,13 +67,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     let records = decode_logs(&request(N), 0).expect("decodes").records;
-    let batch = Batch {
-        tenant: "default".into(),
-        signal: Signal::Logs,
-        source: "bench".into(),
-        received_at: 0,
-        records: records.clone(),
-    };
+    let batch = Batch::new("default", Signal::Logs, "bench", 0, records.clone());
     g.bench_function("buffer_entry_encode", |b| {
         b.iter(|| encode_entry(Partition { hour: 0 }, &batch).map(|v| v.len()))
     });

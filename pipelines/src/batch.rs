@@ -25,6 +25,9 @@ pub struct Batch {
     pub received_at: i64,
     /// The rows, in `signal.schema()`.
     pub records: RecordBatch,
+    /// Set when a transform failed with `on_error = "dead_letter"`: why. Such a batch is
+    /// written under the lake's `_dead_letter/` prefix instead of the tenant's data.
+    pub dead_letter: Option<String>,
 }
 
 /// An hour partition of the lake: the UTC hour of the rows' own timestamps.
@@ -51,6 +54,24 @@ impl Partition {
 }
 
 impl Batch {
+    /// A batch as a source decoded it (not dead-lettered).
+    pub fn new(
+        tenant: impl Into<String>,
+        signal: Signal,
+        source: impl Into<String>,
+        received_at: i64,
+        records: RecordBatch,
+    ) -> Batch {
+        Batch {
+            tenant: tenant.into(),
+            signal,
+            source: source.into(),
+            received_at,
+            records,
+            dead_letter: None,
+        }
+    }
+
     /// Rows in the batch.
     pub fn num_rows(&self) -> usize {
         self.records.num_rows()
@@ -96,6 +117,7 @@ impl Batch {
                         signal: self.signal,
                         source: self.source.clone(),
                         received_at: self.received_at,
+                        dead_letter: self.dead_letter.clone(),
                     },
                 ))
             })

@@ -65,10 +65,21 @@ struct Key {
     tenant: String,
     signal: Signal,
     partition: Partition,
+    /// Rows a transform failed on (`on_error = "dead_letter"`).
+    dead_letter: bool,
 }
+
+/// Prefix of dead-lettered objects in the lake. They are kept for operators with the
+/// transform errors in their footer (`weir.dead_letter_reasons`), and are not registered in
+/// the index: they are not part of the queryable lake.
+pub const DEAD_LETTER_PREFIX: &str = "_dead_letter/";
+/// Footer key of the dead-letter reasons (one per line).
+pub const META_DEAD_LETTER: &str = "weir.dead_letter_reasons";
 
 struct Pending {
     batches: Vec<RecordBatch>,
+    /// Distinct dead-letter reasons (dead-letter partitions only).
+    reasons: std::collections::BTreeSet<String>,
     seqs: Vec<u64>,
     bytes: u64,
     since: Instant,
@@ -176,10 +187,12 @@ impl Flusher {
             };
             let segment = rec.segment.id;
             if self.lake.exists(&rec.segment.object_key).await? {
-                self.catalog
-                    .register(std::slice::from_ref(&rec.segment))
-                    .await?;
-                self.catalog.sync().await?;
+                if !rec.segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
+                    self.catalog
+                        .register(std::slice::from_ref(&rec.segment))
+                        .await?;
+                    self.catalog.sync().await?;
+                }
                 let buffer = self.buffer.clone();
                 let seqs = rec.seqs.clone();
                 blocking(move || {
@@ -273,9 +286,11 @@ impl Flusher {
                     tenant: e.batch.tenant.clone(),
                     signal: e.batch.signal,
                     partition: e.partition,
+                    dead_letter: e.batch.dead_letter.is_some(),
                 };
                 let p = self.pending.entry(key).or_insert_with(|| Pending {
                     batches: Vec::new(),
+                    reasons: Default::default(),
                     seqs: Vec::new(),
                     bytes: 0,
                     since: Instant::now(),
@@ -284,6 +299,11 @@ impl Flusher {
                     uploaded: None,
                 });
                 p.bytes += e.batch.records.get_array_memory_size() as u64;
+                if let Some(reason) = e.batch.dead_letter {
+                    if p.reasons.len() < 100 {
+                        p.reasons.insert(reason);
+                    }
+                }
                 p.batches.push(e.batch.records);
                 p.seqs.push(e.seq);
             }
@@ -360,13 +380,25 @@ impl Flusher {
                     key.tenant.clone(),
                     p.batches.clone(),
                 );
+                let extra: Vec<(String, String)> = if key.dead_letter {
+                    let reasons = p.reasons.iter().cloned().collect::<Vec<_>>().join(
+                        "
+",
+                    );
+                    vec![(META_DEAD_LETTER.to_string(), reasons)]
+                } else {
+                    Vec::new()
+                };
                 let (bytes, summary) = tokio::task::spawn_blocking(move || {
-                    encode_parquet(&cfg, signal, &tenant, &batches)
+                    encode_parquet(&cfg, signal, &tenant, &batches, &extra)
                 })
                 .await
                 .map_err(|e| FlushError::Task(e.to_string()))??;
                 let id = Uuid::now_v7();
-                let object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
+                let mut object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
+                if key.dead_letter {
+                    object_key.insert_str(0, DEAD_LETTER_PREFIX);
+                }
                 let segment = SegmentRecord {
                     id,
                     tenant: key.tenant.clone(),
@@ -405,10 +437,12 @@ impl Flusher {
                 segment
             }
         };
-        self.catalog
-            .register(std::slice::from_ref(&segment))
-            .await?;
-        self.catalog.sync().await?;
+        if !segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
+            self.catalog
+                .register(std::slice::from_ref(&segment))
+                .await?;
+            self.catalog.sync().await?;
+        }
         let buffer = self.buffer.clone();
         let seqs = p.seqs.clone();
         let id = segment.id;

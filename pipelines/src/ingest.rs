@@ -40,6 +40,15 @@ impl From<BufferError> for IngestError {
     }
 }
 
+/// Something that rewrites batches before they are buffered: the transform pipelines.
+/// Implemented by the transforms crate; `Ingest` calls it on the request's blocking task, so
+/// the client's acknowledgement covers the transformed batch.
+pub trait BatchProcessor: Send + Sync + 'static {
+    /// The batches to buffer in place of `batch` (none: everything was dropped). A batch
+    /// with `dead_letter` set goes to the lake's dead-letter prefix.
+    fn process(&self, batch: Batch) -> Vec<Batch>;
+}
+
 /// Shared handle to the buffer for the sources.
 #[derive(Clone)]
 pub struct Ingest {
@@ -47,6 +56,7 @@ pub struct Ingest {
     ack: AckMode,
     metrics: Metrics,
     wake: Arc<Notify>,
+    processor: Option<Arc<dyn BatchProcessor>>,
 }
 
 impl Ingest {
@@ -62,7 +72,14 @@ impl Ingest {
             ack,
             metrics,
             wake,
+            processor: None,
         }
+    }
+
+    /// Runs every batch through `processor` before buffering it.
+    pub fn with_processor(mut self, processor: Arc<dyn BatchProcessor>) -> Ingest {
+        self.processor = Some(processor);
+        self
     }
 
     /// The agent's metrics.
@@ -76,16 +93,22 @@ impl Ingest {
         let source = batch.source.clone();
         let signal = batch.signal;
         let rows = batch.num_rows() as u64;
-        if rows > 0 {
+        let batches = match (&self.processor, rows) {
+            (Some(p), 1..) => p.process(batch),
+            _ => vec![batch],
+        };
+        let mut entries = Vec::new();
+        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
             let parts = batch
                 .split_by_partition()
                 .map_err(|e| IngestError::Partition(e.to_string()))?;
-            let mut entries = Vec::with_capacity(parts.len());
             for (p, b) in parts {
                 for piece in split_for_entries(b) {
                     entries.push((p, piece));
                 }
             }
+        }
+        if !entries.is_empty() {
             let seq = self.buffer.append(&entries).inspect_err(|e| {
                 let reason = match e {
                     BufferError::Full { .. } => "buffer_full",

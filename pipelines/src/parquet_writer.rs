@@ -90,19 +90,29 @@ fn writer_properties(
     signal: Signal,
     tenant: &str,
     s: &FileSummary,
+    extra: &[(String, String)],
 ) -> Result<WriterProperties, ParquetError> {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(cfg.zstd_level)?))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(cfg.row_group_rows))
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(META_SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
-            KeyValue::new(META_TENANT.into(), tenant.to_string()),
-            KeyValue::new(META_SIGNAL.into(), signal.as_str().to_string()),
-            KeyValue::new(META_MIN_TIMESTAMP.into(), s.min_timestamp.to_string()),
-            KeyValue::new(META_MAX_TIMESTAMP.into(), s.max_timestamp.to_string()),
-        ]));
+        .set_key_value_metadata(Some(
+            vec![
+                KeyValue::new(META_SCHEMA_VERSION.into(), SCHEMA_VERSION.to_string()),
+                KeyValue::new(META_TENANT.into(), tenant.to_string()),
+                KeyValue::new(META_SIGNAL.into(), signal.as_str().to_string()),
+                KeyValue::new(META_MIN_TIMESTAMP.into(), s.min_timestamp.to_string()),
+                KeyValue::new(META_MAX_TIMESTAMP.into(), s.max_timestamp.to_string()),
+            ]
+            .into_iter()
+            .chain(
+                extra
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .collect(),
+        ));
     if matches!(signal, Signal::Logs | Signal::Traces) {
         b = b.set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true);
     }
@@ -116,6 +126,7 @@ fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
         source: String::new(),
         received_at: 0,
         records: rows.clone(),
+        dead_letter: None,
     };
     let (min_timestamp, max_timestamp) = batch.time_bounds().unwrap_or((0, 0));
     let mut services = BTreeSet::new();
@@ -137,19 +148,21 @@ fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
     }
 }
 
-/// Encodes the rows of one partition as one sorted Parquet file.
+/// Encodes the rows of one partition as one sorted Parquet file, with `extra_metadata` added
+/// to the footer.
 pub fn encode_parquet(
     cfg: &ParquetConfig,
     signal: Signal,
     tenant: &str,
     batches: &[RecordBatch],
+    extra_metadata: &[(String, String)],
 ) -> Result<(Vec<u8>, FileSummary), EncodeError> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Err(EncodeError::Empty);
     }
     let sorted = sort_rows(signal, batches)?;
     let summary = summarize(signal, &sorted);
-    let props = writer_properties(cfg, signal, tenant, &summary)?;
+    let props = writer_properties(cfg, signal, tenant, &summary, extra_metadata)?;
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, signal.schema(), Some(props))?;
     writer.write(&sorted)?;

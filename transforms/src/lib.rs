@@ -11,8 +11,10 @@
 
 mod guest;
 mod host;
+pub mod pipeline;
 
 pub use host::{Limits, Transform, TransformHost, TransformSpec};
+pub use pipeline::{OnError, PipelineError, PipelineSpec, Pipelines, StepSpec};
 
 /// Why a transform call failed. The kind is the `kind` label of the error metrics.
 #[derive(Debug, thiserror::Error)]

@@ -143,3 +143,62 @@ fn every_example_config_is_valid() {
     );
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn pipelines_load_and_validate() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "weir.toml",
+            r#"
+            [[pipelines]]
+            name = "pii"
+            sources = ["otlp"]
+            signals = ["logs"]
+            [[pipelines.transforms]]
+            name = "redact"
+            module = "/opt/weir/redact.wasm"
+            config = { patterns = ["email"], mask = "***" }
+            on_error = "pass"
+            timeout = "250ms"
+            max_memory = "32MiB"
+            "#,
+        )?;
+        let c = Config::load(Some(&PathBuf::from("weir.toml"))).unwrap();
+        let t = &c.pipelines[0].transforms[0];
+        assert_eq!(
+            t.config,
+            serde_json::json!({"patterns": ["email"], "mask": "***"})
+        );
+        assert_eq!(t.on_error, weir_transforms::OnError::Pass);
+        assert_eq!(t.timeout.0, Duration::from_millis(250));
+        c.validate().unwrap();
+        Ok(())
+    });
+    let mut c = Config::default();
+    c.pipelines.push(PipelineConfig {
+        name: "p".into(),
+        signals: vec!["events".into()],
+        transforms: vec![
+            TransformConfig {
+                name: "a".into(),
+                module: "/x.wasm".into(),
+                ..Default::default()
+            },
+            TransformConfig {
+                name: "a".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("pipelines[0].signals: \"events\""), "{err}");
+    assert!(
+        err.contains("pipelines[0].transforms[1].name \"a\" is used twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pipelines[0].transforms[1].module must be set"),
+        "{err}"
+    );
+}

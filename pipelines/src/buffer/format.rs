@@ -8,7 +8,9 @@ use weir_schema::Signal;
 use super::BufferError;
 use crate::{Batch, Partition};
 
-const VERSION: u8 = 1;
+/// Version 2 adds the dead-letter reason after the source name; version 1 entries (written
+/// before it) still decode.
+const VERSION: u8 = 2;
 const FIXED: usize = 22;
 
 /// Encodes a batch as a buffer entry.
@@ -29,6 +31,10 @@ pub fn encode_entry(partition: Partition, batch: &Batch) -> Result<Vec<u8>, Buff
     out.extend_from_slice(batch.tenant.as_bytes());
     out.push(batch.source.len() as u8);
     out.extend_from_slice(batch.source.as_bytes());
+    let reason = batch.dead_letter.as_deref().unwrap_or("").as_bytes();
+    let reason = &reason[..reason.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(reason.len() as u16).to_be_bytes());
+    out.extend_from_slice(reason);
     let options = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::LZ4_FRAME))
         .map_err(enc)?;
@@ -51,7 +57,7 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<(Partition, Batch), Buffer
             bytes.len()
         )));
     }
-    if bytes[0] != VERSION {
+    if bytes[0] != VERSION && bytes[0] != 1 {
         return Err(corrupt(format!("unknown format version {}", bytes[0])));
     }
     let stored = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
@@ -83,6 +89,19 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<(Partition, Batch), Buffer
     };
     let tenant = text("tenant")?;
     let source = text("source")?;
+    let dead_letter = if bytes[0] >= 2 {
+        let len = bytes
+            .get(pos..pos + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| corrupt("truncated dead-letter reason".into()))?;
+        let reason = bytes
+            .get(pos + 2..pos + 2 + len)
+            .ok_or_else(|| corrupt("truncated dead-letter reason".into()))?;
+        pos += 2 + len;
+        (len > 0).then(|| String::from_utf8_lossy(reason).into_owned())
+    } else {
+        None
+    };
     let mut reader =
         StreamReader::try_new(&bytes[pos..], None).map_err(|e| corrupt(e.to_string()))?;
     let records = reader
@@ -100,6 +119,7 @@ pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<(Partition, Batch), Buffer
             source,
             received_at,
             records,
+            dead_letter,
         },
     ))
 }

@@ -344,6 +344,7 @@ pub fn split_for_entries(batch: Batch) -> Vec<Batch> {
             signal: batch.signal,
             source: batch.source.clone(),
             received_at: batch.received_at,
+            dead_letter: batch.dead_letter.clone(),
         })
         .collect()
 }

@@ -41,6 +41,8 @@ fn logs_batch(rows: usize, tag: u64) -> Batch {
         source: "test".into(),
         received_at: tag as i64,
         records: decode_logs(&req, 0).unwrap().records,
+        // Some entries carry a dead-letter reason, so round trips cover that field too.
+        dead_letter: tag.is_multiple_of(5).then(|| format!("transform failed on batch {tag}")),
     }
 }
 
@@ -69,6 +71,21 @@ fn entry_round_trip_and_crc() {
     let err = decode_entry(1, &bad).unwrap_err();
     assert!(err.to_string().contains("crc32c mismatch"), "{err}");
     assert!(decode_entry(1, &bytes[..10]).is_err());
+}
+
+#[test]
+fn version_1_entries_still_decode() {
+    let mut b = logs_batch(3, 1);
+    b.dead_letter = None;
+    let v2 = encode_entry(Partition { hour: 7 }, &b).unwrap();
+    // A version-1 entry is the same without the 2-byte dead-letter length after the source.
+    let source_end = 22 + 1 + b.tenant.len() + 1 + b.source.len();
+    let mut v1 = v2[..source_end].to_vec();
+    v1.extend_from_slice(&v2[source_end + 2..]);
+    v1[0] = 1;
+    let crc = crc32c::crc32c(&v1[5..]);
+    v1[1..5].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(decode_entry(1, &v1).unwrap(), (Partition { hour: 7 }, b));
 }
 
 #[test]

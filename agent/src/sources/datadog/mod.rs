@@ -214,13 +214,7 @@ async fn intake(
                 (Signal::Metrics, decoded.records)
             }
         };
-        let batch = Batch {
-            tenant,
-            signal,
-            source: SOURCE.into(),
-            received_at,
-            records,
-        };
+        let batch = Batch::new(tenant, signal, SOURCE, received_at, records);
         ingest2
             .write(batch, body.len())
             .map_err(|e| fail(&ingest2, ingest_status(&e), "", e.to_string()))

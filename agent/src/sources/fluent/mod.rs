@@ -153,13 +153,13 @@ impl FluentService {
         };
         let all_acked = p.chunks.len() == p.messages;
         loop {
-            let batch = Batch {
-                tenant: self.tenant.clone(),
-                signal: Signal::Logs,
-                source: SOURCE.into(),
+            let batch = Batch::new(
+                self.tenant.clone(),
+                Signal::Logs,
+                SOURCE,
                 received_at,
-                records: records.clone(),
-            };
+                records.clone(),
+            );
             let (ingest, bytes) = (self.ingest.clone(), p.bytes);
             match tokio::task::spawn_blocking(move || ingest.write(batch, bytes)).await {
                 Ok(Ok(())) => return true,

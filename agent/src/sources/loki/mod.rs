@@ -150,13 +150,7 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
                 e.to_string(),
             )
         })?;
-        let batch = Batch {
-            tenant,
-            signal: Signal::Logs,
-            source: SOURCE.into(),
-            received_at,
-            records,
-        };
+        let batch = Batch::new(tenant, Signal::Logs, SOURCE, received_at, records);
         ingest2
             .write(batch, body.len())
             .map_err(|e| fail(&ingest2, ingest_status(&e), "", e.to_string()))

@@ -134,13 +134,13 @@ pub fn accept(
             .with_label_values(&[source, signal.as_str()])
             .inc_by(decoded.rejected);
     }
-    let batch = Batch {
+    let batch = Batch::new(
         tenant,
         signal,
-        source: source.to_string(),
+        source.to_string(),
         received_at,
-        records: decoded.records,
-    };
+        decoded.records,
+    );
     ingest.write(batch, request_bytes).map_err(|e| {
         let msg = e.to_string();
         match e {

@@ -119,13 +119,13 @@ pub fn to_batch(
         }
     }
     let records = b.finish().map_err(|e| e.to_string())?;
-    Ok(Batch {
-        tenant: tenant.to_string(),
-        signal: Signal::Logs,
-        source: source.to_string(),
+    Ok(Batch::new(
+        tenant.to_string(),
+        Signal::Logs,
+        source.to_string(),
         received_at,
         records,
-    })
+    ))
 }
 
 fn message_attributes(a: &mut AttributesBuilder, m: &parse::Message<'_>, utf8_error: Option<&str>) {
