@@ -81,7 +81,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || ten.clone(),
             |t| {
-                encode_parquet(&ParquetConfig::default(), Signal::Logs, "default", &t)
+                encode_parquet(&ParquetConfig::default(), Signal::Logs, "default", &t, &[])
                     .map(|(v, _)| v.len())
             },
             BatchSize::SmallInput,

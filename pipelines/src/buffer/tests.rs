@@ -42,7 +42,9 @@ fn logs_batch(rows: usize, tag: u64) -> Batch {
         received_at: tag as i64,
         records: decode_logs(&req, 0).unwrap().records,
         // Some entries carry a dead-letter reason, so round trips cover that field too.
-        dead_letter: tag.is_multiple_of(5).then(|| format!("transform failed on batch {tag}")),
+        dead_letter: tag
+            .is_multiple_of(5)
+            .then(|| format!("transform failed on batch {tag}")),
     }
 }
 
