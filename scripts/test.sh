@@ -4,8 +4,10 @@
 # OpenTelemetry clients, pyarrow and DuckDB), then runs lints, the Rust tests and the
 # end-to-end tests against the real `weir` binary.
 #
-# Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target) and the venv
-# ($TEST_WEIR_VENV, default ./.venv, reinstalled only when requirements.txt changes).
+# Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target; guests build in its
+# guests/ subdir), the venv ($TEST_WEIR_VENV, default ./.venv, reinstalled only when
+# requirements.txt changes), node_modules, and the wasm32 toolchain prefix
+# ($WEIR_WASM_PREFIX, default ~/.cache/weir/rustweb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -56,5 +58,8 @@ step "cargo test"
 cargo build --workspace --bins
 cargo test --workspace
 
+step "transform guests (wasm32, project toolchain)"
+OUT="$CARGO_TARGET_DIR/transforms" ./scripts/build-transforms.sh
+
 step "end-to-end tests (real clients, pyarrow/DuckDB readers)"
-TEST_WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" "$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python "$@"
+TEST_WEIR_BIN="$CARGO_TARGET_DIR/debug/weir" TEST_WEIR_TRANSFORMS="$CARGO_TARGET_DIR/transforms" "$VENV/bin/python" -m pytest -q -p no:cacheprovider integration-tests/python "$@"

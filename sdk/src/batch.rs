@@ -1,0 +1,273 @@
+//! Column helpers shared by the signal wrappers, and the metrics and traces wrappers.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampNanosecondType};
+use arrow_array::{Array, ArrayRef, BooleanArray, MapArray, RecordBatch, StringArray, StructArray};
+use arrow_buffer::OffsetBuffer;
+use arrow_select::filter::filter_record_batch;
+use weir_schema::{attribute_entries_field, attribute_entry_fields};
+
+use crate::Error;
+
+/// Attributes of one row as owned pairs, for editing.
+pub type AttributeList = Vec<(String, Option<String>)>;
+
+pub(crate) fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, Error> {
+    b.column_by_name(name)
+        .ok_or_else(|| Error(format!("batch has no column {name}")))
+}
+
+pub(crate) fn string_at<'a>(b: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
+    let a = b.column_by_name(name)?.as_string_opt::<i32>()?;
+    (!a.is_null(row)).then(|| a.value(row))
+}
+
+pub(crate) fn map_get<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+    row: usize,
+    key: &str,
+) -> Option<&'a str> {
+    let m = b
+        .column_by_name(name)?
+        .as_any()
+        .downcast_ref::<MapArray>()?;
+    let (start, end) = (
+        m.value_offsets()[row] as usize,
+        m.value_offsets()[row + 1] as usize,
+    );
+    let keys = m.keys().as_string::<i32>();
+    let values = m.values().as_string::<i32>();
+    (start..end)
+        .rev()
+        .find(|&j| keys.value(j) == key)
+        .and_then(|j| (!values.is_null(j)).then(|| values.value(j)))
+}
+
+pub(crate) fn map_entries<'a>(
+    b: &'a RecordBatch,
+    name: &str,
+    row: usize,
+) -> Vec<(&'a str, Option<&'a str>)> {
+    let Some(m) = b
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<MapArray>())
+    else {
+        return Vec::new();
+    };
+    let (start, end) = (
+        m.value_offsets()[row] as usize,
+        m.value_offsets()[row + 1] as usize,
+    );
+    let keys = m.keys().as_string::<i32>();
+    let values = m.values().as_string::<i32>();
+    (start..end)
+        .map(|j| (keys.value(j), (!values.is_null(j)).then(|| values.value(j))))
+        .collect()
+}
+
+/// Rebuilds a map column, letting `f` edit each row's entries.
+pub(crate) fn rebuild_map(
+    b: &RecordBatch,
+    name: &str,
+    mut f: impl FnMut(usize, &mut AttributeList),
+) -> Result<ArrayRef, Error> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut values: Vec<Option<String>> = Vec::new();
+    let mut offsets = vec![0i32];
+    for row in 0..b.num_rows() {
+        let mut entries: AttributeList = map_entries(b, name, row)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect();
+        f(row, &mut entries);
+        for (k, v) in entries {
+            keys.push(k);
+            values.push(v);
+        }
+        offsets.push(keys.len() as i32);
+    }
+    let entries = StructArray::new(
+        attribute_entry_fields(),
+        vec![
+            Arc::new(StringArray::from(keys)) as ArrayRef,
+            Arc::new(StringArray::from(values)),
+        ],
+        None,
+    );
+    Ok(Arc::new(MapArray::new(
+        attribute_entries_field(),
+        OffsetBuffer::new(offsets.into()),
+        entries,
+        None,
+        false,
+    )))
+}
+
+pub(crate) fn replace(b: &RecordBatch, name: &str, array: ArrayRef) -> Result<RecordBatch, Error> {
+    let idx = b.schema().index_of(name)?;
+    let mut cols = b.columns().to_vec();
+    cols[idx] = array;
+    Ok(RecordBatch::try_new(b.schema(), cols)?)
+}
+
+pub(crate) fn retain_rows(b: &RecordBatch, keep: Vec<bool>) -> Result<RecordBatch, Error> {
+    Ok(filter_record_batch(b, &BooleanArray::from(keep))?)
+}
+
+/// One row of a metrics or traces batch.
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    batch: &'a RecordBatch,
+    row: usize,
+}
+
+impl<'a> Row<'a> {
+    /// Index of the row in the batch.
+    pub fn index(&self) -> usize {
+        self.row
+    }
+
+    /// A string column's value.
+    pub fn str(&self, column: &str) -> Option<&'a str> {
+        string_at(self.batch, column, self.row)
+    }
+
+    /// A float column's value.
+    pub fn f64(&self, column: &str) -> Option<f64> {
+        let a = self
+            .batch
+            .column_by_name(column)?
+            .as_primitive_opt::<Float64Type>()?;
+        (!a.is_null(self.row)).then(|| a.value(self.row))
+    }
+
+    /// An integer column's value (int32, int64 or timestamp columns).
+    pub fn i64(&self, column: &str) -> Option<i64> {
+        let c = self.batch.column_by_name(column)?;
+        if c.is_null(self.row) {
+            return None;
+        }
+        c.as_primitive_opt::<Int64Type>()
+            .map(|a| a.value(self.row))
+            .or_else(|| {
+                c.as_primitive_opt::<TimestampNanosecondType>()
+                    .map(|a| a.value(self.row))
+            })
+            .or_else(|| {
+                c.as_primitive_opt::<Int32Type>()
+                    .map(|a| a.value(self.row) as i64)
+            })
+    }
+
+    /// A point or span attribute.
+    pub fn attribute(&self, key: &str) -> Option<&'a str> {
+        map_get(self.batch, "attributes", self.row, key)
+    }
+
+    /// A resource attribute.
+    pub fn resource_attribute(&self, key: &str) -> Option<&'a str> {
+        map_get(self.batch, "resource_attributes", self.row, key)
+    }
+
+    /// The row's `service_name`.
+    pub fn service_name(&self) -> Option<&'a str> {
+        self.str("service_name")
+    }
+}
+
+macro_rules! table {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name {
+            batch: RecordBatch,
+        }
+
+        impl $name {
+            pub(crate) fn new(batch: RecordBatch) -> Self {
+                $name { batch }
+            }
+
+            /// Rows in the batch.
+            pub fn len(&self) -> usize {
+                self.batch.num_rows()
+            }
+
+            /// Whether the batch has no rows.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// Row `i`.
+            pub fn row(&self, i: usize) -> Row<'_> {
+                Row {
+                    batch: &self.batch,
+                    row: i,
+                }
+            }
+
+            /// Every row.
+            pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+                (0..self.len()).map(move |i| self.row(i))
+            }
+
+            /// Keeps the rows for which `f` returns true.
+            pub fn retain(&mut self, mut f: impl FnMut(&Row<'_>) -> bool) -> Result<(), Error> {
+                let keep: Vec<bool> = self.rows().map(|r| f(&r)).collect();
+                self.batch = retain_rows(&self.batch, keep)?;
+                Ok(())
+            }
+
+            /// Edits the attributes of every row.
+            pub fn update_attributes(
+                &mut self,
+                mut f: impl FnMut(&Row<'_>, &mut AttributeList),
+            ) -> Result<(), Error> {
+                let b = self.batch.clone();
+                let col = rebuild_map(&b, "attributes", |i, attrs| {
+                    f(&Row { batch: &b, row: i }, attrs)
+                })?;
+                self.batch = replace(&self.batch, "attributes", col)?;
+                Ok(())
+            }
+
+            /// Edits the resource attributes of every row.
+            pub fn update_resource_attributes(
+                &mut self,
+                mut f: impl FnMut(&Row<'_>, &mut AttributeList),
+            ) -> Result<(), Error> {
+                let b = self.batch.clone();
+                let col = rebuild_map(&b, "resource_attributes", |i, attrs| {
+                    f(&Row { batch: &b, row: i }, attrs)
+                })?;
+                self.batch = replace(&self.batch, "resource_attributes", col)?;
+                Ok(())
+            }
+
+            /// The Arrow batch (for column-wise work with arrow directly).
+            pub fn batch(&self) -> &RecordBatch {
+                &self.batch
+            }
+
+            /// Replaces the batch (it must keep the signal's schema).
+            pub fn set_batch(&mut self, batch: RecordBatch) {
+                self.batch = batch;
+            }
+
+            pub(crate) fn into_batch(self) -> RecordBatch {
+                self.batch
+            }
+        }
+    };
+}
+
+table!(
+    Metrics,
+    "A metrics batch: one row per data point (see the metrics schema)."
+);
+table!(
+    Traces,
+    "A traces batch: one row per span (see the traces schema)."
+);

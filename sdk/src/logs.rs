@@ -1,0 +1,219 @@
+//! Logs batches: typed row views and column-wise edits.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, TimestampNanosecondType};
+use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
+
+use crate::batch::{
+    column, map_entries, map_get, rebuild_map, replace, retain_rows, string_at, AttributeList,
+};
+use crate::Error;
+
+/// A logs batch (one row per log record, in the logs schema).
+pub struct Logs {
+    batch: RecordBatch,
+}
+
+/// One log record of a batch.
+#[derive(Clone, Copy)]
+pub struct LogRecord<'a> {
+    batch: &'a RecordBatch,
+    row: usize,
+}
+
+impl<'a> LogRecord<'a> {
+    /// Index of the record in the batch.
+    pub fn index(&self) -> usize {
+        self.row
+    }
+
+    /// Event time, unix nanoseconds.
+    pub fn timestamp(&self) -> i64 {
+        self.batch
+            .column_by_name("timestamp")
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+            .map(|a| a.value(self.row))
+            .unwrap_or(0)
+    }
+
+    /// OTel severity number (0 unspecified, 9 info, 13 warn, 17 error, 21 fatal).
+    pub fn severity_number(&self) -> i32 {
+        self.batch
+            .column_by_name("severity_number")
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .map(|a| a.value(self.row))
+            .unwrap_or(0)
+    }
+
+    /// Severity text.
+    pub fn severity_text(&self) -> Option<&'a str> {
+        string_at(self.batch, "severity_text", self.row)
+    }
+
+    /// The body.
+    pub fn body(&self) -> Option<&'a str> {
+        string_at(self.batch, "body", self.row)
+    }
+
+    /// Trace id (hex).
+    pub fn trace_id(&self) -> Option<&'a str> {
+        string_at(self.batch, "trace_id", self.row)
+    }
+
+    /// `service.name` of the record's resource.
+    pub fn service_name(&self) -> Option<&'a str> {
+        string_at(self.batch, "service_name", self.row)
+    }
+
+    /// A log attribute.
+    pub fn attribute(&self, key: &str) -> Option<&'a str> {
+        map_get(self.batch, "attributes", self.row, key)
+    }
+
+    /// Every log attribute.
+    pub fn attributes(&self) -> Vec<(&'a str, Option<&'a str>)> {
+        map_entries(self.batch, "attributes", self.row)
+    }
+
+    /// A resource attribute.
+    pub fn resource_attribute(&self, key: &str) -> Option<&'a str> {
+        map_get(self.batch, "resource_attributes", self.row, key)
+    }
+}
+
+impl Logs {
+    pub(crate) fn new(batch: RecordBatch) -> Result<Logs, Error> {
+        column(&batch, "body")?;
+        Ok(Logs { batch })
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Whether the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `i`.
+    pub fn record(&self, i: usize) -> LogRecord<'_> {
+        LogRecord {
+            batch: &self.batch,
+            row: i,
+        }
+    }
+
+    /// Every record.
+    pub fn records(&self) -> impl Iterator<Item = LogRecord<'_>> {
+        (0..self.len()).map(move |i| self.record(i))
+    }
+
+    /// Keeps the records for which `f` returns true.
+    pub fn retain(&mut self, mut f: impl FnMut(&LogRecord<'_>) -> bool) -> Result<(), Error> {
+        let keep: Vec<bool> = self.records().map(|r| f(&r)).collect();
+        self.batch = retain_rows(&self.batch, keep)?;
+        Ok(())
+    }
+
+    /// Rewrites bodies: `f` returns the new body, or `None` to keep the record's body.
+    pub fn update_body(
+        &mut self,
+        mut f: impl FnMut(&LogRecord<'_>) -> Option<String>,
+    ) -> Result<(), Error> {
+        let mut changed = false;
+        let bodies: Vec<Option<String>> = self
+            .records()
+            .map(|r| match f(&r) {
+                Some(new) => {
+                    changed = true;
+                    Some(new)
+                }
+                None => r.body().map(str::to_string),
+            })
+            .collect();
+        if changed {
+            let col: ArrayRef = Arc::new(StringArray::from(bodies));
+            self.batch = replace(&self.batch, "body", col)?;
+        }
+        Ok(())
+    }
+
+    /// Sets severities: `f` returns `(number, text)`, or `None` to keep the record's.
+    pub fn update_severity(
+        &mut self,
+        mut f: impl FnMut(&LogRecord<'_>) -> Option<(i32, String)>,
+    ) -> Result<(), Error> {
+        let mut numbers = Vec::with_capacity(self.len());
+        let mut texts = Vec::with_capacity(self.len());
+        for r in self.records() {
+            match f(&r) {
+                Some((n, t)) => {
+                    numbers.push(n);
+                    texts.push(Some(t));
+                }
+                None => {
+                    numbers.push(r.severity_number());
+                    texts.push(r.severity_text().map(str::to_string));
+                }
+            }
+        }
+        let b = replace(
+            &self.batch,
+            "severity_number",
+            Arc::new(Int32Array::from(numbers)),
+        )?;
+        self.batch = replace(&b, "severity_text", Arc::new(StringArray::from(texts)))?;
+        Ok(())
+    }
+
+    /// Edits the log attributes of every record.
+    pub fn update_attributes(
+        &mut self,
+        mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
+    ) -> Result<(), Error> {
+        let b = self.batch.clone();
+        let col = rebuild_map(&b, "attributes", |i, attrs| {
+            f(&LogRecord { batch: &b, row: i }, attrs)
+        })?;
+        self.batch = replace(&self.batch, "attributes", col)?;
+        Ok(())
+    }
+
+    /// Edits the resource attributes of every record.
+    pub fn update_resource_attributes(
+        &mut self,
+        mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
+    ) -> Result<(), Error> {
+        let b = self.batch.clone();
+        let col = rebuild_map(&b, "resource_attributes", |i, attrs| {
+            f(&LogRecord { batch: &b, row: i }, attrs)
+        })?;
+        self.batch = replace(&self.batch, "resource_attributes", col)?;
+        Ok(())
+    }
+
+    /// The Arrow batch (for column-wise work with arrow directly).
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+
+    /// Replaces the batch (it must keep the logs schema).
+    pub fn set_batch(&mut self, batch: RecordBatch) {
+        self.batch = batch;
+    }
+
+    pub(crate) fn into_batch(self) -> RecordBatch {
+        self.batch
+    }
+
+    /// The body column, for column-wise reads.
+    pub fn bodies(&self) -> Option<&StringArray> {
+        self.batch
+            .column_by_name("body")
+            .and_then(|c| c.as_string_opt::<i32>())
+    }
+}
