@@ -4,6 +4,7 @@ mod admin;
 mod config;
 mod run;
 mod sources;
+mod transform_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,39 @@ enum Command {
     },
     /// Print the version, the lake schema version and the transform ABI version.
     Version,
+    /// Work on WebAssembly transforms.
+    Transform {
+        #[command(subcommand)]
+        command: TransformCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransformCommand {
+    /// Run a module on an OTLP JSON file; print the output (OTLP JSON for logs, rows as JSON
+    /// for metrics and traces) and the records in/out and time.
+    Test {
+        /// The module (.wasm, or .wat text).
+        #[arg(long)]
+        module: PathBuf,
+        /// An OTLP JSON export request (logs, metrics or traces).
+        #[arg(long)]
+        input: PathBuf,
+        /// The transform's JSON config.
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Create a transform crate from a template.
+    New {
+        /// Crate name.
+        name: String,
+        /// Directory to create (default: the name).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to Weir's sdk/ (default: the crates.io weir-sdk of this version).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn init_tracing(cfg: &Config) {
@@ -69,6 +103,25 @@ fn main() -> ExitCode {
                 weir_schema::abi::ABI_VERSION
             );
             ExitCode::SUCCESS
+        }
+        Command::Transform { command } => {
+            let result = match command {
+                TransformCommand::Test {
+                    module,
+                    input,
+                    config,
+                } => transform_cmd::test(&module, &input, config.as_deref()),
+                TransformCommand::New { name, dir, sdk } => {
+                    transform_cmd::new(&name, dir.as_deref(), sdk.as_deref())
+                }
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Validate { config } => {
             match Config::load(Some(&config)).and_then(Config::validate) {
