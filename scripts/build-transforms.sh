@@ -12,7 +12,8 @@ ENV_FILE=$(scripts/setup-wasm-toolchain.sh | tail -1)
 # Guests get their own target dir: they are built by another rustc than the workspace.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}/guests
 cargo build --locked --profile guest --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort \
-  -p weir-transform-redact -p weir-transform-filter
+  -p weir-transform-redact -p weir-transform-filter -p weir-transform-enrich \
+  -p weir-transform-parse-json -p weir-transform-attribute-guard
 mkdir -p "$OUT"
 for f in "$CARGO_TARGET_DIR"/wasm32-unknown-unknown/guest/weir_transform_*.wasm; do
   cp "$f" "$OUT/"

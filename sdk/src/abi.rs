@@ -107,9 +107,11 @@ pub fn read_batch(bytes: &[u8]) -> Result<RecordBatch, Error> {
     }
 }
 
-/// Writes one batch as an IPC stream.
-pub fn write_batch(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 512);
+/// Writes one batch as an IPC stream. `size_hint` (for example the input's size) presizes the
+/// output; `get_array_memory_size` is no estimate here, since arrays decoded from IPC share
+/// one message buffer that it counts once per column.
+pub fn write_batch(batch: &RecordBatch, size_hint: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(size_hint + 512);
     let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
     w.write(batch)?;
     w.finish()?;
@@ -126,7 +128,7 @@ pub fn transform<T: Transform>(t: &mut T, signal: i32, input: &[u8]) -> Result<V
     if out.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    write_batch(&out)
+    write_batch(&out, input.len())
 }
 
 /// Runs the signal's method of `t` on a batch.

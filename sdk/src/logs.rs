@@ -89,6 +89,11 @@ impl Logs {
         Ok(Logs { batch })
     }
 
+    /// Wraps a batch in the logs schema.
+    pub fn from_batch(batch: RecordBatch) -> Logs {
+        Logs { batch }
+    }
+
     /// Records in the batch.
     pub fn len(&self) -> usize {
         self.batch.num_rows()

@@ -14,7 +14,7 @@ pub fn run<T: Transform>(
     batch: &RecordBatch,
 ) -> Result<RecordBatch, Error> {
     let mut t: T = abi::init(config.as_bytes())?;
-    let input = abi::write_batch(batch)?;
+    let input = abi::write_batch(batch, 0)?;
     let out = abi::transform(&mut t, signal.code() as i32, &input)?;
     if out.is_empty() {
         return Ok(RecordBatch::new_empty(signal.schema()));
@@ -113,4 +113,9 @@ pub fn bodies(batch: &RecordBatch) -> Vec<String> {
         return Vec::new();
     };
     (0..b.len()).map(|i| b.value(i).to_string()).collect()
+}
+
+/// Wraps a logs batch for reading records in tests.
+pub fn wrap_logs(batch: RecordBatch) -> crate::Logs {
+    crate::Logs::from_batch(batch)
 }

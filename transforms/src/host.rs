@@ -330,7 +330,8 @@ impl Transform {
 }
 
 fn encode(batch: &RecordBatch) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    // Not get_array_memory_size: arrays decoded from IPC share one buffer it counts per column.
+    let mut out = Vec::with_capacity(batch.num_rows() * 64 + 1024);
     let mut w = StreamWriter::try_new(&mut out, &batch.schema()).map_err(|e| e.to_string())?;
     w.write(batch).map_err(|e| e.to_string())?;
     w.finish().map_err(|e| e.to_string())?;

@@ -21,7 +21,10 @@ pub fn encode_entry(partition: Partition, batch: &Batch) -> Result<Vec<u8>, Buff
             "tenant or source name longer than 255 bytes".into(),
         ));
     }
-    let mut out = Vec::with_capacity(256 + batch.records.get_array_memory_size() / 2);
+    // A capped guess: arrays decoded from IPC (transform output) share one buffer that
+    // get_array_memory_size counts once per column.
+    let mut out =
+        Vec::with_capacity(256 + (batch.records.get_array_memory_size() / 2).min(2 << 20));
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
     out.push(batch.signal.code());
