@@ -68,26 +68,37 @@ pub(crate) fn map_entries<'a>(
         .collect()
 }
 
-/// Rebuilds a map column, letting `f` edit each row's entries.
+/// Rebuilds a map column, letting `f` edit each row's entries; `None` when no row changed
+/// (the column is then kept as it is, which is the common case for redaction).
 pub(crate) fn rebuild_map(
     b: &RecordBatch,
     name: &str,
     mut f: impl FnMut(usize, &mut AttributeList),
-) -> Result<ArrayRef, Error> {
+) -> Result<Option<ArrayRef>, Error> {
     let mut keys: Vec<String> = Vec::new();
     let mut values: Vec<Option<String>> = Vec::new();
     let mut offsets = vec![0i32];
+    let mut changed = false;
     for row in 0..b.num_rows() {
-        let mut entries: AttributeList = map_entries(b, name, row)
-            .into_iter()
+        let original = map_entries(b, name, row);
+        let mut entries: AttributeList = original
+            .iter()
             .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
             .collect();
         f(row, &mut entries);
+        changed |= entries.len() != original.len()
+            || entries
+                .iter()
+                .zip(&original)
+                .any(|((k, v), (ok, ov))| k != ok || v.as_deref() != *ov);
         for (k, v) in entries {
             keys.push(k);
             values.push(v);
         }
         offsets.push(keys.len() as i32);
+    }
+    if !changed {
+        return Ok(None);
     }
     let entries = StructArray::new(
         attribute_entry_fields(),
@@ -97,13 +108,13 @@ pub(crate) fn rebuild_map(
         ],
         None,
     );
-    Ok(Arc::new(MapArray::new(
+    Ok(Some(Arc::new(MapArray::new(
         attribute_entries_field(),
         OffsetBuffer::new(offsets.into()),
         entries,
         None,
         false,
-    )))
+    ))))
 }
 
 pub(crate) fn replace(b: &RecordBatch, name: &str, array: ArrayRef) -> Result<RecordBatch, Error> {
@@ -226,10 +237,11 @@ macro_rules! table {
                 mut f: impl FnMut(&Row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
                 let b = self.batch.clone();
-                let col = rebuild_map(&b, "attributes", |i, attrs| {
+                if let Some(col) = rebuild_map(&b, "attributes", |i, attrs| {
                     f(&Row { batch: &b, row: i }, attrs)
-                })?;
-                self.batch = replace(&self.batch, "attributes", col)?;
+                })? {
+                    self.batch = replace(&self.batch, "attributes", col)?;
+                }
                 Ok(())
             }
 
@@ -239,10 +251,11 @@ macro_rules! table {
                 mut f: impl FnMut(&Row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
                 let b = self.batch.clone();
-                let col = rebuild_map(&b, "resource_attributes", |i, attrs| {
+                if let Some(col) = rebuild_map(&b, "resource_attributes", |i, attrs| {
                     f(&Row { batch: &b, row: i }, attrs)
-                })?;
-                self.batch = replace(&self.batch, "resource_attributes", col)?;
+                })? {
+                    self.batch = replace(&self.batch, "resource_attributes", col)?;
+                }
                 Ok(())
             }
 

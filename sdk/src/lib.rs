@@ -28,11 +28,11 @@
 
 pub mod abi;
 mod batch;
-mod logs;
+pub(crate) mod logs;
 pub mod testing;
 
 pub use batch::{Metrics, Traces};
-pub use logs::{LogRecord, Logs};
+pub use logs::{LogRecord, Logs, NewLog};
 pub use weir_schema as schema;
 pub use weir_schema::Signal;
 

@@ -11,6 +11,102 @@ use crate::batch::{
 };
 use crate::Error;
 
+/// A log record to add to a batch with [`Logs::append`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewLog {
+    /// Event time, unix nanoseconds.
+    pub timestamp: i64,
+    /// OTel severity number.
+    pub severity_number: i32,
+    /// Severity text.
+    pub severity_text: Option<String>,
+    /// Body.
+    pub body: Option<String>,
+    /// `service.name` (also set as a resource attribute).
+    pub service_name: Option<String>,
+    /// Log attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Resource attributes.
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+/// A logs batch of new records.
+pub(crate) fn build_logs(rows: &[NewLog]) -> Result<RecordBatch, Error> {
+    use arrow_array::builder::{Int32Builder, StringBuilder, TimestampNanosecondBuilder};
+    use arrow_array::{MapArray, StructArray, UInt32Array};
+    use arrow_buffer::OffsetBuffer;
+    use weir_schema::{attribute_entries_field, attribute_entry_fields, logs_schema};
+
+    let n = rows.len();
+    let map = |pick: &dyn Fn(&NewLog) -> Vec<(String, String)>| -> ArrayRef {
+        let mut offsets = vec![0i32];
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for r in rows {
+            for (a, b) in pick(r) {
+                k.push(a);
+                v.push(Some(b));
+            }
+            offsets.push(k.len() as i32);
+        }
+        let s = StructArray::new(
+            attribute_entry_fields(),
+            vec![
+                Arc::new(StringArray::from(k)) as ArrayRef,
+                Arc::new(StringArray::from(v)),
+            ],
+            None,
+        );
+        Arc::new(MapArray::new(
+            attribute_entries_field(),
+            OffsetBuffer::new(offsets.into()),
+            s,
+            None,
+            false,
+        ))
+    };
+    let strings = |pick: &dyn Fn(&NewLog) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for r in rows {
+            b.append_option(pick(r));
+        }
+        Arc::new(b.finish())
+    };
+    let mut ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut sev = Int32Builder::with_capacity(n);
+    for r in rows {
+        ts.append_value(r.timestamp);
+        sev.append_value(r.severity_number);
+    }
+    let ts: ArrayRef = Arc::new(ts.finish());
+    let zeros = || Arc::new(UInt32Array::from(vec![0u32; n])) as ArrayRef;
+    let columns = vec![
+        ts.clone(),
+        ts,
+        Arc::new(sev.finish()) as ArrayRef,
+        strings(&|r| r.severity_text.clone()),
+        strings(&|r| r.body.clone()),
+        strings(&|_| None),
+        strings(&|_| None),
+        zeros(),
+        strings(&|_| None),
+        zeros(),
+        strings(&|r| r.service_name.clone()),
+        map(&|r| {
+            let mut a = r.resource_attributes.clone();
+            if let Some(s) = &r.service_name {
+                if !a.iter().any(|(k, _)| k == "service.name") {
+                    a.push(("service.name".into(), s.clone()));
+                }
+            }
+            a
+        }),
+        strings(&|_| None),
+        strings(&|_| None),
+        map(&|r| r.attributes.clone()),
+    ];
+    Ok(RecordBatch::try_new(logs_schema(), columns)?)
+}
+
 /// A logs batch (one row per log record, in the logs schema).
 pub struct Logs {
     batch: RecordBatch,
@@ -181,10 +277,11 @@ impl Logs {
         mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
     ) -> Result<(), Error> {
         let b = self.batch.clone();
-        let col = rebuild_map(&b, "attributes", |i, attrs| {
+        if let Some(col) = rebuild_map(&b, "attributes", |i, attrs| {
             f(&LogRecord { batch: &b, row: i }, attrs)
-        })?;
-        self.batch = replace(&self.batch, "attributes", col)?;
+        })? {
+            self.batch = replace(&self.batch, "attributes", col)?;
+        }
         Ok(())
     }
 
@@ -194,10 +291,22 @@ impl Logs {
         mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
     ) -> Result<(), Error> {
         let b = self.batch.clone();
-        let col = rebuild_map(&b, "resource_attributes", |i, attrs| {
+        if let Some(col) = rebuild_map(&b, "resource_attributes", |i, attrs| {
             f(&LogRecord { batch: &b, row: i }, attrs)
-        })?;
-        self.batch = replace(&self.batch, "resource_attributes", col)?;
+        })? {
+            self.batch = replace(&self.batch, "resource_attributes", col)?;
+        }
+        Ok(())
+    }
+
+    /// Adds records at the end of the batch.
+    pub fn append(&mut self, records: &[NewLog]) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let new = build_logs(records)?;
+        self.batch =
+            arrow_select::concat::concat_batches(&self.batch.schema(), [&self.batch, &new])?;
         Ok(())
     }
 
@@ -220,5 +329,38 @@ impl Logs {
         self.batch
             .column_by_name("body")
             .and_then(|c| c.as_string_opt::<i32>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn append_adds_records_and_edits_compose() {
+        let mut logs = Logs::from_batch(testing::logs(&[(9, "first", &[("k", "v")])]));
+        logs.append(&[NewLog {
+            timestamp: 5,
+            severity_number: 17,
+            severity_text: Some("ERROR".into()),
+            body: Some("added".into()),
+            service_name: Some("svc".into()),
+            attributes: vec![("origin".into(), "transform".into())],
+            ..Default::default()
+        }])
+        .unwrap();
+        assert_eq!(logs.len(), 2);
+        let r = logs.record(1);
+        assert_eq!(
+            (r.timestamp(), r.severity_number(), r.body()),
+            (5, 17, Some("added"))
+        );
+        assert_eq!(r.attribute("origin"), Some("transform"));
+        assert_eq!(r.resource_attribute("service.name"), Some("svc"));
+        logs.update_body(|r| r.body().map(|b| b.to_uppercase()))
+            .unwrap();
+        logs.retain(|r| r.severity_number() >= 10).unwrap();
+        assert_eq!(testing::bodies(logs.batch()), vec!["ADDED"]);
     }
 }

@@ -27,79 +27,21 @@ pub type TestLog<'a> = (i32, &'a str, &'a [(&'a str, &'a str)]);
 
 /// A logs batch from `(severity_number, body, attributes)` rows, for transform tests.
 pub fn logs(rows: &[TestLog<'_>]) -> RecordBatch {
-    use std::sync::Arc;
-
-    use arrow_array::builder::{Int32Builder, StringBuilder, TimestampNanosecondBuilder};
-    use arrow_array::{ArrayRef, MapArray, StringArray, StructArray};
-    use arrow_buffer::OffsetBuffer;
-    use weir_schema::{attribute_entries_field, attribute_entry_fields, logs_schema};
-
-    let n = rows.len();
-    let map = |entries: Vec<Vec<(&str, &str)>>| -> ArrayRef {
-        let mut offsets = vec![0i32];
-        let (mut k, mut v) = (Vec::new(), Vec::new());
-        for e in entries {
-            for (a, b) in e {
-                k.push(a.to_string());
-                v.push(Some(b.to_string()));
-            }
-            offsets.push(k.len() as i32);
-        }
-        let s = StructArray::new(
-            attribute_entry_fields(),
-            vec![
-                Arc::new(StringArray::from(k)) as ArrayRef,
-                Arc::new(StringArray::from(v)),
-            ],
-            None,
-        );
-        Arc::new(MapArray::new(
-            attribute_entries_field(),
-            OffsetBuffer::new(offsets.into()),
-            s,
-            None,
-            false,
-        ))
-    };
-    let ts = || {
-        let mut b = TimestampNanosecondBuilder::new().with_timezone("UTC");
-        for i in 0..n {
-            b.append_value(1_700_000_000_000_000_000 + i as i64);
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
-    let nulls = || {
-        let mut b = StringBuilder::new();
-        for _ in 0..n {
-            b.append_null();
-        }
-        Arc::new(b.finish()) as ArrayRef
-    };
-    let mut sev = Int32Builder::new();
-    let mut body = StringBuilder::new();
-    for (s, b, _) in rows {
-        sev.append_value(*s);
-        body.append_value(b);
-    }
-    let u32s = || Arc::new(arrow_array::UInt32Array::from(vec![0u32; n])) as ArrayRef;
-    let columns = vec![
-        ts(),
-        ts(),
-        Arc::new(sev.finish()) as ArrayRef,
-        nulls(),
-        Arc::new(body.finish()),
-        nulls(),
-        nulls(),
-        u32s(),
-        nulls(),
-        u32s(),
-        nulls(),
-        map(rows.iter().map(|_| Vec::new()).collect()),
-        nulls(),
-        nulls(),
-        map(rows.iter().map(|(_, _, a)| a.to_vec()).collect()),
-    ];
-    RecordBatch::try_new(logs_schema(), columns).unwrap_or_else(|e| panic!("test batch: {e}"))
+    let rows: Vec<crate::NewLog> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (sev, body, attrs))| crate::NewLog {
+            timestamp: 1_700_000_000_000_000_000 + i as i64,
+            severity_number: *sev,
+            body: Some(body.to_string()),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    crate::logs::build_logs(&rows).unwrap_or_else(|e| panic!("test batch: {e}"))
 }
 
 /// The bodies of a logs batch, for assertions.
