@@ -28,6 +28,15 @@ def with_transform(body):
 def pipelines_toml(d):
     return f'''
 [[pipelines]]
+name = "loki"
+sources = ["loki"]
+[[pipelines.transforms]]
+name = "hog"
+module = "{d}/hog.wat"
+max_memory = "4MiB"
+on_error = "pass"
+
+[[pipelines]]
 name = "logs"
 signals = ["logs"]
 [[pipelines.transforms]]
@@ -63,6 +72,7 @@ def test_pipelines_dead_letter_drop_and_identity(weir_factory, tmp_path):
     (tmp_path / "logs.wat").write_text(IDENTITY)
     (tmp_path / "spin.wat").write_text(with_transform("(loop $l (br $l)) (i64.const 0)"))
     (tmp_path / "trap.wat").write_text(with_transform("unreachable"))
+    (tmp_path / "hog.wat").write_text(with_transform("(loop $l (br_if $l (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable"))
     w = weir_factory(pipelines_toml(tmp_path))
 
     for b in range(5):
@@ -74,8 +84,13 @@ def test_pipelines_dead_letter_drop_and_identity(weir_factory, tmp_path):
     tp.shutdown()
     send_summary(w, "default")
 
-    w.wait_rows("logs", 100)
-    assert sorted(r["body"] for r in w.rows()) == sorted(f"b{b}-r{i}-" + "x" * 40 for b in range(5) for i in range(20))
+    # Loki logs hit the memory hog, whose policy is pass: they arrive unchanged.
+    import requests
+    r = requests.post(f"http://127.0.0.1:{w.loki_port}/loki/api/v1/push",
+                      json={"streams": [{"stream": {"app": "l"}, "values": [["1700000000000000000", "through the hog"]]}]}, timeout=10)
+    assert r.status_code == 204
+    w.wait_rows("logs", 101)
+    assert sorted(r["body"] for r in w.rows()) == sorted([f"b{b}-r{i}-" + "x" * 40 for b in range(5) for i in range(20)] + ["through the hog"])
     # The spans are in the dead-letter prefix with the reason, not in the lake or the index.
     deadline = time.time() + 30
     dead = []
@@ -94,6 +109,7 @@ def test_pipelines_dead_letter_drop_and_identity(weir_factory, tmp_path):
     assert w.files("default", "metrics") == []
     assert metric(w, 'weir_transform_errors_total{kind="trap",on_error="drop",transform="trap"}') == 1
     assert metric(w, 'weir_transform_errors_total{kind="timeout",on_error="dead_letter",transform="spin"}') == 1
+    assert metric(w, 'weir_transform_errors_total{kind="memory_limit",on_error="pass",transform="hog"}') == 1
     assert metric(w, 'weir_transform_records_in_total{transform="logs-id"}') == 100
     assert metric(w, 'weir_transform_records_out_total{transform="logs-id"}') == 100
 
@@ -102,6 +118,7 @@ def test_hot_reload_under_load(weir_factory, tmp_path):
     (tmp_path / "logs.wat").write_text(IDENTITY)
     (tmp_path / "spin.wat").write_text(IDENTITY)
     (tmp_path / "trap.wat").write_text(IDENTITY)
+    (tmp_path / "hog.wat").write_text(IDENTITY)
     w = weir_factory(pipelines_toml(tmp_path))
     sent, stop = [], threading.Event()
 
