@@ -117,6 +117,20 @@ pub(crate) fn rebuild_map(
     ))))
 }
 
+/// Edits one attribute map column of `batch`: `f` gets the (unchanged) batch, the row and its
+/// entries. The column is replaced only when some row changed.
+pub(crate) fn edit_map(
+    batch: &mut RecordBatch,
+    name: &str,
+    mut f: impl FnMut(&RecordBatch, usize, &mut AttributeList),
+) -> Result<(), Error> {
+    let before = batch.clone();
+    if let Some(col) = rebuild_map(&before, name, |i, attrs| f(&before, i, attrs))? {
+        *batch = replace(batch, name, col)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn replace(b: &RecordBatch, name: &str, array: ArrayRef) -> Result<RecordBatch, Error> {
     let idx = b.schema().index_of(name)?;
     let mut cols = b.columns().to_vec();
@@ -236,13 +250,9 @@ macro_rules! table {
                 &mut self,
                 mut f: impl FnMut(&Row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
-                let b = self.batch.clone();
-                if let Some(col) = rebuild_map(&b, "attributes", |i, attrs| {
-                    f(&Row { batch: &b, row: i }, attrs)
-                })? {
-                    self.batch = replace(&self.batch, "attributes", col)?;
-                }
-                Ok(())
+                edit_map(&mut self.batch, "attributes", |batch, row, attrs| {
+                    f(&Row { batch, row }, attrs)
+                })
             }
 
             /// Edits the resource attributes of every row.
@@ -250,13 +260,11 @@ macro_rules! table {
                 &mut self,
                 mut f: impl FnMut(&Row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
-                let b = self.batch.clone();
-                if let Some(col) = rebuild_map(&b, "resource_attributes", |i, attrs| {
-                    f(&Row { batch: &b, row: i }, attrs)
-                })? {
-                    self.batch = replace(&self.batch, "resource_attributes", col)?;
-                }
-                Ok(())
+                edit_map(
+                    &mut self.batch,
+                    "resource_attributes",
+                    |batch, row, attrs| f(&Row { batch, row }, attrs),
+                )
             }
 
             /// The Arrow batch (for column-wise work with arrow directly).

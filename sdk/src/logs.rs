@@ -7,7 +7,7 @@ use arrow_array::types::{Int32Type, TimestampNanosecondType};
 use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 
 use crate::batch::{
-    column, map_entries, map_get, rebuild_map, replace, retain_rows, string_at, AttributeList,
+    column, edit_map, map_entries, map_get, replace, retain_rows, string_at, AttributeList,
 };
 use crate::Error;
 
@@ -276,13 +276,9 @@ impl Logs {
         &mut self,
         mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
     ) -> Result<(), Error> {
-        let b = self.batch.clone();
-        if let Some(col) = rebuild_map(&b, "attributes", |i, attrs| {
-            f(&LogRecord { batch: &b, row: i }, attrs)
-        })? {
-            self.batch = replace(&self.batch, "attributes", col)?;
-        }
-        Ok(())
+        edit_map(&mut self.batch, "attributes", |batch, row, attrs| {
+            f(&LogRecord { batch, row }, attrs)
+        })
     }
 
     /// Edits the resource attributes of every record.
@@ -290,13 +286,11 @@ impl Logs {
         &mut self,
         mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
     ) -> Result<(), Error> {
-        let b = self.batch.clone();
-        if let Some(col) = rebuild_map(&b, "resource_attributes", |i, attrs| {
-            f(&LogRecord { batch: &b, row: i }, attrs)
-        })? {
-            self.batch = replace(&self.batch, "resource_attributes", col)?;
-        }
-        Ok(())
+        edit_map(
+            &mut self.batch,
+            "resource_attributes",
+            |batch, row, attrs| f(&LogRecord { batch, row }, attrs),
+        )
     }
 
     /// Adds records at the end of the batch.
