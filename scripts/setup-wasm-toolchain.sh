@@ -8,23 +8,23 @@
 # docs/transforms.md).
 #
 # Usage: scripts/setup-wasm-toolchain.sh [PREFIX]   (default: $WEIR_WASM_PREFIX or
-#        ~/.cache/weir/rustweb). Prints the env file to source. Idempotent: a second run with
-#        the same Debian version does nothing.
+#        ~/.cache/weir/rustweb). Prints the env file to source. Idempotent: a prefix that is
+#        already set up is reused (delete it to move to a newer rustc-web).
 set -euo pipefail
 PREFIX=${1:-${WEIR_WASM_PREFIX:-$HOME/.cache/weir/rustweb}}
 DEBS=$PREFIX.debs
 SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 
-V=$(apt-cache policy rustc-web 2>/dev/null | awk '/Candidate:/{print $2}')
-if [ -z "$V" ] || [ "$V" = "(none)" ]; then
-  $SUDO apt-get update -qq
-  V=$(apt-cache policy rustc-web | awk '/Candidate:/{print $2}')
-fi
-[ -n "$V" ] && [ "$V" != "(none)" ] || { echo "rustc-web is not available from apt" >&2; exit 1; }
-if [ -f "$PREFIX/env.sh" ] && [ "$(cat "$PREFIX/.version" 2>/dev/null)" = "$V" ]; then
+# A prefix set up before is reused as it is (fast, and works without the network).
+if [ -f "$PREFIX/env.sh" ] && [ -f "$PREFIX/.version" ]; then
   echo "$PREFIX/env.sh"
   exit 0
 fi
+# A stale apt index can offer an old rustc-web (older than arrow's minimum Rust) that has left
+# the mirror: refresh it first.
+$SUDO apt-get update -qq
+V=$(apt-cache policy rustc-web | awk '/Candidate:/{print $2}')
+[ -n "$V" ] && [ "$V" != "(none)" ] || { echo "rustc-web is not available from apt" >&2; exit 1; }
 LIBSTD=$(apt-cache depends "libstd-rust-web-dev=$V" | awk '/Depends: libstd-rust-web-[0-9]/{print $2}')
 LLVM=$(apt-cache depends "$LIBSTD" | awk '/Depends: libllvm[0-9]+/{print $2}')
 LLD=lld-${LLVM#libllvm}
