@@ -8,6 +8,7 @@ pub mod fluent;
 #[cfg(test)]
 mod fuzz;
 pub mod http_body;
+pub mod http_error;
 pub mod loki;
 pub mod otlp;
 pub mod severity;

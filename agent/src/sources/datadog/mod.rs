@@ -25,7 +25,8 @@ use weir_pipelines::{Batch, Signal};
 
 use crate::sources::auth::{ApiKeys, AuthError};
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{ingest_status, now_nanos, set_retry_after, TENANT_HEADER};
+use crate::sources::http_error::{ErrorBody, SourceError};
+use crate::sources::{ingest_status, now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "datadog";
@@ -92,40 +93,19 @@ enum Endpoint {
     CheckRun,
 }
 
-struct DdError {
-    status: StatusCode,
-    message: String,
-    retry_after: Option<Duration>,
-}
-
-impl IntoResponse for DdError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            Json(serde_json::json!({ "errors": [self.message] })),
-        )
-            .into_response();
-        if let Some(after) = self.retry_after {
-            set_retry_after(&mut r, after);
-        }
-        r
-    }
-}
-
-fn fail(ingest: &Ingest, status: StatusCode, reason: &str, message: String) -> DdError {
-    if !reason.is_empty() {
-        ingest.reject(SOURCE, reason);
-    }
-    DdError {
+fn fail(ingest: &Ingest, status: StatusCode, reason: &str, message: String) -> SourceError {
+    SourceError::new(
+        ingest,
+        SOURCE,
+        ErrorBody::JsonErrors,
         status,
+        reason,
         message,
-        retry_after: None,
-    }
+    )
 }
 
-fn auth_error(ingest: &Ingest, e: AuthError) -> DdError {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
-    fail(ingest, status, e.reason(), e.to_string())
+fn auth_error(ingest: &Ingest, e: AuthError) -> SourceError {
+    SourceError::from_auth(ingest, SOURCE, ErrorBody::JsonErrors, e)
 }
 
 fn authenticate(
@@ -144,7 +124,7 @@ async fn validate(
     State(state): State<Arc<DatadogState>>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> Result<Json<serde_json::Value>, DdError> {
+) -> Result<Json<serde_json::Value>, SourceError> {
     authenticate(&state, req.headers(), &q).map_err(|e| auth_error(&state.ingest, e))?;
     Ok(Json(serde_json::json!({ "valid": true })))
 }
@@ -154,7 +134,7 @@ async fn intake(
     Query(query): Query<HashMap<String, String>>,
     endpoint: Endpoint,
     req: Request,
-) -> Result<Response, DdError> {
+) -> Result<Response, SourceError> {
     let received_at = now_nanos();
     let ingest = &state.ingest;
     let limit = state.max_request_bytes;
@@ -174,7 +154,7 @@ async fn intake(
         .await
         .map_err(body_error)?;
     let ingest2 = ingest.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), DdError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
         let body = http_body::decode(raw, coding, limit, LIMIT_KEY).map_err(|e| match e {
             BodyError::TooLarge(m) => fail(&ingest2, StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             other => fail(
@@ -235,14 +215,6 @@ async fn intake(
         )
             .into_response()),
         Ok(()) => Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))).into_response()),
-        Err(mut e) => {
-            if matches!(
-                e.status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
-                e.retry_after = Some(state.retry_after);
-            }
-            Err(e)
-        }
+        Err(e) => Err(e.retry_after_if_retryable(state.retry_after)),
     }
 }

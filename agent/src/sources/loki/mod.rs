@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use weir_pipelines::ingest::Ingest;
@@ -24,7 +23,8 @@ use weir_pipelines::{Batch, Signal};
 
 use crate::sources::auth::ApiKeys;
 use crate::sources::http_body::{self, BodyError, Coding};
-use crate::sources::{ingest_status, now_nanos, set_retry_after, TENANT_HEADER};
+use crate::sources::http_error::{ErrorBody, SourceError};
+use crate::sources::{ingest_status, now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "loki";
@@ -52,41 +52,12 @@ pub fn router(state: LokiState) -> Router {
         .with_state(Arc::new(state))
 }
 
-struct LokiError {
-    status: StatusCode,
-    message: String,
-    retry_after: Option<Duration>,
+fn fail(ingest: &Ingest, status: StatusCode, reason: &str, message: String) -> SourceError {
+    SourceError::new(ingest, SOURCE, ErrorBody::Text, status, reason, message)
 }
 
-impl IntoResponse for LokiError {
-    fn into_response(self) -> Response {
-        let mut r = (
-            self.status,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            self.message + "\n",
-        )
-            .into_response();
-        if let Some(after) = self.retry_after {
-            set_retry_after(&mut r, after);
-        }
-        r
-    }
-}
-
-fn fail(ingest: &Ingest, status: StatusCode, reason: &str, message: String) -> LokiError {
-    if !reason.is_empty() {
-        ingest.reject(SOURCE, reason);
-    }
-    LokiError {
-        status,
-        message,
-        retry_after: None,
-    }
-}
-
-fn body_error(ingest: &Ingest, e: BodyError) -> LokiError {
-    let (status, reason) = e.status();
-    fail(ingest, status, reason, e.to_string())
+fn body_error(ingest: &Ingest, e: BodyError) -> SourceError {
+    SourceError::from_body(ingest, SOURCE, ErrorBody::Text, e)
 }
 
 #[derive(Clone, Copy)]
@@ -95,7 +66,10 @@ enum Format {
     Json,
 }
 
-async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<StatusCode, LokiError> {
+async fn push(
+    State(state): State<Arc<LokiState>>,
+    req: Request,
+) -> Result<StatusCode, SourceError> {
     let received_at = now_nanos();
     let ingest = &state.ingest;
     let limit = state.max_request_bytes;
@@ -116,10 +90,7 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
     let tenant = state
         .keys
         .tenant(key, parts.headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
-        .map_err(|e| {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
-            fail(ingest, status, e.reason(), e.to_string())
-        })?;
+        .map_err(|e| SourceError::from_auth(ingest, SOURCE, ErrorBody::Text, e))?;
     let mut coding = http_body::coding(
         &parts.headers,
         &[Coding::Gzip, Coding::Deflate, Coding::Snappy],
@@ -133,7 +104,7 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
         .await
         .map_err(|e| body_error(ingest, e))?;
     let ingest2 = ingest.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<(), LokiError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
         let body = http_body::decode(raw, coding, limit, LIMIT_KEY)
             .map_err(|e| body_error(&ingest2, e))?;
         let mut b = LogsBuilder::default();
@@ -166,14 +137,6 @@ async fn push(State(state): State<Arc<LokiState>>, req: Request) -> Result<Statu
     })?;
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(mut e) => {
-            if matches!(
-                e.status,
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
-                e.retry_after = Some(state.retry_after);
-            }
-            Err(e)
-        }
+        Err(e) => Err(e.retry_after_if_retryable(state.retry_after)),
     }
 }
