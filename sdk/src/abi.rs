@@ -144,12 +144,12 @@ pub fn run_on<T: Transform>(
             l.into_batch()
         }
         Signal::Metrics => {
-            let mut m = Metrics::new(batch);
+            let mut m = Metrics::from_batch(batch);
             t.metrics(&mut m)?;
             m.into_batch()
         }
         Signal::Traces => {
-            let mut x = Traces::new(batch);
+            let mut x = Traces::from_batch(batch);
             t.traces(&mut x)?;
             x.into_batch()
         }

@@ -203,15 +203,19 @@ impl<'a> Row<'a> {
     }
 }
 
+/// The methods every signal wrapper shares: size, row views, retain, attribute edits, access
+/// to the Arrow batch. `$row` is the row view type (fields `batch` and `row`), `$one`/`$all`
+/// the names of the single-row and all-rows accessors.
 macro_rules! table {
-    ($name:ident, $doc:literal) => {
+    ($name:ident, $row:ident, $one:ident, $all:ident, $doc:literal) => {
         #[doc = $doc]
         pub struct $name {
             batch: RecordBatch,
         }
 
         impl $name {
-            pub(crate) fn new(batch: RecordBatch) -> Self {
+            /// Wraps a batch in this signal's schema.
+            pub fn from_batch(batch: RecordBatch) -> Self {
                 $name { batch }
             }
 
@@ -226,44 +230,44 @@ macro_rules! table {
             }
 
             /// Row `i`.
-            pub fn row(&self, i: usize) -> Row<'_> {
-                Row {
+            pub fn $one(&self, i: usize) -> $row<'_> {
+                $row {
                     batch: &self.batch,
                     row: i,
                 }
             }
 
             /// Every row.
-            pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
-                (0..self.len()).map(move |i| self.row(i))
+            pub fn $all(&self) -> impl Iterator<Item = $row<'_>> {
+                (0..self.len()).map(move |i| self.$one(i))
             }
 
             /// Keeps the rows for which `f` returns true.
-            pub fn retain(&mut self, mut f: impl FnMut(&Row<'_>) -> bool) -> Result<(), Error> {
-                let keep: Vec<bool> = self.rows().map(|r| f(&r)).collect();
-                self.batch = retain_rows(&self.batch, keep)?;
+            pub fn retain(&mut self, mut f: impl FnMut(&$row<'_>) -> bool) -> Result<(), Error> {
+                let keep: Vec<bool> = self.$all().map(|r| f(&r)).collect();
+                self.batch = $crate::batch::retain_rows(&self.batch, keep)?;
                 Ok(())
             }
 
             /// Edits the attributes of every row.
             pub fn update_attributes(
                 &mut self,
-                mut f: impl FnMut(&Row<'_>, &mut AttributeList),
+                mut f: impl FnMut(&$row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
-                edit_map(&mut self.batch, "attributes", |batch, row, attrs| {
-                    f(&Row { batch, row }, attrs)
+                $crate::batch::edit_map(&mut self.batch, "attributes", |batch, row, attrs| {
+                    f(&$row { batch, row }, attrs)
                 })
             }
 
             /// Edits the resource attributes of every row.
             pub fn update_resource_attributes(
                 &mut self,
-                mut f: impl FnMut(&Row<'_>, &mut AttributeList),
+                mut f: impl FnMut(&$row<'_>, &mut AttributeList),
             ) -> Result<(), Error> {
-                edit_map(
+                $crate::batch::edit_map(
                     &mut self.batch,
                     "resource_attributes",
-                    |batch, row, attrs| f(&Row { batch, row }, attrs),
+                    |batch, row, attrs| f(&$row { batch, row }, attrs),
                 )
             }
 
@@ -283,12 +287,19 @@ macro_rules! table {
         }
     };
 }
+pub(crate) use table;
 
 table!(
     Metrics,
+    Row,
+    row,
+    rows,
     "A metrics batch: one row per data point (see the metrics schema)."
 );
 table!(
     Traces,
+    Row,
+    row,
+    rows,
     "A traces batch: one row per span (see the traces schema)."
 );

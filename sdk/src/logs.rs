@@ -6,9 +6,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampNanosecondType};
 use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray};
 
-use crate::batch::{
-    column, edit_map, map_entries, map_get, replace, retain_rows, string_at, AttributeList,
-};
+use crate::batch::table;
+use crate::batch::{column, map_entries, map_get, replace, string_at, AttributeList};
 use crate::Error;
 
 /// A log record to add to a batch with [`Logs::append`].
@@ -107,11 +106,6 @@ pub(crate) fn build_logs(rows: &[NewLog]) -> Result<RecordBatch, Error> {
     Ok(RecordBatch::try_new(logs_schema(), columns)?)
 }
 
-/// A logs batch (one row per log record, in the logs schema).
-pub struct Logs {
-    batch: RecordBatch,
-}
-
 /// One log record of a batch.
 #[derive(Clone, Copy)]
 pub struct LogRecord<'a> {
@@ -179,45 +173,18 @@ impl<'a> LogRecord<'a> {
     }
 }
 
+table!(
+    Logs,
+    LogRecord,
+    record,
+    records,
+    "A logs batch (one row per log record, in the logs schema)."
+);
+
 impl Logs {
     pub(crate) fn new(batch: RecordBatch) -> Result<Logs, Error> {
         column(&batch, "body")?;
-        Ok(Logs { batch })
-    }
-
-    /// Wraps a batch in the logs schema.
-    pub fn from_batch(batch: RecordBatch) -> Logs {
-        Logs { batch }
-    }
-
-    /// Records in the batch.
-    pub fn len(&self) -> usize {
-        self.batch.num_rows()
-    }
-
-    /// Whether the batch has no records.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Record `i`.
-    pub fn record(&self, i: usize) -> LogRecord<'_> {
-        LogRecord {
-            batch: &self.batch,
-            row: i,
-        }
-    }
-
-    /// Every record.
-    pub fn records(&self) -> impl Iterator<Item = LogRecord<'_>> {
-        (0..self.len()).map(move |i| self.record(i))
-    }
-
-    /// Keeps the records for which `f` returns true.
-    pub fn retain(&mut self, mut f: impl FnMut(&LogRecord<'_>) -> bool) -> Result<(), Error> {
-        let keep: Vec<bool> = self.records().map(|r| f(&r)).collect();
-        self.batch = retain_rows(&self.batch, keep)?;
-        Ok(())
+        Ok(Logs::from_batch(batch))
     }
 
     /// Rewrites bodies: `f` returns the new body, or `None` to keep the record's body.
@@ -271,28 +238,6 @@ impl Logs {
         Ok(())
     }
 
-    /// Edits the log attributes of every record.
-    pub fn update_attributes(
-        &mut self,
-        mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
-    ) -> Result<(), Error> {
-        edit_map(&mut self.batch, "attributes", |batch, row, attrs| {
-            f(&LogRecord { batch, row }, attrs)
-        })
-    }
-
-    /// Edits the resource attributes of every record.
-    pub fn update_resource_attributes(
-        &mut self,
-        mut f: impl FnMut(&LogRecord<'_>, &mut AttributeList),
-    ) -> Result<(), Error> {
-        edit_map(
-            &mut self.batch,
-            "resource_attributes",
-            |batch, row, attrs| f(&LogRecord { batch, row }, attrs),
-        )
-    }
-
     /// Adds records at the end of the batch.
     pub fn append(&mut self, records: &[NewLog]) -> Result<(), Error> {
         if records.is_empty() {
@@ -302,20 +247,6 @@ impl Logs {
         self.batch =
             arrow_select::concat::concat_batches(&self.batch.schema(), [&self.batch, &new])?;
         Ok(())
-    }
-
-    /// The Arrow batch (for column-wise work with arrow directly).
-    pub fn batch(&self) -> &RecordBatch {
-        &self.batch
-    }
-
-    /// Replaces the batch (it must keep the logs schema).
-    pub fn set_batch(&mut self, batch: RecordBatch) {
-        self.batch = batch;
-    }
-
-    pub(crate) fn into_batch(self) -> RecordBatch {
-        self.batch
     }
 
     /// The body column, for column-wise reads.
