@@ -52,6 +52,12 @@ pub struct SegmentRecord {
     /// For a compacted segment, the segment that replaced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_by: Option<Uuid>,
+    /// When the segment left the active view (compaction commit or retention), unix ns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
+    /// When the segment's object was deleted from the lake, unix ns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_at: Option<i64>,
 }
 
 impl SegmentRecord {
@@ -75,9 +81,28 @@ impl SegmentRecord {
                 self.id, self.min_timestamp, self.max_timestamp
             )));
         }
-        if self.object_key.is_empty() {
+        if self.state != SegmentState::Active
+            || self.replaced_by.is_some()
+            || self.retired_at.is_some()
+            || self.purged_at.is_some()
+        {
             return Err(CatalogError::Invalid(format!(
-                "segment {}: empty object_key",
+                "segment {}: only active segments can be registered",
+                self.id
+            )));
+        }
+        if self.object_key.is_empty()
+            || self.object_key.starts_with('/')
+            || self.object_key.contains("..")
+        {
+            return Err(CatalogError::Invalid(format!(
+                "segment {}: object_key {:?} must be a relative key without '..'",
+                self.id, self.object_key
+            )));
+        }
+        if self.partition.is_empty() {
+            return Err(CatalogError::Invalid(format!(
+                "segment {}: empty partition",
                 self.id
             )));
         }

@@ -2,15 +2,29 @@
 //!
 //! Trees:
 //! - `segments`: segment id (16 bytes, UUIDv7 so time-ordered) → the record as JSON;
-//! - `segments_by_time`: `tenant 0x00 signal 0x00 max_timestamp(8, order-preserving) id(16)` → empty,
-//!   the listing order, so a query for one tenant, signal and `from` bound is a range scan.
+//! - `segments_by_time`: `tenant 0x00 signal 0x00 max_timestamp(8, order-preserving) id(16)` →
+//!   empty, for active segments only: the listing order, so a query for one tenant, signal and
+//!   `from` bound is a range scan;
+//! - `segments_retired`: `retired_at(8) id(16)` → empty, for retired segments whose object is
+//!   not purged yet (the garbage queue);
+//! - `leases`: lease id → the lease as JSON; `segment_leases`: segment id → lease id;
+//! - `agents`: agent id → its last status as JSON.
+//!
+//! Every write goes through one lock, so leases and commits are serialized: two compactors
+//! can never be handed the same inputs, and a commit sees a consistent view.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Catalog, CatalogError, SegmentPage, SegmentQuery, SegmentRecord};
+use crate::model::plan_inputs;
+use crate::{
+    AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,
+    RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
+};
 
 /// The embedded sled segment index.
 #[derive(Clone)]
@@ -18,6 +32,18 @@ pub struct SledCatalog {
     db: sled::Db,
     segments: sled::Tree,
     by_time: sled::Tree,
+    retired: sled::Tree,
+    leases: sled::Tree,
+    segment_leases: sled::Tree,
+    agents: sled::Tree,
+    write: Arc<Mutex<()>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseEntry {
+    lease: CompactionLease,
+    agent_id: String,
+    committed: bool,
 }
 
 fn ordered_i64(v: i64) -> [u8; 8] {
@@ -39,6 +65,16 @@ fn time_key(tenant: &str, signal: &str, max_ts: Option<i64>, id: Option<Uuid>) -
     k
 }
 
+fn retired_key(at: i64, id: Uuid) -> Vec<u8> {
+    let mut k = ordered_i64(at).to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> CatalogError {
+    CatalogError::Storage(e.to_string())
+}
+
 impl SledCatalog {
     /// Opens (or creates) the index in a directory of its own.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
@@ -51,13 +87,21 @@ impl SledCatalog {
 
     /// Uses the trees of an already open sled database.
     pub fn with_db(db: sled::Db) -> Result<Self, CatalogError> {
-        let segments = db.open_tree("segments")?;
-        let by_time = db.open_tree("segments_by_time")?;
         Ok(SledCatalog {
+            segments: db.open_tree("segments")?,
+            by_time: db.open_tree("segments_by_time")?,
+            retired: db.open_tree("segments_retired")?,
+            leases: db.open_tree("leases")?,
+            segment_leases: db.open_tree("segment_leases")?,
+            agents: db.open_tree("agents")?,
             db,
-            segments,
-            by_time,
+            write: Arc::new(Mutex::new(())),
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves no partial sled state worth refusing.
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn get(&self, id: &[u8]) -> Result<Option<SegmentRecord>, CatalogError> {
@@ -72,23 +116,95 @@ impl SledCatalog {
         }
     }
 
+    fn put(&self, s: &SegmentRecord) -> Result<(), CatalogError> {
+        let value = serde_json::to_vec(s).map_err(storage)?;
+        self.segments.insert(s.id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn get_lease(&self, id: Uuid) -> Result<Option<LeaseEntry>, CatalogError> {
+        match self.leases.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| CatalogError::Corrupt {
+                    key: format!("lease {id}"),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Whether a segment is held by a live (unexpired, uncommitted) lease.
+    fn leased(&self, id: Uuid, now: i64) -> Result<Option<Uuid>, CatalogError> {
+        let Some(l) = self.segment_leases.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let lease = Uuid::from_slice(&l).map_err(storage)?;
+        Ok(match self.get_lease(lease)? {
+            Some(e) if !e.committed && e.lease.expires_at > now => Some(lease),
+            _ => None,
+        })
+    }
+
+    fn retire(
+        &self,
+        mut s: SegmentRecord,
+        state: SegmentState,
+        replaced_by: Option<Uuid>,
+        at: i64,
+    ) -> Result<(), CatalogError> {
+        self.by_time.remove(time_key(
+            &s.tenant,
+            &s.signal,
+            Some(s.max_timestamp),
+            Some(s.id),
+        ))?;
+        s.state = state;
+        s.replaced_by = replaced_by;
+        s.retired_at = Some(at);
+        self.retired.insert(retired_key(at, s.id), &[])?;
+        self.segment_leases.remove(s.id.as_bytes())?;
+        self.put(&s)
+    }
+
+    fn insert_active(&self, s: &SegmentRecord) -> Result<(), CatalogError> {
+        let tkey = time_key(&s.tenant, &s.signal, Some(s.max_timestamp), Some(s.id));
+        self.by_time.insert(tkey, &[])?;
+        self.put(s)
+    }
+
     fn register_blocking(&self, segments: &[SegmentRecord]) -> Result<(), CatalogError> {
         for s in segments {
             s.validate()?;
         }
+        let _g = self.lock();
         for s in segments {
             if let Some(existing) = self.get(s.id.as_bytes())? {
-                if &existing == s {
+                if same_registration(&existing, s) {
                     continue;
                 }
                 return Err(CatalogError::Conflict(s.id));
             }
-            let value = serde_json::to_vec(s).map_err(|e| CatalogError::Storage(e.to_string()))?;
-            let tkey = time_key(&s.tenant, &s.signal, Some(s.max_timestamp), Some(s.id));
-            self.by_time.insert(tkey, &[])?;
-            self.segments.insert(s.id.as_bytes(), value)?;
+            self.insert_active(s)?;
         }
         Ok(())
+    }
+
+    /// Active segments in listing order, from a start key, while `prefix` matches.
+    fn scan_active(
+        &self,
+        prefix: &[u8],
+        start: Vec<u8>,
+    ) -> impl Iterator<Item = Result<SegmentRecord, CatalogError>> + '_ {
+        let prefix = prefix.to_vec();
+        self.by_time
+            .range(start..)
+            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .filter_map(move |item| match item {
+                Err(e) => Some(Err(e.into())),
+                Ok((k, _)) if k.len() < 16 => None,
+                Ok((k, _)) => self.get(&k[k.len() - 16..]).transpose(),
+            })
     }
 
     fn list_blocking(&self, q: &SegmentQuery) -> Result<SegmentPage, CatalogError> {
@@ -122,16 +238,8 @@ impl SledCatalog {
         }
         let mut segments = Vec::new();
         let mut next_cursor = None;
-        for item in self.by_time.range(start..) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            if k.len() < 16 {
-                continue;
-            }
-            let id = &k[k.len() - 16..];
-            let Some(seg) = self.get(id)? else { continue };
+        for seg in self.scan_active(&prefix, start) {
+            let seg = seg?;
             if !q.matches(&seg) {
                 continue;
             }
@@ -153,6 +261,229 @@ impl SledCatalog {
             next_cursor,
         })
     }
+
+    fn lease_blocking(&self, req: &LeaseRequest) -> Result<Option<CompactionLease>, CatalogError> {
+        req.validate()?;
+        let now = crate::now_ns();
+        let created_before = now.saturating_sub((req.min_age_ms as i64).saturating_mul(1_000_000));
+        let _g = self.lock();
+        let prefix = match &req.tenant {
+            Some(t) => {
+                let mut p = t.as_bytes().to_vec();
+                p.push(0);
+                p
+            }
+            None => Vec::new(),
+        };
+        // Group the candidates by partition, then plan the partition with the oldest data.
+        type Group = (String, String, String, u32);
+        let mut groups: std::collections::BTreeMap<Group, Vec<SegmentRecord>> = Default::default();
+        for seg in self.scan_active(&prefix, prefix.clone()) {
+            let seg = seg?;
+            if seg.bytes >= req.target_bytes
+                || seg.created_at > created_before
+                || self.leased(seg.id, now)?.is_some()
+            {
+                continue;
+            }
+            groups
+                .entry((
+                    seg.tenant.clone(),
+                    seg.signal.clone(),
+                    seg.partition.clone(),
+                    seg.schema_version,
+                ))
+                .or_default()
+                .push(seg);
+        }
+        let mut plans: Vec<(Group, Vec<SegmentRecord>)> = groups
+            .into_iter()
+            .filter_map(|(g, mut c)| {
+                c.sort_by_key(|s| (s.min_timestamp, s.id));
+                let plan = plan_inputs(&c, req);
+                (!plan.is_empty()).then_some((g, plan))
+            })
+            .collect();
+        plans.sort_by_key(|(_, p)| p.iter().map(|s| s.min_timestamp).min());
+        let Some(((tenant, signal, partition, schema_version), inputs)) = plans.into_iter().next()
+        else {
+            return Ok(None);
+        };
+        let lease = CompactionLease {
+            lease_id: Uuid::now_v7(),
+            tenant,
+            signal,
+            partition,
+            schema_version,
+            inputs,
+            expires_at: now.saturating_add((req.ttl_ms as i64).saturating_mul(1_000_000)),
+        };
+        let entry = LeaseEntry {
+            lease: lease.clone(),
+            agent_id: req.agent_id.clone(),
+            committed: false,
+        };
+        self.leases.insert(
+            lease.lease_id.as_bytes(),
+            serde_json::to_vec(&entry).map_err(storage)?,
+        )?;
+        for s in &lease.inputs {
+            self.segment_leases
+                .insert(s.id.as_bytes(), lease.lease_id.as_bytes())?;
+        }
+        Ok(Some(lease))
+    }
+
+    fn commit_blocking(
+        &self,
+        lease_id: Uuid,
+        outputs: &[SegmentRecord],
+    ) -> Result<(), CatalogError> {
+        let lost = |reason: &str| CatalogError::LeaseLost {
+            lease: lease_id,
+            reason: reason.into(),
+        };
+        let _g = self.lock();
+        let Some(mut entry) = self.get_lease(lease_id)? else {
+            return Err(lost("unknown lease"));
+        };
+        if entry.committed {
+            // A retried commit of the same outputs succeeds; anything else is refused.
+            let known = outputs
+                .iter()
+                .map(|o| self.get(o.id.as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            if known
+                .iter()
+                .zip(outputs)
+                .all(|(k, o)| k.as_ref().is_some_and(|k| same_registration(k, o)))
+            {
+                return Ok(());
+            }
+            return Err(lost("already committed"));
+        }
+        entry.lease.check_outputs(outputs)?;
+        let mut inputs = Vec::with_capacity(entry.lease.inputs.len());
+        for i in &entry.lease.inputs {
+            let held = self
+                .segment_leases
+                .get(i.id.as_bytes())?
+                .is_some_and(|l| l.as_ref() == lease_id.as_bytes());
+            let current = self.get(i.id.as_bytes())?;
+            match current {
+                Some(s) if held && s.state == SegmentState::Active => inputs.push(s),
+                _ => return Err(lost(&format!("input {} was re-leased or retired", i.id))),
+            }
+        }
+        for o in outputs {
+            if self.get(o.id.as_bytes())?.is_some() {
+                return Err(CatalogError::Conflict(o.id));
+            }
+        }
+        let now = crate::now_ns();
+        let first = outputs[0].id;
+        let mut batch_ok = || -> Result<(), CatalogError> {
+            for o in outputs {
+                self.insert_active(o)?;
+            }
+            for s in inputs.drain(..) {
+                self.retire(s, SegmentState::Compacted, Some(first), now)?;
+            }
+            entry.committed = true;
+            self.leases.insert(
+                lease_id.as_bytes(),
+                serde_json::to_vec(&entry).map_err(storage)?,
+            )?;
+            Ok(())
+        };
+        batch_ok()?;
+        // The commit is one unit for readers only once it is on disk.
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn expire_blocking(
+        &self,
+        policy: &RetentionPolicy,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<Vec<SegmentRecord>, CatalogError> {
+        if policy.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _g = self.lock();
+        let mut expired = Vec::new();
+        for seg in self.scan_active(&[], Vec::new()) {
+            let seg = seg?;
+            if policy.expired(&seg, now) {
+                expired.push(seg);
+            }
+        }
+        if !dry_run {
+            for s in &expired {
+                self.retire(s.clone(), SegmentState::Deleted, None, now)?;
+            }
+            self.db.flush()?;
+        }
+        Ok(expired)
+    }
+
+    fn garbage_blocking(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<SegmentRecord>, CatalogError> {
+        let mut out = Vec::new();
+        for item in self
+            .retired
+            .range(..retired_key(before.saturating_add(1), Uuid::nil()))
+        {
+            let (k, _) = item?;
+            if out.len() >= limit {
+                break;
+            }
+            if k.len() != 24 {
+                continue;
+            }
+            if let Some(s) = self.get(&k[8..])? {
+                if s.purged_at.is_none() {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge_blocking(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {
+        let _g = self.lock();
+        for id in ids {
+            let Some(mut s) = self.get(id.as_bytes())? else {
+                continue;
+            };
+            if s.state == SegmentState::Active {
+                return Err(CatalogError::Invalid(format!(
+                    "segment {id} is active; only retired segments can be purged"
+                )));
+            }
+            if let Some(r) = s.retired_at {
+                self.retired.remove(retired_key(r, s.id))?;
+            }
+            s.purged_at = Some(at);
+            self.put(&s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a stored record and a registration are the same segment (a retried register
+/// after a commit or retention changed its state is still the same segment).
+pub(crate) fn same_registration(stored: &SegmentRecord, new: &SegmentRecord) -> bool {
+    let mut s = stored.clone();
+    s.state = new.state;
+    s.replaced_by = new.replaced_by;
+    s.retired_at = new.retired_at;
+    s.purged_at = new.purged_at;
+    &s == new
 }
 
 fn hex_id(id: &[u8]) -> String {
@@ -161,150 +492,130 @@ fn hex_id(id: &[u8]) -> String {
         .unwrap_or_else(|_| hex::encode(id))
 }
 
-#[async_trait]
-impl Catalog for SledCatalog {
-    async fn register(&self, segments: &[SegmentRecord]) -> Result<(), CatalogError> {
+impl SledCatalog {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(SledCatalog) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, CatalogError> {
         let this = self.clone();
-        let segments = segments.to_vec();
-        tokio::task::spawn_blocking(move || this.register_blocking(&segments))
+        tokio::task::spawn_blocking(move || f(this))
             .await
-            .map_err(|e| CatalogError::Storage(e.to_string()))?
-    }
-
-    async fn list(&self, query: &SegmentQuery) -> Result<SegmentPage, CatalogError> {
-        let this = self.clone();
-        let query = query.clone();
-        tokio::task::spawn_blocking(move || this.list_blocking(&query))
-            .await
-            .map_err(|e| CatalogError::Storage(e.to_string()))?
-    }
-
-    async fn sync(&self) -> Result<(), CatalogError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
-            .await
-            .map_err(|e| CatalogError::Storage(e.to_string()))??;
-        Ok(())
+            .map_err(storage)?
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::SegmentState;
-
-    fn seg(tenant: &str, signal: &str, min: i64, max: i64, svc: &str) -> SegmentRecord {
-        SegmentRecord {
-            id: Uuid::now_v7(),
-            tenant: tenant.into(),
-            signal: signal.into(),
-            object_key: format!("tenant={tenant}/signal={signal}/x.parquet"),
-            partition: "dt=2026-01-01/hour=00".into(),
-            min_timestamp: min,
-            max_timestamp: max,
-            row_count: 10,
-            bytes: 100,
-            services: vec![svc.into()],
-            schema_version: 1,
-            agent_id: "a".into(),
-            created_at: 0,
-            state: SegmentState::Active,
-            replaced_by: None,
-        }
+#[async_trait]
+impl Catalog for SledCatalog {
+    async fn register(&self, segments: &[SegmentRecord]) -> Result<(), CatalogError> {
+        let segments = segments.to_vec();
+        self.run(move |c| c.register_blocking(&segments)).await
     }
 
-    #[tokio::test]
-    async fn register_is_idempotent_and_queries_filter() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = SledCatalog::open(dir.path()).unwrap();
-        let a = seg("t1", "logs", 0, 100, "api");
-        let b = seg("t1", "logs", 200, 300, "web");
-        let c = seg("t1", "traces", 0, 100, "api");
-        let d = seg("t2", "logs", 0, 100, "api");
-        cat.register(&[a.clone(), b.clone(), c.clone(), d.clone()])
-            .await
-            .unwrap();
-        cat.register(std::slice::from_ref(&a)).await.unwrap();
-        let mut changed = a.clone();
-        changed.row_count = 11;
-        assert!(matches!(
-            cat.register(&[changed]).await,
-            Err(CatalogError::Conflict(_))
-        ));
+    async fn list(&self, query: &SegmentQuery) -> Result<SegmentPage, CatalogError> {
+        let query = query.clone();
+        self.run(move |c| c.list_blocking(&query)).await
+    }
 
-        let q = |f: &dyn Fn(&mut SegmentQuery)| {
-            let mut q = SegmentQuery {
-                tenant: "t1".into(),
-                ..Default::default()
-            };
-            f(&mut q);
-            q
-        };
-        let all = cat.list(&q(&|_| {})).await.unwrap();
-        assert_eq!(all.segments.len(), 3);
-        let logs = cat
-            .list(&q(&|q| q.signal = Some("logs".into())))
-            .await
-            .unwrap();
-        assert_eq!(logs.segments, vec![a.clone(), b.clone()]);
-        let late = cat
-            .list(&q(&|q| {
-                q.signal = Some("logs".into());
-                q.from = Some(150);
-            }))
-            .await
-            .unwrap();
-        assert_eq!(late.segments, vec![b.clone()]);
-        let early = cat.list(&q(&|q| q.to = Some(150))).await.unwrap();
-        assert_eq!(early.segments.len(), 2);
-        let web = cat
-            .list(&q(&|q| q.service = Some("web".into())))
-            .await
-            .unwrap();
-        assert_eq!(web.segments, vec![b.clone()]);
-
-        // Paging walks every segment once.
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = cat
-                .list(&q(&|q| {
-                    q.limit = Some(1);
-                    q.cursor = cursor.clone();
-                }))
-                .await
-                .unwrap();
-            seen.extend(page.segments.into_iter().map(|s| s.id));
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
+    async fn lookup(&self, ids: &[Uuid]) -> Result<Vec<SegmentRecord>, CatalogError> {
+        let ids = ids.to_vec();
+        self.run(move |c| {
+            let mut out = Vec::new();
+            for id in ids {
+                out.extend(c.get(id.as_bytes())?);
             }
-        }
-        seen.sort();
-        let mut want = vec![a.id, b.id, c.id];
-        want.sort();
-        assert_eq!(seen, want);
-
-        // Survives a reopen.
-        drop(cat);
-        let cat = SledCatalog::open(dir.path()).unwrap();
-        assert_eq!(cat.list(&q(&|_| {})).await.unwrap().segments.len(), 3);
+            Ok(out)
+        })
+        .await
     }
 
-    #[tokio::test]
-    async fn invalid_requests_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = SledCatalog::open(dir.path()).unwrap();
-        let bad = seg("../x", "logs", 0, 1, "a");
-        assert!(matches!(
-            cat.register(&[bad]).await,
-            Err(CatalogError::Invalid(_))
-        ));
-        let q = SegmentQuery {
-            tenant: "t".into(),
-            limit: Some(0),
-            ..Default::default()
+    async fn sync(&self) -> Result<(), CatalogError> {
+        self.run(|c| c.db.flush().map(|_| ()).map_err(Into::into))
+            .await
+    }
+
+    async fn lease_compaction(
+        &self,
+        request: &LeaseRequest,
+    ) -> Result<Option<CompactionLease>, CatalogError> {
+        let request = request.clone();
+        let lease = self.run(move |c| c.lease_blocking(&request)).await?;
+        if lease.is_some() {
+            self.sync().await?;
+        }
+        Ok(lease)
+    }
+
+    async fn commit_compaction(
+        &self,
+        lease: Uuid,
+        outputs: &[SegmentRecord],
+    ) -> Result<(), CatalogError> {
+        let outputs = outputs.to_vec();
+        self.run(move |c| c.commit_blocking(lease, &outputs)).await
+    }
+
+    async fn heartbeat(&self, hb: &AgentHeartbeat) -> Result<(), CatalogError> {
+        hb.validate()?;
+        let status = AgentStatus {
+            heartbeat: hb.clone(),
+            last_seen: crate::now_ns(),
         };
-        assert!(matches!(cat.list(&q).await, Err(CatalogError::Invalid(_))));
+        self.run(move |c| {
+            c.agents.insert(
+                status.heartbeat.agent_id.as_bytes(),
+                serde_json::to_vec(&status).map_err(storage)?,
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentStatus>, CatalogError> {
+        let mut agents: Vec<AgentStatus> = self
+            .run(|c| {
+                c.agents
+                    .iter()
+                    .map(|r| {
+                        let (k, v) = r?;
+                        serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
+                            key: String::from_utf8_lossy(&k).into_owned(),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .collect()
+            })
+            .await?;
+        agents.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
+        Ok(agents)
+    }
+
+    async fn expire(
+        &self,
+        policy: &RetentionPolicy,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<Vec<SegmentRecord>, CatalogError> {
+        let policy = policy.clone();
+        self.run(move |c| c.expire_blocking(&policy, now, dry_run))
+            .await
+    }
+
+    async fn garbage(
+        &self,
+        retired_before: i64,
+        limit: usize,
+    ) -> Result<Vec<SegmentRecord>, CatalogError> {
+        self.run(move |c| c.garbage_blocking(retired_before, limit))
+            .await
+    }
+
+    async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {
+        let ids = ids.to_vec();
+        self.run(move |c| {
+            c.purge_blocking(&ids, at)?;
+            c.db.flush()?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -415,6 +415,8 @@ impl Flusher {
                     created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
                     state: SegmentState::Active,
                     replaced_by: None,
+                    retired_at: None,
+                    purged_at: None,
                 };
                 let journal = serde_json::to_vec(&JournalRecord {
                     segment: segment.clone(),
