@@ -58,13 +58,17 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// The admin router, with the segment API of `catalog`.
-pub fn router(state: AdminState, catalog: Arc<dyn Catalog>) -> Router {
-    Router::new()
+/// The admin router, with the read API of the embedded index when there is one (`weir run`;
+/// a `weir agent` does not expose its remote control plane).
+pub fn router(state: AdminState, catalog: Option<Arc<dyn Catalog>>) -> Router {
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(|| async { "alive\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
-        .merge(weir_control_plane::api::segment_routes(catalog))
+        .with_state(state);
+    match catalog {
+        Some(c) => r.merge(weir_control_plane::api::segment_routes(c)),
+        None => r,
+    }
 }

@@ -135,6 +135,12 @@ pub struct Config {
     pub log: LogConfig,
     /// Transform pipelines (`[[pipelines]]`); a batch goes through the first that matches it.
     pub pipelines: Vec<PipelineConfig>,
+    /// The control plane (remote for `weir agent`, served by `weir control-plane`).
+    pub control_plane: ControlPlaneConfig,
+    /// Background compaction.
+    pub compaction: CompactionConfig,
+    /// Retention per tenant and signal.
+    pub retention: RetentionConfig,
 }
 
 /// A pipeline: which batches, and the ordered transforms they go through.
@@ -206,6 +212,9 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             pipelines: Vec::new(),
+            control_plane: ControlPlaneConfig::default(),
+            compaction: CompactionConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -279,6 +288,12 @@ pub struct LakeConfig {
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Size compaction merges small files up to.
+    pub target_file_bytes: ByteSize,
+    /// Retries of object store requests (cloud stores).
+    pub max_retries: usize,
+    /// Give up retrying one object store request after this long.
+    pub retry_timeout: HumanDuration,
 }
 
 impl Default for LakeConfig {
@@ -290,6 +305,9 @@ impl Default for LakeConfig {
             max_file_age: HumanDuration(Duration::from_secs(60)),
             zstd_level: 3,
             row_group_rows: 128 * 1024,
+            target_file_bytes: ByteSize(512 << 20),
+            max_retries: 10,
+            retry_timeout: HumanDuration(Duration::from_secs(180)),
         }
     }
 }
@@ -605,6 +623,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             problems.push("data_dir must be set".into());
         }
+        if self.lake.target_file_bytes.0 < (1 << 20) {
+            problems.push(format!(
+                "lake.target_file_bytes = {} is below 1MiB",
+                self.lake.target_file_bytes
+            ));
+        }
+        self.control_plane.check(&mut problems);
+        self.compaction.check(&mut problems);
+        self.retention.check(&mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -680,8 +707,10 @@ pub struct ValidConfig {
     pub datadog: Option<SocketAddr>,
 }
 
+mod control;
 mod sources;
 
+pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};
 pub use sources::{DatadogConfig, FluentConfig, LokiConfig, OtlpConfig, SyslogConfig};
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod roles;
 mod run;
 mod sources;
 mod transform_cmd;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, ValidConfig};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,34 @@ enum Command {
         /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Run the agent against a remote control plane (`control_plane.url`): the DaemonSet role.
+    Agent {
+        /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Serve the control plane: segment index (sled or PostgreSQL), compaction leases, fleet
+    /// view and retention, over an authenticated HTTP API.
+    ControlPlane {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run compaction only, against a remote control plane.
+    Compactor {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Apply retention once to the configured index and lake and print what expired.
+    Retention {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print what would be deleted and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check a configuration file and print what is wrong with it.
     Validate {
@@ -135,33 +164,46 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
-            let valid = match Config::load(config.as_deref()).and_then(Config::validate) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            init_tracing(&valid.config);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run::run(valid)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "weir failed");
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Run { config } => serve(config, |v| Box::pin(run::run(v, run::Role::Run))),
+        Command::Agent { config } => serve(config, |v| Box::pin(run::run(v, run::Role::Agent))),
+        Command::ControlPlane { config } => {
+            serve(config, |v| Box::pin(roles::serve_control_plane(v)))
+        }
+        Command::Compactor { config } => serve(config, |v| Box::pin(roles::serve_compactor(v))),
+        Command::Retention { config, dry_run } => {
+            serve(config, move |v| Box::pin(roles::retention_once(v, dry_run)))
+        }
+    }
+}
+
+type RoleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
+
+/// Loads and validates the config, then runs a role on a multi-threaded runtime.
+fn serve(config: Option<PathBuf>, role: impl FnOnce(ValidConfig) -> RoleFuture) -> ExitCode {
+    let valid = match Config::load(config.as_deref()).and_then(Config::validate) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&valid.config);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(role(valid)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "weir failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,7 +5,6 @@
 //! fsynced, and the process exits 0, all within `shutdown.timeout`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,17 +15,21 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use weir_control_plane::{Catalog, SledCatalog};
+use weir_control_plane::Catalog;
 use weir_pipelines::buffer::{Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::flusher::{Flusher, FlusherConfig};
 use weir_pipelines::ingest::Ingest;
-use weir_pipelines::lake::Lake;
 use weir_pipelines::metrics::Metrics;
+use weir_pipelines::outbox::Outbox;
 use weir_pipelines::parquet_writer::ParquetConfig;
+use weir_pipelines::reconcile::reconcile;
 use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
 
 use crate::admin::{self, AdminState};
 use crate::config::ValidConfig;
+use crate::roles::{
+    absolute, agent_id, heartbeats, open_index, open_lake, remote_catalog, shutdown_signal, sweeper,
+};
 use crate::sources::auth::ApiKeys;
 use crate::sources::datadog;
 use crate::sources::fluent::FluentService;
@@ -34,22 +37,6 @@ use crate::sources::loki;
 use crate::sources::otlp::{grpc::OtlpGrpc, http};
 use crate::sources::syslog::SyslogService;
 use crate::sources::tls;
-
-fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "weir".into())
-}
 
 async fn bind(key: &str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -112,28 +99,17 @@ fn pipeline_specs(cfg: &[crate::config::PipelineConfig]) -> Vec<PipelineSpec> {
         .collect()
 }
 
-/// Resolves once SIGTERM or SIGINT arrives.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down"),
-            }
-        }
-        _ => {
-            error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
+/// Which agent role runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `weir run`: the embedded control plane (sled index, retention sweeper).
+    Run,
+    /// `weir agent`: a remote control plane at `control_plane.url`.
+    Agent,
 }
 
 /// Runs the agent until a shutdown signal.
-pub async fn run(valid: ValidConfig) -> Result<()> {
+pub async fn run(valid: ValidConfig, role: Role) -> Result<()> {
     let cfg = &valid.config;
     let data_dir = absolute(&cfg.data_dir)?;
     std::fs::create_dir_all(&data_dir)
@@ -151,24 +127,12 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             )
         })?,
     );
-    let catalog: Arc<dyn Catalog> =
-        Arc::new(SledCatalog::open(&data_dir.join("index")).with_context(|| {
-            format!(
-                "cannot open the segment index in {}",
-                data_dir.join("index").display()
-            )
-        })?);
-    let lake_url = match &cfg.lake.url {
-        Some(u) => u.clone(),
-        None => format!("file://{}", data_dir.join("lake").display()),
+    let catalog: Arc<dyn Catalog> = match role {
+        Role::Run => open_index(cfg, &data_dir).await?,
+        Role::Agent => remote_catalog(cfg)?,
     };
-    let options = cfg
-        .lake
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let lake = Lake::open(&lake_url, &options)?;
+    let lake = open_lake(cfg, &data_dir)?;
+    let lake_url = lake.url().to_string();
     let stats = buffer.stats();
     info!(data_dir = %data_dir.display(), lake = %lake_url, buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
 
@@ -337,7 +301,7 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             buffer: buffer.clone(),
             ready: ready.clone(),
         },
-        catalog.clone(),
+        (role == Role::Run).then(|| catalog.clone()),
     );
     info!(address = %admin_listener.local_addr()?, "admin listening");
     let stop = stop_admin.clone();
@@ -347,11 +311,11 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
             .await
     });
 
-    let agent_id = cfg.agent.id.clone().unwrap_or_else(host_name);
+    let agent_id = agent_id(cfg);
+    let outbox_wake = Arc::new(Notify::new());
     let flusher = Flusher::new(
         buffer.clone(),
-        lake,
-        catalog.clone(),
+        lake.clone(),
         metrics.clone(),
         FlusherConfig {
             flush_bytes: cfg.lake.flush_bytes.0,
@@ -361,13 +325,81 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
                 zstd_level: cfg.lake.zstd_level,
                 row_group_rows: cfg.lake.row_group_rows,
             },
-            agent_id,
+            agent_id: agent_id.clone(),
         },
         wake,
+        outbox_wake.clone(),
     );
+    // Replay the flush journal before reconciliation looks at the lake.
+    if let Err(e) = flusher.recover().await {
+        error!(error = %e, "flush journal recovery failed; will retry in the flusher");
+    }
     let timeout = cfg.shutdown.timeout.0;
     let stop = stop_flusher.clone();
     let flusher_task = tokio::spawn(async move { flusher.run(stop, timeout / 2).await });
+
+    let outbox = Outbox::new(
+        buffer.clone(),
+        catalog.clone(),
+        metrics.clone(),
+        outbox_wake,
+    );
+    let stop_outbox = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let mut background = JoinSet::new();
+    {
+        let (lake, catalog, metrics, agent_id) = (
+            lake.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            agent_id.clone(),
+        );
+        let outbox = Outbox::new(
+            buffer.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            Arc::new(Notify::new()),
+        );
+        let stop = stop_background.clone();
+        background.spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                match reconcile(&lake, catalog.as_ref(), &outbox, &agent_id, &metrics).await {
+                    Ok(n) => {
+                        info!(registered = n, "reconciled the lake with the index");
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, retry_in = ?wait, "reconciliation failed"),
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(60));
+            }
+        });
+    }
+    let outbox_task = {
+        let stop = stop_outbox.clone();
+        tokio::spawn(async move { outbox.run(stop, timeout / 4).await })
+    };
+    if cfg.compaction.enabled {
+        let c = crate::roles::compactor(cfg, lake.clone(), catalog.clone(), metrics.clone());
+        background.spawn(c.run(stop_background.clone()));
+    }
+    if role == Role::Run {
+        let s = sweeper(cfg, lake.clone(), catalog.clone(), metrics.clone(), false);
+        background.spawn(s.run(stop_background.clone()));
+    }
+    background.spawn(heartbeats(
+        catalog.clone(),
+        Some(buffer.clone()),
+        metrics.clone(),
+        agent_id.clone(),
+        if role == Role::Run { "run" } else { "agent" },
+        cfg.control_plane.heartbeat_interval.0,
+        stop_background.clone(),
+    ));
     ready.store(true, Ordering::Release);
     info!("weir is ready");
 
@@ -398,10 +430,25 @@ pub async fn run(valid: ValidConfig) -> Result<()> {
         warn!("in-flight requests did not finish in time; aborting them");
         sources.abort_all();
     }
+    stop_background.cancel();
     stop_flusher.cancel();
     let left = deadline.saturating_duration_since(Instant::now());
     if tokio::time::timeout(left, flusher_task).await.is_err() {
         warn!("flusher did not stop in time");
+    }
+    // The outbox gets one last chance to register what the final flush wrote.
+    stop_outbox.cancel();
+    let left = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left, outbox_task).await.is_err() {
+        warn!("outbox did not stop in time; its segments are registered on the next start");
+    }
+    if tokio::time::timeout(Duration::from_secs(1), async {
+        while background.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        background.abort_all();
     }
     let b = buffer.clone();
     tokio::task::spawn_blocking(move || b.sync_all())

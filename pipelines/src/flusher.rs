@@ -4,15 +4,16 @@
 //! 1. encode the partition's rows as one sorted Parquet file;
 //! 2. write a journal record (segment record + the buffer entries it covers) and fsync it;
 //! 3. upload the object;
-//! 4. register the segment in the index (idempotent by id) and sync the index;
-//! 5. remove the covered entries from the buffer and fsync;
-//! 6. drop the journal record.
+//! 4. put the segment in the outbox, remove the covered entries, drop the journal record,
+//!    and fsync all three together;
+//! 5. the outbox ([`crate::outbox`]) registers the segment with the control plane (idempotent
+//!    by id), retrying with backoff while it is unreachable.
 //!
-//! On start, [`Flusher::recover`] replays the journal: a record whose object exists is
-//! registered again (a no-op if it already was) and its entries are removed; a record whose
-//! object does not exist is dropped and its entries are flushed again. A crash anywhere
-//! therefore neither loses rows nor writes them to the index twice, and an object is never
-//! written for rows that are flushed again under another id.
+//! On start, [`Flusher::recover`] replays the journal: a record whose object exists goes to
+//! the outbox and its entries are removed; a record whose object does not exist is dropped
+//! and its entries are flushed again. A crash anywhere therefore neither loses rows nor
+//! registers them twice, an object is never written for rows that are flushed again under
+//! another id, and flushing never waits for the control plane.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +25,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
-use weir_control_plane::{Catalog, SegmentRecord, SegmentState};
+use weir_control_plane::{SegmentRecord, SegmentState};
 use weir_schema::{Signal, SCHEMA_VERSION};
 
-use crate::buffer::{Buffer, BufferError};
+use crate::buffer::{Buffer, BufferError, Ledger};
 use crate::lake::Lake;
 use crate::metrics::Metrics;
 use crate::parquet_writer::{encode_parquet, ParquetConfig};
@@ -73,6 +74,8 @@ struct Key {
 /// transform errors in their footer (`weir.dead_letter_reasons`), and are not registered in
 /// the index: they are not part of the queryable lake.
 pub const DEAD_LETTER_PREFIX: &str = "_dead_letter/";
+/// Footer key of the agent that wrote a file (reconciliation registers only its own).
+pub const META_AGENT_ID: &str = "weir.agent_id";
 /// Footer key of the dead-letter reasons (one per line).
 pub const META_DEAD_LETTER: &str = "weir.dead_letter_reasons";
 
@@ -85,8 +88,6 @@ struct Pending {
     since: Instant,
     retry_at: Option<Instant>,
     failures: u32,
-    /// A segment uploaded but not yet registered (retry registration only).
-    uploaded: Option<SegmentRecord>,
 }
 
 /// The journal record of a flush in progress.
@@ -132,10 +133,10 @@ impl FlushError {
 pub struct Flusher {
     buffer: Arc<dyn Buffer>,
     lake: Lake,
-    catalog: Arc<dyn Catalog>,
     metrics: Metrics,
     config: FlusherConfig,
     wake: Arc<Notify>,
+    outbox_wake: Arc<Notify>,
     pending: HashMap<Key, Pending>,
     last_seq: Option<u64>,
 }
@@ -150,22 +151,23 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Flusher {
-    /// A flusher over a buffer, a lake and an index. `wake` is notified by appends.
+    /// A flusher over a buffer and a lake. `wake` is notified by appends; the flusher
+    /// notifies `outbox_wake` when it puts a segment in the outbox.
     pub fn new(
         buffer: Arc<dyn Buffer>,
         lake: Lake,
-        catalog: Arc<dyn Catalog>,
         metrics: Metrics,
         config: FlusherConfig,
         wake: Arc<Notify>,
+        outbox_wake: Arc<Notify>,
     ) -> Flusher {
         Flusher {
             buffer,
             lake,
-            catalog,
             metrics,
             config,
             wake,
+            outbox_wake,
             pending: HashMap::new(),
             last_seq: None,
         }
@@ -174,37 +176,24 @@ impl Flusher {
     /// Replays the flush journal left by a previous run (see the module docs).
     pub async fn recover(&self) -> Result<(), FlushError> {
         let buffer = self.buffer.clone();
-        let records = blocking(move || buffer.journal_list()).await?;
+        let records = blocking(move || buffer.ledger_list(Ledger::FlushJournal)).await?;
         for (id, value) in records {
             let rec: JournalRecord = match serde_json::from_slice(&value) {
                 Ok(r) => r,
                 Err(e) => {
                     error!(error = %e, "unreadable flush journal record dropped; its entries will be flushed again");
                     let buffer = self.buffer.clone();
-                    blocking(move || buffer.journal_remove(&id)).await?;
+                    blocking(move || buffer.ledger_remove(Ledger::FlushJournal, &id)).await?;
                     continue;
                 }
             };
             let segment = rec.segment.id;
             if self.lake.exists(&rec.segment.object_key).await? {
-                if !rec.segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
-                    self.catalog
-                        .register(std::slice::from_ref(&rec.segment))
-                        .await?;
-                    self.catalog.sync().await?;
-                }
-                let buffer = self.buffer.clone();
-                let seqs = rec.seqs.clone();
-                blocking(move || {
-                    buffer.remove(&seqs)?;
-                    buffer.sync_all()?;
-                    buffer.journal_remove(&id)
-                })
-                .await?;
+                self.commit_flush(&rec.segment, rec.seqs).await?;
                 info!(%segment, "recovered a segment written before a restart");
             } else {
                 let buffer = self.buffer.clone();
-                blocking(move || buffer.journal_remove(&id)).await?;
+                blocking(move || buffer.ledger_remove(Ledger::FlushJournal, &id)).await?;
                 info!(%segment, "dropped an interrupted flush; its rows will be flushed again");
             }
         }
@@ -296,7 +285,6 @@ impl Flusher {
                     since: Instant::now(),
                     retry_at: None,
                     failures: 0,
-                    uploaded: None,
                 });
                 p.bytes += e.batch.records.get_array_memory_size() as u64;
                 if let Some(reason) = e.batch.dead_letter {
@@ -317,8 +305,7 @@ impl Flusher {
             .iter()
             .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now) || all)
             .filter(|(_, p)| {
-                all || p.uploaded.is_some()
-                    || p.bytes >= self.config.flush_bytes
+                all || p.bytes >= self.config.flush_bytes
                     || now.duration_since(p.since) >= self.config.max_file_age
             })
             .map(|(k, _)| k.clone())
@@ -347,6 +334,9 @@ impl Flusher {
                         .bytes_flushed
                         .with_label_values(&[signal])
                         .inc_by(seg.bytes);
+                    self.metrics
+                        .last_flush_seconds
+                        .set(chrono::Utc::now().timestamp());
                     info!(segment = %seg.id, tenant = %seg.tenant, signal, rows = seg.row_count, bytes = seg.bytes, key = %seg.object_key, "flushed segment");
                 }
                 Err(e) => {
@@ -370,90 +360,93 @@ impl Flusher {
         }
     }
 
-    async fn flush_one(&self, key: &Key, p: &mut Pending) -> Result<SegmentRecord, FlushError> {
-        let segment = match p.uploaded.clone() {
-            Some(seg) => seg,
-            None => {
-                let (cfg, signal, tenant, batches) = (
-                    self.config.parquet.clone(),
-                    key.signal,
-                    key.tenant.clone(),
-                    p.batches.clone(),
-                );
-                let extra: Vec<(String, String)> = if key.dead_letter {
-                    let reasons = p.reasons.iter().cloned().collect::<Vec<_>>().join(
-                        "
-",
-                    );
-                    vec![(META_DEAD_LETTER.to_string(), reasons)]
-                } else {
-                    Vec::new()
-                };
-                let (bytes, summary) = tokio::task::spawn_blocking(move || {
-                    encode_parquet(&cfg, signal, &tenant, &batches, &extra)
-                })
-                .await
-                .map_err(|e| FlushError::Task(e.to_string()))??;
-                let id = Uuid::now_v7();
-                let mut object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
-                if key.dead_letter {
-                    object_key.insert_str(0, DEAD_LETTER_PREFIX);
-                }
-                let segment = SegmentRecord {
-                    id,
-                    tenant: key.tenant.clone(),
-                    signal: key.signal.as_str().into(),
-                    object_key,
-                    partition: key.partition.path(),
-                    min_timestamp: summary.min_timestamp,
-                    max_timestamp: summary.max_timestamp,
-                    row_count: summary.rows,
-                    bytes: bytes.len() as u64,
-                    services: summary.services,
-                    schema_version: SCHEMA_VERSION,
-                    agent_id: self.config.agent_id.clone(),
-                    created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-                    state: SegmentState::Active,
-                    replaced_by: None,
-                    retired_at: None,
-                    purged_at: None,
-                };
-                let journal = serde_json::to_vec(&JournalRecord {
-                    segment: segment.clone(),
-                    seqs: p.seqs.clone(),
-                })
-                .map_err(|e| FlushError::Task(e.to_string()))?;
-                let buffer = self.buffer.clone();
-                blocking(move || {
-                    buffer.journal_put(id.as_bytes(), &journal)?;
-                    buffer.sync_all()
-                })
-                .await?;
-                if let Err(e) = self.lake.put(&segment.object_key, bytes).await {
-                    let buffer = self.buffer.clone();
-                    blocking(move || buffer.journal_remove(id.as_bytes())).await?;
-                    return Err(e.into());
-                }
-                debug!(segment = %id, "uploaded");
-                p.uploaded = Some(segment.clone());
-                segment
-            }
-        };
-        if !segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
-            self.catalog
-                .register(std::slice::from_ref(&segment))
-                .await?;
-            self.catalog.sync().await?;
-        }
+    /// After the upload: outbox the segment, remove its entries and its journal record, in
+    /// one fsync.
+    async fn commit_flush(
+        &self,
+        segment: &SegmentRecord,
+        seqs: Vec<u64>,
+    ) -> Result<(), FlushError> {
         let buffer = self.buffer.clone();
-        let seqs = p.seqs.clone();
         let id = segment.id;
+        let outboxed = if segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
+            None
+        } else {
+            Some(serde_json::to_vec(segment).map_err(|e| FlushError::Task(e.to_string()))?)
+        };
         blocking(move || {
+            if let Some(record) = outboxed {
+                buffer.ledger_put(Ledger::Outbox, id.as_bytes(), &record)?;
+            }
             buffer.remove(&seqs)?;
-            buffer.sync_all()?;
-            buffer.journal_remove(id.as_bytes())
+            buffer.ledger_remove(Ledger::FlushJournal, id.as_bytes())?;
+            buffer.sync_all()
         })
         .await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    async fn flush_one(&self, key: &Key, p: &mut Pending) -> Result<SegmentRecord, FlushError> {
+        let (cfg, signal, tenant, batches) = (
+            self.config.parquet.clone(),
+            key.signal,
+            key.tenant.clone(),
+            p.batches.clone(),
+        );
+        let mut extra: Vec<(String, String)> =
+            vec![(META_AGENT_ID.into(), self.config.agent_id.clone())];
+        if key.dead_letter {
+            let reasons = p.reasons.iter().cloned().collect::<Vec<_>>().join("\n");
+            extra.push((META_DEAD_LETTER.to_string(), reasons));
+        }
+        let (bytes, summary) = tokio::task::spawn_blocking(move || {
+            encode_parquet(&cfg, signal, &tenant, &batches, &extra)
+        })
+        .await
+        .map_err(|e| FlushError::Task(e.to_string()))??;
+        let id = Uuid::now_v7();
+        let mut object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
+        if key.dead_letter {
+            object_key.insert_str(0, DEAD_LETTER_PREFIX);
+        }
+        let segment = SegmentRecord {
+            id,
+            tenant: key.tenant.clone(),
+            signal: key.signal.as_str().into(),
+            object_key,
+            partition: key.partition.path(),
+            min_timestamp: summary.min_timestamp,
+            max_timestamp: summary.max_timestamp,
+            row_count: summary.rows,
+            bytes: bytes.len() as u64,
+            services: summary.services,
+            schema_version: SCHEMA_VERSION,
+            agent_id: self.config.agent_id.clone(),
+            created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            state: SegmentState::Active,
+            replaced_by: None,
+            retired_at: None,
+            purged_at: None,
+        };
+        let journal = serde_json::to_vec(&JournalRecord {
+            segment: segment.clone(),
+            seqs: p.seqs.clone(),
+        })
+        .map_err(|e| FlushError::Task(e.to_string()))?;
+        let buffer = self.buffer.clone();
+        blocking(move || {
+            buffer.ledger_put(Ledger::FlushJournal, id.as_bytes(), &journal)?;
+            buffer.sync_all()
+        })
+        .await?;
+        if let Err(e) = self.lake.put(&segment.object_key, bytes).await {
+            let buffer = self.buffer.clone();
+            blocking(move || buffer.ledger_remove(Ledger::FlushJournal, id.as_bytes())).await?;
+            return Err(e.into());
+        }
+        debug!(segment = %id, "uploaded");
+        self.commit_flush(&segment, p.seqs.clone()).await?;
         Ok(segment)
     }
 }

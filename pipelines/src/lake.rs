@@ -4,10 +4,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use std::time::Duration;
 use uuid::Uuid;
 use weir_schema::Signal;
 
@@ -29,6 +34,55 @@ pub enum LakeError {
     Store(#[from] object_store::Error),
 }
 
+/// How requests to a cloud object store are retried (transient errors, 5xx, timeouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LakeRetry {
+    /// Attempts after the first.
+    pub max_retries: usize,
+    /// Give up retrying a request after this long.
+    pub retry_timeout: Duration,
+    /// First backoff; doubles up to `max_backoff`.
+    pub init_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for LakeRetry {
+    fn default() -> Self {
+        LakeRetry {
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(180),
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+        }
+    }
+}
+
+impl LakeRetry {
+    fn config(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: self.init_backoff,
+                max_backoff: self.max_backoff,
+                base: 2.0,
+            },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+}
+
+/// An object in the lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeObject {
+    /// Key relative to the lake's prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, unix nanoseconds.
+    pub last_modified: i64,
+}
+
 /// An object store and the prefix under which the lake lives.
 #[derive(Clone, Debug)]
 pub struct Lake {
@@ -44,6 +98,17 @@ impl Lake {
     /// Opens the lake at `url` (`file:///abs/path`, `memory://`, `s3://bucket/prefix`,
     /// `gs://…`, `az://…`) with object_store options (endpoint, region, …).
     pub fn open(url: &str, options: &HashMap<String, String>) -> Result<Lake, LakeError> {
+        Self::open_with(url, options, LakeRetry::default())
+    }
+
+    /// Opens the lake with explicit retry settings. Cloud stores start from their standard
+    /// environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), then `options` override them;
+    /// an unknown option is an error that names it.
+    pub fn open_with(
+        url: &str,
+        options: &HashMap<String, String>,
+        retry: LakeRetry,
+    ) -> Result<Lake, LakeError> {
         let bad = |reason: String| LakeError::Url {
             url: url.to_string(),
             reason,
@@ -73,10 +138,54 @@ impl Lake {
             });
         }
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-        let (store, prefix) =
-            object_store::parse_url_opts(&parsed, options).map_err(|e| bad(e.to_string()))?;
+        let unknown = |k: &str| bad(format!("unknown lake option {k:?}"));
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let mut b = AmazonS3Builder::from_env().with_url(url);
+                for (k, v) in options {
+                    let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(
+                    b.with_retry(retry.config())
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            "gs" => {
+                let mut b = GoogleCloudStorageBuilder::from_env().with_url(url);
+                for (k, v) in options {
+                    let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(
+                    b.with_retry(retry.config())
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            "az" | "azure" | "abfs" | "abfss" => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_url(url);
+                for (k, v) in options {
+                    let key: AzureConfigKey = k.parse().map_err(|_| unknown(k))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(
+                    b.with_retry(retry.config())
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                )
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?} (use file, memory, s3, gs or az)"
+                )))
+            }
+        };
+        let prefix =
+            ObjectPath::parse(parsed.path().trim_matches('/')).map_err(|e| bad(e.to_string()))?;
         Ok(Lake {
-            store: Arc::from(store),
+            store,
             prefix,
             url: url.to_string(),
         })
@@ -97,12 +206,57 @@ impl Lake {
         )
     }
 
-    fn full_path(&self, key: &str) -> ObjectPath {
+    /// The object store behind the lake.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Every object under `sub` (a key prefix relative to the lake, `""` for everything).
+    pub async fn list(&self, sub: &str) -> Result<Vec<LakeObject>, LakeError> {
+        let base = if sub.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.full_path(sub)
+        };
+        let prefix_parts = self.prefix.parts().count();
+        let metas: Vec<object_store::ObjectMeta> =
+            self.store.list(Some(&base)).try_collect().await?;
+        Ok(metas
+            .into_iter()
+            .map(|m| LakeObject {
+                key: m
+                    .location
+                    .parts()
+                    .skip(prefix_parts)
+                    .map(|p| p.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                size: m.size,
+                last_modified: m.last_modified.timestamp_nanos_opt().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Deletes an object; an object already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), LakeError> {
+        match self.store.delete(&self.full_path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The store path of a key.
+    pub fn full_path(&self, key: &str) -> ObjectPath {
         let mut p = self.prefix.clone();
         for part in key.split('/') {
             p = p.clone().join(part);
         }
         p
+    }
+
+    /// The object key of a segment from the partition's path (`dt=…/hour=…`).
+    pub fn segment_key(tenant: &str, signal: &str, partition: &str, id: Uuid) -> String {
+        format!("tenant={tenant}/signal={signal}/{partition}/{id}.parquet")
     }
 
     /// Writes an object (in parts when it is large).
@@ -131,5 +285,81 @@ impl Lake {
     /// Reads an object.
     pub async fn get(&self, key: &str) -> Result<bytes::Bytes, LakeError> {
         Ok(self.store.get(&self.full_path(key)).await?.bytes().await?)
+    }
+}
+
+/// Reads one lake object as a Parquet file, fetching only the byte ranges the reader asks
+/// for (the footer, then the column chunks), so large files stream.
+#[derive(Clone, Debug)]
+pub struct LakeFileReader {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+}
+
+impl Lake {
+    /// A Parquet reader of an object whose size is known (from its segment or a listing).
+    pub fn parquet_reader(&self, key: &str, size: u64) -> LakeFileReader {
+        LakeFileReader {
+            store: self.store.clone(),
+            path: self.full_path(key),
+            size,
+        }
+    }
+
+    /// A streaming writer of a new object (multipart once it is large).
+    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
+        object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            self.full_path(key),
+            MULTIPART_THRESHOLD,
+        )
+    }
+}
+
+fn parquet_err(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for LakeFileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        Box::pin(async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_err)
+        })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        Box::pin(async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_err)
+        })
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        Box::pin(async move {
+            let size = self.size;
+            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
     }
 }

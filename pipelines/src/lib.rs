@@ -6,13 +6,17 @@
 pub mod batch;
 pub mod buffer;
 pub mod columns;
+pub mod compactor;
 pub mod flusher;
 pub mod ingest;
 pub mod lake;
 pub mod logrows;
 pub mod metrics;
 pub mod otlp;
+pub mod outbox;
 pub mod parquet_writer;
+pub mod reconcile;
+pub mod sweeper;
 
 pub use batch::{Batch, Partition};
 pub use parquet_writer::ParquetConfig;

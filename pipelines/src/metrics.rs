@@ -40,6 +40,22 @@ pub struct Metrics {
     pub pending_partitions: IntGaugeVec,
     /// Whether the agent is shutting down (1) or serving (0).
     pub shutting_down: IntCounter,
+    /// Segments waiting for the control plane to acknowledge their registration.
+    pub outbox_segments: IntGauge,
+    /// Registrations sent from the outbox, by result (ok, retry, rejected).
+    pub outbox_registrations: IntCounterVec,
+    /// Unix seconds of the last segment flushed.
+    pub last_flush_seconds: IntGauge,
+    /// Compactions by result (committed, lease_lost, failed).
+    pub compactions: IntCounterVec,
+    /// Segments merged away by committed compactions.
+    pub compacted_segments: IntCounter,
+    /// Segments removed from the index by retention.
+    pub retention_expired: IntCounter,
+    /// Objects deleted from the lake (compacted inputs and expired segments).
+    pub objects_deleted: IntCounter,
+    /// Objects registered by reconciliation at start.
+    pub reconciled_segments: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -141,6 +157,43 @@ impl Metrics {
             flush_duration,
             pending_partitions: pending,
             shutting_down,
+            outbox_segments: gauge("outbox_segments", "Segments awaiting registration"),
+            outbox_registrations: counter(
+                &r,
+                "outbox_registrations_total",
+                "Registration attempts from the outbox",
+                &["result"],
+            ),
+            last_flush_seconds: gauge("last_flush_seconds", "Unix time of the last flush"),
+            compactions: counter(&r, "compactions_total", "Compactions run", &["result"]),
+            compacted_segments: counter(
+                &r,
+                "compacted_segments_total",
+                "Segments merged away by compaction",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            retention_expired: counter(
+                &r,
+                "retention_expired_segments_total",
+                "Segments expired by retention",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            objects_deleted: counter(
+                &r,
+                "lake_objects_deleted_total",
+                "Objects deleted from the lake",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
+            reconciled_segments: counter(
+                &r,
+                "reconciled_segments_total",
+                "Lake objects registered at start because the index lacked them",
+                &[],
+            )
+            .with_label_values(&[] as &[&str]),
             registry: r,
         }
     }

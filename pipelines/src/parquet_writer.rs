@@ -20,6 +20,9 @@ use weir_schema::{
 
 use crate::Batch;
 
+/// Footer key of the file's distinct service names (a JSON array).
+pub const META_SERVICES: &str = "weir.services";
+
 /// Writer settings of the lake's Parquet files.
 #[derive(Debug, Clone)]
 pub struct ParquetConfig {
@@ -85,7 +88,7 @@ pub fn sort_rows(signal: Signal, batches: &[RecordBatch]) -> Result<RecordBatch,
     take_record_batch(&merged, &indices)
 }
 
-fn writer_properties(
+pub(crate) fn writer_properties(
     cfg: &ParquetConfig,
     signal: Signal,
     tenant: &str,
@@ -104,6 +107,10 @@ fn writer_properties(
                 KeyValue::new(META_SIGNAL.into(), signal.as_str().to_string()),
                 KeyValue::new(META_MIN_TIMESTAMP.into(), s.min_timestamp.to_string()),
                 KeyValue::new(META_MAX_TIMESTAMP.into(), s.max_timestamp.to_string()),
+                KeyValue::new(
+                    META_SERVICES.into(),
+                    serde_json::to_string(&s.services).unwrap_or_default(),
+                ),
             ]
             .into_iter()
             .chain(

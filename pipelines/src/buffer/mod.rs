@@ -110,8 +110,18 @@ pub struct Entry {
     pub bytes: u64,
 }
 
-/// A flush journal record: its id and its value.
+/// A ledger record: its id and its value.
 pub type JournalEntry = (Vec<u8>, Vec<u8>);
+
+/// The small durable ledgers kept beside the entries, in the buffer's database so that one
+/// fsync covers them and the entries together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ledger {
+    /// Flushes in progress: segment record and the entries it covers (see the flusher).
+    FlushJournal,
+    /// Segments uploaded but not yet acknowledged by the control plane.
+    Outbox,
+}
 
 /// Live contents of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,12 +160,15 @@ pub trait Buffer: Send + Sync + 'static {
     /// Entries moved aside because they failed their checks.
     fn corrupt_entries(&self) -> u64;
 
-    /// Records a flush in progress (see the flusher): written and synced before the upload.
-    fn journal_put(&self, id: &[u8], value: &[u8]) -> Result<(), BufferError>;
+    /// Writes a ledger record (durable at the next [`Buffer::sync_all`]).
+    fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError>;
 
-    /// Removes a flush journal record.
-    fn journal_remove(&self, id: &[u8]) -> Result<(), BufferError>;
+    /// Removes a ledger record.
+    fn ledger_remove(&self, ledger: Ledger, id: &[u8]) -> Result<(), BufferError>;
 
-    /// Every flush journal record.
-    fn journal_list(&self) -> Result<Vec<JournalEntry>, BufferError>;
+    /// Every record of a ledger, in id order.
+    fn ledger_list(&self, ledger: Ledger) -> Result<Vec<JournalEntry>, BufferError>;
+
+    /// Records in a ledger.
+    fn ledger_len(&self, ledger: Ledger) -> usize;
 }

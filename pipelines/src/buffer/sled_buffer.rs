@@ -16,7 +16,7 @@ use std::sync::{Condvar, Mutex};
 use tracing::{error, warn};
 
 use super::format::{decode_entry, encode_entry};
-use super::{Buffer, BufferError, BufferStats, Entry, JournalEntry};
+use super::{Buffer, BufferError, BufferStats, Entry, JournalEntry, Ledger};
 use crate::{Batch, Partition};
 
 /// sled segment size: values above a quarter of it become blob files.
@@ -49,6 +49,7 @@ pub struct SledBuffer {
     pub(super) entries: sled::Tree,
     pub(super) corrupt: sled::Tree,
     journal: sled::Tree,
+    outbox: sled::Tree,
     data_file: File,
     path: PathBuf,
     max_bytes: u64,
@@ -87,6 +88,7 @@ impl SledBuffer {
         let entries = db.open_tree("entries")?;
         let corrupt = db.open_tree("corrupt")?;
         let journal = db.open_tree("flush_journal")?;
+        let outbox = db.open_tree("outbox")?;
         let data_file = File::open(config.path.join("db"))?;
         let mut bytes = 0u64;
         let mut count = 0u64;
@@ -105,6 +107,7 @@ impl SledBuffer {
             corrupt_count: AtomicU64::new(corrupt.len() as u64),
             corrupt,
             journal,
+            outbox,
             data_file,
             path: config.path.clone(),
             max_bytes: config.max_bytes,
@@ -308,21 +311,34 @@ impl Buffer for SledBuffer {
         self.corrupt_count.load(Ordering::Relaxed)
     }
 
-    fn journal_put(&self, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
-        self.journal.insert(id, value)?;
+    fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.ledger(ledger).insert(id, value)?;
         Ok(())
     }
 
-    fn journal_remove(&self, id: &[u8]) -> Result<(), BufferError> {
-        self.journal.remove(id)?;
+    fn ledger_remove(&self, ledger: Ledger, id: &[u8]) -> Result<(), BufferError> {
+        self.ledger(ledger).remove(id)?;
         Ok(())
     }
 
-    fn journal_list(&self) -> Result<Vec<JournalEntry>, BufferError> {
-        self.journal
+    fn ledger_len(&self, ledger: Ledger) -> usize {
+        self.ledger(ledger).len()
+    }
+
+    fn ledger_list(&self, ledger: Ledger) -> Result<Vec<JournalEntry>, BufferError> {
+        self.ledger(ledger)
             .iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
             .collect()
+    }
+}
+
+impl SledBuffer {
+    fn ledger(&self, ledger: Ledger) -> &sled::Tree {
+        match ledger {
+            Ledger::FlushJournal => &self.journal,
+            Ledger::Outbox => &self.outbox,
+        }
     }
 }
 

@@ -1,0 +1,461 @@
+//! The compaction executor: lease a plan from the control plane, k-way merge the plan's
+//! Parquet files into one sorted file, upload it, and commit the swap.
+//!
+//! The merge streams: each input is read a few thousand rows at a time through the object
+//! store, rows are compared on the signal's sort columns in Arrow's row format, and the
+//! output is written as it is produced (multipart for large files), so memory stays around
+//! one batch per input plus one row group, whatever the plan's size. The output keeps the
+//! lake schema and the sort order. Its footer names the lease, so reconciliation never
+//! registers an output whose commit did not happen. If the commit fails (the lease was lost
+//! to another compactor after expiring, or an input was expired by retention), the output
+//! object is deleted and nothing changes in the index.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_row::{RowConverter, Rows, SortField};
+use futures::StreamExt;
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use weir_control_plane::{
+    Catalog, CatalogError, CompactionLease, LeaseRequest, SegmentRecord, SegmentState,
+};
+use weir_schema::Signal;
+
+use crate::flusher::META_AGENT_ID;
+use crate::lake::{Lake, LakeFileReader};
+use crate::metrics::Metrics;
+use crate::parquet_writer::{writer_properties, FileSummary, ParquetConfig};
+
+/// Footer key naming the lease a compaction output was written under.
+pub const META_COMPACTION_LEASE: &str = "weir.compaction_lease";
+
+/// Settings of a compactor.
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    /// Who leases (agent id).
+    pub agent_id: String,
+    /// Largest output (and plan) size, bytes.
+    pub target_bytes: u64,
+    /// Lease duration; a compactor that dies mid-merge frees its inputs after this.
+    pub lease_ttl: Duration,
+    /// Pause between attempts when there is nothing to do.
+    pub interval: Duration,
+    /// Only segments at least this old are merged.
+    pub min_age: Duration,
+    /// Fewest inputs worth merging.
+    pub min_inputs: usize,
+    /// Parquet writer settings.
+    pub parquet: ParquetConfig,
+    /// Rows read per input batch.
+    pub read_batch_rows: usize,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        CompactorConfig {
+            agent_id: "weir".into(),
+            target_bytes: 512 << 20,
+            lease_ttl: Duration::from_secs(600),
+            interval: Duration::from_secs(30),
+            min_age: Duration::from_secs(60),
+            min_inputs: 2,
+            parquet: ParquetConfig::default(),
+            read_batch_rows: 8192,
+        }
+    }
+}
+
+/// Errors of one compaction.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// The control plane failed.
+    #[error("control plane: {0}")]
+    Catalog(#[from] CatalogError),
+    /// Reading or writing Parquet failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// The object store failed.
+    #[error("lake: {0}")]
+    Lake(#[from] crate::lake::LakeError),
+    /// The plan cannot be merged.
+    #[error("plan {lease}: {reason}")]
+    Plan {
+        /// Lease id.
+        lease: Uuid,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compaction {
+    /// The lease.
+    pub lease: Uuid,
+    /// Segments merged.
+    pub inputs: Vec<Uuid>,
+    /// The merged segment.
+    pub output: SegmentRecord,
+}
+
+/// Leases plans and merges them.
+pub struct Compactor {
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    metrics: Metrics,
+    config: CompactorConfig,
+}
+
+/// One input being merged: its stream, current batch and that batch's sort keys.
+struct Input {
+    stream: ParquetRecordBatchStream<LakeFileReader>,
+    batch: RecordBatch,
+    rows: Rows,
+    pos: usize,
+}
+
+impl Compactor {
+    /// A compactor over a lake and a control plane.
+    pub fn new(
+        lake: Lake,
+        catalog: Arc<dyn Catalog>,
+        metrics: Metrics,
+        config: CompactorConfig,
+    ) -> Self {
+        Compactor {
+            lake,
+            catalog,
+            metrics,
+            config,
+        }
+    }
+
+    fn lease_request(&self) -> LeaseRequest {
+        LeaseRequest {
+            agent_id: self.config.agent_id.clone(),
+            ttl_ms: self.config.lease_ttl.as_millis().clamp(1_000, 3_600_000) as u64,
+            target_bytes: self.config.target_bytes,
+            min_inputs: self.config.min_inputs.max(2),
+            max_inputs: 256,
+            min_age_ms: self.config.min_age.as_millis() as u64,
+            tenant: None,
+        }
+    }
+
+    /// Leases and runs one plan; `None` when there is nothing to compact.
+    pub async fn run_once(&self) -> Result<Option<Compaction>, CompactError> {
+        let Some(lease) = self.catalog.lease_compaction(&self.lease_request()).await? else {
+            return Ok(None);
+        };
+        debug!(lease = %lease.lease_id, inputs = lease.inputs.len(), partition = %lease.partition, "leased a compaction");
+        let output = match self.merge(&lease).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.metrics
+                    .compactions
+                    .with_label_values(&["failed"])
+                    .inc();
+                return Err(e);
+            }
+        };
+        match self
+            .catalog
+            .commit_compaction(lease.lease_id, std::slice::from_ref(&output))
+            .await
+        {
+            Ok(()) => {
+                self.metrics
+                    .compactions
+                    .with_label_values(&["committed"])
+                    .inc();
+                self.metrics
+                    .compacted_segments
+                    .inc_by(lease.inputs.len() as u64);
+                info!(lease = %lease.lease_id, tenant = %lease.tenant, signal = %lease.signal, partition = %lease.partition, inputs = lease.inputs.len(), rows = output.row_count, bytes = output.bytes, output = %output.id, "compaction committed");
+                Ok(Some(Compaction {
+                    lease: lease.lease_id,
+                    inputs: lease.inputs.iter().map(|s| s.id).collect(),
+                    output,
+                }))
+            }
+            Err(e) => {
+                let label = if matches!(e, CatalogError::LeaseLost { .. }) {
+                    "lease_lost"
+                } else {
+                    "failed"
+                };
+                self.metrics.compactions.with_label_values(&[label]).inc();
+                // An uncommitted output is garbage; an error here may also mean the commit
+                // landed and only its answer was lost, so check before deleting.
+                let committed = self
+                    .catalog
+                    .lookup(&[output.id])
+                    .await
+                    .map(|r| !r.is_empty())
+                    .unwrap_or(true);
+                if !committed {
+                    if let Err(de) = self.lake.delete(&output.object_key).await {
+                        warn!(error = %de, key = %output.object_key, "could not delete an uncommitted compaction output");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        seg: &SegmentRecord,
+    ) -> Result<ParquetRecordBatchStream<LakeFileReader>, CompactError> {
+        let reader = self.lake.parquet_reader(&seg.object_key, seg.bytes);
+        Ok(ParquetRecordBatchStreamBuilder::new(reader)
+            .await?
+            .with_batch_size(self.config.read_batch_rows)
+            .build()?)
+    }
+
+    /// The next non-empty batch of a stream and its sort keys.
+    async fn next_batch(
+        stream: &mut ParquetRecordBatchStream<LakeFileReader>,
+        signal: Signal,
+        converter: &RowConverter,
+    ) -> Result<Option<(RecordBatch, Rows)>, CompactError> {
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = RecordBatch::try_new(signal.schema(), batch.columns().to_vec())?;
+            let rows = converter.convert_columns(&sort_keys(signal, &batch)?)?;
+            return Ok(Some((batch, rows)));
+        }
+        Ok(None)
+    }
+
+    /// Loads the next batch of an input; false at its end.
+    async fn advance(
+        input: &mut Input,
+        signal: Signal,
+        converter: &RowConverter,
+    ) -> Result<bool, CompactError> {
+        match Self::next_batch(&mut input.stream, signal, converter).await? {
+            Some((batch, rows)) => {
+                input.batch = batch;
+                input.rows = rows;
+                input.pos = 0;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Merges the lease's inputs into one object and returns its segment record.
+    async fn merge(&self, lease: &CompactionLease) -> Result<SegmentRecord, CompactError> {
+        let plan_err = |reason: String| CompactError::Plan {
+            lease: lease.lease_id,
+            reason,
+        };
+        let signal = Signal::parse(&lease.signal)
+            .ok_or_else(|| plan_err(format!("unknown signal {:?}", lease.signal)))?;
+        if lease.schema_version != weir_schema::SCHEMA_VERSION {
+            return Err(plan_err(format!(
+                "schema version {} is not this agent's ({})",
+                lease.schema_version,
+                weir_schema::SCHEMA_VERSION
+            )));
+        }
+        let schema = signal.schema();
+        let fields = signal
+            .sort_columns()
+            .iter()
+            .map(|c| {
+                schema
+                    .field_with_name(c)
+                    .map(|f| SortField::new(f.data_type().clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let converter = RowConverter::new(fields)?;
+
+        let mut inputs = Vec::with_capacity(lease.inputs.len());
+        for seg in &lease.inputs {
+            let mut stream = self.open(seg).await?;
+            if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, &converter).await? {
+                inputs.push(Input {
+                    stream,
+                    batch,
+                    rows,
+                    pos: 0,
+                });
+            }
+        }
+
+        let id = Uuid::now_v7();
+        let key = Lake::segment_key(&lease.tenant, &lease.signal, &lease.partition, id);
+        let mut services: Vec<String> = lease
+            .inputs
+            .iter()
+            .flat_map(|s| s.services.iter().cloned())
+            .collect();
+        services.sort();
+        services.dedup();
+        let summary = FileSummary {
+            rows: lease.inputs.iter().map(|s| s.row_count).sum(),
+            min_timestamp: lease
+                .inputs
+                .iter()
+                .map(|s| s.min_timestamp)
+                .min()
+                .unwrap_or(0),
+            max_timestamp: lease
+                .inputs
+                .iter()
+                .map(|s| s.max_timestamp)
+                .max()
+                .unwrap_or(0),
+            services,
+        };
+        let extra = vec![
+            (META_AGENT_ID.to_string(), self.config.agent_id.clone()),
+            (
+                META_COMPACTION_LEASE.to_string(),
+                lease.lease_id.to_string(),
+            ),
+        ];
+        let props = writer_properties(
+            &self.config.parquet,
+            signal,
+            &lease.tenant,
+            &summary,
+            &extra,
+        )?;
+        let sink = self.lake.writer(&key);
+        let mut writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(props))?;
+
+        let mut written = 0u64;
+        let result: Result<(), CompactError> = async {
+            while !inputs.is_empty() {
+                // Take rows from the smallest head until some input's batch runs out, then
+                // emit them in one interleave and refill that input.
+                let mut picks: Vec<(usize, usize)> =
+                    Vec::with_capacity(self.config.read_batch_rows);
+                let exhausted = loop {
+                    let mut best = 0;
+                    for i in 1..inputs.len() {
+                        if inputs[i].rows.row(inputs[i].pos)
+                            < inputs[best].rows.row(inputs[best].pos)
+                        {
+                            best = i;
+                        }
+                    }
+                    picks.push((best, inputs[best].pos));
+                    inputs[best].pos += 1;
+                    if inputs[best].pos == inputs[best].batch.num_rows() {
+                        break Some(best);
+                    }
+                    if picks.len() >= self.config.read_batch_rows {
+                        break None;
+                    }
+                };
+                let sources: Vec<&RecordBatch> = inputs.iter().map(|i| &i.batch).collect();
+                let out = arrow_select::interleave::interleave_record_batch(&sources, &picks)?;
+                written += out.num_rows() as u64;
+                writer.write(&out).await?;
+                if let Some(i) = exhausted {
+                    if !Self::advance(&mut inputs[i], signal, &converter).await? {
+                        inputs.swap_remove(i);
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Dropping the writer aborts the multipart upload; a small object was never put.
+            drop(writer);
+            let _ = self.lake.delete(&key).await;
+            return Err(e);
+        }
+        writer.close().await?;
+        if written != summary.rows {
+            let _ = self.lake.delete(&key).await;
+            return Err(plan_err(format!(
+                "inputs hold {} rows by the index but {written} were read",
+                summary.rows
+            )));
+        }
+        let bytes = self
+            .lake
+            .list(&key)
+            .await?
+            .first()
+            .map(|o| o.size)
+            .ok_or_else(|| plan_err("merged object is missing after upload".into()))?;
+        Ok(SegmentRecord {
+            id,
+            tenant: lease.tenant.clone(),
+            signal: lease.signal.clone(),
+            object_key: key,
+            partition: lease.partition.clone(),
+            min_timestamp: summary.min_timestamp,
+            max_timestamp: summary.max_timestamp,
+            row_count: written,
+            bytes,
+            services: summary.services,
+            schema_version: lease.schema_version,
+            agent_id: self.config.agent_id.clone(),
+            created_at: weir_control_plane::now_ns(),
+            state: SegmentState::Active,
+            replaced_by: None,
+            retired_at: None,
+            purged_at: None,
+        })
+    }
+
+    /// Compacts until `shutdown`: back to back while there is work, every `interval`
+    /// otherwise.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let wait = match self.run_once().await {
+                Ok(Some(_)) => Duration::ZERO,
+                Ok(None) => self.config.interval,
+                Err(CompactError::Catalog(e)) if e.is_retryable() => {
+                    debug!(error = %e, "control plane unavailable; compaction waits");
+                    self.config.interval
+                }
+                Err(e) => {
+                    warn!(error = %e, "compaction failed");
+                    self.config.interval
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+fn sort_keys(
+    signal: Signal,
+    batch: &RecordBatch,
+) -> Result<Vec<arrow_array::ArrayRef>, CompactError> {
+    signal
+        .sort_columns()
+        .iter()
+        .map(|c| {
+            batch.column_by_name(c).cloned().ok_or_else(|| {
+                CompactError::Arrow(arrow_schema::ArrowError::SchemaError(format!(
+                    "missing sort column {c}"
+                )))
+            })
+        })
+        .collect()
+}
