@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or a warm one:
-# installs what the tests need (Debian packages, Rust components, a Python venv with the real
-# OpenTelemetry clients, pyarrow and DuckDB), then runs lints, the Rust tests and the
-# end-to-end tests against the real `weir` binary.
+# installs what the tests need (Debian packages including PostgreSQL, Rust components, a Python
+# venv with the real OpenTelemetry clients, pyarrow, DuckDB and the moto S3 server), starts a
+# throwaway PostgreSQL cluster, then runs lints, the Rust tests and the end-to-end tests
+# against the real `weir` binary.
 #
 # Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target; guests build in its
 # guests/ subdir), the venv ($TEST_WEIR_VENV, default ./.venv, reinstalled only when
@@ -23,6 +24,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v logger >/dev/null 2>&1 || need+=(bsdutils)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
@@ -47,6 +49,14 @@ if [ "$(cat "$NODE_DIR/node_modules/.lock.sha256" 2>/dev/null)" != "$nsum" ]; th
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$nsum" > "$NODE_DIR/node_modules/.lock.sha256"
 fi
+
+step "PostgreSQL (a throwaway cluster on a free loopback port)"
+PGDIR=$(mktemp -d /tmp/weir-pg.XXXXXX)
+PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap './scripts/pg-cluster.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
+TEST_WEIR_PG_URL=$(./scripts/pg-cluster.sh start "$PGDIR" "$PGPORT")
+export TEST_WEIR_PG_URL TEST_WEIR_REQUIRE_PG=1
+echo "$TEST_WEIR_PG_URL"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -237,6 +237,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, id) = match &self.0 {
             CatalogError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
+            CatalogError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             CatalogError::Conflict(id) => (StatusCode::CONFLICT, "conflict", Some(*id)),
             CatalogError::LeaseLost { lease, .. } => {
                 (StatusCode::CONFLICT, "lease_lost", Some(*lease))
@@ -276,8 +277,13 @@ pub struct ApiState {
 }
 
 fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, CatalogError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| CatalogError::Invalid(e.body_text()))
+    body.map(|Json(v)| v).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            CatalogError::TooLarge(e.body_text())
+        } else {
+            CatalogError::Invalid(e.body_text())
+        }
+    })
 }
 
 async fn list_segments(

@@ -83,6 +83,7 @@ impl RemoteCatalog {
         let id = body.as_ref().and_then(|b| b.id);
         Err(match (status, body.as_ref().map(|b| b.code.as_str())) {
             (StatusCode::UNAUTHORIZED, _) => CatalogError::Unauthorized(message),
+            (StatusCode::PAYLOAD_TOO_LARGE, _) => CatalogError::TooLarge(message),
             (StatusCode::FORBIDDEN, _) => CatalogError::Forbidden(message),
             (_, Some("lease_lost")) => CatalogError::LeaseLost {
                 lease: id.unwrap_or_default(),

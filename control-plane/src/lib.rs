@@ -60,6 +60,9 @@ pub enum CatalogError {
         /// Why it cannot be committed.
         reason: String,
     },
+    /// A request body is above the configured limit.
+    #[error("request too large: {0}")]
+    TooLarge(String),
     /// The caller's token is missing or unknown.
     #[error("unauthorized: {0}")]
     Unauthorized(String),

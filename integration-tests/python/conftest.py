@@ -84,7 +84,7 @@ timeout = "10s"
         env.setdefault("RUST_LOG", "info")
         self.logf = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.wrap + [WEIR_BIN, "run", "--config", str(self.config)],
+            self.wrap + [WEIR_BIN, getattr(self, "command", "run"), "--config", str(self.config)],
             stdout=self.logf,
             stderr=subprocess.STDOUT,
             env=env,

@@ -391,13 +391,7 @@ impl Compactor {
                 summary.rows
             )));
         }
-        let bytes = self
-            .lake
-            .list(&key)
-            .await?
-            .first()
-            .map(|o| o.size)
-            .ok_or_else(|| plan_err("merged object is missing after upload".into()))?;
+        let bytes = self.lake.size(&key).await?;
         Ok(SegmentRecord {
             id,
             tenant: lease.tenant.clone(),

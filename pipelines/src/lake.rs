@@ -282,6 +282,11 @@ impl Lake {
         }
     }
 
+    /// The size of an object.
+    pub async fn size(&self, key: &str) -> Result<u64, LakeError> {
+        Ok(self.store.head(&self.full_path(key)).await?.size)
+    }
+
     /// Reads an object.
     pub async fn get(&self, key: &str) -> Result<bytes::Bytes, LakeError> {
         Ok(self.store.get(&self.full_path(key)).await?.bytes().await?)

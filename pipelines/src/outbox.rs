@@ -117,7 +117,11 @@ impl Outbox {
                     .inc_by(batch.len() as u64);
                 done.extend(batch.iter().map(|s| s.id.as_bytes().to_vec()));
             }
-            Err(e @ (CatalogError::Invalid(_) | CatalogError::Conflict(_))) => {
+            Err(
+                e @ (CatalogError::Invalid(_)
+                | CatalogError::Conflict(_)
+                | CatalogError::TooLarge(_)),
+            ) => {
                 // One bad record must not hold back the others: register one by one.
                 warn!(error = %e, "batch registration refused; registering one at a time");
                 for s in &batch {
@@ -129,7 +133,11 @@ impl Outbox {
                                 .inc();
                             done.push(s.id.as_bytes().to_vec());
                         }
-                        Err(e @ (CatalogError::Invalid(_) | CatalogError::Conflict(_))) => {
+                        Err(
+                            e @ (CatalogError::Invalid(_)
+                            | CatalogError::Conflict(_)
+                            | CatalogError::TooLarge(_)),
+                        ) => {
                             self.metrics
                                 .outbox_registrations
                                 .with_label_values(&["rejected"])
@@ -168,8 +176,9 @@ impl Outbox {
     pub async fn run(self, shutdown: CancellationToken, final_timeout: Duration) {
         let mut failures = 0u32;
         loop {
+            let sent = self.send_once().await;
             self.metrics.outbox_segments.set(self.len() as i64);
-            let wait = match self.send_once().await {
+            let wait = match sent {
                 Ok(0) => {
                     failures = 0;
                     Duration::from_secs(5)

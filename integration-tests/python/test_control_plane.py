@@ -1,0 +1,517 @@
+"""The control plane as a service: `weir control-plane` on a real PostgreSQL, agents
+(`weir agent`) and compactors (`weir compactor`) as separate processes, the lake on a real
+S3-compatible server (moto), read back by DuckDB through the S3 API."""
+
+import glob
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import duckdb
+import pytest
+import requests
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+from conftest import WEIR_BIN, Weir, free_port
+from test_durability import logs_request, post_logs
+
+AGENT_TOKEN = "agent-token-0123456789abcdef"
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+TENANT_A_TOKEN = "tenant-a-token-0123456789ab"
+READER_TOKEN = "reader-token-0123456789abcd"
+TOKENS = f"""
+[[control_plane.tokens]]
+token = "{AGENT_TOKEN}"
+scopes = ["read", "write", "compact"]
+[[control_plane.tokens]]
+token = "{ADMIN_TOKEN}"
+[[control_plane.tokens]]
+token = "{TENANT_A_TOKEN}"
+tenants = ["a"]
+scopes = ["read", "write"]
+[[control_plane.tokens]]
+token = "{READER_TOKEN}"
+scopes = ["read"]
+"""
+S3_KEY, S3_SECRET = "weir-test", "weir-test-secret"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            requests.get(endpoint, timeout=1)
+            break
+        except requests.ConnectionError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.1)
+    yield endpoint
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def bucket(s3_endpoint, monkeypatch):
+    """A fresh bucket; credentials come from the environment, as in production."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    name = f"weir-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
+    )
+    s3.create_bucket(Bucket=name)
+    return s3, name
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh database in the test command's PostgreSQL cluster."""
+    base = os.environ.get("TEST_WEIR_PG_URL")
+    if not base:
+        assert not os.environ.get("TEST_WEIR_REQUIRE_PG"), "TEST_WEIR_REQUIRE_PG is set but TEST_WEIR_PG_URL is not"
+        pytest.skip("TEST_WEIR_PG_URL unset")
+    u = urllib.parse.urlparse(base)
+    db = f"weir_{uuid.uuid4().hex[:10]}"
+    createdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/createdb"))[-1]
+    subprocess.run([createdb, "-h", u.hostname, "-p", str(u.port), "-U", u.username or "postgres", db], check=True)
+    return f"{u.scheme}://{u.netloc}/{db}"
+
+
+def s3_lake(endpoint, bucket, extra=""):
+    return f"""
+[lake]
+url = "s3://{bucket}/lake"
+max_file_age = "300ms"
+{extra}
+[lake.options]
+aws_endpoint = "{endpoint}"
+aws_region = "us-east-1"
+aws_allow_http = "true"
+aws_virtual_hosted_style_request = "false"
+"""
+
+
+class ControlPlane:
+    """One `weir control-plane` process."""
+
+    def __init__(self, root: Path, index_toml: str, lake_toml: str, extra: str = ""):
+        root.mkdir(exist_ok=True)
+        self.root = root
+        self.port = free_port()
+        self.config = root / "cp.toml"
+        self.config.write_text(
+            f"""
+data_dir = "{root / 'data'}"
+[admin]
+address = "127.0.0.1:{free_port()}"
+[control_plane]
+address = "127.0.0.1:{self.port}"
+{index_toml}
+{TOKENS}
+[compaction]
+grace = "1s"
+[retention]
+interval = "1s"
+{extra}
+{lake_toml}
+"""
+        )
+        self.log = root / "cp.log"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        env.setdefault("RUST_LOG", "info")
+        self.logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [WEIR_BIN, "control-plane", "--config", str(self.config)], stdout=self.logf, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"control plane exited:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("control plane not ready:\n" + self.log.read_text())
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+        self.logf.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+            self.logf.close()
+
+    def api(self, method, path, token=ADMIN_TOKEN, **kw):
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.url + path, headers=headers, timeout=10, **kw)
+
+    def segments(self, tenant, signal="logs"):
+        out, cursor = [], None
+        while True:
+            params = {"tenant": tenant, "signal": signal, "limit": 50}
+            if cursor:
+                params["cursor"] = cursor
+            r = self.api("GET", "/v1/segments", params=params)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            out += page["segments"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
+
+@pytest.fixture
+def services(tmp_path):
+    started = []
+
+    def track(p):
+        started.append(p)
+        return p
+
+    yield track
+    for p in started:
+        if p.proc and p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
+
+
+def agent(tmp_path, services, name, cp, lake_toml, command="agent", extra=""):
+    root = tmp_path / name
+    root.mkdir(exist_ok=True)
+    w = Weir(
+        root,
+        f"""
+[agent]
+id = "{name}"
+[control_plane]
+url = "{cp.url}"
+token = "{AGENT_TOKEN}"
+timeout = "2s"
+heartbeat_interval = "500ms"
+{extra}
+{lake_toml}
+""",
+    )
+    w.command = command
+    services(w)
+    return w
+
+
+def sdk_send(w, tenant, prefix, n):
+    """Sends n log records through the OpenTelemetry SDK's batching OTLP/HTTP exporter."""
+    provider = LoggerProvider(resource=Resource.create({"service.name": f"svc-{prefix}"}))
+    exporter = OTLPLogExporter(endpoint=w.http + "/v1/logs", headers={"X-Scope-OrgID": tenant})
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=50, max_export_batch_size=40))
+    log = logging.getLogger(f"weir-cp-{uuid.uuid4().hex}")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=provider))
+    for i in range(n):
+        log.info(f"{prefix}-{i}")
+        if i % 40 == 39:
+            time.sleep(0.03)
+    provider.force_flush()
+    provider.shutdown()
+
+
+def duck_s3(endpoint):
+    """DuckDB with the offline httpfs extension and an S3 secret for the moto server."""
+    import duckdb_extension_httpfs
+
+    ext = glob.glob(str(Path(duckdb_extension_httpfs.__file__).parent / "**" / "httpfs.duckdb_extension"), recursive=True)
+    assert ext, "httpfs extension not found"
+    con = duckdb.connect()
+    con.execute(f"LOAD '{ext[0]}'")
+    host = endpoint.removeprefix("http://")
+    con.execute(
+        f"CREATE SECRET (TYPE s3, KEY_ID '{S3_KEY}', SECRET '{S3_SECRET}', ENDPOINT '{host}', "
+        "URL_STYLE 'path', USE_SSL false, REGION 'us-east-1')"
+    )
+    return con
+
+
+def lake_keys(s3, bucket):
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/"):
+        keys += [o["Key"].removeprefix("lake/") for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def metric(w, name):
+    total = 0.0
+    for line in w.metrics().splitlines():
+        if line.startswith(name):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_for(what, cond, timeout=60, logs=()):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.25)
+    tails = "\n".join(f"--- {p}\n{Path(p).read_text()[-3000:]}" for p in logs)
+    raise AssertionError(f"timed out waiting for {what}\n{tails}")
+
+
+def check_lake(cp, s3, bucket, endpoint, tenants, expected):
+    """The index's active segments hold every row exactly once, partitions do not overlap,
+    and the bucket holds exactly the indexed objects (compacted inputs deleted)."""
+    con = duck_s3(endpoint)
+    for tenant in tenants:
+        segs = cp.segments(tenant)
+        assert all(s["state"] == "active" for s in segs)
+        assert len({s["id"] for s in segs}) == len(segs)
+        paths = ", ".join(f"'s3://{bucket}/lake/{s['object_key']}'" for s in segs)
+        bodies = [r[0] for r in con.execute(f"SELECT body FROM read_parquet([{paths}])").fetchall()]
+        assert sum(s["row_count"] for s in segs) == len(bodies)
+        dup = [b for b, c in Counter(bodies).items() if c > 1]
+        assert not dup, f"{tenant}: rows doubled: {dup[:5]}"
+        assert set(bodies) == expected[tenant], f"{tenant}: rows lost: {len(expected[tenant] - set(bodies))}"
+    indexed = sorted(s["object_key"] for t in tenants for s in cp.segments(t))
+    wait_for("compacted inputs to be deleted", lambda: lake_keys(s3, bucket) == indexed, timeout=30, logs=[cp.log])
+
+
+def test_two_agents_share_a_lake_and_compact_it(tmp_path, services, bucket, s3_endpoint, pg_url):
+    s3, name = bucket
+    lake = s3_lake(s3_endpoint, name)
+    cp = services(ControlPlane(tmp_path / "cp", f'index = "postgres"\npostgres_url = "{pg_url}"', lake)).start()
+    compaction = '[compaction]\ninterval = "200ms"\nmin_age = "0s"\nlease_ttl = "30s"\n'
+    agents = [agent(tmp_path, services, f"node-{i}", cp, lake, extra=compaction).start() for i in range(2)]
+    tenants = ["a", "b", "c"]
+    expected = {t: set() for t in tenants}
+    threads = []
+    for i, w in enumerate(agents):
+        for t in tenants:
+            prefix = f"{t}{i}"
+            expected[t] |= {f"{prefix}-{j}" for j in range(400)}
+            threads.append(threading.Thread(target=sdk_send, args=(w, t, prefix, 400)))
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+    def settled():
+        rows = {t: sum(s["row_count"] for s in cp.segments(t)) for t in tenants}
+        if any(rows[t] != len(expected[t]) for t in tenants):
+            return False
+        # Every partition compacted down to one file.
+        parts = Counter((t, s["partition"]) for t in tenants for s in cp.segments(t))
+        return all(c == 1 for c in parts.values())
+
+    wait_for("every row registered and compacted", settled, timeout=90, logs=[cp.log] + [w.log for w in agents])
+    for w in agents:
+        assert metric(w, "weir_compactions_total") >= 1, f"{w.log.read_text()[-3000:]}"
+        assert metric(w, 'weir_compactions_total{result="committed"}') >= 1, "an agent never committed a compaction"
+    check_lake(cp, s3, name, s3_endpoint, tenants, expected)
+
+    fleet = cp.api("GET", "/v1/agents").json()["agents"]
+    mine = {a["agent_id"]: a for a in fleet}
+    assert {"node-0", "node-1"} <= set(mine)
+    assert all(mine[n]["role"] == "agent" and mine[n]["version"] for n in ("node-0", "node-1"))
+    assert any(mine[n].get("last_flush_at") for n in ("node-0", "node-1"))
+    assert "weir_api_request_duration_seconds" in requests.get(cp.url + "/metrics", timeout=5).text
+
+
+def test_agents_keep_accepting_while_the_control_plane_is_down(tmp_path, services, bucket, s3_endpoint, pg_url):
+    s3, name = bucket
+    lake = s3_lake(s3_endpoint, name)
+    cp = services(ControlPlane(tmp_path / "cp", f'index = "postgres"\npostgres_url = "{pg_url}"', lake)).start()
+    w = agent(tmp_path, services, "node", cp, lake, extra="[compaction]\nenabled = false\n").start()
+    sent, failures, stop = [], [], threading.Event()
+
+    def load():
+        b = 0
+        while not stop.is_set():
+            r = post_logs(w, logs_request(b, 20))
+            if r.status_code == 200:
+                sent.extend(f"b{b}-r{i}-" + "x" * 40 for i in range(20))
+            else:
+                failures.append(r.status_code)
+            b += 1
+            time.sleep(0.01)
+
+    th = threading.Thread(target=load)
+    th.start()
+    try:
+        time.sleep(1.5)
+        cp.kill()
+        down_at = len(sent)
+        time.sleep(4)
+        # Still accepting and flushing; the outbox holds what could not be registered.
+        assert len(sent) > down_at + 200, "the agent stopped accepting while the control plane was down"
+        assert metric(w, "weir_outbox_segments") > 0
+        assert metric(w, "weir_segments_flushed_total") > 0
+        cp.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        th.join()
+    assert failures == []
+    expected = set(sent)
+    assert len(expected) == len(sent)
+
+    def registered():
+        return sum(s["row_count"] for s in cp.segments("default")) == len(sent)
+
+    wait_for("the outbox to drain", registered, timeout=60, logs=[cp.log, w.log])
+    segs = cp.segments("default")
+    assert len({s["id"] for s in segs}) == len(segs), "a segment was registered twice"
+    assert metric(w, "weir_outbox_segments") == 0
+    con = duck_s3(s3_endpoint)
+    paths = ", ".join(f"'s3://{name}/lake/{s['object_key']}'" for s in segs)
+    bodies = [r[0] for r in con.execute(f"SELECT body FROM read_parquet([{paths}])").fetchall()]
+    assert len(bodies) == len(expected) and set(bodies) == expected
+    # Every object in the bucket is indexed, once.
+    assert lake_keys(s3, name) == sorted(s["object_key"] for s in segs)
+
+
+def test_two_compactor_processes_race_for_the_same_partitions(tmp_path, services, bucket, s3_endpoint, pg_url):
+    s3, name = bucket
+    lake = s3_lake(s3_endpoint, name)
+    cp = services(ControlPlane(tmp_path / "cp", f'index = "postgres"\npostgres_url = "{pg_url}"', lake)).start()
+    w = agent(tmp_path, services, "node", cp, lake, extra="[compaction]\nenabled = false\n").start()
+    expected = set()
+    hour = 3_600_000_000_000
+    base = (time.time_ns() // hour - 3) * hour
+    for b in range(60):
+        # Three hours, so three partitions; flushing every 300ms makes many small files.
+        req = logs_request(b, 25, hour_ns=base + (b % 3) * hour)
+        assert post_logs(w, req).status_code == 200
+        expected |= {f"b{b}-r{i}-" + "x" * 40 for i in range(25)}
+        if b % 6 == 5:
+            time.sleep(0.35)
+    wait_for("rows registered", lambda: sum(s["row_count"] for s in cp.segments("default")) == len(expected), logs=[w.log])
+    before = len(cp.segments("default"))
+    assert before >= 6, f"only {before} segments to compact"
+    compaction = '[compaction]\ninterval = "100ms"\nmin_age = "0s"\n'
+    compactors = [agent(tmp_path, services, f"compactor-{i}", cp, lake, command="compactor", extra=compaction) for i in range(2)]
+    for c in compactors:
+        c.start(wait=False)
+    for c in compactors:
+        c.wait_ready()
+
+    def one_per_partition():
+        parts = Counter(s["partition"] for s in cp.segments("default"))
+        return len(parts) == 3 and all(v == 1 for v in parts.values())
+
+    wait_for("compaction", one_per_partition, timeout=60, logs=[cp.log] + [c.log for c in compactors])
+    committed = sum(metric(c, 'weir_compactions_total{result="committed"}') for c in compactors)
+    assert committed >= 3
+    check_lake(cp, s3, name, s3_endpoint, ["default"], {"default": expected})
+
+
+def test_control_plane_api_authentication(tmp_path, services, pg_url):
+    cp = services(ControlPlane(tmp_path / "cp", f'index = "postgres"\npostgres_url = "{pg_url}"', "")).start()
+    seg = {
+        "id": "0190b3e8-0000-7000-8000-000000000001",
+        "tenant": "b",
+        "signal": "logs",
+        "object_key": "tenant=b/signal=logs/dt=2026-01-01/hour=00/0190b3e8-0000-7000-8000-000000000001.parquet",
+        "partition": "dt=2026-01-01/hour=00",
+        "min_timestamp": 1,
+        "max_timestamp": 2,
+        "row_count": 3,
+        "bytes": 100,
+        "services": ["api"],
+        "schema_version": 1,
+        "agent_id": "x",
+        "created_at": 1,
+        "state": "active",
+    }
+    # No token, a wrong token: 401 on every /v1 route, with a Bearer challenge.
+    for method, path in [("GET", "/v1/segments?tenant=a"), ("POST", "/v1/segments"), ("GET", "/v1/agents"),
+                         ("POST", "/v1/compactions/lease"), ("POST", "/v1/agents/heartbeat")]:
+        r = cp.api(method, path, token=None, json={})
+        assert r.status_code == 401, (path, r.text)
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert r.json()["code"] == "unauthorized"
+        assert cp.api(method, path, token="not-a-known-token-at-all", json={}).status_code == 401
+    # A token for tenant a: reads a, not b; cannot register for b.
+    assert cp.api("GET", "/v1/segments", TENANT_A_TOKEN, params={"tenant": "a"}).status_code == 200
+    r = cp.api("GET", "/v1/segments", TENANT_A_TOKEN, params={"tenant": "b"})
+    assert r.status_code == 403 and "tenant" in r.json()["message"]
+    assert cp.api("POST", "/v1/segments", TENANT_A_TOKEN, json={"segments": [seg]}).status_code == 403
+    assert cp.api("GET", "/v1/segments", TENANT_A_TOKEN, params={"tenant": "b"}).json()["code"] == "forbidden"
+    # Scopes: a reader cannot write, an agent token cannot see the fleet.
+    assert cp.api("POST", "/v1/segments", READER_TOKEN, json={"segments": [seg]}).status_code == 403
+    assert cp.api("GET", "/v1/agents", AGENT_TOKEN).status_code == 403
+    assert cp.api("POST", "/v1/compactions/lease", TENANT_A_TOKEN, json={}).status_code == 403
+    # The right token works, and registering is idempotent.
+    for _ in range(2):
+        r = cp.api("POST", "/v1/segments", AGENT_TOKEN, json={"segments": [seg]})
+        assert r.status_code == 200, r.text
+    assert [s["id"] for s in cp.segments("b")] == [seg["id"]]
+    # Validation errors name the problem.
+    r = cp.api("POST", "/v1/segments", AGENT_TOKEN, data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_request"
+    bad = dict(seg, id="0190b3e8-0000-7000-8000-000000000002", tenant="../etc")
+    r = cp.api("POST", "/v1/segments", AGENT_TOKEN, json={"segments": [bad]})
+    assert r.status_code == 400 and "tenant" in r.json()["message"]
+    r = cp.api("POST", "/v1/segments", AGENT_TOKEN, json={"segments": [dict(seg, row_count=4)]})
+    assert r.status_code == 409 and r.json()["code"] == "conflict"
+    r = cp.api("GET", "/v1/segments", AGENT_TOKEN, params={"tenant": "b", "from": "yesterday"})
+    assert r.status_code == 400 and "from" in r.json()["message"]
+    r = cp.api("POST", "/v1/compactions/not-a-uuid/commit", AGENT_TOKEN, json={"outputs": []})
+    assert r.status_code == 400
+    r = cp.api("POST", "/v1/segments", AGENT_TOKEN, data=b"x" * (17 << 20), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    # Health and metrics need no token.
+    assert requests.get(cp.url + "/healthz", timeout=5).status_code == 200
+    assert requests.get(cp.url + "/metrics", timeout=5).status_code == 200
+
+
+def test_agent_with_a_bad_token_keeps_data_and_says_why(tmp_path, services, pg_url):
+    cp = services(ControlPlane(tmp_path / "cp", f'index = "postgres"\npostgres_url = "{pg_url}"', "")).start()
+    w = agent(tmp_path, services, "node", cp, '[lake]\nmax_file_age = "200ms"\n', extra="")
+    w.config.write_text(w.config.read_text().replace(AGENT_TOKEN, "wrong-token-0123456789abcdef"))
+    w.start()
+    assert post_logs(w, logs_request(1, 10)).status_code == 200
+    wait_for("the segment to wait in the outbox", lambda: metric(w, "weir_outbox_segments") >= 1, timeout=20, logs=[w.log])
+    wait_for("the refusal to be logged", lambda: "unknown token" in w.log.read_text(), timeout=20, logs=[w.log])
+    assert cp.segments("default") == []
+
+
+def test_control_plane_refuses_to_start_without_tokens(tmp_path):
+    cfg = tmp_path / "cp.toml"
+    cfg.write_text(f'data_dir = "{tmp_path}/d"\n[control_plane]\naddress = "127.0.0.1:{free_port()}"\n')
+    r = subprocess.run([WEIR_BIN, "control-plane", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "control_plane.tokens" in r.stderr
+    cfg.write_text(f'data_dir = "{tmp_path}/d"\n[control_plane]\nindex = "postgres"\n')
+    r = subprocess.run([WEIR_BIN, "validate", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "postgres_url" in r.stderr

@@ -1,0 +1,311 @@
+//! Compaction end to end inside one process: real Parquet files in a file:// lake, the sled
+//! index, the streaming k-way merge, the commit, and the sweeper deleting the inputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampNanosecondType;
+use arrow_array::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use uuid::Uuid;
+use weir_control_plane::{
+    Catalog, RetentionPolicy, SegmentQuery, SegmentRecord, SegmentState, SledCatalog,
+};
+use weir_pipelines::compactor::{Compactor, CompactorConfig};
+use weir_pipelines::lake::Lake;
+use weir_pipelines::logrows::{LogFields, LogsBuilder};
+use weir_pipelines::metrics::Metrics;
+use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
+use weir_pipelines::sweeper::{Sweeper, SweeperConfig};
+use weir_schema::Signal;
+
+const BASE: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+const PARTITION: &str = "dt=2026-01-01/hour=00";
+
+/// A small pseudo-random generator (deterministic, no dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+fn batch(rng: &mut Lcg, file: usize, rows: usize) -> RecordBatch {
+    let mut b = LogsBuilder::with_capacity(rows);
+    let services = ["api", "web", "db", "queue"];
+    for i in 0..rows {
+        let svc = services[(rng.next() % 4) as usize];
+        let ts = BASE + (rng.next() % 3_000_000_000_000) as i64;
+        let body = format!("file {file} row {i}");
+        b.append(
+            &LogFields {
+                timestamp: ts,
+                observed: ts,
+                severity_number: 9,
+                severity_text: None,
+                body: Some(&body),
+                trace_id: None,
+                span_id: None,
+                flags: 0,
+                event_name: None,
+                service_name: Some(svc),
+                scope_name: None,
+            },
+            None,
+            0,
+            |_| {},
+            |_| {},
+        );
+    }
+    b.finish().unwrap()
+}
+
+async fn write_segment(lake: &Lake, tenant: &str, rows: RecordBatch) -> SegmentRecord {
+    let (bytes, summary) = encode_parquet(
+        &ParquetConfig::default(),
+        Signal::Logs,
+        tenant,
+        &[rows],
+        &[],
+    )
+    .unwrap();
+    let id = Uuid::now_v7();
+    let key = Lake::segment_key(tenant, "logs", PARTITION, id);
+    let size = bytes.len() as u64;
+    lake.put(&key, bytes).await.unwrap();
+    SegmentRecord {
+        id,
+        tenant: tenant.into(),
+        signal: "logs".into(),
+        object_key: key,
+        partition: PARTITION.into(),
+        min_timestamp: summary.min_timestamp,
+        max_timestamp: summary.max_timestamp,
+        row_count: summary.rows,
+        bytes: size,
+        services: summary.services,
+        schema_version: weir_schema::SCHEMA_VERSION,
+        agent_id: "test".into(),
+        created_at: 0,
+        state: SegmentState::Active,
+        replaced_by: None,
+        retired_at: None,
+        purged_at: None,
+    }
+}
+
+fn rows_of(bytes: bytes::Bytes) -> Vec<(String, i64, String)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let svc = b
+            .column_by_name("service_name")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampNanosecondType>()
+            .clone();
+        let body = b.column_by_name("body").unwrap().as_string::<i32>().clone();
+        for i in 0..b.num_rows() {
+            out.push((
+                svc.value(i).to_string(),
+                ts.value(i),
+                body.value(i).to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn config(read_batch_rows: usize) -> CompactorConfig {
+    CompactorConfig {
+        agent_id: "compactor".into(),
+        target_bytes: 64 << 20,
+        lease_ttl: Duration::from_secs(60),
+        interval: Duration::from_millis(100),
+        min_age: Duration::ZERO,
+        min_inputs: 2,
+        parquet: ParquetConfig {
+            zstd_level: 3,
+            // Several row groups per file, so the merge crosses row-group boundaries.
+            row_group_rows: 700,
+        },
+        read_batch_rows,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(
+        &format!("file://{}", dir.path().join("lake").display()),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    let mut rng = Lcg(42);
+    let mut inputs = Vec::new();
+    let mut expected = Vec::new();
+    for (file, rows) in [1500usize, 1, 2600, 333, 900].into_iter().enumerate() {
+        let seg = write_segment(&lake, "acme", batch(&mut rng, file, rows)).await;
+        expected.extend(rows_of(lake.get(&seg.object_key).await.unwrap()));
+        inputs.push(seg);
+    }
+    catalog.register(&inputs).await.unwrap();
+
+    // A small read batch makes inputs run out of batches at different times.
+    let compactor = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(256));
+    let done = compactor.run_once().await.unwrap().expect("a plan");
+    assert_eq!(done.inputs.len(), inputs.len());
+    assert!(
+        compactor.run_once().await.unwrap().is_none(),
+        "one output left nothing to merge"
+    );
+
+    let out = &done.output;
+    assert_eq!(out.row_count, expected.len() as u64);
+    let merged = rows_of(lake.get(&out.object_key).await.unwrap());
+    // Sorted by (service_name, timestamp) like every flushed file.
+    for w in merged.windows(2) {
+        assert!(
+            (&w[0].0, w[0].1) <= (&w[1].0, w[1].1),
+            "out of order: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let (mut a, mut b) = (merged.clone(), expected.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "rows lost, doubled or changed");
+
+    // The index lists only the output; the inputs are compacted and replaced by it.
+    let page = catalog
+        .list(&SegmentQuery {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.segments.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![out.id]
+    );
+    assert_eq!(
+        out.min_timestamp,
+        inputs.iter().map(|s| s.min_timestamp).min().unwrap()
+    );
+    assert_eq!(
+        out.max_timestamp,
+        inputs.iter().map(|s| s.max_timestamp).max().unwrap()
+    );
+    for s in catalog.lookup(&done.inputs).await.unwrap() {
+        assert_eq!(s.state, SegmentState::Compacted);
+        assert_eq!(s.replaced_by, Some(out.id));
+    }
+
+    // Inputs' objects go only after the grace period.
+    let sweeper = |grace| {
+        Sweeper::new(
+            lake.clone(),
+            catalog.clone(),
+            Metrics::new(),
+            SweeperConfig {
+                policy: RetentionPolicy::default(),
+                interval: Duration::from_secs(60),
+                grace,
+                dry_run: false,
+            },
+        )
+    };
+    let report = sweeper(Duration::from_secs(3600))
+        .sweep(weir_control_plane::now_ns())
+        .await
+        .unwrap();
+    assert!(report.deleted_objects.is_empty());
+    assert_eq!(lake.list("").await.unwrap().len(), inputs.len() + 1);
+    let report = sweeper(Duration::ZERO)
+        .sweep(weir_control_plane::now_ns())
+        .await
+        .unwrap();
+    assert_eq!(report.deleted_objects.len(), inputs.len());
+    let left: Vec<String> = lake
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, vec![out.object_key.clone()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_compactors_never_commit_the_same_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(
+        &format!("file://{}", dir.path().join("lake").display()),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    let mut rng = Lcg(7);
+    let mut segs = Vec::new();
+    for file in 0..12 {
+        segs.push(write_segment(&lake, "acme", batch(&mut rng, file, 200)).await);
+    }
+    catalog.register(&segs).await.unwrap();
+    let total: u64 = segs.iter().map(|s| s.row_count).sum();
+    let mut cfg = config(8192);
+    // Each plan takes about four of the files.
+    cfg.target_bytes = segs.iter().take(4).map(|s| s.bytes).sum::<u64>() + 1;
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let c = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), cfg.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                while let Ok(Some(d)) = c.run_once().await {
+                    done.push(d);
+                }
+                done
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        for d in t.await.unwrap() {
+            for id in d.inputs {
+                assert!(seen.insert(id), "input {id} committed twice");
+            }
+        }
+    }
+    let active = catalog
+        .list(&SegmentQuery {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .segments;
+    assert_eq!(active.iter().map(|s| s.row_count).sum::<u64>(), total);
+    let mut rows = 0;
+    for s in &active {
+        rows += rows_of(lake.get(&s.object_key).await.unwrap()).len() as u64;
+    }
+    assert_eq!(
+        rows, total,
+        "the active files do not hold every row exactly once"
+    );
+}
