@@ -361,10 +361,13 @@ pub async fn run(valid: ValidConfig, role: Role) -> Result<()> {
             Arc::new(Notify::new()),
         );
         let stop = stop_background.clone();
+        let started = weir_control_plane::now_ns();
         background.spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
-                match reconcile(&lake, catalog.as_ref(), &outbox, &agent_id, &metrics).await {
+                match reconcile(&lake, catalog.as_ref(), &outbox, &agent_id, &metrics, started)
+                    .await
+                {
                     Ok(n) => {
                         info!(registered = n, "reconciled the lake with the index");
                         return;

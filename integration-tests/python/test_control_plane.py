@@ -515,3 +515,43 @@ def test_control_plane_refuses_to_start_without_tokens(tmp_path):
     cfg.write_text(f'data_dir = "{tmp_path}/d"\n[control_plane]\nindex = "postgres"\n')
     r = subprocess.run([WEIR_BIN, "validate", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "postgres_url" in r.stderr
+
+
+def test_restart_reconciles_objects_the_index_lost(weir_factory):
+    """The index is restored from an old backup (here: deleted): on start the agent registers
+    the objects it wrote that the index lacks, from their footers, and nothing else."""
+    import shutil
+
+    w = weir_factory('[agent]\nid = "w"\n[compaction]\nenabled = false\n')
+    for b in range(5):
+        assert post_logs(w, logs_request(b, 20)).status_code == 200
+        time.sleep(1.1)  # max_file_age = 1s: several files
+    w.wait_rows("logs", 100)
+    before = {s["id"]: s for s in w.segments("default", "logs")}
+    assert len(before) >= 2
+    w.stop()
+    shutil.rmtree(w.data / "index")
+    # A file another agent wrote into the same lake must not be taken.
+    foreign = w.files()[0]
+    other = foreign.with_name(f"{uuid.uuid7() if hasattr(uuid, 'uuid7') else '01900000-0000-7000-8000-0000000000aa'}.parquet")
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(foreign)
+    meta = dict(pq.read_metadata(foreign).metadata)
+    assert meta[b"weir.agent_id"] == b"w"
+    meta[b"weir.agent_id"] = b"some-other-node"
+    pq.write_table(t.replace_schema_metadata(meta), other)
+    w.start()
+    deadline = time.time() + 20
+    while len(w.segments("default", "logs")) < len(before):
+        assert time.time() < deadline, w.log.read_text()[-3000:]
+        time.sleep(0.2)
+    after = {s["id"]: s for s in w.segments("default", "logs")}
+    assert set(after) == set(before)
+    for sid, s in after.items():
+        b = before[sid]
+        for k in ("object_key", "partition", "row_count", "bytes", "min_timestamp", "max_timestamp", "services", "tenant"):
+            assert s[k] == b[k], (k, s[k], b[k])
+    assert "weir_reconciled_segments_total" in w.metrics()
+    other.unlink()
+    w.check_index_matches_lake("default", "logs")

@@ -113,17 +113,24 @@ async fn record_of(
 
 /// Finds this agent's objects the index lacks and queues them in the outbox. Returns how
 /// many were queued.
+///
+/// Only objects written before `written_before` (the process's start) are considered: what
+/// the running flusher writes reaches the index through the outbox, and taking it here too
+/// would race with it. Call this after the flush journal was replayed.
 pub async fn reconcile(
     lake: &Lake,
     catalog: &dyn Catalog,
     outbox: &Outbox,
     agent_id: &str,
     metrics: &Metrics,
+    written_before: i64,
 ) -> Result<usize, ReconcileError> {
-    let objects = lake.list("").await?;
+    // The outbox first: a segment that leaves it afterwards is registered before the lookup.
     let waiting: HashSet<Uuid> = outbox.pending().await?.into_iter().map(|s| s.id).collect();
+    let objects = lake.list("").await?;
     let candidates: Vec<(Uuid, LakeObject)> = objects
         .into_iter()
+        .filter(|o| o.last_modified < written_before)
         .filter_map(|o| segment_id(&o.key).map(|id| (id, o)))
         .filter(|(id, _)| !waiting.contains(id))
         .collect();
