@@ -53,10 +53,24 @@ fi
 step "PostgreSQL (a throwaway cluster on a free loopback port)"
 PGDIR=$(mktemp -d /tmp/weir-pg.XXXXXX)
 PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-trap './scripts/pg-cluster.sh stop "$PGDIR"; rm -rf "$PGDIR"' EXIT
+MOTO_PID=
+cleanup() {
+  [ -n "$MOTO_PID" ] && kill "$MOTO_PID" 2>/dev/null || true
+  ./scripts/pg-cluster.sh stop "$PGDIR"
+  rm -rf "$PGDIR"
+}
+trap cleanup EXIT
 TEST_WEIR_PG_URL=$(./scripts/pg-cluster.sh start "$PGDIR" "$PGPORT")
 export TEST_WEIR_PG_URL TEST_WEIR_REQUIRE_PG=1
 echo "$TEST_WEIR_PG_URL"
+
+step "S3-compatible server (moto) for the Rust lake tests"
+S3PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$S3PORT" >"$PGDIR/moto.log" 2>&1 &
+MOTO_PID=$!
+export TEST_WEIR_S3_ENDPOINT="http://127.0.0.1:$S3PORT" TEST_WEIR_REQUIRE_S3=1
+for _ in $(seq 100); do curl -s -o /dev/null "$TEST_WEIR_S3_ENDPOINT" && break; sleep 0.1; done
+echo "$TEST_WEIR_S3_ENDPOINT"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -365,8 +365,15 @@ pub async fn run(valid: ValidConfig, role: Role) -> Result<()> {
         background.spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
-                match reconcile(&lake, catalog.as_ref(), &outbox, &agent_id, &metrics, started)
-                    .await
+                match reconcile(
+                    &lake,
+                    catalog.as_ref(),
+                    &outbox,
+                    &agent_id,
+                    &metrics,
+                    started,
+                )
+                .await
                 {
                     Ok(n) => {
                         info!(registered = n, "reconciled the lake with the index");
