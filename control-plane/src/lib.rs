@@ -97,6 +97,24 @@ pub struct SegmentPage {
     pub next_cursor: Option<String>,
 }
 
+/// Opens a sled database, waiting up to two seconds for its file lock: a database dropped a
+/// moment ago in this process can still be held by sled's background flush thread.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            // sled reports the lock conflict as ErrorKind::Other with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && attempts < 100 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The current time as unix nanoseconds.
 pub fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)

@@ -29,6 +29,10 @@ pub struct LeaseRequest {
     /// Only this tenant's segments; every tenant the caller may compact when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Only segments of this lake schema version (the compactor's own: during a rolling
+    /// upgrade, old and new compactors each take the files they can merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 fn default_min_inputs() -> usize {

@@ -229,6 +229,7 @@ impl PgCatalog {
                  WHERE state = 'active' AND bytes < $1 AND created_at <= $2 \
                    AND (lease_id IS NULL OR lease_expires_at <= $3) \
                    AND ($4::text IS NULL OR tenant = $4) \
+                   AND ($6::integer IS NULL OR schema_version = $6) \
                  GROUP BY tenant, signal, partition, schema_version \
                  HAVING count(*) >= $5 ORDER BY min(min_timestamp) LIMIT 16",
                 &[
@@ -237,6 +238,7 @@ impl PgCatalog {
                     &now,
                     &req.tenant,
                     &(req.min_inputs as i64),
+                    &req.schema_version.map(|v| v as i32),
                 ],
             )
             .await

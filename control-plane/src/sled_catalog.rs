@@ -78,10 +78,7 @@ fn storage<E: std::fmt::Display>(e: E) -> CatalogError {
 impl SledCatalog {
     /// Opens (or creates) the index in a directory of its own.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(32 << 20)
-            .open()?;
+        let db = crate::open_sled(&sled::Config::new().path(path).cache_capacity(32 << 20))?;
         Self::with_db(db)
     }
 
@@ -282,6 +279,7 @@ impl SledCatalog {
             let seg = seg?;
             if seg.bytes >= req.target_bytes
                 || seg.created_at > created_before
+                || req.schema_version.is_some_and(|v| v != seg.schema_version)
                 || self.leased(seg.id, now)?.is_some()
             {
                 continue;

@@ -59,6 +59,7 @@ fn lease_req(tenant: &str, target: u64) -> LeaseRequest {
         max_inputs: 256,
         min_age_ms: 0,
         tenant: Some(tenant.into()),
+        schema_version: None,
     }
 }
 
@@ -225,6 +226,14 @@ async fn lease_and_commit(cat: Arc<dyn Catalog>) {
     all.extend([big.clone(), lonely.clone(), other_signal.clone()]);
     cat.register(&all).await.unwrap();
 
+    // A compactor of another schema version gets nothing.
+    let mut other_version = lease_req(&t, 350);
+    other_version.schema_version = Some(2);
+    assert!(cat
+        .lease_compaction(&other_version)
+        .await
+        .unwrap()
+        .is_none());
     // Target 350 bytes: three of the 100-byte segments, never the big one.
     let lease = cat
         .lease_compaction(&lease_req(&t, 350))

@@ -147,6 +147,7 @@ impl Compactor {
             max_inputs: 256,
             min_age_ms: self.config.min_age.as_millis() as u64,
             tenant: None,
+            schema_version: Some(weir_schema::SCHEMA_VERSION),
         }
     }
 

@@ -109,9 +109,6 @@ pub enum FlushError {
     /// The object store failed.
     #[error("upload: {0}")]
     Lake(#[from] crate::lake::LakeError),
-    /// The index failed.
-    #[error("register: {0}")]
-    Catalog(#[from] weir_control_plane::CatalogError),
     /// A blocking task failed.
     #[error("task: {0}")]
     Task(String),
@@ -123,7 +120,6 @@ impl FlushError {
             FlushError::Encode(_) => "encode",
             FlushError::Buffer(_) => "buffer",
             FlushError::Lake(_) => "upload",
-            FlushError::Catalog(_) => "register",
             FlushError::Task(_) => "task",
         }
     }
@@ -144,10 +140,7 @@ pub struct Flusher {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
 ) -> Result<T, FlushError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| FlushError::Task(e.to_string()))?
-        .map_err(FlushError::from)
+    Ok(crate::buffer::off_thread(f).await?)
 }
 
 impl Flusher {

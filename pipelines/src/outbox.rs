@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use weir_control_plane::{Catalog, CatalogError, SegmentRecord};
 
-use crate::buffer::{Buffer, BufferError, Ledger};
+use crate::buffer::{off_thread as blocking, Buffer, BufferError, Ledger};
 use crate::metrics::Metrics;
 
 /// Segments registered per request.
@@ -26,14 +26,6 @@ pub struct Outbox {
     catalog: Arc<dyn Catalog>,
     metrics: Metrics,
     wake: Arc<Notify>,
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
-) -> Result<T, BufferError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BufferError::Storage(e.to_string()))?
 }
 
 impl Outbox {

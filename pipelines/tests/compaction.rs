@@ -130,6 +130,18 @@ fn rows_of(bytes: bytes::Bytes) -> Vec<(String, i64, String)> {
     out
 }
 
+/// A file:// lake and a sled index in a temporary directory.
+fn lake_and_index() -> (tempfile::TempDir, Lake, Arc<dyn Catalog>) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open(
+        &format!("file://{}", dir.path().join("lake").display()),
+        &HashMap::new(),
+    )
+    .unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    (dir, lake, catalog)
+}
+
 fn config(read_batch_rows: usize) -> CompactorConfig {
     CompactorConfig {
         agent_id: "compactor".into(),
@@ -149,13 +161,7 @@ fn config(read_batch_rows: usize) -> CompactorConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_inputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(
-        &format!("file://{}", dir.path().join("lake").display()),
-        &HashMap::new(),
-    )
-    .unwrap();
-    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    let (_dir, lake, catalog) = lake_and_index();
     let mut rng = Lcg(42);
     let mut inputs = Vec::new();
     let mut expected = Vec::new();
@@ -254,13 +260,7 @@ async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_input
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_compactors_never_commit_the_same_inputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::open(
-        &format!("file://{}", dir.path().join("lake").display()),
-        &HashMap::new(),
-    )
-    .unwrap();
-    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    let (_dir, lake, catalog) = lake_and_index();
     let mut rng = Lcg(7);
     let mut segs = Vec::new();
     for file in 0..12 {

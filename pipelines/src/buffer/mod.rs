@@ -110,6 +110,15 @@ pub struct Entry {
     pub bytes: u64,
 }
 
+/// Runs a blocking buffer operation on tokio's blocking pool (every [`Buffer`] method blocks).
+pub async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BufferError> + Send + 'static,
+) -> Result<T, BufferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BufferError::Storage(format!("blocking task failed: {e}")))?
+}
+
 /// A ledger record: its id and its value.
 pub type JournalEntry = (Vec<u8>, Vec<u8>);
 

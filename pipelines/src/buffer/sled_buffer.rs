@@ -80,11 +80,12 @@ impl SledBuffer {
         std::fs::create_dir_all(&config.path)?;
         // Entries are read once by the flusher, so a large page cache only costs memory
         // (sled's default is 1 GiB).
-        let db = sled::Config::new()
-            .path(&config.path)
-            .segment_size(SEGMENT_SIZE)
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let db = weir_control_plane::open_sled(
+            &sled::Config::new()
+                .path(&config.path)
+                .segment_size(SEGMENT_SIZE)
+                .cache_capacity(CACHE_BYTES),
+        )?;
         let entries = db.open_tree("entries")?;
         let corrupt = db.open_tree("corrupt")?;
         let journal = db.open_tree("flush_journal")?;
