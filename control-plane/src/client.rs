@@ -256,6 +256,22 @@ impl Catalog for RemoteCatalog {
         ))
     }
 
+    async fn abandon_expired_leases(
+        &self,
+        _expired_before: i64,
+        _limit: usize,
+    ) -> Result<Vec<CompactionLease>, CatalogError> {
+        Err(CatalogError::Invalid(
+            "lease cleanup runs inside the control plane, not through its API".into(),
+        ))
+    }
+
+    async fn mark_leases_cleaned(&self, _leases: &[Uuid]) -> Result<(), CatalogError> {
+        Err(CatalogError::Invalid(
+            "lease cleanup runs inside the control plane, not through its API".into(),
+        ))
+    }
+
     async fn mark_purged(&self, _ids: &[Uuid], _at: i64) -> Result<(), CatalogError> {
         Err(CatalogError::Invalid(
             "object deletion runs inside the control plane, not through its API".into(),

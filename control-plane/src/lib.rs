@@ -179,4 +179,18 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Marks segments' objects as deleted from the lake.
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError>;
+
+    /// Abandons uncommitted leases that expired before `expired_before` (they can no longer
+    /// be committed) and returns the abandoned leases whose output is not cleaned up yet, at
+    /// most `limit`. A compactor writes its output under the lease id
+    /// ([`CompactionLease::output_key`]), so the sweeper can delete what a compactor that died
+    /// after its upload left behind.
+    async fn abandon_expired_leases(
+        &self,
+        expired_before: i64,
+        limit: usize,
+    ) -> Result<Vec<CompactionLease>, CatalogError>;
+
+    /// Records that abandoned leases' outputs are gone from the lake.
+    async fn mark_leases_cleaned(&self, leases: &[Uuid]) -> Result<(), CatalogError>;
 }

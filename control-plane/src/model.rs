@@ -96,6 +96,15 @@ pub struct CompactionLease {
 }
 
 impl CompactionLease {
+    /// Where the compactor writes the merged file: the partition's path with the lease id as
+    /// the segment id, so the control plane can find the output of an abandoned lease.
+    pub fn output_key(&self) -> String {
+        format!(
+            "tenant={}/signal={}/{}/{}.parquet",
+            self.tenant, self.signal, self.partition, self.lease_id
+        )
+    }
+
     /// Checks a commit's outputs against the lease: same tenant, signal, partition and
     /// schema version, new ids, and exactly the inputs' rows.
     pub fn check_outputs(&self, outputs: &[SegmentRecord]) -> Result<(), CatalogError> {

@@ -19,11 +19,18 @@ use crate::{
 };
 
 /// Migrations, in order: (version, name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "segments",
-    include_str!("../migrations/0001_segments.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "segments",
+        include_str!("../migrations/0001_segments.sql"),
+    ),
+    (
+        2,
+        "abandoned_leases",
+        include_str!("../migrations/0002_abandoned_leases.sql"),
+    ),
+];
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x0077_6569_726d_6967; // "weirmig"
@@ -434,8 +441,8 @@ impl Catalog for PgCatalog {
         let tx = client.transaction().await.map_err(db)?;
         let Some(l) = tx
             .query_opt(
-                "SELECT tenant, signal, partition, schema_version, inputs, expires_at, committed_at \
-                 FROM weir_compaction_leases WHERE id = $1 FOR UPDATE",
+                "SELECT tenant, signal, partition, schema_version, inputs, expires_at, committed_at, \
+                 abandoned_at FROM weir_compaction_leases WHERE id = $1 FOR UPDATE",
                 &[&lease_id],
             )
             .await
@@ -457,6 +464,10 @@ impl Catalog for PgCatalog {
             } else {
                 Err(lost("already committed".into()))
             };
+        }
+        let abandoned: Option<i64> = l.try_get(7).map_err(db)?;
+        if abandoned.is_some() {
+            return Err(lost("expired and abandoned; its output is deleted".into()));
         }
         let input_ids: Vec<Uuid> = l.try_get(4).map_err(db)?;
         let rows = tx
@@ -623,6 +634,58 @@ impl Catalog for PgCatalog {
             .await
             .map_err(db)?;
         rows.iter().map(record).collect()
+    }
+
+    async fn abandon_expired_leases(
+        &self,
+        expired_before: i64,
+        limit: usize,
+    ) -> Result<Vec<CompactionLease>, CatalogError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE weir_compaction_leases SET abandoned_at = $2 \
+                 WHERE committed_at IS NULL AND abandoned_at IS NULL AND expires_at < $1",
+                &[&expired_before, &crate::now_ns()],
+            )
+            .await
+            .map_err(db)?;
+        let rows = client
+            .query(
+                "SELECT id, tenant, signal, partition, schema_version, expires_at \
+                 FROM weir_compaction_leases WHERE abandoned_at IS NOT NULL AND cleaned_at IS NULL \
+                 ORDER BY id LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let schema_version: i32 = r.try_get(4).map_err(db)?;
+                Ok(CompactionLease {
+                    lease_id: r.try_get(0).map_err(db)?,
+                    tenant: r.try_get(1).map_err(db)?,
+                    signal: r.try_get(2).map_err(db)?,
+                    partition: r.try_get(3).map_err(db)?,
+                    schema_version: schema_version as u32,
+                    inputs: Vec::new(),
+                    expires_at: r.try_get(5).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_leases_cleaned(&self, leases: &[Uuid]) -> Result<(), CatalogError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE weir_compaction_leases SET cleaned_at = $2 \
+                 WHERE id = ANY($1) AND abandoned_at IS NOT NULL",
+                &[&leases, &crate::now_ns()],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {

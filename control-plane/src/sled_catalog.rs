@@ -44,6 +44,12 @@ struct LeaseEntry {
     lease: CompactionLease,
     agent_id: String,
     committed: bool,
+    /// Expired without a commit and given up: a late commit is refused.
+    #[serde(default)]
+    abandoned: bool,
+    /// The abandoned lease's output is gone from the lake.
+    #[serde(default)]
+    cleaned: bool,
 }
 
 fn ordered_i64(v: i64) -> [u8; 8] {
@@ -320,6 +326,8 @@ impl SledCatalog {
             lease: lease.clone(),
             agent_id: req.agent_id.clone(),
             committed: false,
+            abandoned: false,
+            cleaned: false,
         };
         self.leases.insert(
             lease.lease_id.as_bytes(),
@@ -359,6 +367,9 @@ impl SledCatalog {
                 return Ok(());
             }
             return Err(lost("already committed"));
+        }
+        if entry.abandoned {
+            return Err(lost("expired and abandoned; its output is deleted"));
         }
         entry.lease.check_outputs(outputs)?;
         let mut inputs = Vec::with_capacity(entry.lease.inputs.len());
@@ -424,6 +435,54 @@ impl SledCatalog {
             self.db.flush()?;
         }
         Ok(expired)
+    }
+
+    fn abandon_blocking(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<CompactionLease>, CatalogError> {
+        let _g = self.lock();
+        let mut out = Vec::new();
+        for item in self.leases.iter() {
+            let (k, v) = item?;
+            let mut e: LeaseEntry =
+                serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
+                    key: format!("lease {}", hex::encode(&k)),
+                    reason: e.to_string(),
+                })?;
+            if e.committed || e.cleaned {
+                continue;
+            }
+            if !e.abandoned {
+                if e.lease.expires_at >= before {
+                    continue;
+                }
+                e.abandoned = true;
+                self.leases
+                    .insert(&k, serde_json::to_vec(&e).map_err(storage)?)?;
+            }
+            out.push(e.lease);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        self.db.flush()?;
+        Ok(out)
+    }
+
+    fn cleaned_blocking(&self, ids: &[Uuid]) -> Result<(), CatalogError> {
+        let _g = self.lock();
+        for id in ids {
+            if let Some(mut e) = self.get_lease(*id)? {
+                if e.abandoned {
+                    e.cleaned = true;
+                    self.leases
+                        .insert(id.as_bytes(), serde_json::to_vec(&e).map_err(storage)?)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn garbage_blocking(
@@ -605,6 +664,20 @@ impl Catalog for SledCatalog {
     ) -> Result<Vec<SegmentRecord>, CatalogError> {
         self.run(move |c| c.garbage_blocking(retired_before, limit))
             .await
+    }
+
+    async fn abandon_expired_leases(
+        &self,
+        expired_before: i64,
+        limit: usize,
+    ) -> Result<Vec<CompactionLease>, CatalogError> {
+        self.run(move |c| c.abandon_blocking(expired_before, limit))
+            .await
+    }
+
+    async fn mark_leases_cleaned(&self, leases: &[Uuid]) -> Result<(), CatalogError> {
+        let ids = leases.to_vec();
+        self.run(move |c| c.cleaned_blocking(&ids)).await
     }
 
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {

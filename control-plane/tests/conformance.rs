@@ -361,6 +361,76 @@ async fn expired_leases_are_reoffered(cat: Arc<dyn Catalog>) {
     cat.commit_compaction(second.lease_id, &[merged(&second.inputs)])
         .await
         .unwrap();
+    // The first lease is abandoned once: the sweeper deletes its output, then it is done.
+    let mine = |ls: Vec<weir_control_plane::CompactionLease>| -> Vec<Uuid> {
+        ls.into_iter()
+            .filter(|l| l.tenant == t)
+            .map(|l| l.lease_id)
+            .collect()
+    };
+    let abandoned = mine(
+        cat.abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(abandoned, vec![first.lease_id]);
+    cat.mark_leases_cleaned(&abandoned).await.unwrap();
+    assert!(mine(
+        cat.abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+            .await
+            .unwrap()
+    )
+    .is_empty());
+}
+
+async fn abandoned_leases_cannot_commit(cat: Arc<dyn Catalog>) {
+    let t = tenant("ab");
+    let p = "dt=2026-01-01/hour=00";
+    let segs: Vec<SegmentRecord> = (0..3)
+        .map(|i| seg(&t, "logs", p, i, i + 1, "api"))
+        .collect();
+    cat.register(&segs).await.unwrap();
+    let mut req = lease_req(&t, 1000);
+    req.ttl_ms = 1000;
+    let lease = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert!(lease
+        .output_key()
+        .ends_with(&format!("{p}/{}.parquet", lease.lease_id)));
+    // Not expired yet: not abandoned.
+    let now = weir_control_plane::now_ns();
+    assert!(!cat
+        .abandon_expired_leases(now, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.lease_id == lease.lease_id));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let now = weir_control_plane::now_ns();
+    let abandoned = cat.abandon_expired_leases(now, 10_000).await.unwrap();
+    let mine: Vec<_> = abandoned
+        .iter()
+        .filter(|l| l.lease_id == lease.lease_id)
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].output_key(), lease.output_key());
+    // The late compactor's commit is refused; its inputs can be leased again.
+    assert!(matches!(
+        cat.commit_compaction(lease.lease_id, &[merged(&lease.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+    let again = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert_eq!(again.inputs.len(), 3);
+    // A committed lease is never abandoned.
+    cat.commit_compaction(again.lease_id, &[merged(&again.inputs)])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = cat
+        .abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+        .await
+        .unwrap();
+    assert!(!later.iter().any(|l| l.lease_id == again.lease_id));
 }
 
 async fn racing_compactors(cat: Arc<dyn Catalog>) {
@@ -588,6 +658,7 @@ conformance!(
     invalid_requests,
     lease_and_commit,
     expired_leases_are_reoffered,
+    abandoned_leases_cannot_commit,
     racing_compactors,
     retention,
     heartbeats,

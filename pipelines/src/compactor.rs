@@ -298,8 +298,10 @@ impl Compactor {
             }
         }
 
-        let id = Uuid::now_v7();
-        let key = Lake::segment_key(&lease.tenant, &lease.signal, &lease.partition, id);
+        // The output is named after the lease, so the control plane can delete it if this
+        // compactor dies before committing.
+        let id = lease.lease_id;
+        let key = lease.output_key();
         let mut services: Vec<String> = lease
             .inputs
             .iter()

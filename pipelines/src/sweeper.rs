@@ -36,6 +36,8 @@ pub struct SweepReport {
     pub expired: Vec<SegmentRecord>,
     /// Objects deleted from the lake.
     pub deleted_objects: Vec<String>,
+    /// Keys where abandoned compactions would have written (deleted if present).
+    pub abandoned_outputs: Vec<String>,
 }
 
 /// Applies retention and deletes retired objects.
@@ -78,6 +80,7 @@ impl Sweeper {
         let mut report = SweepReport {
             expired,
             deleted_objects: Vec::new(),
+            abandoned_outputs: Vec::new(),
         };
         if self.config.dry_run {
             return Ok(report);
@@ -111,6 +114,26 @@ impl Sweeper {
             if garbage.len() < 500 {
                 break;
             }
+        }
+        // Outputs of compactions that expired without a commit (the compactor died after
+        // uploading): the lease is abandoned first, so a late commit is refused, then the
+        // object goes.
+        let abandoned = self.catalog.abandon_expired_leases(before, 500).await?;
+        let mut cleaned = Vec::new();
+        for l in &abandoned {
+            let key = l.output_key();
+            match self.lake.delete(&key).await {
+                Ok(()) => {
+                    cleaned.push(l.lease_id);
+                    report.abandoned_outputs.push(key);
+                }
+                Err(e) => {
+                    warn!(error = %e, %key, "could not delete an abandoned compaction output; will retry")
+                }
+            }
+        }
+        if !cleaned.is_empty() {
+            self.catalog.mark_leases_cleaned(&cleaned).await?;
         }
         Ok(report)
     }

@@ -309,3 +309,56 @@ async fn racing_compactors_never_commit_the_same_inputs() {
         "the active files do not hold every row exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
+    let (_dir, lake, catalog) = lake_and_index();
+    let mut rng = Lcg(3);
+    let mut segs = Vec::new();
+    for file in 0..3 {
+        segs.push(write_segment(&lake, "acme", batch(&mut rng, file, 100)).await);
+    }
+    catalog.register(&segs).await.unwrap();
+    // A compactor leases, uploads its output, and dies before committing.
+    let lease = catalog
+        .lease_compaction(&weir_control_plane::LeaseRequest {
+            agent_id: "doomed".into(),
+            ttl_ms: 1000,
+            target_bytes: 64 << 20,
+            min_inputs: 2,
+            max_inputs: 256,
+            min_age_ms: 0,
+            tenant: None,
+            schema_version: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    lake.put(&lease.output_key(), b"half a merge".to_vec())
+        .await
+        .unwrap();
+    let sweeper = Sweeper::new(
+        lake.clone(),
+        catalog.clone(),
+        Metrics::new(),
+        SweeperConfig {
+            policy: RetentionPolicy::default(),
+            interval: Duration::from_secs(60),
+            grace: Duration::ZERO,
+            dry_run: false,
+        },
+    );
+    // While the lease lives, the output is left alone.
+    let report = sweeper.sweep(weir_control_plane::now_ns()).await.unwrap();
+    assert!(report.abandoned_outputs.is_empty());
+    assert!(lake.exists(&lease.output_key()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = sweeper.sweep(weir_control_plane::now_ns()).await.unwrap();
+    assert_eq!(report.abandoned_outputs, vec![lease.output_key()]);
+    assert!(!lake.exists(&lease.output_key()).await.unwrap());
+    // The inputs are untouched and a live compactor merges them.
+    let c = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(8192));
+    let done = c.run_once().await.unwrap().unwrap();
+    assert_eq!(done.inputs.len(), 3);
+    assert_eq!(done.output.row_count, 300);
+}
