@@ -272,6 +272,12 @@ impl Catalog for RemoteCatalog {
         ))
     }
 
+    async fn prune_leases(&self, _expired_before: i64) -> Result<u64, CatalogError> {
+        Err(CatalogError::Invalid(
+            "lease cleanup runs inside the control plane, not through its API".into(),
+        ))
+    }
+
     async fn mark_purged(&self, _ids: &[Uuid], _at: i64) -> Result<(), CatalogError> {
         Err(CatalogError::Invalid(
             "object deletion runs inside the control plane, not through its API".into(),

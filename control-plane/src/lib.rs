@@ -193,4 +193,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Records that abandoned leases' outputs are gone from the lake.
     async fn mark_leases_cleaned(&self, leases: &[Uuid]) -> Result<(), CatalogError>;
+
+    /// Forgets finished leases (committed, or abandoned and cleaned) that expired before
+    /// `expired_before`; returns how many. A retried commit of a forgotten lease gets
+    /// [`CatalogError::LeaseLost`], which is why the sweeper keeps a day of history.
+    async fn prune_leases(&self, expired_before: i64) -> Result<u64, CatalogError>;
 }

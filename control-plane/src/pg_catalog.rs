@@ -688,6 +688,18 @@ impl Catalog for PgCatalog {
         Ok(())
     }
 
+    async fn prune_leases(&self, expired_before: i64) -> Result<u64, CatalogError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM weir_compaction_leases WHERE expires_at < $1 \
+                 AND (committed_at IS NOT NULL OR cleaned_at IS NOT NULL)",
+                &[&expired_before],
+            )
+            .await
+            .map_err(db)
+    }
+
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {
         let client = self.client().await?;
         let active = client

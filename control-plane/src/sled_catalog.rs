@@ -471,6 +471,22 @@ impl SledCatalog {
         Ok(out)
     }
 
+    fn prune_leases_blocking(&self, before: i64) -> Result<u64, CatalogError> {
+        let _g = self.lock();
+        let mut n = 0;
+        for item in self.leases.iter() {
+            let (k, v) = item?;
+            let Ok(e) = serde_json::from_slice::<LeaseEntry>(&v) else {
+                continue;
+            };
+            if (e.committed || e.cleaned) && e.lease.expires_at < before {
+                self.leases.remove(&k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     fn cleaned_blocking(&self, ids: &[Uuid]) -> Result<(), CatalogError> {
         let _g = self.lock();
         for id in ids {
@@ -678,6 +694,11 @@ impl Catalog for SledCatalog {
     async fn mark_leases_cleaned(&self, leases: &[Uuid]) -> Result<(), CatalogError> {
         let ids = leases.to_vec();
         self.run(move |c| c.cleaned_blocking(&ids)).await
+    }
+
+    async fn prune_leases(&self, expired_before: i64) -> Result<u64, CatalogError> {
+        self.run(move |c| c.prune_leases_blocking(expired_before))
+            .await
     }
 
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {

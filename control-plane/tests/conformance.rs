@@ -431,6 +431,19 @@ async fn abandoned_leases_cannot_commit(cat: Arc<dyn Catalog>) {
         .await
         .unwrap();
     assert!(!later.iter().any(|l| l.lease_id == again.lease_id));
+    // Finished leases are forgotten after their history window; a retried commit then fails.
+    cat.mark_leases_cleaned(&[lease.lease_id]).await.unwrap();
+    assert!(
+        cat.prune_leases(weir_control_plane::now_ns())
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert!(matches!(
+        cat.commit_compaction(again.lease_id, &[merged(&again.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
 }
 
 async fn racing_compactors(cat: Arc<dyn Catalog>) {

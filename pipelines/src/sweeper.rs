@@ -38,7 +38,13 @@ pub struct SweepReport {
     pub deleted_objects: Vec<String>,
     /// Keys where abandoned compactions would have written (deleted if present).
     pub abandoned_outputs: Vec<String>,
+    /// Finished leases forgotten.
+    pub pruned_leases: u64,
 }
+
+/// How long finished leases are remembered (a retried commit within it is answered as the
+/// first was).
+const LEASE_HISTORY_NS: i64 = 24 * 3_600 * 1_000_000_000;
 
 /// Applies retention and deletes retired objects.
 pub struct Sweeper {
@@ -81,6 +87,7 @@ impl Sweeper {
             expired,
             deleted_objects: Vec::new(),
             abandoned_outputs: Vec::new(),
+            pruned_leases: 0,
         };
         if self.config.dry_run {
             return Ok(report);
@@ -135,6 +142,10 @@ impl Sweeper {
         if !cleaned.is_empty() {
             self.catalog.mark_leases_cleaned(&cleaned).await?;
         }
+        report.pruned_leases = self
+            .catalog
+            .prune_leases(now.saturating_sub(LEASE_HISTORY_NS))
+            .await?;
         Ok(report)
     }
 
