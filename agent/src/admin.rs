@@ -59,8 +59,13 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 /// The admin router, with the read API of the embedded index when there is one (`weir run`;
-/// a `weir agent` does not expose its remote control plane).
-pub fn router(state: AdminState, catalog: Option<Arc<dyn Catalog>>) -> Router {
+/// a `weir agent` does not expose its remote control plane). `auth` guards the `/v1` routes
+/// when `[[control_plane.tokens]]` are configured.
+pub fn router(
+    state: AdminState,
+    catalog: Option<Arc<dyn Catalog>>,
+    auth: weir_control_plane::api::Auth,
+) -> Router {
     let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(|| async { "alive\n" }))
@@ -68,7 +73,7 @@ pub fn router(state: AdminState, catalog: Option<Arc<dyn Catalog>>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state);
     match catalog {
-        Some(c) => r.merge(weir_control_plane::api::segment_routes(c)),
+        Some(c) => r.merge(weir_control_plane::api::segment_routes(c, auth)),
         None => r,
     }
 }

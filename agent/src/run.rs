@@ -302,6 +302,7 @@ pub async fn run(valid: ValidConfig, role: Role) -> Result<()> {
             ready: ready.clone(),
         },
         (role == Role::Run).then(|| catalog.clone()),
+        weir_control_plane::api::Auth::new(cfg.control_plane.api_tokens()),
     );
     info!(address = %admin_listener.local_addr()?, "admin listening");
     let stop = stop_admin.clone();

@@ -399,14 +399,15 @@ async fn agents(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
     Ok(Json(serde_json::json!({ "agents": agents })).into_response())
 }
 
-/// The read routes of the segment API (what `weir run` serves on its admin port).
-pub fn segment_routes(catalog: Arc<dyn Catalog>) -> Router {
+/// The read routes of the segment API (what `weir run` serves on its admin port). With no
+/// tokens in `auth`, they are open (the admin port of a single machine).
+pub fn segment_routes(catalog: Arc<dyn Catalog>, auth: Auth) -> Router {
     Router::new()
         .route("/v1/segments", get(list_segments))
         .route("/v1/agents", get(agents))
         .with_state(ApiState {
             catalog,
-            auth: Arc::new(Auth::default()),
+            auth: Arc::new(auth),
         })
 }
 

@@ -561,3 +561,21 @@ def test_restart_reconciles_objects_the_index_lost(weir_factory):
     assert "weir_reconciled_segments_total" in w.metrics()
     other.unlink()
     w.check_index_matches_lake("default", "logs")
+
+
+def test_embedded_index_routes_need_a_token_once_tokens_are_configured(weir_factory):
+    w = weir_factory(f'[[control_plane.tokens]]\ntoken = "{READER_TOKEN}"\nscopes = ["read"]\n')
+    assert post_logs(w, logs_request(1, 5)).status_code == 200
+    r = requests.get(w.admin + "/v1/segments?tenant=default", timeout=5)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert requests.get(w.admin + "/v1/agents", headers={"Authorization": f"Bearer {READER_TOKEN}"}, timeout=5).status_code == 403
+    deadline = time.time() + 20
+    while True:
+        r = requests.get(w.admin + "/v1/segments?tenant=default", headers={"Authorization": f"Bearer {READER_TOKEN}"}, timeout=5)
+        assert r.status_code == 200
+        if sum(s["row_count"] for s in r.json()["segments"]) == 5:
+            break
+        assert time.time() < deadline
+        time.sleep(0.2)
+    # Health and metrics stay open for probes and scrapers.
+    assert requests.get(w.admin + "/readyz", timeout=5).status_code == 200
