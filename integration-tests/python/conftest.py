@@ -23,6 +23,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_listening(url, proc, what, timeout=30):
+    """Waits until a server we started answers HTTP at `url` (any status)."""
+    import requests
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.1)
+
+
 class Weir:
     """One `weir run` process and its data directory."""
 

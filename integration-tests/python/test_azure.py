@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import requests
 from azure.storage.blob import BlobServiceClient
 
-from conftest import free_port
+from conftest import free_port, wait_listening
 from test_durability import logs_request, post_logs
 
 NODE_BIN = Path(__file__).resolve().parents[1] / "node" / "node_modules" / ".bin"
@@ -32,14 +31,7 @@ def azurite(tmp_path, monkeypatch):
         stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            assert time.time() < deadline and proc.poll() is None, "azurite did not start"
-            time.sleep(0.1)
+    wait_listening(url, proc, "azurite")
     # object_store's emulator mode reads the endpoint from the environment.
     monkeypatch.setenv("AZURITE_BLOB_STORAGE_URL", url)
     client = BlobServiceClient.from_connection_string(

@@ -24,7 +24,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from conftest import WEIR_BIN, Weir, free_port
+from conftest import WEIR_BIN, Weir, free_port, wait_listening
 from test_durability import logs_request, post_logs
 
 AGENT_TOKEN = "agent-token-0123456789abcdef"
@@ -55,15 +55,7 @@ def s3_endpoint(tmp_path_factory):
     server = Path(sys.executable).parent / "moto_server"
     proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            requests.get(endpoint, timeout=1)
-            break
-        except requests.ConnectionError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.1)
+    wait_listening(endpoint, proc, "moto_server")
     yield endpoint
     proc.terminate()
     proc.wait(10)

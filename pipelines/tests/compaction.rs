@@ -130,6 +130,23 @@ fn rows_of(bytes: bytes::Bytes) -> Vec<(String, i64, String)> {
     out
 }
 
+/// `files` random files of `rows` rows each, written to the lake and registered.
+async fn registered_files(
+    lake: &Lake,
+    catalog: &dyn Catalog,
+    seed: u64,
+    files: usize,
+    rows: usize,
+) -> Vec<SegmentRecord> {
+    let mut rng = Lcg(seed);
+    let mut segs = Vec::new();
+    for file in 0..files {
+        segs.push(write_segment(lake, "acme", batch(&mut rng, file, rows)).await);
+    }
+    catalog.register(&segs).await.unwrap();
+    segs
+}
+
 /// A file:// lake and a sled index in a temporary directory.
 fn lake_and_index() -> (tempfile::TempDir, Lake, Arc<dyn Catalog>) {
     let dir = tempfile::tempdir().unwrap();
@@ -261,12 +278,7 @@ async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_input
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_compactors_never_commit_the_same_inputs() {
     let (_dir, lake, catalog) = lake_and_index();
-    let mut rng = Lcg(7);
-    let mut segs = Vec::new();
-    for file in 0..12 {
-        segs.push(write_segment(&lake, "acme", batch(&mut rng, file, 200)).await);
-    }
-    catalog.register(&segs).await.unwrap();
+    let segs = registered_files(&lake, catalog.as_ref(), 7, 12, 200).await;
     let total: u64 = segs.iter().map(|s| s.row_count).sum();
     let mut cfg = config(8192);
     // Each plan takes about four of the files.
@@ -313,12 +325,7 @@ async fn racing_compactors_never_commit_the_same_inputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
     let (_dir, lake, catalog) = lake_and_index();
-    let mut rng = Lcg(3);
-    let mut segs = Vec::new();
-    for file in 0..3 {
-        segs.push(write_segment(&lake, "acme", batch(&mut rng, file, 100)).await);
-    }
-    catalog.register(&segs).await.unwrap();
+    registered_files(&lake, catalog.as_ref(), 3, 3, 100).await;
     // A compactor leases, uploads its output, and dies before committing.
     let lease = catalog
         .lease_compaction(&weir_control_plane::LeaseRequest {
