@@ -22,7 +22,6 @@ use weir_pipelines::ingest::Ingest;
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::outbox::Outbox;
 use weir_pipelines::parquet_writer::ParquetConfig;
-use weir_pipelines::reconcile::reconcile;
 use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
 
 use crate::admin::{self, AdminState};
@@ -348,48 +347,15 @@ pub async fn run(valid: ValidConfig, role: Role) -> Result<()> {
     let stop_outbox = CancellationToken::new();
     let stop_background = CancellationToken::new();
     let mut background = JoinSet::new();
-    {
-        let (lake, catalog, metrics, agent_id) = (
-            lake.clone(),
-            catalog.clone(),
-            metrics.clone(),
-            agent_id.clone(),
-        );
-        let outbox = Outbox::new(
-            buffer.clone(),
-            catalog.clone(),
-            metrics.clone(),
-            Arc::new(Notify::new()),
-        );
-        let stop = stop_background.clone();
-        let started = weir_control_plane::now_ns();
-        background.spawn(async move {
-            let mut wait = Duration::from_secs(1);
-            loop {
-                match reconcile(
-                    &lake,
-                    catalog.as_ref(),
-                    &outbox,
-                    &agent_id,
-                    &metrics,
-                    started,
-                )
-                .await
-                {
-                    Ok(n) => {
-                        info!(registered = n, "reconciled the lake with the index");
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, retry_in = ?wait, "reconciliation failed"),
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(Duration::from_secs(60));
-            }
-        });
-    }
+    background.spawn(weir_pipelines::reconcile::run(
+        lake.clone(),
+        catalog.clone(),
+        outbox.clone(),
+        agent_id.clone(),
+        metrics.clone(),
+        weir_control_plane::now_ns(),
+        stop_background.clone(),
+    ));
     let outbox_task = {
         let stop = stop_outbox.clone();
         tokio::spawn(async move { outbox.run(stop, timeout / 4).await })

@@ -592,22 +592,21 @@ impl Catalog for PgCatalog {
                 continue;
             };
             let cutoff = now.saturating_sub(age);
-            let sql = if dry_run {
-                format!(
+            let rows = if dry_run {
+                let sql = format!(
                     "SELECT {COLUMNS} FROM weir_segments WHERE state = 'active' AND tenant = $1 \
-                     AND signal = $2 AND max_timestamp < $3 AND $4::bigint IS NOT NULL"
-                )
+                     AND signal = $2 AND max_timestamp < $3"
+                );
+                tx.query(&sql, &[&tenant, &signal, &cutoff]).await
             } else {
-                format!(
+                let sql = format!(
                     "UPDATE weir_segments SET state = 'deleted', retired_at = $4, lease_id = NULL, \
                      lease_expires_at = NULL WHERE state = 'active' AND tenant = $1 AND signal = $2 \
                      AND max_timestamp < $3 RETURNING {COLUMNS}"
-                )
-            };
-            let rows = tx
-                .query(&sql, &[&tenant, &signal, &cutoff, &now])
-                .await
-                .map_err(db)?;
+                );
+                tx.query(&sql, &[&tenant, &signal, &cutoff, &now]).await
+            }
+            .map_err(db)?;
             for r in &rows {
                 out.push(record(r)?);
             }

@@ -391,21 +391,17 @@ impl SledCatalog {
         }
         let now = crate::now_ns();
         let first = outputs[0].id;
-        let mut batch_ok = || -> Result<(), CatalogError> {
-            for o in outputs {
-                self.insert_active(o)?;
-            }
-            for s in inputs.drain(..) {
-                self.retire(s, SegmentState::Compacted, Some(first), now)?;
-            }
-            entry.committed = true;
-            self.leases.insert(
-                lease_id.as_bytes(),
-                serde_json::to_vec(&entry).map_err(storage)?,
-            )?;
-            Ok(())
-        };
-        batch_ok()?;
+        for o in outputs {
+            self.insert_active(o)?;
+        }
+        for s in inputs {
+            self.retire(s, SegmentState::Compacted, Some(first), now)?;
+        }
+        entry.committed = true;
+        self.leases.insert(
+            lease_id.as_bytes(),
+            serde_json::to_vec(&entry).map_err(storage)?,
+        )?;
         // The commit is one unit for readers only once it is on disk.
         self.db.flush()?;
         Ok(())

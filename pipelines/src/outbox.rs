@@ -20,7 +20,9 @@ const BATCH: usize = 256;
 /// Longest wait between attempts while the control plane is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Registers outboxed segments with the control plane.
+/// Registers outboxed segments with the control plane. Clones share the ledger and the
+/// wake-up, so a clone can push (reconciliation) while the original runs.
+#[derive(Clone)]
 pub struct Outbox {
     buffer: Arc<dyn Buffer>,
     catalog: Arc<dyn Catalog>,

@@ -8,8 +8,11 @@
 //! happen must not reappear beside its inputs. The segment record is rebuilt from the footer.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parquet::arrow::async_reader::AsyncFileReader;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 use weir_control_plane::{Catalog, CatalogError, SegmentRecord, SegmentState};
@@ -160,6 +163,43 @@ pub async fn reconcile(
         metrics.reconciled_segments.inc_by(n as u64);
     }
     Ok(n)
+}
+
+/// Reconciles once, retrying with backoff (1 s doubling to 60 s) while the control plane or
+/// the lake fails, until it succeeds or `shutdown`.
+pub async fn run(
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    outbox: Outbox,
+    agent_id: String,
+    metrics: Metrics,
+    written_before: i64,
+    shutdown: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match reconcile(
+            &lake,
+            catalog.as_ref(),
+            &outbox,
+            &agent_id,
+            &metrics,
+            written_before,
+        )
+        .await
+        {
+            Ok(n) => {
+                info!(registered = n, "reconciled the lake with the index");
+                return;
+            }
+            Err(e) => warn!(error = %e, retry_in = ?wait, "reconciliation failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
 }
 
 #[cfg(test)]
