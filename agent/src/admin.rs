@@ -1,54 +1,106 @@
-//! Admin HTTP endpoints on every role: `/healthz`, `/livez`, `/readyz`, `/metrics` and the
-//! segment index's `GET /v1/segments`.
+//! The admin endpoints every role serves: `/healthz`, `/livez`, `/readyz` and `/metrics`
+//! (Prometheus text). Roles merge their own routes on top (the segment index of `weir run`,
+//! the control-plane API).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use weir_control_plane::Catalog;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use weir_catalog::Catalog;
 use weir_pipelines::buffer::Buffer;
 use weir_pipelines::metrics::Metrics;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
-pub struct AdminState {
-    /// The agent's metrics.
+pub struct Admin {
+    /// The process's metrics.
     pub metrics: Metrics,
-    /// The buffer (for health details).
-    pub buffer: Arc<dyn Buffer>,
-    /// True while the agent accepts data.
+    /// True while the role serves; false once shutdown began.
     pub ready: Arc<AtomicBool>,
+    /// The buffer of agent roles: health details and the buffer gauges.
+    pub buffer: Option<Arc<dyn Buffer>>,
+    /// An index that must answer for the role to be ready (control plane, compactor).
+    pub index: Option<Arc<dyn Catalog>>,
 }
 
-async fn healthz(State(s): State<AdminState>) -> impl IntoResponse {
-    let stats = s.buffer.stats();
-    let ready = s.ready.load(Ordering::Acquire);
-    Json(serde_json::json!({
-        "status": if ready { "ok" } else { "shutting_down" },
-        "version": env!("CARGO_PKG_VERSION"),
-        "buffer": { "bytes": stats.bytes, "entries": stats.entries, "corrupt_entries": s.buffer.corrupt_entries() },
-    }))
-}
+impl Admin {
+    /// Admin state for a role, ready from the start.
+    pub fn new(metrics: Metrics) -> Admin {
+        Admin {
+            metrics,
+            ready: Arc::new(AtomicBool::new(true)),
+            buffer: None,
+            index: None,
+        }
+    }
 
-async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: shutting down\n",
-        )
+    /// Marks the role ready or not (`/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The health, readiness and metrics routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/livez", get(|| async { "alive\n" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
     }
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    let stats = s.buffer.stats();
-    s.metrics.buffer_bytes.set(stats.bytes as i64);
-    s.metrics.buffer_entries.set(stats.entries as i64);
+async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
+    let mut body = serde_json::json!({
+        "status": if s.is_ready() { "ok" } else { "shutting_down" },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if let Some(buffer) = &s.buffer {
+        let stats = buffer.stats();
+        body["buffer"] = serde_json::json!({
+            "bytes": stats.bytes,
+            "entries": stats.entries,
+            "corrupt_entries": buffer.corrupt_entries(),
+        });
+    }
+    Json(body)
+}
+
+async fn readyz(State(s): State<Admin>) -> impl IntoResponse {
+    if !s.is_ready() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".to_string(),
+        );
+    }
+    match &s.index {
+        Some(index) => match index.lookup(&[]).await {
+            Ok(_) => (StatusCode::OK, "ready\n".to_string()),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
+        },
+        None => (StatusCode::OK, "ready\n".to_string()),
+    }
+}
+
+async fn metrics(State(s): State<Admin>) -> impl IntoResponse {
+    if let Some(buffer) = &s.buffer {
+        let stats = buffer.stats();
+        s.metrics.buffer_bytes.set(stats.bytes as i64);
+        s.metrics.buffer_entries.set(stats.entries as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -58,22 +110,26 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-/// The admin router, with the read API of the embedded index when there is one (`weir run`;
-/// a `weir agent` does not expose its remote control plane). `auth` guards the `/v1` routes
-/// when `[[control_plane.tokens]]` are configured.
-pub fn router(
-    state: AdminState,
-    catalog: Option<Arc<dyn Catalog>>,
-    auth: weir_control_plane::api::Auth,
-) -> Router {
-    let r = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/livez", get(|| async { "alive\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    match catalog {
-        Some(c) => r.merge(weir_control_plane::api::segment_routes(c, auth)),
-        None => r,
+/// A bound listener for `key`.
+pub async fn bind(key: &str, address: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {key} = {address}"))
+}
+
+/// Serves `app` on `listener` until `stop`, then lets in-flight requests finish.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    what: &'static str,
+) -> JoinHandle<std::io::Result<()>> {
+    if let Ok(address) = listener.local_addr() {
+        info!(%address, "{what} listening");
     }
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    })
 }

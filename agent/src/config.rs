@@ -5,7 +5,7 @@
 //! [`Config::validate`] is pure (no I/O): it checks every value and the listen addresses for
 //! conflicts, and returns a [`ValidConfig`] that `weir run` builds from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,103 +13,9 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml, Yaml};
 use figment::Figment;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use weir_pipelines::buffer::AckMode;
-
-/// A size in bytes, written as `123`, `"64KiB"`, `"16MiB"`, `"1GiB"`, `"10MB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses a human-readable size.
-    pub fn parse(s: &str) -> Result<ByteSize, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (like 512KiB, 16MiB, 1GiB)"))?;
-        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "kib" => 1 << 10,
-            "m" | "mb" => 1_000_000,
-            "mib" => 1 << 20,
-            "g" | "gb" => 1_000_000_000,
-            "gib" => 1 << 30,
-            "t" | "tb" => 1_000_000_000_000,
-            "tib" => 1 << 40,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
-                ))
-            }
-        };
-        Ok(ByteSize((n * mult as f64) as u64))
-    }
-}
-
-impl fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
-        for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if v >= m && v.is_multiple_of(m) {
-                return write!(f, "{}{unit}", v / m);
-            }
-        }
-        write!(f, "{v}B")
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// A duration, written as `"500ms"`, `"60s"`, `"5m"`, `"1h 30m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{s:?} is not a duration (like 500ms, 60s, 5m): {e}"
-                ))
-            })
-    }
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("static address")
-}
+pub use weir_pipelines::units::{ByteSize, HumanDuration};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -225,22 +131,6 @@ impl Default for Config {
 pub struct AgentConfig {
     /// Id written in every segment record; defaults to the host name.
     pub id: Option<String>,
-}
-
-/// Every input.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourcesConfig {
-    /// OTLP over gRPC and HTTP.
-    pub otlp: OtlpConfig,
-    /// syslog over UDP and TCP.
-    pub syslog: SyslogConfig,
-    /// Loki push API.
-    pub loki: LokiConfig,
-    /// Fluent forward protocol.
-    pub fluent: FluentConfig,
-    /// Datadog Agent intake.
-    pub datadog: DatadogConfig,
 }
 
 /// Authentication of the HTTP and gRPC sources.
@@ -412,164 +302,37 @@ impl Config {
     /// Checks every value; no I/O.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let mut problems = Vec::new();
-        let mut listen = Listeners::default();
-        let admin = listen.claim(&mut problems, false, "admin.address", &self.admin.address);
-        if admin.is_none() && problems.is_empty() {
-            problems.push("admin.address must be set".into());
+        let mut claims = Vec::new();
+        let admin = weir_sources::Claim::address("admin.address", &self.admin.address, false)
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                None
+            });
+        match &admin {
+            Some(c) => claims.push(c.clone()),
+            None if problems.is_empty() => problems.push("admin.address must be set".into()),
+            None => {}
         }
-        let otlp = &self.sources.otlp;
-        let (mut grpc, mut http) = (None, None);
-        if otlp.enabled {
-            grpc = listen.claim(
-                &mut problems,
-                false,
-                "sources.otlp.grpc_address",
-                &otlp.grpc_address,
-            );
-            http = listen.claim(
-                &mut problems,
-                false,
-                "sources.otlp.http_address",
-                &otlp.http_address,
-            );
-            if otlp.max_request_bytes.0 < 1024 {
-                problems.push(format!(
-                    "sources.otlp.max_request_bytes = {} is below 1KiB",
-                    otlp.max_request_bytes
-                ));
+        let sources = match self.sources.validate() {
+            Ok(sources) => sources,
+            Err(p) => {
+                problems.extend(p);
+                Vec::new()
             }
-        }
-        let mut loki = None;
-        if self.sources.loki.enabled {
-            loki = listen.claim(
-                &mut problems,
-                false,
-                "sources.loki.address",
-                &self.sources.loki.address,
-            );
-            if self.sources.loki.max_request_bytes.0 < 1024 {
-                problems.push(format!(
-                    "sources.loki.max_request_bytes = {} is below 1KiB",
-                    self.sources.loki.max_request_bytes
-                ));
-            }
-        }
-        let mut datadog = None;
-        if self.sources.datadog.enabled {
-            datadog = listen.claim(
-                &mut problems,
-                false,
-                "sources.datadog.address",
-                &self.sources.datadog.address,
-            );
-            if self.sources.datadog.max_request_bytes.0 < 1024 {
-                problems.push(format!(
-                    "sources.datadog.max_request_bytes = {} is below 1KiB",
-                    self.sources.datadog.max_request_bytes
-                ));
-            }
-        }
+        };
+        claims.extend(sources.iter().flat_map(|s| s.claims()));
+        problems.extend(weir_sources::check_claims(&claims));
         for (key, tenant) in &self.auth.api_keys {
             if key.trim().is_empty() {
                 problems.push("auth.api_keys has an empty key".into());
             }
-            if !weir_control_plane::segment_valid_tenant(tenant) {
+            if !weir_catalog::valid_tenant(tenant) {
                 problems.push(format!(
                     "auth.api_keys: tenant {tenant:?} must match [A-Za-z0-9_-]{{1,64}}"
                 ));
             }
         }
-        let mut fluent = None;
-        let fl = &self.sources.fluent;
-        if fl.enabled {
-            fluent = listen.claim(&mut problems, false, "sources.fluent.address", &fl.address);
-            if fl.max_frame_bytes.0 < 1024 {
-                problems.push(format!(
-                    "sources.fluent.max_frame_bytes = {} is below 1KiB",
-                    fl.max_frame_bytes
-                ));
-            }
-            if fl.max_connections == 0 {
-                problems.push("sources.fluent.max_connections must be at least 1".into());
-            }
-            if !weir_control_plane::segment_valid_tenant(&fl.tenant) {
-                problems.push(format!(
-                    "sources.fluent.tenant = {:?} must match [A-Za-z0-9_-]{{1,64}}",
-                    fl.tenant
-                ));
-            }
-        }
-        let sys = &self.sources.syslog;
-        let (mut syslog_udp, mut syslog_tcp) = (None, None);
-        if sys.enabled {
-            syslog_tcp = listen.claim(
-                &mut problems,
-                false,
-                "sources.syslog.tcp_address",
-                &sys.tcp_address,
-            );
-            syslog_udp = listen.claim(
-                &mut problems,
-                true,
-                "sources.syslog.udp_address",
-                &sys.udp_address,
-            );
-            if sys.max_frame_bytes.0 < 480 {
-                problems.push(format!(
-                    "sources.syslog.max_frame_bytes = {} is below 480 bytes (RFC 5424's minimum)",
-                    sys.max_frame_bytes
-                ));
-            }
-            if sys.max_batch_records == 0 {
-                problems.push("sources.syslog.max_batch_records must be at least 1".into());
-            }
-            if sys.max_connections == 0 {
-                problems.push("sources.syslog.max_connections must be at least 1".into());
-            }
-            if !weir_control_plane::segment_valid_tenant(&sys.tenant) {
-                problems.push(format!(
-                    "sources.syslog.tenant = {:?} must match [A-Za-z0-9_-]{{1,64}}",
-                    sys.tenant
-                ));
-            }
-        }
-        let mut transform_names = std::collections::HashSet::new();
-        for (i, p) in self.pipelines.iter().enumerate() {
-            let at = format!("pipelines[{i}]");
-            if p.name.is_empty() {
-                problems.push(format!("{at}.name must be set"));
-            }
-            for sig in &p.signals {
-                if weir_schema::Signal::parse(sig).is_none() {
-                    problems.push(format!(
-                        "{at}.signals: {sig:?} is not logs, metrics or traces"
-                    ));
-                }
-            }
-            if p.transforms.is_empty() {
-                problems.push(format!("{at}.transforms must list at least one transform"));
-            }
-            for (j, t) in p.transforms.iter().enumerate() {
-                let at = format!("{at}.transforms[{j}]");
-                if t.name.is_empty() {
-                    problems.push(format!("{at}.name must be set"));
-                } else if !transform_names.insert(t.name.clone()) {
-                    problems.push(format!("{at}.name {:?} is used twice", t.name));
-                }
-                if t.module.as_os_str().is_empty() {
-                    problems.push(format!("{at}.module must be set"));
-                }
-                if t.timeout.0.is_zero() {
-                    problems.push(format!("{at}.timeout must be above 0"));
-                }
-                if t.max_memory.0 < (1 << 16) {
-                    problems.push(format!(
-                        "{at}.max_memory = {} is below one wasm page (64KiB)",
-                        t.max_memory
-                    ));
-                }
-            }
-        }
+        self.check_pipelines(&mut problems);
         if self.buffer.max_bytes.0 < (1 << 20) {
             problems.push(format!(
                 "buffer.max_bytes = {} is below 1MiB",
@@ -635,83 +398,103 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
+        let Some(admin) = admin else {
+            return Err(ConfigError::Invalid(vec![
+                "admin.address must be set".into()
+            ]));
+        };
         Ok(ValidConfig {
-            admin: admin.unwrap_or_else(|| addr("0.0.0.0:8686")),
-            otlp_grpc: grpc,
-            otlp_http: http,
-            syslog_udp,
-            syslog_tcp,
-            loki,
-            fluent,
-            datadog,
+            admin: admin.addr(),
+            claims,
+            sources,
             config: self,
         })
     }
-}
 
-/// Listen addresses claimed so far, to find two components on one address and protocol.
-#[derive(Default)]
-struct Listeners {
-    claimed: HashMap<(bool, SocketAddr), &'static str>,
-}
-
-impl Listeners {
-    /// Parses `value` (empty: disabled) and records it for `key`; `udp` selects the protocol.
-    fn claim(
-        &mut self,
-        problems: &mut Vec<String>,
-        udp: bool,
-        key: &'static str,
-        value: &str,
-    ) -> Option<SocketAddr> {
-        if value.is_empty() {
-            return None;
-        }
-        match value.parse::<SocketAddr>() {
-            Ok(a) => {
-                if let Some(other) = self.claimed.insert((udp, a), key) {
-                    problems.push(format!("{key} = {value:?} is also used by {other}"));
-                }
-                Some(a)
+    /// `[[pipelines]]`: names, signals, source names that exist, transforms.
+    fn check_pipelines(&self, problems: &mut Vec<String>) {
+        let known = weir_sources::SourcesConfig::known_names();
+        let mut transform_names = std::collections::HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = format!("pipelines[{i}]");
+            if p.name.is_empty() {
+                problems.push(format!("{at}.name must be set"));
             }
-            Err(_) => {
-                problems.push(format!(
-                    "{key} = {value:?} is not an address like 0.0.0.0:4317"
-                ));
-                None
+            for source in &p.sources {
+                if !known.contains(&source.as_str()) {
+                    problems.push(format!(
+                        "{at}.sources: {source:?} is not a source (one of {})",
+                        known.join(", ")
+                    ));
+                }
+            }
+            for sig in &p.signals {
+                if weir_schema::Signal::parse(sig).is_none() {
+                    problems.push(format!(
+                        "{at}.signals: {sig:?} is not logs, metrics or traces"
+                    ));
+                }
+            }
+            if p.transforms.is_empty() {
+                problems.push(format!("{at}.transforms must list at least one transform"));
+            }
+            for (j, t) in p.transforms.iter().enumerate() {
+                let at = format!("{at}.transforms[{j}]");
+                if t.name.is_empty() {
+                    problems.push(format!("{at}.name must be set"));
+                } else if !transform_names.insert(t.name.clone()) {
+                    problems.push(format!("{at}.name {:?} is used twice", t.name));
+                }
+                if t.module.as_os_str().is_empty() {
+                    problems.push(format!("{at}.module must be set"));
+                }
+                if t.timeout.0.is_zero() {
+                    problems.push(format!("{at}.timeout must be above 0"));
+                }
+                if t.max_memory.0 < (1 << 16) {
+                    problems.push(format!(
+                        "{at}.max_memory = {} is below one wasm page (64KiB)",
+                        t.max_memory
+                    ));
+                }
             }
         }
     }
 }
 
 /// A configuration that passed [`Config::validate`].
-#[derive(Debug, Clone)]
 pub struct ValidConfig {
     /// The values.
     pub config: Config,
     /// Admin listen address.
     pub admin: SocketAddr,
-    /// OTLP gRPC listen address, if enabled.
-    pub otlp_grpc: Option<SocketAddr>,
-    /// OTLP HTTP listen address, if enabled.
-    pub otlp_http: Option<SocketAddr>,
-    /// syslog UDP listen address, if enabled.
-    pub syslog_udp: Option<SocketAddr>,
-    /// syslog TCP listen address, if enabled.
-    pub syslog_tcp: Option<SocketAddr>,
-    /// Loki push listen address, if enabled.
-    pub loki: Option<SocketAddr>,
-    /// Fluent forward listen address, if enabled.
-    pub fluent: Option<SocketAddr>,
-    /// Datadog intake listen address, if enabled.
-    pub datadog: Option<SocketAddr>,
+    /// Every address claimed (admin and sources), by key.
+    pub claims: Vec<weir_sources::Claim>,
+    /// The enabled sources, validated, in `[sources]` order.
+    pub sources: Vec<Box<dyn weir_sources::ValidSource>>,
+}
+
+#[cfg(test)]
+impl ValidConfig {
+    /// The address claimed by `key` (`sources.otlp.grpc_address`), if any.
+    pub fn address(&self, key: &str) -> Option<SocketAddr> {
+        self.claims.iter().find(|c| c.key == key).map(|c| c.addr())
+    }
+}
+
+impl fmt::Debug for ValidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidConfig")
+            .field("config", &self.config)
+            .field("claims", &self.claims)
+            .finish_non_exhaustive()
+    }
 }
 
 mod control;
-mod sources;
 
 pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};
-pub use sources::{DatadogConfig, FluentConfig, LokiConfig, OtlpConfig, SyslogConfig};
+pub use weir_sources::SourcesConfig;
 
 #[cfg(test)]
 mod tests;

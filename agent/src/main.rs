@@ -3,8 +3,6 @@
 mod admin;
 mod config;
 mod roles;
-mod run;
-mod sources;
 mod transform_cmd;
 
 use std::path::PathBuf;
@@ -164,15 +162,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => serve(config, |v| Box::pin(run::run(v, run::Role::Run))),
-        Command::Agent { config } => serve(config, |v| Box::pin(run::run(v, run::Role::Agent))),
+        Command::Run { config } => serve(config, |v| Box::pin(roles::run::serve(v))),
+        Command::Agent { config } => serve(config, |v| Box::pin(roles::agent::serve(v))),
         Command::ControlPlane { config } => {
-            serve(config, |v| Box::pin(roles::serve_control_plane(v)))
+            serve(config, |v| Box::pin(roles::control_plane::serve(v)))
         }
-        Command::Compactor { config } => serve(config, |v| Box::pin(roles::serve_compactor(v))),
-        Command::Retention { config, dry_run } => {
-            serve(config, move |v| Box::pin(roles::retention_once(v, dry_run)))
-        }
+        Command::Compactor { config } => serve(config, |v| Box::pin(roles::compactor::serve(v))),
+        Command::Retention { config, dry_run } => serve(config, move |v| {
+            Box::pin(roles::retention::once(v, dry_run))
+        }),
     }
 }
 

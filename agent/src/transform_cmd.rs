@@ -10,7 +10,7 @@ use weir_pipelines::otlp::logs_to_otlp;
 use weir_pipelines::Signal;
 use weir_transforms::{Limits, TransformHost, TransformSpec};
 
-use crate::sources::otlp::{decode_body, Encoding, ExportRequest};
+use weir_sources::otlp::decode::{decode_body, Encoding, ExportRequest};
 
 /// Runs a module on an OTLP JSON file and prints the output and what happened.
 pub fn test(module: &Path, input: &Path, config: Option<&str>) -> Result<()> {
@@ -26,7 +26,7 @@ pub fn test(module: &Path, input: &Path, config: Option<&str>) -> Result<()> {
     } else {
         bail!("{}: expected an OTLP JSON export request (resourceLogs, resourceMetrics or resourceSpans)", input.display());
     };
-    let request = decode_body(signal, Encoding::Json, &bytes)?;
+    let request = decode_body(signal, Encoding::Json, &bytes).map_err(anyhow::Error::msg)?;
     let decoded = match &request {
         ExportRequest::Logs(r) => weir_pipelines::otlp::decode_logs(r, 0),
         ExportRequest::Metrics(r) => weir_pipelines::otlp::decode_metrics(r, 0),

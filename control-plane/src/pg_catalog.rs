@@ -11,7 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::model::plan_inputs;
+use crate::plan::plan_inputs;
 use crate::sled_catalog::same_registration as same_segment;
 use crate::{
     AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::plan_inputs;
+use crate::plan::plan_inputs;
 use crate::{
     AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,
     RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,

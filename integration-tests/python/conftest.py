@@ -17,10 +17,34 @@ import pytest
 WEIR_BIN = str(Path(os.environ.get("TEST_WEIR_BIN") or Path(__file__).resolve().parents[2] / "target" / "debug" / "weir").resolve())
 
 
+# Ports handed out in this test session: the kernel may give a just-closed port 0 binding the
+# same number twice, and two agents (or two keys of one agent) on one port fail to start.
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP and UDP port no other caller of this session got. The kernel picks it
+    (port 0) while every earlier pick is still held open, so two picks never collide."""
+    held = []
+    try:
+        while True:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            port = s.getsockname()[1]
+            if port in _HANDED_OUT:
+                continue
+            # The syslog source also binds UDP on the same number.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _HANDED_OUT.add(port)
+            return port
+    finally:
+        for s in held:
+            s.close()
 
 
 def wait_listening(url, proc, what, timeout=30):

@@ -1,6 +1,7 @@
 """Operating the agent: defaults with no arguments, `weir validate`, graceful shutdown under
 load, health endpoints and the Prometheus metrics."""
 
+import json
 import re
 import signal
 import subprocess
@@ -38,6 +39,64 @@ def test_run_with_no_arguments_uses_the_defaults(tmp_path):
     # The shutdown flush wrote the two records under ./weir-data/lake.
     files = list((tmp_path / "weir-data" / "lake" / "tenant=default" / "signal=logs").rglob("*.parquet"))
     assert len(files) == 1
+
+
+def test_port_zero_listens_on_free_ports_and_reports_them(tmp_path):
+    """Every listen address may ask for port 0; the agent writes what it bound to
+    {data_dir}/listen.json, and the addresses there serve."""
+    data = tmp_path / "data"
+    cfg = tmp_path / "weir.toml"
+    cfg.write_text(f"""
+data_dir = "{data}"
+[sources.otlp]
+grpc_address = "127.0.0.1:0"
+http_address = "127.0.0.1:0"
+[sources.syslog]
+udp_address = "127.0.0.1:0"
+tcp_address = "127.0.0.1:0"
+[sources.loki]
+address = "127.0.0.1:0"
+[sources.datadog]
+address = "127.0.0.1:0"
+[sources.fluent]
+address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
+""")
+    log = (tmp_path / "weir.log").open("wb")
+    p = subprocess.Popen([WEIR_BIN, "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 30
+        while not (data / "listen.json").exists():
+            assert time.time() < deadline and p.poll() is None, (tmp_path / "weir.log").read_text()
+            time.sleep(0.05)
+        bound = json.loads((data / "listen.json").read_text())
+        assert set(bound) == {
+            "admin.address", "sources.otlp.grpc_address", "sources.otlp.http_address",
+            "sources.syslog.udp_address", "sources.syslog.tcp_address", "sources.loki.address",
+            "sources.datadog.address", "sources.fluent.address",
+        }
+        tcp_ports = [int(a.rsplit(":", 1)[1]) for k, a in bound.items() if k != "sources.syslog.udp_address"]
+        assert 0 not in tcp_ports and len(set(tcp_ports)) == len(tcp_ports)
+        admin = "http://" + bound["admin.address"]
+        while True:
+            try:
+                if requests.get(admin + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline and p.poll() is None, (tmp_path / "weir.log").read_text()
+            time.sleep(0.05)
+        r = requests.post("http://" + bound["sources.otlp.http_address"] + "/v1/logs",
+                          data=logs_request(1, 2).SerializeToString(),
+                          headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+        assert r.status_code == 200
+        r = requests.get("http://" + bound["sources.loki.address"] + "/ready", timeout=5)
+        assert r.status_code == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        log.close()
 
 
 def test_validate_and_version(tmp_path):

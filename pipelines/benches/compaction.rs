@@ -16,7 +16,9 @@ use arrow_array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use uuid::Uuid;
-use weir_control_plane::{Catalog, SegmentRecord, SegmentState, SledCatalog};
+use weir_catalog::layout::{Partition, SegmentKey};
+use weir_catalog::{Catalog, SegmentRecord, SegmentState};
+use weir_control_plane::SledCatalog;
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
 use weir_pipelines::lake::Lake;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
@@ -65,7 +67,13 @@ fn setup(rt: &tokio::runtime::Runtime) -> (Lake, Vec<SegmentRecord>) {
         )
         .expect("encode");
         let id = Uuid::now_v7();
-        let key = Lake::segment_key("bench", "logs", PARTITION, id);
+        let key = SegmentKey::new(
+            "bench",
+            Signal::Logs,
+            Partition::parse(PARTITION).expect("partition"),
+            id,
+        )
+        .to_string();
         let size = bytes.len() as u64;
         rt.block_on(lake.put(&key, bytes)).expect("put");
         segs.push(SegmentRecord {

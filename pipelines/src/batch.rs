@@ -9,8 +9,7 @@ use arrow_schema::ArrowError;
 use arrow_select::take::take_record_batch;
 use weir_schema::Signal;
 
-/// Nanoseconds in one hour.
-pub const HOUR_NANOS: i64 = 3_600_000_000_000;
+pub use weir_catalog::layout::{Partition, HOUR_NANOS};
 
 /// A batch of telemetry as it flows through Weir.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,29 +27,6 @@ pub struct Batch {
     /// Set when a transform failed with `on_error = "dead_letter"`: why. Such a batch is
     /// written under the lake's `_dead_letter/` prefix instead of the tenant's data.
     pub dead_letter: Option<String>,
-}
-
-/// An hour partition of the lake: the UTC hour of the rows' own timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Partition {
-    /// Hours since the unix epoch.
-    pub hour: i64,
-}
-
-impl Partition {
-    /// The partition of a timestamp (unix nanoseconds).
-    pub fn of(ts: i64) -> Partition {
-        Partition {
-            hour: ts.div_euclid(HOUR_NANOS),
-        }
-    }
-
-    /// `dt=YYYY-MM-DD/hour=HH`.
-    pub fn path(&self) -> String {
-        let secs = self.hour * 3600;
-        let dt = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
-        dt.format("dt=%Y-%m-%d/hour=%H").to_string()
-    }
 }
 
 impl Batch {
@@ -79,9 +55,7 @@ impl Batch {
 
     /// The row timestamps (unix nanoseconds) that decide partitions.
     pub fn timestamps(&self) -> Option<&arrow_array::PrimitiveArray<TimestampNanosecondType>> {
-        self.records
-            .column_by_name(self.signal.time_column())
-            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        timestamps(self.signal, &self.records)
     }
 
     /// Splits the batch by hour partition. A batch whose rows all fall in one hour (the
@@ -126,11 +100,25 @@ impl Batch {
 
     /// Smallest and largest row timestamps.
     pub fn time_bounds(&self) -> Option<(i64, i64)> {
-        let ts = self.timestamps()?;
-        let min = ts.values().iter().copied().min()?;
-        let max = ts.values().iter().copied().max()?;
-        Some((min, max))
+        time_bounds(self.signal, &self.records)
     }
+}
+
+/// The row timestamps of a signal's rows (its time column).
+pub fn timestamps(
+    signal: Signal,
+    rows: &RecordBatch,
+) -> Option<&arrow_array::PrimitiveArray<TimestampNanosecondType>> {
+    rows.column_by_name(signal.time_column())
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+}
+
+/// Smallest and largest row timestamps of a signal's rows.
+pub fn time_bounds(signal: Signal, rows: &RecordBatch) -> Option<(i64, i64)> {
+    let ts = timestamps(signal, rows)?;
+    let min = ts.values().iter().copied().min()?;
+    let max = ts.values().iter().copied().max()?;
+    Some((min, max))
 }
 
 #[cfg(test)]

@@ -21,18 +21,13 @@ use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-use weir_control_plane::{
-    Catalog, CatalogError, CompactionLease, LeaseRequest, SegmentRecord, SegmentState,
-};
+use weir_catalog::layout::{self, FileFacts, META_AGENT_ID, META_COMPACTION_LEASE};
+use weir_catalog::{Catalog, CatalogError, CompactionLease, LeaseRequest, SegmentRecord};
 use weir_schema::Signal;
 
-use crate::flusher::META_AGENT_ID;
 use crate::lake::{Lake, LakeFileReader};
 use crate::metrics::Metrics;
 use crate::parquet_writer::{writer_properties, FileSummary, ParquetConfig};
-
-/// Footer key naming the lease a compaction output was written under.
-pub const META_COMPACTION_LEASE: &str = "weir.compaction_lease";
 
 /// Settings of a compactor.
 #[derive(Debug, Clone)]
@@ -160,10 +155,7 @@ impl Compactor {
         let output = match self.merge(&lease).await {
             Ok(o) => o,
             Err(e) => {
-                self.metrics
-                    .compactions
-                    .with_label_values(&["failed"])
-                    .inc();
+                self.metrics.compactions.failed.inc();
                 return Err(e);
             }
         };
@@ -173,13 +165,9 @@ impl Compactor {
             .await
         {
             Ok(()) => {
-                self.metrics
-                    .compactions
-                    .with_label_values(&["committed"])
-                    .inc();
-                self.metrics
-                    .compacted_segments
-                    .inc_by(lease.inputs.len() as u64);
+                let m = &self.metrics.compactions;
+                m.committed.inc();
+                m.compacted_segments.inc_by(lease.inputs.len() as u64);
                 info!(lease = %lease.lease_id, tenant = %lease.tenant, signal = %lease.signal, partition = %lease.partition, inputs = lease.inputs.len(), rows = output.row_count, bytes = output.bytes, output = %output.id, "compaction committed");
                 Ok(Some(Compaction {
                     lease: lease.lease_id,
@@ -188,12 +176,11 @@ impl Compactor {
                 }))
             }
             Err(e) => {
-                let label = if matches!(e, CatalogError::LeaseLost { .. }) {
-                    "lease_lost"
+                if matches!(e, CatalogError::LeaseLost { .. }) {
+                    self.metrics.compactions.lease_lost.inc();
                 } else {
-                    "failed"
-                };
-                self.metrics.compactions.with_label_values(&[label]).inc();
+                    self.metrics.compactions.failed.inc();
+                }
                 // An uncommitted output is garbage; an error here may also mean the commit
                 // landed and only its answer was lost, so check before deleting.
                 let committed = self
@@ -259,6 +246,28 @@ impl Compactor {
     }
 
     /// Merges the lease's inputs into one object and returns its segment record.
+    /// Opens every input of the plan at its first batch.
+    async fn open_inputs(
+        &self,
+        lease: &CompactionLease,
+        signal: Signal,
+        converter: &RowConverter,
+    ) -> Result<Vec<Input>, CompactError> {
+        let mut inputs = Vec::with_capacity(lease.inputs.len());
+        for seg in &lease.inputs {
+            let mut stream = self.open(seg).await?;
+            if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, converter).await? {
+                inputs.push(Input {
+                    stream,
+                    batch,
+                    rows,
+                    pos: 0,
+                });
+            }
+        }
+        Ok(inputs)
+    }
+
     async fn merge(&self, lease: &CompactionLease) -> Result<SegmentRecord, CompactError> {
         let plan_err = |reason: String| CompactError::Plan {
             lease: lease.lease_id,
@@ -274,57 +283,14 @@ impl Compactor {
             )));
         }
         let schema = signal.schema();
-        let fields = signal
-            .sort_columns()
-            .iter()
-            .map(|c| {
-                schema
-                    .field_with_name(c)
-                    .map(|f| SortField::new(f.data_type().clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let converter = RowConverter::new(fields)?;
-
-        let mut inputs = Vec::with_capacity(lease.inputs.len());
-        for seg in &lease.inputs {
-            let mut stream = self.open(seg).await?;
-            if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, &converter).await? {
-                inputs.push(Input {
-                    stream,
-                    batch,
-                    rows,
-                    pos: 0,
-                });
-            }
-        }
+        let converter = sort_key_converter(signal)?;
+        let mut inputs = self.open_inputs(lease, signal, &converter).await?;
 
         // The output is named after the lease, so the control plane can delete it if this
         // compactor dies before committing.
-        let id = lease.lease_id;
-        let key = lease.output_key();
-        let mut services: Vec<String> = lease
-            .inputs
-            .iter()
-            .flat_map(|s| s.services.iter().cloned())
-            .collect();
-        services.sort();
-        services.dedup();
-        let summary = FileSummary {
-            rows: lease.inputs.iter().map(|s| s.row_count).sum(),
-            min_timestamp: lease
-                .inputs
-                .iter()
-                .map(|s| s.min_timestamp)
-                .min()
-                .unwrap_or(0),
-            max_timestamp: lease
-                .inputs
-                .iter()
-                .map(|s| s.max_timestamp)
-                .max()
-                .unwrap_or(0),
-            services,
-        };
+        let output = lease.output()?;
+        let key = output.to_string();
+        let summary = plan_summary(lease);
         let extra = vec![
             (META_AGENT_ID.to_string(), self.config.agent_id.clone()),
             (
@@ -395,25 +361,20 @@ impl Compactor {
             )));
         }
         let bytes = self.lake.size(&key).await?;
-        Ok(SegmentRecord {
-            id,
-            tenant: lease.tenant.clone(),
-            signal: lease.signal.clone(),
-            object_key: key,
-            partition: lease.partition.clone(),
+        let facts = FileFacts {
+            rows: written,
+            bytes,
             min_timestamp: summary.min_timestamp,
             max_timestamp: summary.max_timestamp,
-            row_count: written,
-            bytes,
             services: summary.services,
             schema_version: lease.schema_version,
-            agent_id: self.config.agent_id.clone(),
-            created_at: weir_control_plane::now_ns(),
-            state: SegmentState::Active,
-            replaced_by: None,
-            retired_at: None,
-            purged_at: None,
-        })
+        };
+        Ok(layout::segment_record(
+            &output,
+            facts,
+            &self.config.agent_id,
+            weir_catalog::now_ns(),
+        ))
     }
 
     /// Compacts until `shutdown`: back to back while there is work, every `interval`
@@ -455,4 +416,46 @@ fn sort_keys(
             })
         })
         .collect()
+}
+
+/// The row converter of a signal's sort columns (rows compare in the files' sort order).
+fn sort_key_converter(signal: Signal) -> Result<RowConverter, CompactError> {
+    let schema = signal.schema();
+    let fields = signal
+        .sort_columns()
+        .iter()
+        .map(|c| {
+            schema
+                .field_with_name(c)
+                .map(|f| SortField::new(f.data_type().clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
+/// What the output of a plan holds, by the index: the inputs' rows, time range and services.
+fn plan_summary(lease: &CompactionLease) -> FileSummary {
+    let mut services: Vec<String> = lease
+        .inputs
+        .iter()
+        .flat_map(|s| s.services.iter().cloned())
+        .collect();
+    services.sort();
+    services.dedup();
+    FileSummary {
+        rows: lease.inputs.iter().map(|s| s.row_count).sum(),
+        min_timestamp: lease
+            .inputs
+            .iter()
+            .map(|s| s.min_timestamp)
+            .min()
+            .unwrap_or(0),
+        max_timestamp: lease
+            .inputs
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(0),
+        services,
+    }
 }

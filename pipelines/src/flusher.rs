@@ -9,7 +9,9 @@
 //! 5. the outbox ([`crate::outbox`]) registers the segment with the control plane (idempotent
 //!    by id), retrying with backoff while it is unreachable.
 //!
-//! On start, [`Flusher::recover`] replays the journal: a record whose object exists goes to
+//! On start, [`Flusher::run`] first replays the journal ([`Flusher::recover`], retried until it
+//! succeeds; nothing is flushed before, so journaled rows are never flushed again under another
+//! id), then reports it through [`Flusher::journal_replayed`]: a record whose object exists goes to
 //! the outbox and its entries are removed; a record whose object does not exist is dropped
 //! and its entries are flushed again. A crash anywhere therefore neither loses rows nor
 //! registers them twice, an object is never written for rows that are flushed again under
@@ -21,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
-use weir_control_plane::{SegmentRecord, SegmentState};
-use weir_schema::{Signal, SCHEMA_VERSION};
+use weir_catalog::layout::{self, SegmentKey, META_AGENT_ID, META_DEAD_LETTER};
+use weir_catalog::SegmentRecord;
+use weir_schema::Signal;
 
 use crate::buffer::{Buffer, BufferError, Ledger};
 use crate::lake::Lake;
-use crate::metrics::Metrics;
+use crate::metrics::{FlushStage, Metrics};
 use crate::parquet_writer::{encode_parquet, ParquetConfig};
 use crate::Partition;
 
@@ -70,15 +73,6 @@ struct Key {
     dead_letter: bool,
 }
 
-/// Prefix of dead-lettered objects in the lake. They are kept for operators with the
-/// transform errors in their footer (`weir.dead_letter_reasons`), and are not registered in
-/// the index: they are not part of the queryable lake.
-pub const DEAD_LETTER_PREFIX: &str = "_dead_letter/";
-/// Footer key of the agent that wrote a file (reconciliation registers only its own).
-pub const META_AGENT_ID: &str = "weir.agent_id";
-/// Footer key of the dead-letter reasons (one per line).
-pub const META_DEAD_LETTER: &str = "weir.dead_letter_reasons";
-
 struct Pending {
     batches: Vec<RecordBatch>,
     /// Distinct dead-letter reasons (dead-letter partitions only).
@@ -115,12 +109,12 @@ pub enum FlushError {
 }
 
 impl FlushError {
-    fn stage(&self) -> &'static str {
+    fn stage(&self) -> FlushStage {
         match self {
-            FlushError::Encode(_) => "encode",
-            FlushError::Buffer(_) => "buffer",
-            FlushError::Lake(_) => "upload",
-            FlushError::Task(_) => "task",
+            FlushError::Encode(_) => FlushStage::Encode,
+            FlushError::Buffer(_) => FlushStage::Buffer,
+            FlushError::Lake(_) => FlushStage::Upload,
+            FlushError::Task(_) => FlushStage::Task,
         }
     }
 }
@@ -135,6 +129,7 @@ pub struct Flusher {
     outbox_wake: Arc<Notify>,
     pending: HashMap<Key, Pending>,
     last_seq: Option<u64>,
+    replayed: watch::Sender<bool>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -163,6 +158,36 @@ impl Flusher {
             outbox_wake,
             pending: HashMap::new(),
             last_seq: None,
+            replayed: watch::Sender::new(false),
+        }
+    }
+
+    /// Turns true once the flush journal of a previous run is replayed (reconciliation waits
+    /// for it).
+    pub fn journal_replayed(&self) -> watch::Receiver<bool> {
+        self.replayed.subscribe()
+    }
+
+    /// Replays the journal, retrying with backoff (1 s doubling to 30 s) until it succeeds;
+    /// false if `shutdown` came first.
+    async fn replay_journal(&self, shutdown: &CancellationToken) -> bool {
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match self.recover().await {
+                Ok(()) => {
+                    self.replayed.send_replace(true);
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.flush.errors(FlushStage::Journal).inc();
+                    error!(error = %e, retry_in = ?wait, "flush journal recovery failed; nothing is flushed until it succeeds");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -182,7 +207,13 @@ impl Flusher {
             };
             let segment = rec.segment.id;
             if self.lake.exists(&rec.segment.object_key).await? {
-                self.commit_flush(&rec.segment, rec.seqs).await?;
+                // Dead-lettered files (under the layout's dead-letter prefix) are kept for
+                // operators but are not part of the queryable lake: they skip the outbox.
+                let dead_letter = SegmentKey::parse(&rec.segment.object_key)
+                    .map(|k| k.dead_letter)
+                    .unwrap_or(false);
+                self.commit_flush(&rec.segment, dead_letter, rec.seqs)
+                    .await?;
                 info!(%segment, "recovered a segment written before a restart");
             } else {
                 let buffer = self.buffer.clone();
@@ -196,8 +227,8 @@ impl Flusher {
     /// Runs until `shutdown`, then makes one last attempt to flush everything (bounded by
     /// `final_flush_timeout`); whatever is not flushed stays in the buffer for the next start.
     pub async fn run(mut self, shutdown: CancellationToken, final_flush_timeout: Duration) {
-        if let Err(e) = self.recover().await {
-            error!(error = %e, "flush journal recovery failed; will retry on next start");
+        if !self.replay_journal(&shutdown).await {
+            return;
         }
         loop {
             if let Err(e) = self.poll().await {
@@ -239,8 +270,9 @@ impl Flusher {
         for signal in Signal::ALL {
             let n = self.pending.keys().filter(|k| k.signal == signal).count();
             self.metrics
+                .flush
                 .pending_partitions
-                .with_label_values(&[signal.as_str()])
+                .get(signal)
                 .set(n as i64);
         }
     }
@@ -311,32 +343,17 @@ impl Flusher {
             let started = Instant::now();
             match self.flush_one(&key, &mut p).await {
                 Ok(seg) => {
-                    self.metrics
-                        .flush_duration
-                        .observe(started.elapsed().as_secs_f64());
+                    let m = &self.metrics.flush;
+                    m.duration.observe(started.elapsed().as_secs_f64());
+                    m.segments.get(key.signal).inc();
+                    m.rows.get(key.signal).inc_by(seg.row_count);
+                    m.bytes.get(key.signal).inc_by(seg.bytes);
+                    m.last_flush_seconds.set(chrono::Utc::now().timestamp());
                     let signal = key.signal.as_str();
-                    self.metrics
-                        .segments_flushed
-                        .with_label_values(&[signal])
-                        .inc();
-                    self.metrics
-                        .rows_flushed
-                        .with_label_values(&[signal])
-                        .inc_by(seg.row_count);
-                    self.metrics
-                        .bytes_flushed
-                        .with_label_values(&[signal])
-                        .inc_by(seg.bytes);
-                    self.metrics
-                        .last_flush_seconds
-                        .set(chrono::Utc::now().timestamp());
                     info!(segment = %seg.id, tenant = %seg.tenant, signal, rows = seg.row_count, bytes = seg.bytes, key = %seg.object_key, "flushed segment");
                 }
                 Err(e) => {
-                    self.metrics
-                        .flush_errors
-                        .with_label_values(&[e.stage()])
-                        .inc();
+                    self.metrics.flush.errors(e.stage()).inc();
                     p.failures += 1;
                     let backoff =
                         Duration::from_millis(200u64.saturating_mul(1 << p.failures.min(8)))
@@ -358,11 +375,12 @@ impl Flusher {
     async fn commit_flush(
         &self,
         segment: &SegmentRecord,
+        dead_letter: bool,
         seqs: Vec<u64>,
     ) -> Result<(), FlushError> {
         let buffer = self.buffer.clone();
         let id = segment.id;
-        let outboxed = if segment.object_key.starts_with(DEAD_LETTER_PREFIX) {
+        let outboxed = if dead_letter {
             None
         } else {
             Some(serde_json::to_vec(segment).map_err(|e| FlushError::Task(e.to_string()))?)
@@ -399,29 +417,14 @@ impl Flusher {
         .await
         .map_err(|e| FlushError::Task(e.to_string()))??;
         let id = Uuid::now_v7();
-        let mut object_key = Lake::object_key(&key.tenant, key.signal, key.partition, id);
-        if key.dead_letter {
-            object_key.insert_str(0, DEAD_LETTER_PREFIX);
-        }
-        let segment = SegmentRecord {
-            id,
-            tenant: key.tenant.clone(),
-            signal: key.signal.as_str().into(),
-            object_key,
-            partition: key.partition.path(),
-            min_timestamp: summary.min_timestamp,
-            max_timestamp: summary.max_timestamp,
-            row_count: summary.rows,
-            bytes: bytes.len() as u64,
-            services: summary.services,
-            schema_version: SCHEMA_VERSION,
-            agent_id: self.config.agent_id.clone(),
-            created_at: chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
-            state: SegmentState::Active,
-            replaced_by: None,
-            retired_at: None,
-            purged_at: None,
-        };
+        let object = SegmentKey::new(&key.tenant, key.signal, key.partition, id)
+            .with_dead_letter(key.dead_letter);
+        let segment = layout::segment_record(
+            &object,
+            summary.into_facts(bytes.len() as u64),
+            &self.config.agent_id,
+            weir_catalog::now_ns(),
+        );
         let journal = serde_json::to_vec(&JournalRecord {
             segment: segment.clone(),
             seqs: p.seqs.clone(),
@@ -439,7 +442,8 @@ impl Flusher {
             return Err(e.into());
         }
         debug!(segment = %id, "uploaded");
-        self.commit_flush(&segment, p.seqs.clone()).await?;
+        self.commit_flush(&segment, key.dead_letter, p.seqs.clone())
+            .await?;
         Ok(segment)
     }
 }

@@ -115,38 +115,22 @@ impl Ingest {
                     BufferError::TooLarge { .. } => "too_large",
                     _ => "storage",
                 };
-                self.metrics
-                    .rejected_requests
-                    .with_label_values(&[&source, reason])
-                    .inc();
+                self.metrics.rejected_request(&source, reason);
             })?;
             if self.ack == AckMode::Durable {
-                self.buffer.sync(seq).inspect_err(|_| {
-                    self.metrics
-                        .rejected_requests
-                        .with_label_values(&[&source, "storage"])
-                        .inc();
-                })?;
+                self.buffer
+                    .sync(seq)
+                    .inspect_err(|_| self.metrics.rejected_request(&source, "storage"))?;
             }
             self.wake.notify_one();
         }
-        let labels = [source.as_str(), signal.as_str()];
         self.metrics
-            .received_records
-            .with_label_values(&labels)
-            .inc_by(rows);
-        self.metrics
-            .received_bytes
-            .with_label_values(&labels)
-            .inc_by(request_bytes as u64);
+            .received(&source, signal, rows, request_bytes as u64);
         Ok(())
     }
 
     /// Counts a refused request.
     pub fn reject(&self, source: &str, reason: &str) {
-        self.metrics
-            .rejected_requests
-            .with_label_values(&[source, reason])
-            .inc();
+        self.metrics.rejected_request(source, reason);
     }
 }

@@ -13,10 +13,6 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use std::time::Duration;
-use uuid::Uuid;
-use weir_schema::Signal;
-
-use crate::Partition;
 
 /// Errors of the lake.
 #[derive(Debug, thiserror::Error)]
@@ -196,16 +192,6 @@ impl Lake {
         &self.url
     }
 
-    /// The object key of a segment, relative to the lake's prefix:
-    /// `tenant={t}/signal={s}/dt={YYYY-MM-DD}/hour={HH}/{id}.parquet`.
-    pub fn object_key(tenant: &str, signal: Signal, partition: Partition, id: Uuid) -> String {
-        format!(
-            "tenant={tenant}/signal={}/{}/{id}.parquet",
-            signal.as_str(),
-            partition.path()
-        )
-    }
-
     /// The object store behind the lake.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
@@ -252,11 +238,6 @@ impl Lake {
             p = p.clone().join(part);
         }
         p
-    }
-
-    /// The object key of a segment from the partition's path (`dt=…/hour=…`).
-    pub fn segment_key(tenant: &str, signal: &str, partition: &str, id: Uuid) -> String {
-        format!("tenant={tenant}/signal={signal}/{partition}/{id}.parquet")
     }
 
     /// Writes an object (in parts when it is large).

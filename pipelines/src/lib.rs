@@ -11,12 +11,14 @@ pub mod flusher;
 pub mod ingest;
 pub mod lake;
 pub mod logrows;
+pub mod metricrows;
 pub mod metrics;
 pub mod otlp;
 pub mod outbox;
 pub mod parquet_writer;
 pub mod reconcile;
 pub mod sweeper;
+pub mod units;
 
 pub use batch::{Batch, Partition};
 pub use parquet_writer::ParquetConfig;

@@ -7,49 +7,124 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use weir_schema::Signal;
 
-/// Every metric of the agent.
+/// One handle per signal of a labelled metric, resolved once.
+#[derive(Clone)]
+pub struct BySignal<T> {
+    logs: T,
+    metrics: T,
+    traces: T,
+}
+
+impl<T> BySignal<T> {
+    fn new(mut f: impl FnMut(Signal) -> T) -> BySignal<T> {
+        BySignal {
+            logs: f(Signal::Logs),
+            metrics: f(Signal::Metrics),
+            traces: f(Signal::Traces),
+        }
+    }
+
+    /// The handle of `signal`.
+    pub fn get(&self, signal: Signal) -> &T {
+        match signal {
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &self.metrics,
+            Signal::Traces => &self.traces,
+        }
+    }
+}
+
+/// Where a flush failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushStage {
+    /// Parquet encoding.
+    Encode,
+    /// Replaying or writing the flush journal.
+    Journal,
+    /// The object store.
+    Upload,
+    /// The buffer.
+    Buffer,
+    /// A blocking task.
+    Task,
+}
+
+/// The flusher's metrics.
+#[derive(Clone)]
+pub struct FlushMetrics {
+    /// Segments flushed, by signal.
+    pub segments: BySignal<IntCounter>,
+    /// Rows flushed, by signal.
+    pub rows: BySignal<IntCounter>,
+    /// Parquet bytes flushed, by signal.
+    pub bytes: BySignal<IntCounter>,
+    /// Partitions accumulating rows, by signal.
+    pub pending_partitions: BySignal<IntGauge>,
+    /// Time from the start of a flush to its registration.
+    pub duration: Histogram,
+    /// Unix seconds of the last segment flushed.
+    pub last_flush_seconds: IntGauge,
+    errors: [IntCounter; 5],
+}
+
+impl FlushMetrics {
+    /// Failures at `stage`.
+    pub fn errors(&self, stage: FlushStage) -> &IntCounter {
+        &self.errors[stage as usize]
+    }
+}
+
+/// Registrations sent from the outbox, by result.
+#[derive(Clone)]
+pub struct OutboxMetrics {
+    /// Segments waiting for the control plane to acknowledge their registration.
+    pub segments: IntGauge,
+    /// Segments registered.
+    pub registered: IntCounter,
+    /// Attempts to retry later (control plane unreachable or failing).
+    pub retried: IntCounter,
+    /// Segments refused for good.
+    pub rejected: IntCounter,
+}
+
+/// Compactions, by result.
+#[derive(Clone)]
+pub struct CompactionMetrics {
+    /// Committed.
+    pub committed: IntCounter,
+    /// The lease was lost before the commit.
+    pub lease_lost: IntCounter,
+    /// Failed otherwise.
+    pub failed: IntCounter,
+    /// Segments merged away by committed compactions.
+    pub compacted_segments: IntCounter,
+}
+
+/// Every metric of the agent. Label sets are resolved once here; components get typed
+/// handles, and the only labels chosen at run time are a source's name and refusal reason.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Records accepted, by source and signal.
-    pub received_records: IntCounterVec,
-    /// Request bytes accepted (after decompression), by source and signal.
-    pub received_bytes: IntCounterVec,
-    /// Requests refused, by source and reason.
-    pub rejected_requests: IntCounterVec,
-    /// Records refused inside otherwise accepted requests (partial success), by source.
-    pub rejected_records: IntCounterVec,
+    received_records: IntCounterVec,
+    received_bytes: IntCounterVec,
+    rejected_requests: IntCounterVec,
+    rejected_records: IntCounterVec,
     /// Live bytes in the buffer.
     pub buffer_bytes: IntGauge,
     /// Live entries in the buffer.
     pub buffer_entries: IntGauge,
     /// Entries that failed their checks and were moved aside.
     pub buffer_corrupt_entries: IntGauge,
-    /// Segments flushed, by signal.
-    pub segments_flushed: IntCounterVec,
-    /// Rows flushed, by signal.
-    pub rows_flushed: IntCounterVec,
-    /// Parquet bytes flushed, by signal.
-    pub bytes_flushed: IntCounterVec,
-    /// Flush errors, by stage (encode, journal, upload, register, buffer).
-    pub flush_errors: IntCounterVec,
-    /// Time from the start of a flush to its registration.
-    pub flush_duration: Histogram,
-    /// Partitions waiting to be flushed.
-    pub pending_partitions: IntGaugeVec,
+    /// The flusher.
+    pub flush: FlushMetrics,
     /// Whether the agent is shutting down (1) or serving (0).
     pub shutting_down: IntCounter,
-    /// Segments waiting for the control plane to acknowledge their registration.
-    pub outbox_segments: IntGauge,
-    /// Registrations sent from the outbox, by result (ok, retry, rejected).
-    pub outbox_registrations: IntCounterVec,
-    /// Unix seconds of the last segment flushed.
-    pub last_flush_seconds: IntGauge,
-    /// Compactions by result (committed, lease_lost, failed).
-    pub compactions: IntCounterVec,
-    /// Segments merged away by committed compactions.
-    pub compacted_segments: IntCounter,
+    /// The registration outbox.
+    pub outbox: OutboxMetrics,
+    /// Compactions.
+    pub compactions: CompactionMetrics,
     /// Segments removed from the index by retention.
     pub retention_expired: IntCounter,
     /// Objects deleted from the lake (compacted inputs and expired segments).
@@ -104,6 +179,20 @@ impl Metrics {
             IntCounter::new("shutdown_started", "1 once shutdown has begun").expect("static");
         r.register(Box::new(shutting_down.clone()))
             .expect("metric registered once");
+        let flushed = |name: &str, help: &str| {
+            let v = counter(&r, name, help, &["signal"]);
+            BySignal::new(|sig| v.with_label_values(&[sig.as_str()]))
+        };
+        let flush_errors = counter(&r, "flush_errors_total", "Flush failures", &["stage"]);
+        let outbox = counter(
+            &r,
+            "outbox_registrations_total",
+            "Registration attempts from the outbox",
+            &["result"],
+        );
+        let compactions = counter(&r, "compactions_total", "Compactions run", &["result"]);
+        let single =
+            |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
         Metrics {
             received_records: counter(
                 &r,
@@ -135,66 +224,80 @@ impl Metrics {
                 "buffer_corrupt_entries",
                 "Buffer entries moved aside as corrupt",
             ),
-            segments_flushed: counter(
-                &r,
-                "segments_flushed_total",
-                "Parquet segments written and registered",
-                &["signal"],
-            ),
-            rows_flushed: counter(
-                &r,
-                "rows_flushed_total",
-                "Rows written to the lake",
-                &["signal"],
-            ),
-            bytes_flushed: counter(
-                &r,
-                "flushed_bytes_total",
-                "Parquet bytes written to the lake",
-                &["signal"],
-            ),
-            flush_errors: counter(&r, "flush_errors_total", "Flush failures", &["stage"]),
-            flush_duration,
-            pending_partitions: pending,
+            flush: FlushMetrics {
+                segments: flushed(
+                    "segments_flushed_total",
+                    "Parquet segments written and registered",
+                ),
+                rows: flushed("rows_flushed_total", "Rows written to the lake"),
+                bytes: flushed("flushed_bytes_total", "Parquet bytes written to the lake"),
+                pending_partitions: BySignal::new(|sig| pending.with_label_values(&[sig.as_str()])),
+                duration: flush_duration,
+                last_flush_seconds: gauge("last_flush_seconds", "Unix time of the last flush"),
+                errors: ["encode", "journal", "upload", "buffer", "task"]
+                    .map(|stage| flush_errors.with_label_values(&[stage])),
+            },
             shutting_down,
-            outbox_segments: gauge("outbox_segments", "Segments awaiting registration"),
-            outbox_registrations: counter(
-                &r,
-                "outbox_registrations_total",
-                "Registration attempts from the outbox",
-                &["result"],
-            ),
-            last_flush_seconds: gauge("last_flush_seconds", "Unix time of the last flush"),
-            compactions: counter(&r, "compactions_total", "Compactions run", &["result"]),
-            compacted_segments: counter(
-                &r,
-                "compacted_segments_total",
-                "Segments merged away by compaction",
-                &[],
-            )
-            .with_label_values(&[] as &[&str]),
-            retention_expired: counter(
-                &r,
+            outbox: OutboxMetrics {
+                segments: gauge("outbox_segments", "Segments awaiting registration"),
+                registered: outbox.with_label_values(&["ok"]),
+                retried: outbox.with_label_values(&["retry"]),
+                rejected: outbox.with_label_values(&["rejected"]),
+            },
+            compactions: CompactionMetrics {
+                committed: compactions.with_label_values(&["committed"]),
+                lease_lost: compactions.with_label_values(&["lease_lost"]),
+                failed: compactions.with_label_values(&["failed"]),
+                compacted_segments: single(
+                    "compacted_segments_total",
+                    "Segments merged away by compaction",
+                ),
+            },
+            retention_expired: single(
                 "retention_expired_segments_total",
                 "Segments expired by retention",
-                &[],
-            )
-            .with_label_values(&[] as &[&str]),
-            objects_deleted: counter(
-                &r,
+            ),
+            objects_deleted: single(
                 "lake_objects_deleted_total",
                 "Objects deleted from the lake",
-                &[],
-            )
-            .with_label_values(&[] as &[&str]),
-            reconciled_segments: counter(
-                &r,
+            ),
+            reconciled_segments: single(
                 "reconciled_segments_total",
                 "Lake objects registered at start because the index lacked them",
-                &[],
-            )
-            .with_label_values(&[] as &[&str]),
+            ),
             registry: r,
+        }
+    }
+
+    /// Counts records and request bytes accepted from `source`.
+    pub fn received(&self, source: &str, signal: Signal, records: u64, bytes: u64) {
+        let labels = [source, signal.as_str()];
+        self.received_records
+            .with_label_values(&labels)
+            .inc_by(records);
+        self.received_bytes.with_label_values(&labels).inc_by(bytes);
+    }
+
+    /// Counts records `source` accepted without storing them, by kind (Datadog check runs).
+    pub fn received_unstored(&self, source: &str, kind: &str, records: u64) {
+        self.received_records
+            .with_label_values(&[source, kind])
+            .inc_by(records);
+    }
+
+    /// Counts a request `source` refused, and why (`malformed`, `buffer_full`, ...).
+    pub fn rejected_request(&self, source: &str, reason: &str) {
+        self.rejected_requests
+            .with_label_values(&[source, reason])
+            .inc();
+    }
+
+    /// Counts records refused inside an accepted request (OTLP partial success).
+    pub fn rejected_records(&self, source: &str, signal: Signal, records: u64) {
+        if records > 0 {
+            self.rejected_records
+                .with_label_values(&[source, signal.as_str()])
+                .inc_by(records);
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use weir_control_plane::{Catalog, CatalogError, SegmentRecord};
+use weir_catalog::{Catalog, CatalogError, SegmentRecord};
 
 use crate::buffer::{off_thread as blocking, Buffer, BufferError, Ledger};
 use crate::metrics::Metrics;
@@ -105,10 +105,7 @@ impl Outbox {
         let mut done: Vec<Vec<u8>> = unreadable;
         match self.catalog.register(&batch).await {
             Ok(()) => {
-                self.metrics
-                    .outbox_registrations
-                    .with_label_values(&["ok"])
-                    .inc_by(batch.len() as u64);
+                self.metrics.outbox.registered.inc_by(batch.len() as u64);
                 done.extend(batch.iter().map(|s| s.id.as_bytes().to_vec()));
             }
             Err(
@@ -121,10 +118,7 @@ impl Outbox {
                 for s in &batch {
                     match self.catalog.register(std::slice::from_ref(s)).await {
                         Ok(()) => {
-                            self.metrics
-                                .outbox_registrations
-                                .with_label_values(&["ok"])
-                                .inc();
+                            self.metrics.outbox.registered.inc();
                             done.push(s.id.as_bytes().to_vec());
                         }
                         Err(
@@ -132,10 +126,7 @@ impl Outbox {
                             | CatalogError::Conflict(_)
                             | CatalogError::TooLarge(_)),
                         ) => {
-                            self.metrics
-                                .outbox_registrations
-                                .with_label_values(&["rejected"])
-                                .inc();
+                            self.metrics.outbox.rejected.inc();
                             error!(error = %e, segment = %s.id, key = %s.object_key, "the control plane refused a segment; its object stays in the lake unindexed");
                             done.push(s.id.as_bytes().to_vec());
                         }
@@ -144,10 +135,7 @@ impl Outbox {
                 }
             }
             Err(e) => {
-                self.metrics
-                    .outbox_registrations
-                    .with_label_values(&["retry"])
-                    .inc();
+                self.metrics.outbox.retried.inc();
                 return Err(e);
             }
         }
@@ -171,7 +159,7 @@ impl Outbox {
         let mut failures = 0u32;
         loop {
             let sent = self.send_once().await;
-            self.metrics.outbox_segments.set(self.len() as i64);
+            self.metrics.outbox.segments.set(self.len() as i64);
             let wait = match sent {
                 Ok(0) => {
                     failures = 0;
@@ -219,6 +207,6 @@ impl Outbox {
                 "segments still await registration; they are sent on the next start"
             );
         }
-        self.metrics.outbox_segments.set(self.len() as i64);
+        self.metrics.outbox.segments.set(self.len() as i64);
     }
 }

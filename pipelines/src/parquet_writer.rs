@@ -13,15 +13,13 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use weir_schema::{
-    Signal, META_MAX_TIMESTAMP, META_MIN_TIMESTAMP, META_SCHEMA_VERSION, META_SIGNAL, META_TENANT,
-    SCHEMA_VERSION,
+use weir_catalog::layout::{
+    FileFacts, META_MAX_TIMESTAMP, META_MIN_TIMESTAMP, META_SCHEMA_VERSION, META_SERVICES,
+    META_SIGNAL, META_TENANT,
 };
+use weir_schema::{Signal, SCHEMA_VERSION};
 
-use crate::Batch;
-
-/// Footer key of the file's distinct service names (a JSON array).
-pub const META_SERVICES: &str = "weir.services";
+use crate::batch::time_bounds;
 
 /// Writer settings of the lake's Parquet files.
 #[derive(Debug, Clone)]
@@ -66,6 +64,20 @@ pub struct FileSummary {
     pub max_timestamp: i64,
     /// Distinct service names.
     pub services: Vec<String>,
+}
+
+impl FileSummary {
+    /// What the index records of the file once it is written as `bytes` bytes.
+    pub fn into_facts(self, bytes: u64) -> FileFacts {
+        FileFacts {
+            rows: self.rows,
+            bytes,
+            min_timestamp: self.min_timestamp,
+            max_timestamp: self.max_timestamp,
+            services: self.services,
+            schema_version: SCHEMA_VERSION,
+        }
+    }
 }
 
 /// Concatenates and sorts record batches of one signal by the signal's sort order.
@@ -127,15 +139,7 @@ pub(crate) fn writer_properties(
 }
 
 fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
-    let batch = Batch {
-        tenant: String::new(),
-        signal,
-        source: String::new(),
-        received_at: 0,
-        records: rows.clone(),
-        dead_letter: None,
-    };
-    let (min_timestamp, max_timestamp) = batch.time_bounds().unwrap_or((0, 0));
+    let (min_timestamp, max_timestamp) = time_bounds(signal, rows).unwrap_or((0, 0));
     let mut services = BTreeSet::new();
     if let Some(col) = rows
         .column_by_name("service_name")

@@ -12,20 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parquet::arrow::async_reader::AsyncFileReader;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
-use weir_control_plane::{Catalog, CatalogError, SegmentRecord, SegmentState};
-use weir_schema::{
-    META_MAX_TIMESTAMP, META_MIN_TIMESTAMP, META_SCHEMA_VERSION, META_SIGNAL, META_TENANT,
+use weir_catalog::layout::{
+    self, FileFacts, SegmentKey, META_AGENT_ID, META_COMPACTION_LEASE, META_SIGNAL, META_TENANT,
 };
+use weir_catalog::{Catalog, CatalogError, SegmentRecord};
 
-use crate::compactor::META_COMPACTION_LEASE;
-use crate::flusher::{DEAD_LETTER_PREFIX, META_AGENT_ID};
 use crate::lake::{Lake, LakeObject};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::parquet_writer::META_SERVICES;
 
 /// Errors of reconciliation.
 #[derive(Debug, thiserror::Error)]
@@ -41,23 +39,9 @@ pub enum ReconcileError {
     Buffer(#[from] crate::buffer::BufferError),
 }
 
-/// The segment id of a lake key `tenant=…/signal=…/dt=…/hour=…/{id}.parquet`.
-fn segment_id(key: &str) -> Option<Uuid> {
-    if key.starts_with(DEAD_LETTER_PREFIX) || !key.starts_with("tenant=") {
-        return None;
-    }
-    let name = key.rsplit('/').next()?.strip_suffix(".parquet")?;
-    Uuid::parse_str(name).ok()
-}
-
-fn partition_of(key: &str) -> Option<String> {
-    let parts: Vec<&str> = key.split('/').collect();
-    match parts.as_slice() {
-        [_, _, dt, hour, _] if dt.starts_with("dt=") && hour.starts_with("hour=") => {
-            Some(format!("{dt}/{hour}"))
-        }
-        _ => None,
-    }
+/// The key of a flushed segment of the queryable lake (not dead-lettered), if `key` is one.
+fn segment_key(key: &str) -> Option<SegmentKey> {
+    SegmentKey::parse(key).ok().filter(|k| !k.dead_letter)
 }
 
 /// Rebuilds a segment record from an object's footer; `None` if the object is not this
@@ -65,7 +49,7 @@ fn partition_of(key: &str) -> Option<String> {
 async fn record_of(
     lake: &Lake,
     obj: &LakeObject,
-    id: Uuid,
+    key: &SegmentKey,
     agent_id: &str,
 ) -> Option<SegmentRecord> {
     let mut reader = lake.parquet_reader(&obj.key, obj.size);
@@ -88,117 +72,111 @@ async fn record_of(
     if kv.get(META_AGENT_ID) != Some(&agent_id) || kv.contains_key(META_COMPACTION_LEASE) {
         return None;
     }
-    let rec = SegmentRecord {
-        id,
-        tenant: kv.get(META_TENANT)?.to_string(),
-        signal: kv.get(META_SIGNAL)?.to_string(),
-        object_key: obj.key.clone(),
-        partition: partition_of(&obj.key)?,
-        min_timestamp: kv.get(META_MIN_TIMESTAMP)?.parse().ok()?,
-        max_timestamp: kv.get(META_MAX_TIMESTAMP)?.parse().ok()?,
-        row_count: u64::try_from(meta.file_metadata().num_rows()).ok()?,
-        bytes: obj.size,
-        services: kv
-            .get(META_SERVICES)
-            .and_then(|v| serde_json::from_str(v).ok())
-            .unwrap_or_default(),
-        schema_version: kv.get(META_SCHEMA_VERSION)?.parse().ok()?,
-        agent_id: agent_id.to_string(),
-        created_at: obj.last_modified,
-        state: SegmentState::Active,
-        replaced_by: None,
-        retired_at: None,
-        purged_at: None,
-    };
+    // The footer must agree with the key it was found under.
+    if kv.get(META_TENANT) != Some(&key.tenant.as_str())
+        || kv.get(META_SIGNAL) != Some(&key.signal.as_str())
+    {
+        warn!(key = %obj.key, "footer names another tenant or signal than its key; object left alone");
+        return None;
+    }
+    let rows = u64::try_from(meta.file_metadata().num_rows()).ok()?;
+    let facts = FileFacts::from_footer(&kv, rows, obj.size)?;
+    let rec = layout::segment_record(key, facts, agent_id, obj.last_modified);
     rec.validate().ok()?;
     Some(rec)
 }
 
-/// Finds this agent's objects the index lacks and queues them in the outbox. Returns how
-/// many were queued.
-///
-/// Only objects written before `written_before` (the process's start) are considered: what
-/// the running flusher writes reaches the index through the outbox, and taking it here too
-/// would race with it. Call this after the flush journal was replayed.
-pub async fn reconcile(
-    lake: &Lake,
-    catalog: &dyn Catalog,
-    outbox: &Outbox,
-    agent_id: &str,
-    metrics: &Metrics,
-    written_before: i64,
-) -> Result<usize, ReconcileError> {
-    // The outbox first: a segment that leaves it afterwards is registered before the lookup.
-    let waiting: HashSet<Uuid> = outbox.pending().await?.into_iter().map(|s| s.id).collect();
-    let objects = lake.list("").await?;
-    let candidates: Vec<(Uuid, LakeObject)> = objects
-        .into_iter()
-        .filter(|o| o.last_modified < written_before)
-        .filter_map(|o| segment_id(&o.key).map(|id| (id, o)))
-        .filter(|(id, _)| !waiting.contains(id))
-        .collect();
-    let mut missing = Vec::new();
-    for chunk in candidates.chunks(1000) {
-        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| *id).collect();
-        let known: HashSet<Uuid> = catalog
-            .lookup(&ids)
-            .await?
+/// Reconciliation of one agent's objects with the index.
+pub struct Reconciler {
+    /// The lake.
+    pub lake: Lake,
+    /// The index.
+    pub catalog: Arc<dyn Catalog>,
+    /// Where found segments go to be registered.
+    pub outbox: Outbox,
+    /// This agent: only objects whose footer names it are taken.
+    pub agent_id: String,
+    /// Counts what was registered.
+    pub metrics: Metrics,
+    /// Only objects written before this (the process's start, unix ns) are considered: what
+    /// the running flusher writes reaches the index through the outbox, and taking it here
+    /// too would race with it.
+    pub written_before: i64,
+}
+
+impl Reconciler {
+    /// Finds this agent's objects the index lacks and queues them in the outbox. Returns how
+    /// many were queued. Call this after the flush journal was replayed.
+    pub async fn once(&self) -> Result<usize, ReconcileError> {
+        let (lake, outbox) = (&self.lake, &self.outbox);
+        // The outbox first: a segment that leaves it afterwards is registered before the
+        // lookup.
+        let waiting: HashSet<Uuid> = outbox.pending().await?.into_iter().map(|s| s.id).collect();
+        let objects = lake.list("").await?;
+        let candidates: Vec<(SegmentKey, LakeObject)> = objects
             .into_iter()
-            .map(|s| s.id)
+            .filter(|o| o.last_modified < self.written_before)
+            .filter_map(|o| segment_key(&o.key).map(|k| (k, o)))
+            .filter(|(k, _)| !waiting.contains(&k.id))
             .collect();
-        for (id, obj) in chunk {
-            if !known.contains(id) {
-                if let Some(rec) = record_of(lake, obj, *id, agent_id).await {
-                    missing.push(rec);
+        let mut missing = Vec::new();
+        for chunk in candidates.chunks(1000) {
+            let ids: Vec<Uuid> = chunk.iter().map(|(k, _)| k.id).collect();
+            let known: HashSet<Uuid> = self
+                .catalog
+                .lookup(&ids)
+                .await?
+                .into_iter()
+                .map(|s| s.id)
+                .collect();
+            for (key, obj) in chunk {
+                if !known.contains(&key.id) {
+                    if let Some(rec) = record_of(lake, obj, key, &self.agent_id).await {
+                        missing.push(rec);
+                    }
                 }
             }
         }
-    }
-    let n = missing.len();
-    if n > 0 {
-        for s in &missing {
-            info!(segment = %s.id, key = %s.object_key, rows = s.row_count, "reconcile: registering an object the index lacks");
-        }
-        outbox.push(missing).await?;
-        metrics.reconciled_segments.inc_by(n as u64);
-    }
-    Ok(n)
-}
-
-/// Reconciles once, retrying with backoff (1 s doubling to 60 s) while the control plane or
-/// the lake fails, until it succeeds or `shutdown`.
-pub async fn run(
-    lake: Lake,
-    catalog: Arc<dyn Catalog>,
-    outbox: Outbox,
-    agent_id: String,
-    metrics: Metrics,
-    written_before: i64,
-    shutdown: CancellationToken,
-) {
-    let mut wait = Duration::from_secs(1);
-    loop {
-        match reconcile(
-            &lake,
-            catalog.as_ref(),
-            &outbox,
-            &agent_id,
-            &metrics,
-            written_before,
-        )
-        .await
-        {
-            Ok(n) => {
-                info!(registered = n, "reconciled the lake with the index");
-                return;
+        let n = missing.len();
+        if n > 0 {
+            for s in &missing {
+                info!(segment = %s.id, key = %s.object_key, rows = s.row_count, "reconcile: registering an object the index lacks");
             }
-            Err(e) => warn!(error = %e, retry_in = ?wait, "reconciliation failed"),
+            outbox.push(missing).await?;
+            self.metrics.reconciled_segments.inc_by(n as u64);
         }
+        Ok(n)
+    }
+
+    /// Reconciles once, after the flusher replayed its journal (`journal_replayed` turns
+    /// true), retrying with backoff (1 s doubling to 60 s) while the control plane or the lake
+    /// fails, until it succeeds or `shutdown`.
+    pub async fn run(
+        self,
+        mut journal_replayed: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) {
+        // A journaled flush whose object is uploaded reaches the outbox through the replay;
+        // taking it here first would register it with a record rebuilt from its footer.
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            r = journal_replayed.wait_for(|done| *done) => if r.is_err() { return },
         }
-        wait = (wait * 2).min(Duration::from_secs(60));
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match self.once().await {
+                Ok(n) => {
+                    info!(registered = n, "reconciled the lake with the index");
+                    return;
+                }
+                Err(e) => warn!(error = %e, retry_in = ?wait, "reconciliation failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(60));
+        }
     }
 }
 
@@ -210,9 +188,12 @@ mod tests {
     fn keys() {
         let id = Uuid::now_v7();
         let key = format!("tenant=a/signal=logs/dt=2026-01-01/hour=03/{id}.parquet");
-        assert_eq!(segment_id(&key), Some(id));
-        assert_eq!(partition_of(&key).as_deref(), Some("dt=2026-01-01/hour=03"));
-        assert_eq!(segment_id(&format!("_dead_letter/{key}")), None);
-        assert_eq!(segment_id("tenant=a/signal=logs/x.txt"), None);
+        assert_eq!(segment_key(&key).map(|k| k.id), Some(id));
+        assert_eq!(
+            segment_key(&key).map(|k| k.partition.path()).as_deref(),
+            Some("dt=2026-01-01/hour=03")
+        );
+        assert_eq!(segment_key(&format!("_dead_letter/{key}")), None);
+        assert_eq!(segment_key("tenant=a/signal=logs/x.txt"), None);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use weir_control_plane::{Catalog, CatalogError, RetentionPolicy, SegmentRecord};
+use weir_catalog::{Catalog, CatalogError, RetentionPolicy, SegmentRecord};
 
 use crate::lake::Lake;
 use crate::metrics::Metrics;
@@ -128,7 +128,14 @@ impl Sweeper {
         let abandoned = self.catalog.abandon_expired_leases(before, 500).await?;
         let mut cleaned = Vec::new();
         for l in &abandoned {
-            let key = l.output_key();
+            let key = match l.output_key() {
+                Ok(k) => k,
+                Err(e) => {
+                    warn!(error = %e, lease = %l.lease_id, "abandoned lease names no lake key; nothing to delete");
+                    cleaned.push(l.lease_id);
+                    continue;
+                }
+            };
             match self.lake.delete(&key).await {
                 Ok(()) => {
                     cleaned.push(l.lease_id);
@@ -152,7 +159,7 @@ impl Sweeper {
     /// Sweeps every `interval` until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if let Err(e) = self.sweep(weir_control_plane::now_ns()).await {
+            if let Err(e) = self.sweep(weir_catalog::now_ns()).await {
                 warn!(error = %e, "sweep failed; will retry");
             }
             tokio::select! {

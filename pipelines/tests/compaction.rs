@@ -10,9 +10,9 @@ use arrow_array::types::TimestampNanosecondType;
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use uuid::Uuid;
-use weir_control_plane::{
-    Catalog, RetentionPolicy, SegmentQuery, SegmentRecord, SegmentState, SledCatalog,
-};
+use weir_catalog::layout::{Partition, SegmentKey};
+use weir_catalog::{Catalog, RetentionPolicy, SegmentQuery, SegmentRecord, SegmentState};
+use weir_control_plane::SledCatalog;
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
 use weir_pipelines::lake::Lake;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
@@ -23,6 +23,16 @@ use weir_schema::Signal;
 
 const BASE: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const PARTITION: &str = "dt=2026-01-01/hour=00";
+
+fn segment_key(tenant: &str, id: Uuid) -> String {
+    SegmentKey::new(
+        tenant,
+        Signal::Logs,
+        Partition::parse(PARTITION).unwrap(),
+        id,
+    )
+    .to_string()
+}
 
 /// A small pseudo-random generator (deterministic, no dependency).
 struct Lcg(u64);
@@ -76,7 +86,7 @@ async fn write_segment(lake: &Lake, tenant: &str, rows: RecordBatch) -> SegmentR
     )
     .unwrap();
     let id = Uuid::now_v7();
-    let key = Lake::segment_key(tenant, "logs", PARTITION, id);
+    let key = segment_key(tenant, id);
     let size = bytes.len() as u64;
     lake.put(&key, bytes).await.unwrap();
     SegmentRecord {
@@ -255,13 +265,13 @@ async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_input
         )
     };
     let report = sweeper(Duration::from_secs(3600))
-        .sweep(weir_control_plane::now_ns())
+        .sweep(weir_catalog::now_ns())
         .await
         .unwrap();
     assert!(report.deleted_objects.is_empty());
     assert_eq!(lake.list("").await.unwrap().len(), inputs.len() + 1);
     let report = sweeper(Duration::ZERO)
-        .sweep(weir_control_plane::now_ns())
+        .sweep(weir_catalog::now_ns())
         .await
         .unwrap();
     assert_eq!(report.deleted_objects.len(), inputs.len());
@@ -328,7 +338,7 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
     registered_files(&lake, catalog.as_ref(), 3, 3, 100).await;
     // A compactor leases, uploads its output, and dies before committing.
     let lease = catalog
-        .lease_compaction(&weir_control_plane::LeaseRequest {
+        .lease_compaction(&weir_catalog::LeaseRequest {
             agent_id: "doomed".into(),
             ttl_ms: 1000,
             target_bytes: 64 << 20,
@@ -341,7 +351,7 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
         .await
         .unwrap()
         .unwrap();
-    lake.put(&lease.output_key(), b"half a merge".to_vec())
+    lake.put(&lease.output_key().unwrap(), b"half a merge".to_vec())
         .await
         .unwrap();
     let sweeper = Sweeper::new(
@@ -356,13 +366,13 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
         },
     );
     // While the lease lives, the output is left alone.
-    let report = sweeper.sweep(weir_control_plane::now_ns()).await.unwrap();
+    let report = sweeper.sweep(weir_catalog::now_ns()).await.unwrap();
     assert!(report.abandoned_outputs.is_empty());
-    assert!(lake.exists(&lease.output_key()).await.unwrap());
+    assert!(lake.exists(&lease.output_key().unwrap()).await.unwrap());
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let report = sweeper.sweep(weir_control_plane::now_ns()).await.unwrap();
-    assert_eq!(report.abandoned_outputs, vec![lease.output_key()]);
-    assert!(!lake.exists(&lease.output_key()).await.unwrap());
+    let report = sweeper.sweep(weir_catalog::now_ns()).await.unwrap();
+    assert_eq!(report.abandoned_outputs, vec![lease.output_key().unwrap()]);
+    assert!(!lake.exists(&lease.output_key().unwrap()).await.unwrap());
     // The inputs are untouched and a live compactor merges them.
     let c = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(8192));
     let done = c.run_once().await.unwrap().unwrap();

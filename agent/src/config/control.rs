@@ -157,14 +157,14 @@ pub struct RetentionRuleConfig {
 
 impl RetentionConfig {
     /// The control plane's view of the policy.
-    pub fn policy(&self) -> weir_control_plane::RetentionPolicy {
+    pub fn policy(&self) -> weir_catalog::RetentionPolicy {
         let ns = |d: &HumanDuration| d.0.as_nanos().min(i64::MAX as u128) as i64;
-        weir_control_plane::RetentionPolicy {
+        weir_catalog::RetentionPolicy {
             default_max_age_ns: self.default.as_ref().map(ns),
             rules: self
                 .rules
                 .iter()
-                .map(|r| weir_control_plane::RetentionRule {
+                .map(|r| weir_catalog::RetentionRule {
                     tenant: r.tenant.clone(),
                     signal: r.signal.clone(),
                     max_age_ns: ns(&r.max_age),
@@ -187,7 +187,7 @@ impl RetentionConfig {
                 }
             }
             if let Some(t) = &r.tenant {
-                if !weir_control_plane::segment_valid_tenant(t) {
+                if !weir_catalog::valid_tenant(t) {
                     problems.push(format!(
                         "retention.rules[{i}].tenant = {t:?} is not a valid tenant"
                     ));

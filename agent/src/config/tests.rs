@@ -9,25 +9,13 @@ use figment::Jail;
 use super::*;
 
 #[test]
-fn sizes_and_durations() {
-    assert_eq!(ByteSize::parse("16MiB").unwrap(), ByteSize(16 << 20));
-    assert_eq!(ByteSize::parse("1.5 KiB").unwrap(), ByteSize(1536));
-    assert_eq!(ByteSize::parse("10MB").unwrap(), ByteSize(10_000_000));
-    assert_eq!(ByteSize::parse("42").unwrap(), ByteSize(42));
-    assert!(ByteSize::parse("12 parsecs")
-        .unwrap_err()
-        .contains("unknown size unit"));
-    assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
-}
-
-#[test]
 fn defaults_are_valid() {
     Jail::expect_with(|_| {
         let c = Config::load(None).unwrap();
         assert_eq!(c, Config::default());
         let v = c.validate().unwrap();
-        assert_eq!(v.otlp_grpc.unwrap().port(), 4317);
-        assert_eq!(v.otlp_http.unwrap().port(), 4318);
+        assert_eq!(v.address("sources.otlp.grpc_address").unwrap().port(), 4317);
+        assert_eq!(v.address("sources.otlp.http_address").unwrap().port(), 4318);
         assert_eq!(v.admin.port(), 8686);
         Ok(())
     });
@@ -201,4 +189,26 @@ fn pipelines_load_and_validate() {
         err.contains("pipelines[0].transforms[1].module must be set"),
         "{err}"
     );
+}
+
+#[test]
+fn pipeline_source_names_must_exist() {
+    let mut c = Config::default();
+    c.pipelines.push(PipelineConfig {
+        name: "pii".into(),
+        sources: vec!["otlp".into(), "syslog_tcp".into(), "otlp_htpp".into()],
+        transforms: vec![TransformConfig {
+            name: "redact".into(),
+            module: "/x.wasm".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("pipelines[0].sources: \"otlp_htpp\" is not a source"),
+        "{err}"
+    );
+    assert!(!err.contains("\"otlp\" is not"), "{err}");
+    assert!(!err.contains("\"syslog_tcp\" is not"), "{err}");
 }

@@ -80,7 +80,7 @@ impl SledBuffer {
         std::fs::create_dir_all(&config.path)?;
         // Entries are read once by the flusher, so a large page cache only costs memory
         // (sled's default is 1 GiB).
-        let db = weir_control_plane::open_sled(
+        let db = weir_catalog::open_sled(
             &sled::Config::new()
                 .path(&config.path)
                 .segment_size(SEGMENT_SIZE)

@@ -1,74 +1,20 @@
-//! OTLP metrics → the metrics lake schema: one row per data point of any of the five types.
+//! OTLP metrics → the metrics lake schema: one row per data point of any of the five types,
+//! through the shared [`MetricsBuilder`].
 
-use std::sync::Arc;
-
-use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampNanosecondBuilder, UInt32Builder, UInt64Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{ArrowError, DataType};
+use arrow_schema::ArrowError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value as NumberValue;
-use opentelemetry_proto::tonic::metrics::v1::Metric;
-use weir_schema::{metrics_schema, quantile_fields};
+use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint};
 
 use super::anyvalue::{attributes_into, service_name};
 use super::logs::non_empty;
 use super::{pick_time, Decoded};
-use crate::columns::{timestamp_builder, AttributesBuilder, ListOffsets};
+use crate::metricrows::{ExpBuckets, MetricFields, MetricsBuilder, Number, Point};
 
-/// The fields every data point shares.
-struct Common<'a> {
-    attributes: &'a [KeyValue],
-    start: u64,
-    time: u64,
-    flags: u32,
-}
-
-#[derive(Default)]
-struct Columns {
-    name: StringBuilder,
-    kind: StringBuilder,
-    unit: StringBuilder,
-    description: StringBuilder,
-    ts: Option<TimestampNanosecondBuilder>,
-    start: Option<TimestampNanosecondBuilder>,
-    value: Float64Builder,
-    int_value: Int64Builder,
-    is_monotonic: BooleanBuilder,
-    temporality: Int32Builder,
-    count: UInt64Builder,
-    sum: Float64Builder,
-    min: Float64Builder,
-    max: Float64Builder,
-    bucket_counts: UInt64Builder,
-    bucket_offsets: ListOffsets,
-    bounds: Float64Builder,
-    bounds_offsets: ListOffsets,
-    exp_scale: Int32Builder,
-    exp_zero_count: UInt64Builder,
-    exp_zero_threshold: Float64Builder,
-    exp_pos_offset: Int32Builder,
-    exp_pos_counts: UInt64Builder,
-    exp_pos_offsets: ListOffsets,
-    exp_neg_offset: Int32Builder,
-    exp_neg_counts: UInt64Builder,
-    exp_neg_offsets: ListOffsets,
-    q_quantile: Float64Builder,
-    q_value: Float64Builder,
-    q_offsets: ListOffsets,
-    flags: UInt32Builder,
-    service: StringBuilder,
-    res_attrs: AttributesBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
-    attrs: AttributesBuilder,
-}
-
+/// Where a metric sits: its resource and scope.
 struct Context<'a> {
     metric: &'a Metric,
     resource_attrs: &'a [KeyValue],
@@ -77,286 +23,126 @@ struct Context<'a> {
     received_at: i64,
 }
 
-impl Columns {
-    /// Appends the columns shared by every point type, and nulls for the type-specific
-    /// columns the caller does not set itself.
-    fn common(&mut self, cx: &Context<'_>, kind: &str, p: &Common<'_>) {
-        let m = cx.metric;
-        self.name.append_value(&m.name);
-        self.kind.append_value(kind);
-        self.unit.append_option(non_empty(&m.unit));
-        self.description.append_option(non_empty(&m.description));
-        let t = pick_time(p.time, 0, cx.received_at);
-        self.ts
-            .get_or_insert_with(|| timestamp_builder(0))
-            .append_value(t);
-        let start = self.start.get_or_insert_with(|| timestamp_builder(0));
-        if p.start == 0 {
-            start.append_null();
-        } else {
-            start.append_value(i64::try_from(p.start).unwrap_or(i64::MAX));
+impl Context<'_> {
+    /// The fields of a point of this metric.
+    fn fields(&self, time: u64, start: u64, flags: u32) -> MetricFields<'_> {
+        let m = self.metric;
+        MetricFields {
+            name: &m.name,
+            unit: non_empty(&m.unit),
+            description: non_empty(&m.description),
+            timestamp: pick_time(time, 0, self.received_at),
+            start_timestamp: (start != 0).then(|| i64::try_from(start).unwrap_or(i64::MAX)),
+            flags,
+            service_name: self.service,
+            scope_name: self.scope.and_then(|s| non_empty(&s.name)),
+            scope_version: self.scope.and_then(|s| non_empty(&s.version)),
         }
-        self.flags.append_value(p.flags);
-        self.service.append_option(cx.service);
-        attributes_into(&mut self.res_attrs, cx.resource_attrs);
-        self.res_attrs.finish_row();
-        self.scope_name
-            .append_option(cx.scope.and_then(|s| non_empty(&s.name)));
-        self.scope_version
-            .append_option(cx.scope.and_then(|s| non_empty(&s.version)));
-        attributes_into(&mut self.attrs, p.attributes);
-        self.attrs.finish_row();
     }
 
-    fn no_number(&mut self) {
-        self.value.append_null();
-        self.int_value.append_null();
-    }
-
-    fn no_sum_fields(&mut self) {
-        self.is_monotonic.append_null();
-    }
-
-    fn no_histogram(&mut self) {
-        self.bucket_offsets.push_null();
-        self.bounds_offsets.push_null();
-    }
-
-    fn no_exponential(&mut self) {
-        self.exp_scale.append_null();
-        self.exp_zero_count.append_null();
-        self.exp_zero_threshold.append_null();
-        self.exp_pos_offset.append_null();
-        self.exp_pos_offsets.push_null();
-        self.exp_neg_offset.append_null();
-        self.exp_neg_offsets.push_null();
-    }
-
-    fn no_stats(&mut self) {
-        self.count.append_null();
-        self.sum.append_null();
-        self.min.append_null();
-        self.max.append_null();
-    }
-
-    fn buckets(
-        offset: &mut Int32Builder,
-        counts: &mut UInt64Builder,
-        offsets: &mut ListOffsets,
-        b: Option<&Buckets>,
+    fn append(
+        &self,
+        b: &mut MetricsBuilder,
+        f: &MetricFields<'_>,
+        point: &Point<'_>,
+        attributes: &[KeyValue],
     ) {
-        match b {
-            Some(b) => {
-                offset.append_value(b.offset);
-                counts.append_slice(&b.bucket_counts);
-                offsets.push(counts.len());
-            }
-            None => {
-                offset.append_null();
-                offsets.push_null();
-            }
-        }
-    }
-
-    fn add_metric(&mut self, cx: &Context<'_>) {
-        let Some(data) = cx.metric.data.as_ref() else {
-            return;
-        };
-        match data {
-            Data::Gauge(g) => {
-                for p in &g.data_points {
-                    self.number(cx, "gauge", p, None);
-                }
-            }
-            Data::Sum(s) => {
-                for p in &s.data_points {
-                    self.number(
-                        cx,
-                        "sum",
-                        p,
-                        Some((s.is_monotonic, s.aggregation_temporality)),
-                    );
-                }
-            }
-            Data::Histogram(h) => {
-                for p in &h.data_points {
-                    let c = Common {
-                        attributes: &p.attributes,
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                        flags: p.flags,
-                    };
-                    self.common(cx, "histogram", &c);
-                    self.no_number();
-                    self.no_sum_fields();
-                    self.temporality.append_value(h.aggregation_temporality);
-                    self.count.append_value(p.count);
-                    self.sum.append_option(p.sum);
-                    self.min.append_option(p.min);
-                    self.max.append_option(p.max);
-                    self.bucket_counts.append_slice(&p.bucket_counts);
-                    self.bucket_offsets.push(self.bucket_counts.len());
-                    self.bounds.append_slice(&p.explicit_bounds);
-                    self.bounds_offsets.push(self.bounds.len());
-                    self.no_exponential();
-                    self.q_offsets.push_null();
-                }
-            }
-            Data::ExponentialHistogram(h) => {
-                for p in &h.data_points {
-                    let c = Common {
-                        attributes: &p.attributes,
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                        flags: p.flags,
-                    };
-                    self.common(cx, "exponential_histogram", &c);
-                    self.no_number();
-                    self.no_sum_fields();
-                    self.temporality.append_value(h.aggregation_temporality);
-                    self.count.append_value(p.count);
-                    self.sum.append_option(p.sum);
-                    self.min.append_option(p.min);
-                    self.max.append_option(p.max);
-                    self.no_histogram();
-                    self.exp_scale.append_value(p.scale);
-                    self.exp_zero_count.append_value(p.zero_count);
-                    self.exp_zero_threshold.append_value(p.zero_threshold);
-                    Self::buckets(
-                        &mut self.exp_pos_offset,
-                        &mut self.exp_pos_counts,
-                        &mut self.exp_pos_offsets,
-                        p.positive.as_ref(),
-                    );
-                    Self::buckets(
-                        &mut self.exp_neg_offset,
-                        &mut self.exp_neg_counts,
-                        &mut self.exp_neg_offsets,
-                        p.negative.as_ref(),
-                    );
-                    self.q_offsets.push_null();
-                }
-            }
-            Data::Summary(s) => {
-                for p in &s.data_points {
-                    let c = Common {
-                        attributes: &p.attributes,
-                        start: p.start_time_unix_nano,
-                        time: p.time_unix_nano,
-                        flags: p.flags,
-                    };
-                    self.common(cx, "summary", &c);
-                    self.no_number();
-                    self.no_sum_fields();
-                    self.temporality.append_null();
-                    self.count.append_value(p.count);
-                    self.sum.append_value(p.sum);
-                    self.min.append_null();
-                    self.max.append_null();
-                    self.no_histogram();
-                    self.no_exponential();
-                    for q in &p.quantile_values {
-                        self.q_quantile.append_value(q.quantile);
-                        self.q_value.append_value(q.value);
-                    }
-                    self.q_offsets.push(self.q_quantile.len());
-                }
-            }
-        }
-    }
-
-    fn number(
-        &mut self,
-        cx: &Context<'_>,
-        kind: &str,
-        p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint,
-        sum: Option<(bool, i32)>,
-    ) {
-        let c = Common {
-            attributes: &p.attributes,
-            start: p.start_time_unix_nano,
-            time: p.time_unix_nano,
-            flags: p.flags,
-        };
-        self.common(cx, kind, &c);
-        match p.value {
-            Some(NumberValue::AsDouble(d)) => {
-                self.value.append_value(d);
-                self.int_value.append_null();
-            }
-            Some(NumberValue::AsInt(i)) => {
-                self.value.append_value(i as f64);
-                self.int_value.append_value(i);
-            }
-            None => self.no_number(),
-        }
-        match sum {
-            Some((mono, temporality)) => {
-                self.is_monotonic.append_value(mono);
-                self.temporality.append_value(temporality);
-            }
-            None => {
-                self.is_monotonic.append_null();
-                self.temporality.append_null();
-            }
-        }
-        self.no_stats();
-        self.no_histogram();
-        self.no_exponential();
-        self.q_offsets.push_null();
-    }
-
-    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
-        let quantiles = StructArray::new(
-            quantile_fields(),
-            vec![
-                Arc::new(self.q_quantile.finish()) as ArrayRef,
-                Arc::new(self.q_value.finish()),
-            ],
-            None,
+        b.append(
+            f,
+            point,
+            |r| attributes_into(r, self.resource_attrs),
+            |a| attributes_into(a, attributes),
         );
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.name.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.unit.finish()),
-            Arc::new(self.description.finish()),
-            Arc::new(self.ts.get_or_insert_with(|| timestamp_builder(0)).finish()),
-            Arc::new(
-                self.start
-                    .get_or_insert_with(|| timestamp_builder(0))
-                    .finish(),
-            ),
-            Arc::new(self.value.finish()),
-            Arc::new(self.int_value.finish()),
-            Arc::new(self.is_monotonic.finish()),
-            Arc::new(self.temporality.finish()),
-            Arc::new(self.count.finish()),
-            Arc::new(self.sum.finish()),
-            Arc::new(self.min.finish()),
-            Arc::new(self.max.finish()),
-            self.bucket_offsets
-                .finish(DataType::UInt64, Arc::new(self.bucket_counts.finish())),
-            self.bounds_offsets
-                .finish(DataType::Float64, Arc::new(self.bounds.finish())),
-            Arc::new(self.exp_scale.finish()),
-            Arc::new(self.exp_zero_count.finish()),
-            Arc::new(self.exp_zero_threshold.finish()),
-            Arc::new(self.exp_pos_offset.finish()),
-            self.exp_pos_offsets
-                .finish(DataType::UInt64, Arc::new(self.exp_pos_counts.finish())),
-            Arc::new(self.exp_neg_offset.finish()),
-            self.exp_neg_offsets
-                .finish(DataType::UInt64, Arc::new(self.exp_neg_counts.finish())),
-            self.q_offsets
-                .finish(DataType::Struct(quantile_fields()), Arc::new(quantiles)),
-            Arc::new(self.flags.finish()),
-            Arc::new(self.service.finish()),
-            self.res_attrs.finish(),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
-            self.attrs.finish(),
-        ];
-        RecordBatch::try_new(metrics_schema(), columns)
+    }
+}
+
+fn number(p: &NumberDataPoint) -> Number {
+    match p.value {
+        Some(NumberValue::AsDouble(d)) => Number::Double(d),
+        Some(NumberValue::AsInt(i)) => Number::Int(i),
+        None => Number::None,
+    }
+}
+
+fn exp_buckets(b: Option<&Buckets>) -> Option<ExpBuckets<'_>> {
+    b.map(|b| ExpBuckets {
+        offset: b.offset,
+        counts: &b.bucket_counts,
+    })
+}
+
+/// Appends every point of a metric.
+fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
+    let Some(data) = cx.metric.data.as_ref() else {
+        return;
+    };
+    match data {
+        Data::Gauge(g) => {
+            for p in &g.data_points {
+                let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
+                cx.append(b, &f, &Point::Gauge(number(p)), &p.attributes);
+            }
+        }
+        Data::Sum(s) => {
+            for p in &s.data_points {
+                let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
+                let point = Point::Sum {
+                    value: number(p),
+                    monotonic: s.is_monotonic,
+                    temporality: s.aggregation_temporality,
+                };
+                cx.append(b, &f, &point, &p.attributes);
+            }
+        }
+        Data::Histogram(h) => {
+            for p in &h.data_points {
+                let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
+                let point = Point::Histogram {
+                    temporality: h.aggregation_temporality,
+                    count: p.count,
+                    sum: p.sum,
+                    min: p.min,
+                    max: p.max,
+                    bucket_counts: &p.bucket_counts,
+                    bounds: &p.explicit_bounds,
+                };
+                cx.append(b, &f, &point, &p.attributes);
+            }
+        }
+        Data::ExponentialHistogram(h) => {
+            for p in &h.data_points {
+                let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
+                let point = Point::Exponential {
+                    temporality: h.aggregation_temporality,
+                    count: p.count,
+                    sum: p.sum,
+                    min: p.min,
+                    max: p.max,
+                    scale: p.scale,
+                    zero_count: p.zero_count,
+                    zero_threshold: p.zero_threshold,
+                    positive: exp_buckets(p.positive.as_ref()),
+                    negative: exp_buckets(p.negative.as_ref()),
+                };
+                cx.append(b, &f, &point, &p.attributes);
+            }
+        }
+        Data::Summary(s) => {
+            for p in &s.data_points {
+                let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
+                let quantiles: Vec<(f64, f64)> = p
+                    .quantile_values
+                    .iter()
+                    .map(|q| (q.quantile, q.value))
+                    .collect();
+                let point = Point::Summary {
+                    count: p.count,
+                    sum: p.sum,
+                    quantiles: &quantiles,
+                };
+                cx.append(b, &f, &point, &p.attributes);
+            }
+        }
     }
 }
 
@@ -365,7 +151,7 @@ pub fn decode_metrics(
     req: &ExportMetricsServiceRequest,
     received_at: i64,
 ) -> Result<Decoded, ArrowError> {
-    let mut cols = Columns::default();
+    let mut b = MetricsBuilder::default();
     for rm in &req.resource_metrics {
         let resource_attrs: &[KeyValue] = rm
             .resource
@@ -382,12 +168,12 @@ pub fn decode_metrics(
                     scope: sm.scope.as_ref(),
                     received_at,
                 };
-                cols.add_metric(&cx);
+                add_metric(&mut b, &cx);
             }
         }
     }
     Ok(Decoded {
-        records: cols.finish()?,
+        records: b.finish()?,
         rejected: 0,
         error: None,
     })

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, Int32Builder, Int64Builder, StringBuilder, UInt32Builder,
+    ArrayBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampNanosecondBuilder,
+    UInt32Builder,
 };
 use arrow_array::{ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{ArrowError, DataType};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::Span;
 use weir_schema::{span_event_fields, span_link_fields, traces_schema};
 
 use super::anyvalue::{attributes_into, service_name};
@@ -16,167 +18,234 @@ use super::logs::non_empty;
 use super::{hex_id, pick_time, Decoded, Rejections};
 use crate::columns::{timestamp_builder, AttributesBuilder, ListOffsets};
 
+/// The columns of the traces schema, filled one span at a time.
+struct SpanColumns {
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent: StringBuilder,
+    trace_state: StringBuilder,
+    name: StringBuilder,
+    kind: Int32Builder,
+    start: TimestampNanosecondBuilder,
+    end: TimestampNanosecondBuilder,
+    duration: Int64Builder,
+    status_code: Int32Builder,
+    status_message: StringBuilder,
+    flags: UInt32Builder,
+    ev_ts: TimestampNanosecondBuilder,
+    ev_name: StringBuilder,
+    ev_attrs: AttributesBuilder,
+    ev_dropped: UInt32Builder,
+    ev_offsets: ListOffsets,
+    ln_trace: StringBuilder,
+    ln_span: StringBuilder,
+    ln_state: StringBuilder,
+    ln_attrs: AttributesBuilder,
+    ln_flags: UInt32Builder,
+    ln_offsets: ListOffsets,
+    service: StringBuilder,
+    res_attrs: AttributesBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    attrs: AttributesBuilder,
+}
+
+/// Where a span sits: its resource and scope.
+struct SpanContext<'a> {
+    resource_attrs: &'a [KeyValue],
+    service: Option<&'a str>,
+    scope: Option<&'a InstrumentationScope>,
+    received_at: i64,
+}
+
+impl SpanColumns {
+    fn new() -> SpanColumns {
+        SpanColumns {
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent: StringBuilder::new(),
+            trace_state: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: Int32Builder::new(),
+            start: timestamp_builder(0),
+            end: timestamp_builder(0),
+            duration: Int64Builder::new(),
+            status_code: Int32Builder::new(),
+            status_message: StringBuilder::new(),
+            flags: UInt32Builder::new(),
+            ev_ts: timestamp_builder(0),
+            ev_name: StringBuilder::new(),
+            ev_attrs: AttributesBuilder::default(),
+            ev_dropped: UInt32Builder::new(),
+            ev_offsets: ListOffsets::default(),
+            ln_trace: StringBuilder::new(),
+            ln_span: StringBuilder::new(),
+            ln_state: StringBuilder::new(),
+            ln_attrs: AttributesBuilder::default(),
+            ln_flags: UInt32Builder::new(),
+            ln_offsets: ListOffsets::default(),
+            service: StringBuilder::new(),
+            res_attrs: AttributesBuilder::default(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            attrs: AttributesBuilder::default(),
+        }
+    }
+
+    /// Appends a span whose ids were checked.
+    fn append(&mut self, sp: &Span, cx: &SpanContext<'_>) {
+        self.trace_id.append_value(hex::encode(&sp.trace_id));
+        self.span_id.append_value(hex::encode(&sp.span_id));
+        self.parent.append_option(hex_id(&sp.parent_span_id));
+        self.trace_state.append_option(non_empty(&sp.trace_state));
+        self.name.append_value(&sp.name);
+        self.kind.append_value(sp.kind);
+        let s = pick_time(sp.start_time_unix_nano, 0, cx.received_at);
+        let e = if sp.end_time_unix_nano == 0 {
+            s
+        } else {
+            i64::try_from(sp.end_time_unix_nano).unwrap_or(i64::MAX)
+        };
+        self.start.append_value(s);
+        self.end.append_value(e);
+        self.duration.append_value(e.saturating_sub(s));
+        let status = sp.status.as_ref();
+        self.status_code
+            .append_value(status.map(|st| st.code).unwrap_or(0));
+        self.status_message
+            .append_option(status.and_then(|st| non_empty(&st.message)));
+        self.flags.append_value(sp.flags);
+        for ev in &sp.events {
+            self.ev_ts.append_value(pick_time(ev.time_unix_nano, 0, s));
+            self.ev_name.append_value(&ev.name);
+            attributes_into(&mut self.ev_attrs, &ev.attributes);
+            self.ev_attrs.finish_row();
+            self.ev_dropped.append_value(ev.dropped_attributes_count);
+        }
+        self.ev_offsets.push(self.ev_name.len());
+        for l in &sp.links {
+            self.ln_trace.append_value(hex::encode(&l.trace_id));
+            self.ln_span.append_value(hex::encode(&l.span_id));
+            self.ln_state.append_option(non_empty(&l.trace_state));
+            attributes_into(&mut self.ln_attrs, &l.attributes);
+            self.ln_attrs.finish_row();
+            self.ln_flags.append_value(l.flags);
+        }
+        self.ln_offsets.push(self.ln_trace.len());
+        self.service.append_option(cx.service);
+        attributes_into(&mut self.res_attrs, cx.resource_attrs);
+        self.res_attrs.finish_row();
+        self.scope_name
+            .append_option(cx.scope.and_then(|s| non_empty(&s.name)));
+        self.scope_version
+            .append_option(cx.scope.and_then(|s| non_empty(&s.version)));
+        attributes_into(&mut self.attrs, &sp.attributes);
+        self.attrs.finish_row();
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let events = StructArray::new(
+            span_event_fields(),
+            vec![
+                Arc::new(self.ev_ts.finish()) as ArrayRef,
+                Arc::new(self.ev_name.finish()),
+                self.ev_attrs.finish(),
+                Arc::new(self.ev_dropped.finish()),
+            ],
+            None,
+        );
+        let links = StructArray::new(
+            span_link_fields(),
+            vec![
+                Arc::new(self.ln_trace.finish()) as ArrayRef,
+                Arc::new(self.ln_span.finish()),
+                Arc::new(self.ln_state.finish()),
+                self.ln_attrs.finish(),
+                Arc::new(self.ln_flags.finish()),
+            ],
+            None,
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.flags.finish()),
+            self.ev_offsets
+                .finish(DataType::Struct(span_event_fields()), Arc::new(events)),
+            self.ln_offsets
+                .finish(DataType::Struct(span_link_fields()), Arc::new(links)),
+            Arc::new(self.service.finish()),
+            self.res_attrs.finish(),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            self.attrs.finish(),
+        ];
+        RecordBatch::try_new(traces_schema(), columns)
+    }
+}
+
+/// Why a span is refused as a whole (OTLP partial success), if it is.
+fn refusal(sp: &Span) -> Option<String> {
+    if sp.trace_id.len() != 16 || sp.span_id.len() != 8 {
+        return Some(format!(
+            "span {:?}: trace_id has {} bytes and span_id {} bytes, expected 16 and 8",
+            sp.name,
+            sp.trace_id.len(),
+            sp.span_id.len()
+        ));
+    }
+    if !matches!(sp.parent_span_id.len(), 0 | 8)
+        || sp
+            .links
+            .iter()
+            .any(|l| l.trace_id.len() != 16 || l.span_id.len() != 8)
+    {
+        return Some(format!(
+            "span {:?}: parent or link id has the wrong length",
+            sp.name
+        ));
+    }
+    None
+}
+
 /// Decodes an OTLP traces request into one record batch of the traces schema.
 pub fn decode_traces(
     req: &ExportTraceServiceRequest,
     received_at: i64,
 ) -> Result<Decoded, ArrowError> {
-    let mut trace_id = StringBuilder::new();
-    let mut span_id = StringBuilder::new();
-    let mut parent = StringBuilder::new();
-    let mut trace_state = StringBuilder::new();
-    let mut name = StringBuilder::new();
-    let mut kind = Int32Builder::new();
-    let mut start = timestamp_builder(0);
-    let mut end = timestamp_builder(0);
-    let mut duration = Int64Builder::new();
-    let mut status_code = Int32Builder::new();
-    let mut status_message = StringBuilder::new();
-    let mut flags = UInt32Builder::new();
-    let (mut ev_ts, mut ev_name, mut ev_attrs, mut ev_dropped) = (
-        timestamp_builder(0),
-        StringBuilder::new(),
-        AttributesBuilder::default(),
-        UInt32Builder::new(),
-    );
-    let mut ev_offsets = ListOffsets::default();
-    let (mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs, mut ln_flags) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        AttributesBuilder::default(),
-        UInt32Builder::new(),
-    );
-    let mut ln_offsets = ListOffsets::default();
-    let mut service = StringBuilder::new();
-    let mut res_attrs = AttributesBuilder::default();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut attrs = AttributesBuilder::default();
+    let mut cols = SpanColumns::new();
     let mut rejected = Rejections::default();
-
     for rs in &req.resource_spans {
         let resource_attrs: &[KeyValue] = rs
             .resource
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
-        let svc = service_name(resource_attrs);
         for ss in &rs.scope_spans {
-            let scope = ss.scope.as_ref();
+            let cx = SpanContext {
+                resource_attrs,
+                service: service_name(resource_attrs),
+                scope: ss.scope.as_ref(),
+                received_at,
+            };
             for sp in &ss.spans {
-                if sp.trace_id.len() != 16 || sp.span_id.len() != 8 {
-                    rejected.reject(|| {
-                        format!(
-                            "span {:?}: trace_id has {} bytes and span_id {} bytes, expected 16 and 8",
-                            sp.name,
-                            sp.trace_id.len(),
-                            sp.span_id.len()
-                        )
-                    });
-                    continue;
+                match refusal(sp) {
+                    Some(reason) => rejected.reject(|| reason),
+                    None => cols.append(sp, &cx),
                 }
-                if !matches!(sp.parent_span_id.len(), 0 | 8)
-                    || sp
-                        .links
-                        .iter()
-                        .any(|l| l.trace_id.len() != 16 || l.span_id.len() != 8)
-                {
-                    rejected.reject(|| {
-                        format!("span {:?}: parent or link id has the wrong length", sp.name)
-                    });
-                    continue;
-                }
-                trace_id.append_value(hex::encode(&sp.trace_id));
-                span_id.append_value(hex::encode(&sp.span_id));
-                parent.append_option(hex_id(&sp.parent_span_id));
-                trace_state.append_option(non_empty(&sp.trace_state));
-                name.append_value(&sp.name);
-                kind.append_value(sp.kind);
-                let s = pick_time(sp.start_time_unix_nano, 0, received_at);
-                let e = if sp.end_time_unix_nano == 0 {
-                    s
-                } else {
-                    i64::try_from(sp.end_time_unix_nano).unwrap_or(i64::MAX)
-                };
-                start.append_value(s);
-                end.append_value(e);
-                duration.append_value(e.saturating_sub(s));
-                let status = sp.status.as_ref();
-                status_code.append_value(status.map(|st| st.code).unwrap_or(0));
-                status_message.append_option(status.and_then(|st| non_empty(&st.message)));
-                flags.append_value(sp.flags);
-                for ev in &sp.events {
-                    ev_ts.append_value(pick_time(ev.time_unix_nano, 0, s));
-                    ev_name.append_value(&ev.name);
-                    attributes_into(&mut ev_attrs, &ev.attributes);
-                    ev_attrs.finish_row();
-                    ev_dropped.append_value(ev.dropped_attributes_count);
-                }
-                ev_offsets.push(ev_name.len());
-                for l in &sp.links {
-                    ln_trace.append_value(hex::encode(&l.trace_id));
-                    ln_span.append_value(hex::encode(&l.span_id));
-                    ln_state.append_option(non_empty(&l.trace_state));
-                    attributes_into(&mut ln_attrs, &l.attributes);
-                    ln_attrs.finish_row();
-                    ln_flags.append_value(l.flags);
-                }
-                ln_offsets.push(ln_trace.len());
-                service.append_option(svc);
-                attributes_into(&mut res_attrs, resource_attrs);
-                res_attrs.finish_row();
-                scope_name.append_option(scope.and_then(|s| non_empty(&s.name)));
-                scope_version.append_option(scope.and_then(|s| non_empty(&s.version)));
-                attributes_into(&mut attrs, &sp.attributes);
-                attrs.finish_row();
             }
         }
     }
-    let events = StructArray::new(
-        span_event_fields(),
-        vec![
-            Arc::new(ev_ts.finish()) as ArrayRef,
-            Arc::new(ev_name.finish()),
-            ev_attrs.finish(),
-            Arc::new(ev_dropped.finish()),
-        ],
-        None,
-    );
-    let links = StructArray::new(
-        span_link_fields(),
-        vec![
-            Arc::new(ln_trace.finish()) as ArrayRef,
-            Arc::new(ln_span.finish()),
-            Arc::new(ln_state.finish()),
-            ln_attrs.finish(),
-            Arc::new(ln_flags.finish()),
-        ],
-        None,
-    );
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(trace_state.finish()),
-        Arc::new(name.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(start.finish()),
-        Arc::new(end.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(status_code.finish()),
-        Arc::new(status_message.finish()),
-        Arc::new(flags.finish()),
-        ev_offsets.finish(DataType::Struct(span_event_fields()), Arc::new(events)),
-        ln_offsets.finish(DataType::Struct(span_link_fields()), Arc::new(links)),
-        Arc::new(service.finish()),
-        res_attrs.finish(),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        attrs.finish(),
-    ];
     Ok(Decoded {
-        records: RecordBatch::try_new(traces_schema(), columns)?,
+        records: cols.finish()?,
         rejected: rejected.count,
         error: rejected.first,
     })

@@ -1,0 +1,98 @@
+//! `weir control-plane`: the index service (API, retention sweeper), until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{HistogramOpts, HistogramVec};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use weir_control_plane::api::{ApiState, Auth};
+use weir_pipelines::metrics::Metrics;
+
+use super::{absolute, open_index, open_lake, shutdown_signal, sweeper};
+use crate::admin::{self, Admin};
+use crate::config::ValidConfig;
+
+/// Records the latency of an API request by route, method and status.
+async fn record_latency(State(latency): State<HistogramVec>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    latency
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// Serves the control plane until SIGTERM or SIGINT.
+pub async fn serve(valid: ValidConfig) -> Result<()> {
+    let cfg = &valid.config;
+    if cfg.control_plane.tokens.is_empty() {
+        bail!("weir control-plane needs at least one [[control_plane.tokens]] entry: every /v1 route is authenticated");
+    }
+    let address: SocketAddr = cfg.control_plane.address.parse().with_context(|| {
+        format!(
+            "control_plane.address = {:?} is not an address",
+            cfg.control_plane.address
+        )
+    })?;
+    let data_dir = absolute(&cfg.data_dir)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    let listener = admin::bind("control_plane.address", address).await?;
+    let catalog = open_index(cfg, &data_dir).await?;
+    let lake = open_lake(cfg, &data_dir)?;
+    let metrics = Metrics::new();
+    let admin = Admin {
+        index: Some(catalog.clone()),
+        ..Admin::new(metrics.clone())
+    };
+    let api = weir_control_plane::api::routes(
+        ApiState {
+            catalog: catalog.clone(),
+            auth: Arc::new(Auth::new(cfg.control_plane.api_tokens())),
+        },
+        cfg.control_plane.max_request_bytes.0 as usize,
+    );
+    let latency = HistogramVec::new(
+        HistogramOpts::new("api_request_duration_seconds", "Control-plane API requests").buckets(
+            vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0],
+        ),
+        &["route", "method", "status"],
+    )?;
+    metrics.register(Box::new(latency.clone()))?;
+    let app = api
+        .merge(admin.router())
+        .layer(axum::middleware::from_fn_with_state(
+            latency,
+            record_latency,
+        ));
+    let stop = CancellationToken::new();
+    let sweeper = sweeper(cfg, lake, catalog.clone(), metrics.clone(), false);
+    let sweeper_task = tokio::spawn(sweeper.run(stop.clone()));
+    info!(index = ?cfg.control_plane.index, "control plane starting");
+    let server = admin::serve(listener, app, stop.clone(), "control plane");
+    shutdown_signal().await;
+    admin.set_ready(false);
+    stop.cancel();
+    if tokio::time::timeout(cfg.shutdown.timeout.0, server)
+        .await
+        .is_err()
+    {
+        warn!("API requests did not finish in time");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sweeper_task).await;
+    catalog.sync().await.context("final index sync failed")?;
+    info!("control plane stopped");
+    Ok(())
+}

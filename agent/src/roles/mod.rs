@@ -1,0 +1,216 @@
+//! The roles of the one binary, one module each: `weir run` ([`run`]), `weir agent`
+//! ([`agent`]), both on the agent's data path ([`data_path`]); `weir control-plane`
+//! ([`control_plane`]); `weir compactor` ([`compactor`]); `weir retention` ([`retention`]).
+//! This module holds the factories they share: the lake, the index, the compactor, the
+//! sweeper, heartbeats and the shutdown signal.
+
+pub mod agent;
+pub mod compactor;
+pub mod control_plane;
+pub mod data_path;
+pub mod retention;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use weir_catalog::{AgentHeartbeat, Catalog};
+use weir_control_plane::{PgCatalog, PgConfig, RemoteCatalog, RemoteConfig, SledCatalog};
+use weir_pipelines::buffer::{Buffer, Ledger};
+use weir_pipelines::compactor::{Compactor, CompactorConfig};
+use weir_pipelines::lake::{Lake, LakeRetry};
+use weir_pipelines::metrics::Metrics;
+use weir_pipelines::parquet_writer::ParquetConfig;
+use weir_pipelines::sweeper::{Sweeper, SweeperConfig};
+
+use crate::config::{Config, IndexBackend};
+
+/// Makes a path absolute against the working directory.
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(p))
+    }
+}
+
+/// The machine's host name (the default agent id).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "weir".into())
+}
+
+/// This process's agent id.
+pub fn agent_id(cfg: &Config) -> String {
+    cfg.agent.id.clone().unwrap_or_else(host_name)
+}
+
+/// Opens the lake of `lake.url` (default `{data_dir}/lake`).
+pub fn open_lake(cfg: &Config, data_dir: &Path) -> Result<Lake> {
+    let url = match &cfg.lake.url {
+        Some(u) => u.clone(),
+        None => format!("file://{}", data_dir.join("lake").display()),
+    };
+    let options = cfg
+        .lake
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let retry = LakeRetry {
+        max_retries: cfg.lake.max_retries,
+        retry_timeout: cfg.lake.retry_timeout.0,
+        ..LakeRetry::default()
+    };
+    Ok(Lake::open_with(&url, &options, retry)?)
+}
+
+/// The control plane `weir agent` and `weir compactor` talk to.
+pub fn remote_catalog(cfg: &Config) -> Result<Arc<dyn Catalog>> {
+    let Some(url) = &cfg.control_plane.url else {
+        bail!("control_plane.url must be set for this role (the control plane's base URL)");
+    };
+    Ok(Arc::new(RemoteCatalog::new(&RemoteConfig {
+        url: url.clone(),
+        token: cfg.control_plane.token.clone(),
+        timeout: cfg.control_plane.timeout.0,
+    })?))
+}
+
+/// The index `weir run` embeds or `weir control-plane` serves.
+pub async fn open_index(cfg: &Config, data_dir: &Path) -> Result<Arc<dyn Catalog>> {
+    match cfg.control_plane.index {
+        IndexBackend::Sled => {
+            let path = data_dir.join("index");
+            Ok(Arc::new(SledCatalog::open(&path).with_context(|| {
+                format!("cannot open the segment index in {}", path.display())
+            })?))
+        }
+        IndexBackend::Postgres => {
+            let url = cfg
+                .control_plane
+                .postgres_url
+                .clone()
+                .context("control_plane.postgres_url must be set")?;
+            let pg = PgCatalog::connect(&PgConfig {
+                url,
+                pool_size: cfg.control_plane.pool_size,
+            })
+            .await
+            .context("cannot open the PostgreSQL index")?;
+            Ok(Arc::new(pg))
+        }
+    }
+}
+
+/// A compactor configured from `[compaction]` and `[lake]`.
+pub fn compactor(
+    cfg: &Config,
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    metrics: Metrics,
+) -> Compactor {
+    Compactor::new(
+        lake,
+        catalog,
+        metrics,
+        CompactorConfig {
+            agent_id: agent_id(cfg),
+            target_bytes: cfg.lake.target_file_bytes.0,
+            lease_ttl: cfg.compaction.lease_ttl.0,
+            interval: cfg.compaction.interval.0,
+            min_age: cfg.compaction.min_age.0,
+            min_inputs: cfg.compaction.min_inputs,
+            parquet: ParquetConfig {
+                zstd_level: cfg.lake.zstd_level,
+                row_group_rows: cfg.lake.row_group_rows,
+            },
+            read_batch_rows: 8192,
+        },
+    )
+}
+
+/// A sweeper configured from `[retention]` and `[compaction]`.
+pub fn sweeper(
+    cfg: &Config,
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    metrics: Metrics,
+    dry_run: bool,
+) -> Sweeper {
+    Sweeper::new(
+        lake,
+        catalog,
+        metrics,
+        SweeperConfig {
+            policy: cfg.retention.policy(),
+            interval: cfg.retention.interval.0,
+            grace: cfg.compaction.grace.0,
+            dry_run: dry_run || cfg.retention.dry_run,
+        },
+    )
+}
+
+/// Reports this agent to the fleet view every `interval` until `shutdown`.
+pub async fn heartbeats(
+    catalog: Arc<dyn Catalog>,
+    buffer: Option<Arc<dyn Buffer>>,
+    metrics: Metrics,
+    agent_id: String,
+    role: &'static str,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let started_at = weir_catalog::now_ns();
+    loop {
+        let stats = buffer.as_ref().map(|b| b.stats()).unwrap_or_default();
+        let last = metrics.flush.last_flush_seconds.get();
+        let hb = AgentHeartbeat {
+            agent_id: agent_id.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            role: role.into(),
+            buffer_bytes: stats.bytes,
+            buffer_entries: stats.entries,
+            outbox: buffer
+                .as_ref()
+                .map(|b| b.ledger_len(Ledger::Outbox) as u64)
+                .unwrap_or(0),
+            last_flush_at: (last > 0).then(|| last.saturating_mul(1_000_000_000)),
+            started_at,
+        };
+        if let Err(e) = catalog.heartbeat(&hb).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Resolves once SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received, shutting down"),
+                _ = int.recv() => info!("SIGINT received, shutting down"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}

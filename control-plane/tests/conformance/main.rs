@@ -1,0 +1,809 @@
+//! The catalog conformance suite: every backend behind the `Catalog` trait must pass it.
+//!
+//! The sled backend always runs, alone and behind the HTTP API through the `RemoteCatalog`
+//! client (what `weir agent` and `weir compactor` use). The PostgreSQL backend runs against
+//! `TEST_WEIR_PG_URL` (the test command starts a throwaway cluster and sets it); when
+//! `TEST_WEIR_REQUIRE_PG` is set, a missing URL fails the suite instead of skipping it. Each
+//! test works in tenants of its own, so tests share one database.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use uuid::Uuid;
+use weir_control_plane::{
+    AgentHeartbeat, Catalog, CatalogError, LeaseRequest, PgCatalog, PgConfig, RetentionPolicy,
+    RetentionRule, SegmentQuery, SegmentRecord, SegmentState, SledCatalog,
+};
+
+mod backends;
+
+const HOUR: i64 = 3_600_000_000_000;
+
+fn tenant(name: &str) -> String {
+    format!("{name}-{}", &Uuid::now_v7().simple().to_string()[24..])
+}
+
+fn seg(
+    tenant: &str,
+    signal: &str,
+    partition: &str,
+    min: i64,
+    max: i64,
+    svc: &str,
+) -> SegmentRecord {
+    let id = Uuid::now_v7();
+    SegmentRecord {
+        id,
+        tenant: tenant.into(),
+        signal: signal.into(),
+        object_key: format!("tenant={tenant}/signal={signal}/{partition}/{id}.parquet"),
+        partition: partition.into(),
+        min_timestamp: min,
+        max_timestamp: max,
+        row_count: 10,
+        bytes: 100,
+        services: vec![svc.into()],
+        schema_version: 1,
+        agent_id: "a".into(),
+        created_at: 0,
+        state: SegmentState::Active,
+        replaced_by: None,
+        retired_at: None,
+        purged_at: None,
+    }
+}
+
+fn lease_req(tenant: &str, target: u64) -> LeaseRequest {
+    LeaseRequest {
+        agent_id: "compactor".into(),
+        ttl_ms: 60_000,
+        target_bytes: target,
+        min_inputs: 2,
+        max_inputs: 256,
+        min_age_ms: 0,
+        tenant: Some(tenant.into()),
+        schema_version: None,
+    }
+}
+
+fn merged(inputs: &[SegmentRecord]) -> SegmentRecord {
+    let first = &inputs[0];
+    let mut out = seg(
+        &first.tenant,
+        &first.signal,
+        &first.partition,
+        inputs.iter().map(|s| s.min_timestamp).min().unwrap(),
+        inputs.iter().map(|s| s.max_timestamp).max().unwrap(),
+        "api",
+    );
+    out.row_count = inputs.iter().map(|s| s.row_count).sum();
+    out.bytes = inputs.iter().map(|s| s.bytes).sum();
+    out
+}
+
+async fn list_all(cat: &dyn Catalog, tenant: &str) -> Vec<SegmentRecord> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = cat
+            .list(&SegmentQuery {
+                tenant: tenant.into(),
+                limit: Some(2),
+                cursor: cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        out.extend(page.segments);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
+}
+
+async fn register_and_query(cat: Arc<dyn Catalog>) {
+    let t1 = tenant("t1");
+    let t2 = tenant("t2");
+    let p = "dt=2026-01-01/hour=00";
+    let a = seg(&t1, "logs", p, 0, 100, "api");
+    let b = seg(&t1, "logs", p, 200, 300, "web");
+    let c = seg(&t1, "traces", p, 0, 100, "api");
+    let d = seg(&t2, "logs", p, 0, 100, "api");
+    cat.register(&[a.clone(), b.clone(), c.clone(), d.clone()])
+        .await
+        .unwrap();
+    cat.register(std::slice::from_ref(&a)).await.unwrap();
+    let mut changed = a.clone();
+    changed.row_count = 11;
+    assert!(matches!(
+        cat.register(&[changed]).await,
+        Err(CatalogError::Conflict(id)) if id == a.id
+    ));
+
+    let q = |f: &dyn Fn(&mut SegmentQuery)| {
+        let mut q = SegmentQuery {
+            tenant: t1.clone(),
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let all = cat.list(&q(&|_| {})).await.unwrap();
+    assert_eq!(all.segments, vec![a.clone(), b.clone(), c.clone()]);
+    let logs = cat
+        .list(&q(&|q| q.signal = Some("logs".into())))
+        .await
+        .unwrap();
+    assert_eq!(logs.segments, vec![a.clone(), b.clone()]);
+    let late = cat
+        .list(&q(&|q| {
+            q.signal = Some("logs".into());
+            q.from = Some(150);
+        }))
+        .await
+        .unwrap();
+    assert_eq!(late.segments, vec![b.clone()]);
+    let early = cat.list(&q(&|q| q.to = Some(150))).await.unwrap();
+    assert_eq!(early.segments, vec![a.clone(), c.clone()]);
+    let web = cat
+        .list(&q(&|q| q.service = Some("web".into())))
+        .await
+        .unwrap();
+    assert_eq!(web.segments, vec![b.clone()]);
+
+    // Paging walks every segment once, in order.
+    let paged: Vec<Uuid> = list_all(cat.as_ref(), &t1)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(paged, vec![a.id, b.id, c.id]);
+
+    let found = cat.lookup(&[a.id, d.id, Uuid::now_v7()]).await.unwrap();
+    let ids: HashSet<Uuid> = found.iter().map(|s| s.id).collect();
+    assert_eq!(ids, HashSet::from([a.id, d.id]));
+}
+
+async fn invalid_requests(cat: Arc<dyn Catalog>) {
+    let p = "dt=2026-01-01/hour=00";
+    let bad = seg("../x", "logs", p, 0, 1, "a");
+    assert!(matches!(
+        cat.register(&[bad]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let mut bad = seg("t", "bogus", p, 0, 1, "a");
+    assert!(matches!(
+        cat.register(std::slice::from_ref(&bad)).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    bad.signal = "logs".into();
+    bad.min_timestamp = 5;
+    assert!(matches!(
+        cat.register(std::slice::from_ref(&bad)).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    bad.min_timestamp = 0;
+    bad.state = SegmentState::Compacted;
+    assert!(matches!(
+        cat.register(&[bad]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let q = SegmentQuery {
+        tenant: "t".into(),
+        limit: Some(0),
+        ..Default::default()
+    };
+    assert!(matches!(cat.list(&q).await, Err(CatalogError::Invalid(_))));
+    let q = SegmentQuery {
+        tenant: "t".into(),
+        cursor: Some("garbage".into()),
+        ..Default::default()
+    };
+    assert!(matches!(cat.list(&q).await, Err(CatalogError::Invalid(_))));
+    let mut r = lease_req("t", 100);
+    r.ttl_ms = 1;
+    assert!(matches!(
+        cat.lease_compaction(&r).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        cat.commit_compaction(Uuid::now_v7(), &[seg("t", "logs", p, 0, 1, "a")])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+}
+
+/// A segment must live at the key the lake layout derives from its tenant, signal, partition
+/// and id: a writer cannot register (and so have listed to its readers, and later swept)
+/// another tenant's object, nor any other key.
+async fn object_keys_follow_the_layout(cat: Arc<dyn Catalog>) {
+    let (a, b) = (tenant("keys-a"), tenant("keys-b"));
+    let p = "dt=2026-01-01/hour=00";
+    let theirs = seg(&b, "logs", p, 0, 1, "x");
+    let mut attack = seg(&a, "logs", p, 0, 1, "x");
+    attack.object_key = theirs.object_key.clone();
+    assert!(matches!(
+        cat.register(std::slice::from_ref(&attack)).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    for key in [
+        format!("tenant={a}/signal=logs/{p}/other.parquet"),
+        format!("tenant={a}/signal=traces/{p}/{}.parquet", attack.id),
+        format!(
+            "tenant={a}/signal=logs/dt=2026-01-01/hour=01/{}.parquet",
+            attack.id
+        ),
+        format!(
+            "_dead_letter/tenant={a}/signal=logs/{p}/{}.parquet",
+            attack.id
+        ),
+    ] {
+        attack.object_key = key;
+        assert!(matches!(
+            cat.register(std::slice::from_ref(&attack)).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    let mut bad_partition = seg(&a, "logs", "dt=2026-01-01", 0, 1, "x");
+    bad_partition.object_key = format!(
+        "tenant={a}/signal=logs/dt=2026-01-01/{}.parquet",
+        bad_partition.id
+    );
+    assert!(matches!(
+        cat.register(&[bad_partition]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(list_all(cat.as_ref(), &a).await.is_empty());
+    cat.register(std::slice::from_ref(&theirs)).await.unwrap();
+    assert_eq!(list_all(cat.as_ref(), &b).await, vec![theirs]);
+}
+
+async fn lease_and_commit(cat: Arc<dyn Catalog>) {
+    let t = tenant("c");
+    let p0 = "dt=2026-01-01/hour=00";
+    let p1 = "dt=2026-01-01/hour=01";
+    let small: Vec<SegmentRecord> = (0..5)
+        .map(|i| seg(&t, "logs", p0, i, i + 10, "api"))
+        .collect();
+    let mut big = seg(&t, "logs", p0, 0, 5, "api");
+    big.bytes = 10_000;
+    let lonely = seg(&t, "logs", p1, HOUR, HOUR + 1, "api");
+    let other_signal = seg(&t, "traces", p0, 0, 1, "api");
+    let mut all = small.clone();
+    all.extend([big.clone(), lonely.clone(), other_signal.clone()]);
+    cat.register(&all).await.unwrap();
+
+    // A compactor of another schema version gets nothing.
+    let mut other_version = lease_req(&t, 350);
+    other_version.schema_version = Some(2);
+    assert!(cat
+        .lease_compaction(&other_version)
+        .await
+        .unwrap()
+        .is_none());
+    // Target 350 bytes: three of the 100-byte segments, never the big one.
+    let lease = cat
+        .lease_compaction(&lease_req(&t, 350))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.partition, p0);
+    assert_eq!(lease.signal, "logs");
+    let got: Vec<Uuid> = lease.inputs.iter().map(|s| s.id).collect();
+    assert_eq!(got, small[..3].iter().map(|s| s.id).collect::<Vec<_>>());
+    // The rest of the partition is still offered, the leased inputs are not.
+    let second = cat
+        .lease_compaction(&lease_req(&t, 350))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second.inputs.iter().map(|s| s.id).collect::<Vec<_>>(),
+        small[3..].iter().map(|s| s.id).collect::<Vec<_>>()
+    );
+    assert!(cat
+        .lease_compaction(&lease_req(&t, 350))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Outputs must hold exactly the inputs' rows and stay in the partition.
+    let mut wrong = merged(&lease.inputs);
+    wrong.row_count += 1;
+    assert!(matches!(
+        cat.commit_compaction(lease.lease_id, &[wrong]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let mut moved = merged(&lease.inputs);
+    moved.partition = p1.into();
+    assert!(matches!(
+        cat.commit_compaction(lease.lease_id, &[moved]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+
+    let out = merged(&lease.inputs);
+    cat.commit_compaction(lease.lease_id, std::slice::from_ref(&out))
+        .await
+        .unwrap();
+    // A retried commit of the same outputs is fine; other outputs are refused.
+    cat.commit_compaction(lease.lease_id, std::slice::from_ref(&out))
+        .await
+        .unwrap();
+    assert!(matches!(
+        cat.commit_compaction(lease.lease_id, &[merged(&lease.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+
+    let listed: HashSet<Uuid> = list_all(cat.as_ref(), &t)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(listed.contains(&out.id));
+    for i in &lease.inputs {
+        assert!(!listed.contains(&i.id), "input {} still active", i.id);
+    }
+    let inputs = cat.lookup(&got).await.unwrap();
+    assert_eq!(inputs.len(), 3);
+    for i in inputs {
+        assert_eq!(i.state, SegmentState::Compacted);
+        assert_eq!(i.replaced_by, Some(out.id));
+        assert!(i.retired_at.is_some());
+    }
+    // Re-registering a compacted input (an agent's retried registration) changes nothing.
+    cat.register(&small[..1]).await.unwrap();
+    assert!(!list_all(cat.as_ref(), &t)
+        .await
+        .iter()
+        .any(|s| s.id == small[0].id));
+
+    // The garbage queue offers the inputs once retired; purging takes them out of it.
+    let garbage: Vec<SegmentRecord> = cat
+        .garbage(i64::MAX, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.tenant == t)
+        .collect();
+    assert_eq!(garbage.len(), 3);
+    assert!(matches!(
+        cat.mark_purged(&[out.id], 1).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    cat.mark_purged(&garbage.iter().map(|s| s.id).collect::<Vec<_>>(), 1)
+        .await
+        .unwrap();
+    assert!(!cat
+        .garbage(i64::MAX, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.tenant == t));
+}
+
+async fn expired_leases_are_reoffered(cat: Arc<dyn Catalog>) {
+    let t = tenant("e");
+    let p = "dt=2026-01-01/hour=00";
+    let segs: Vec<SegmentRecord> = (0..2)
+        .map(|i| seg(&t, "logs", p, i, i + 1, "api"))
+        .collect();
+    cat.register(&segs).await.unwrap();
+    let mut req = lease_req(&t, 1000);
+    req.ttl_ms = 1000;
+    let first = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert!(cat.lease_compaction(&req).await.unwrap().is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let second = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert_eq!(
+        first.inputs.iter().map(|s| s.id).collect::<Vec<_>>(),
+        second.inputs.iter().map(|s| s.id).collect::<Vec<_>>()
+    );
+    // The first lessee lost its inputs: its commit is refused, the second's succeeds.
+    assert!(matches!(
+        cat.commit_compaction(first.lease_id, &[merged(&first.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+    cat.commit_compaction(second.lease_id, &[merged(&second.inputs)])
+        .await
+        .unwrap();
+    // The first lease is abandoned once: the sweeper deletes its output, then it is done.
+    let mine = |ls: Vec<weir_control_plane::CompactionLease>| -> Vec<Uuid> {
+        ls.into_iter()
+            .filter(|l| l.tenant == t)
+            .map(|l| l.lease_id)
+            .collect()
+    };
+    let abandoned = mine(
+        cat.abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(abandoned, vec![first.lease_id]);
+    cat.mark_leases_cleaned(&abandoned).await.unwrap();
+    assert!(mine(
+        cat.abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+            .await
+            .unwrap()
+    )
+    .is_empty());
+}
+
+async fn abandoned_leases_cannot_commit(cat: Arc<dyn Catalog>) {
+    let t = tenant("ab");
+    let p = "dt=2026-01-01/hour=00";
+    let segs: Vec<SegmentRecord> = (0..3)
+        .map(|i| seg(&t, "logs", p, i, i + 1, "api"))
+        .collect();
+    cat.register(&segs).await.unwrap();
+    let mut req = lease_req(&t, 1000);
+    req.ttl_ms = 1000;
+    let lease = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert!(lease
+        .output_key()
+        .unwrap()
+        .ends_with(&format!("{p}/{}.parquet", lease.lease_id)));
+    // Not expired yet: not abandoned.
+    let now = weir_control_plane::now_ns();
+    assert!(!cat
+        .abandon_expired_leases(now, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|l| l.lease_id == lease.lease_id));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let now = weir_control_plane::now_ns();
+    let abandoned = cat.abandon_expired_leases(now, 10_000).await.unwrap();
+    let mine: Vec<_> = abandoned
+        .iter()
+        .filter(|l| l.lease_id == lease.lease_id)
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].output_key().unwrap(), lease.output_key().unwrap());
+    // The late compactor's commit is refused; its inputs can be leased again.
+    assert!(matches!(
+        cat.commit_compaction(lease.lease_id, &[merged(&lease.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+    let again = cat.lease_compaction(&req).await.unwrap().unwrap();
+    assert_eq!(again.inputs.len(), 3);
+    // A committed lease is never abandoned.
+    cat.commit_compaction(again.lease_id, &[merged(&again.inputs)])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = cat
+        .abandon_expired_leases(weir_control_plane::now_ns(), 10_000)
+        .await
+        .unwrap();
+    assert!(!later.iter().any(|l| l.lease_id == again.lease_id));
+    // Finished leases are forgotten after their history window; a retried commit then fails.
+    cat.mark_leases_cleaned(&[lease.lease_id]).await.unwrap();
+    assert!(
+        cat.prune_leases(weir_control_plane::now_ns())
+            .await
+            .unwrap()
+            >= 2
+    );
+    assert!(matches!(
+        cat.commit_compaction(again.lease_id, &[merged(&again.inputs)])
+            .await,
+        Err(CatalogError::LeaseLost { .. })
+    ));
+}
+
+async fn racing_compactors(cat: Arc<dyn Catalog>) {
+    let t = tenant("r");
+    let mut segs = Vec::new();
+    for hour in 0..4 {
+        let p = format!("dt=2026-01-01/hour={hour:02}");
+        for i in 0..12 {
+            segs.push(seg(
+                &t,
+                "logs",
+                &p,
+                hour * HOUR + i,
+                hour * HOUR + i + 1,
+                "api",
+            ));
+        }
+    }
+    cat.register(&segs).await.unwrap();
+    let rows_before: u64 = segs.iter().map(|s| s.row_count).sum();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let cat = cat.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut committed = Vec::new();
+            // Every compactor loops until nothing is left, so they collide all the time.
+            while let Some(lease) = cat.lease_compaction(&lease_req(&t, 450)).await.unwrap() {
+                let out = merged(&lease.inputs);
+                match cat
+                    .commit_compaction(lease.lease_id, std::slice::from_ref(&out))
+                    .await
+                {
+                    Ok(()) => committed.push(lease.inputs.iter().map(|s| s.id).collect::<Vec<_>>()),
+                    Err(CatalogError::LeaseLost { .. }) => {}
+                    Err(e) => panic!("commit failed: {e}"),
+                }
+            }
+            committed
+        }));
+    }
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for inputs in t.await.unwrap() {
+            for id in inputs {
+                assert!(seen.insert(id), "input {id} was committed twice");
+            }
+        }
+    }
+    // A lessee may see nothing while another holds the rows (SKIP LOCKED) and stop early:
+    // drain what is left, then every input must have been compacted exactly once.
+    while let Some(lease) = cat.lease_compaction(&lease_req(&t, 450)).await.unwrap() {
+        cat.commit_compaction(lease.lease_id, &[merged(&lease.inputs)])
+            .await
+            .unwrap();
+        for i in &lease.inputs {
+            assert!(seen.insert(i.id), "input {} was committed twice", i.id);
+        }
+    }
+    let active = list_all(cat.as_ref(), &t).await;
+    let rows_after: u64 = active.iter().map(|s| s.row_count).sum();
+    assert_eq!(rows_after, rows_before, "rows lost or doubled");
+    for s in &active {
+        assert!(
+            !seen.contains(&s.id),
+            "compacted input {} still active",
+            s.id
+        );
+    }
+    // Every original is either compacted exactly once or still active, never both.
+    let originals_left = active
+        .iter()
+        .filter(|s| segs.iter().any(|o| o.id == s.id))
+        .count();
+    assert_eq!(seen.len() + originals_left, segs.len());
+    assert!(
+        seen.len() >= segs.len() / 2,
+        "only {} inputs compacted",
+        seen.len()
+    );
+}
+
+async fn retention(cat: Arc<dyn Catalog>) {
+    let t = tenant("ret");
+    let keep_forever = tenant("keep");
+    let now = 100 * 24 * HOUR;
+    let day = 24 * HOUR;
+    let p = "dt=2026-01-01/hour=00";
+    let old_logs = seg(&t, "logs", p, now - 10 * day, now - 9 * day, "api");
+    let new_logs = seg(&t, "logs", p, now - day, now - day + 1, "api");
+    let old_traces = seg(&t, "traces", p, now - 10 * day, now - 9 * day, "api");
+    let other = seg(&keep_forever, "logs", p, 0, 1, "api");
+    cat.register(&[
+        old_logs.clone(),
+        new_logs.clone(),
+        old_traces.clone(),
+        other.clone(),
+    ])
+    .await
+    .unwrap();
+    let policy = RetentionPolicy {
+        default_max_age_ns: None,
+        rules: vec![
+            RetentionRule {
+                tenant: Some(t.clone()),
+                signal: Some("logs".into()),
+                max_age_ns: 7 * day,
+            },
+            RetentionRule {
+                tenant: Some(t.clone()),
+                signal: Some("traces".into()),
+                max_age_ns: 30 * day,
+            },
+        ],
+    };
+    let dry = cat.expire(&policy, now, true).await.unwrap();
+    assert_eq!(
+        dry.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![old_logs.id]
+    );
+    assert_eq!(
+        list_all(cat.as_ref(), &t).await.len(),
+        3,
+        "dry run changed the index"
+    );
+    let gone = cat.expire(&policy, now, false).await.unwrap();
+    assert_eq!(
+        gone.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![old_logs.id]
+    );
+    let left: HashSet<Uuid> = list_all(cat.as_ref(), &t)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, HashSet::from([new_logs.id, old_traces.id]));
+    assert_eq!(list_all(cat.as_ref(), &keep_forever).await.len(), 1);
+    let state = cat.lookup(&[old_logs.id]).await.unwrap();
+    assert_eq!(state[0].state, SegmentState::Deleted);
+    assert!(cat
+        .garbage(i64::MAX, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.id == old_logs.id));
+    assert!(cat.expire(&policy, now, false).await.unwrap().is_empty());
+}
+
+async fn heartbeats(cat: Arc<dyn Catalog>) {
+    let id = tenant("node");
+    let mut hb = AgentHeartbeat {
+        agent_id: id.clone(),
+        version: "0.1.0".into(),
+        role: "agent".into(),
+        buffer_bytes: 10,
+        buffer_entries: 1,
+        outbox: 0,
+        last_flush_at: Some(5),
+        started_at: 1,
+    };
+    cat.heartbeat(&hb).await.unwrap();
+    hb.buffer_bytes = 20;
+    cat.heartbeat(&hb).await.unwrap();
+    let agents = cat.agents().await.unwrap();
+    let mine: Vec<_> = agents
+        .iter()
+        .filter(|a| a.heartbeat.agent_id == id)
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].heartbeat, hb);
+    hb.agent_id = String::new();
+    assert!(matches!(
+        cat.heartbeat(&hb).await,
+        Err(CatalogError::Invalid(_))
+    ));
+}
+
+/// Runs each scenario against the backends named: `sled` and `pg` are the index
+/// implementations; `remote` is a sled index behind the HTTP API, through the client agents
+/// and compactors use.
+macro_rules! conformance {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some((cat, _dir)) = super::backends::$backend().await {
+                    super::$name(cat).await;
+                }
+            }
+        )*
+    };
+}
+
+/// What agents and compactors do: every implementation, including the HTTP client.
+macro_rules! client_scenarios {
+    ($backend:ident) => {
+        conformance!(
+            $backend: register_and_query,
+            invalid_requests,
+            object_keys_follow_the_layout,
+            racing_compactors,
+            heartbeats,
+        );
+    };
+}
+
+/// What runs inside the control plane (retention, garbage, lease cleanup): the index
+/// implementations only; the API refuses these (`the_api_keeps_sweeping_inside`).
+macro_rules! index_scenarios {
+    ($backend:ident) => {
+        conformance!(
+            $backend: lease_and_commit,
+            expired_leases_are_reoffered,
+            abandoned_leases_cannot_commit,
+            retention,
+        );
+    };
+}
+
+mod sled_backend {
+    client_scenarios!(sled);
+    index_scenarios!(sled);
+}
+
+mod pg_backend {
+    client_scenarios!(pg);
+    index_scenarios!(pg);
+}
+
+mod remote_client {
+    use super::*;
+    client_scenarios!(remote);
+
+    /// Leases and commits through the API, as a remote compactor does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn lease_and_commit_over_the_api() {
+        let Some((cat, _dir)) = backends::remote().await else {
+            return;
+        };
+        let t = tenant("remote-lease");
+        let p = "dt=2026-01-01/hour=00";
+        let inputs: Vec<SegmentRecord> =
+            (0..3).map(|i| seg(&t, "logs", p, i, i + 1, "a")).collect();
+        cat.register(&inputs).await.unwrap();
+        let lease = cat
+            .lease_compaction(&lease_req(&t, 1 << 20))
+            .await
+            .unwrap()
+            .expect("a plan over three small segments");
+        assert_eq!(lease.inputs.len(), 3);
+        let out = merged(&lease.inputs);
+        cat.commit_compaction(lease.lease_id, std::slice::from_ref(&out))
+            .await
+            .unwrap();
+        assert_eq!(list_all(cat.as_ref(), &t).await, vec![out.clone()]);
+        // A retried commit (its answer lost on the way) is idempotent.
+        cat.commit_compaction(lease.lease_id, std::slice::from_ref(&out))
+            .await
+            .unwrap();
+    }
+
+    /// Retention, garbage collection and lease cleanup run inside the control plane: the API
+    /// does not offer them, and the client says so instead of doing nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_api_keeps_sweeping_inside() {
+        let Some((cat, _dir)) = backends::remote().await else {
+            return;
+        };
+        let invalid = |r: Result<_, CatalogError>| matches!(r, Err(CatalogError::Invalid(_)));
+        assert!(invalid(
+            cat.expire(&RetentionPolicy::default(), 0, true)
+                .await
+                .map(|_| ())
+        ));
+        assert!(invalid(cat.garbage(0, 1).await.map(|_| ())));
+        assert!(invalid(cat.mark_purged(&[], 0).await));
+        assert!(invalid(cat.abandon_expired_leases(0, 1).await.map(|_| ())));
+    }
+}
+
+#[tokio::test]
+async fn sled_index_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant("reopen");
+    let s = seg(&t, "logs", "dt=2026-01-01/hour=00", 0, 1, "api");
+    {
+        let cat = SledCatalog::open(dir.path()).unwrap();
+        cat.register(std::slice::from_ref(&s)).await.unwrap();
+        cat.sync().await.unwrap();
+    }
+    let cat = SledCatalog::open(dir.path()).unwrap();
+    assert_eq!(list_all(&cat, &t).await, vec![s]);
+}
+
+#[tokio::test]
+async fn pg_migrations_are_idempotent() {
+    let Some(url) = backends::pg_url() else {
+        return;
+    };
+    // Several control-plane replicas starting at once all migrate safely.
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                PgCatalog::connect(&PgConfig { url, pool_size: 2 })
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,288 @@
+//! The forward-protocol service: connections, handshake, batches and acks, and building the
+//! source.
+
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use weir_pipelines::ingest::{Ingest, IngestError};
+use weir_pipelines::logrows::{self, LogsBuilder};
+use weir_pipelines::{Batch, Signal};
+
+use super::config::{FluentConfig, ValidFluent};
+use super::{decode, frame, handshake};
+use crate::contract::{
+    bind_tcp, BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext,
+    ValidSource,
+};
+use crate::now_nanos;
+use crate::tcp::{BoxStream, TcpServer};
+use crate::tls;
+
+/// Source name in metrics and buffer entries.
+pub const SOURCE: &str = "fluent";
+
+/// The forward-protocol service.
+#[derive(Clone)]
+pub struct FluentService {
+    ingest: Ingest,
+    shared_key: Option<String>,
+    hostname: String,
+    tls: Option<TlsAcceptor>,
+    tenant: String,
+    max_frame: usize,
+    max_connections: usize,
+}
+
+/// What a read produced: the batch and the acks it owes.
+struct Pending {
+    batches: Vec<RecordBatch>,
+    chunks: Vec<String>,
+    messages: usize,
+    bytes: usize,
+}
+
+impl FluentService {
+    /// A service writing to `ingest`.
+    pub fn new(ingest: Ingest, cfg: &FluentConfig, tls: Option<TlsAcceptor>) -> FluentService {
+        FluentService {
+            ingest,
+            tls,
+            shared_key: cfg.shared_key.clone().filter(|k| !k.is_empty()),
+            hostname: cfg.self_hostname.clone(),
+            tenant: cfg.tenant.clone(),
+            max_frame: cfg.max_frame_bytes.0 as usize,
+            max_connections: cfg.max_connections,
+        }
+    }
+
+    /// Accepts connections until `stop`, then lets open connections finish what they read.
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), ServeError> {
+        let server = TcpServer {
+            source: SOURCE,
+            max_connections: self.max_connections,
+            tls: self.tls.clone(),
+            ingest: self.ingest.clone(),
+        };
+        server
+            .serve(listener, stop, move |stream, stop| {
+                let this = self.clone();
+                async move { this.connection(stream, &stop).await }
+            })
+            .await
+    }
+
+    /// Decodes every complete message in `buf`. Stops at the first broken one and returns its
+    /// error alongside what was decoded before it.
+    fn take_messages(&self, buf: &mut BytesMut, received_at: i64) -> (Pending, Option<String>) {
+        let mut p = Pending {
+            batches: Vec::new(),
+            chunks: Vec::new(),
+            messages: 0,
+            bytes: 0,
+        };
+        loop {
+            let len = match frame::value_len(buf) {
+                Ok(Some(len)) => len,
+                Ok(None) if buf.len() > self.max_frame => {
+                    return (
+                        p,
+                        Some(format!(
+                            "forward message exceeds sources.fluent.max_frame_bytes ({} bytes)",
+                            self.max_frame
+                        )),
+                    )
+                }
+                Ok(None) => return (p, None),
+                Err(e) => return (p, Some(e.to_string())),
+            };
+            if len > self.max_frame {
+                return (p, Some(format!("forward message of {len} bytes exceeds sources.fluent.max_frame_bytes ({} bytes)", self.max_frame)));
+            }
+            let msg = match rmpv::decode::read_value(&mut &buf[..len]) {
+                Ok(v) => v,
+                Err(e) => return (p, Some(format!("invalid msgpack: {e}"))),
+            };
+            buf.advance(len);
+            // Keep rows of a broken message out of the batch.
+            let mut one = LogsBuilder::default();
+            match decode::decode_message(&msg, received_at, self.max_frame, &mut one) {
+                Ok(info) => {
+                    match one.finish() {
+                        Ok(rows) => p.batches.push(rows),
+                        Err(e) => return (p, Some(e.to_string())),
+                    }
+                    p.messages += 1;
+                    p.bytes += len;
+                    if let Some(c) = info.chunk {
+                        p.chunks.push(c);
+                    }
+                }
+                Err(e) => return (p, Some(e)),
+            }
+        }
+    }
+
+    /// Writes a batch; returns whether the acks may be sent.
+    async fn write(&self, p: &mut Pending, received_at: i64, stop: &CancellationToken) -> bool {
+        if p.messages == 0 {
+            return true;
+        }
+        let records = match logrows::concat(&p.batches) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "fluent: cannot build batch");
+                return false;
+            }
+        };
+        let all_acked = p.chunks.len() == p.messages;
+        loop {
+            let batch = Batch::new(
+                self.tenant.clone(),
+                Signal::Logs,
+                SOURCE,
+                received_at,
+                records.clone(),
+            );
+            let (ingest, bytes) = (self.ingest.clone(), p.bytes);
+            match tokio::task::spawn_blocking(move || ingest.write(batch, bytes)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(IngestError::Full(e))) if !all_acked && !stop.is_cancelled() => {
+                    debug!(error = %e, "fluent: buffer full, pausing the connection");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, messages = p.messages, "fluent: batch not written; the client resends unacked chunks");
+                    return false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "fluent: batch task failed");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// HELO, then read PING and answer PONG; errors close the connection.
+    async fn authenticate(
+        &self,
+        key: &str,
+        stream: &mut BoxStream,
+        buf: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
+        let protocol = |e: &dyn std::fmt::Display| ConnectionError::Protocol(e.to_string());
+        let nonce: [u8; 16] = rand::random();
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &handshake::helo(&nonce)).map_err(|e| protocol(&e))?;
+        stream.write_all(&out).await?;
+        let ping = loop {
+            if let Some(len) = frame::value_len(buf).map_err(|e| protocol(&e))? {
+                let v = rmpv::decode::read_value(&mut &buf[..len]).map_err(|e| protocol(&e))?;
+                buf.advance(len);
+                break v;
+            }
+            if buf.len() > 64 * 1024 {
+                return Err(protocol(&"PING larger than 64 KiB"));
+            }
+            if stream.read_buf(buf).await? == 0 {
+                return Err(protocol(&"connection closed before PING"));
+            }
+        };
+        let (reply, ok) = handshake::pong(&ping, &nonce, key, &self.hostname);
+        out.clear();
+        rmpv::encode::write_value(&mut out, &reply).map_err(|e| protocol(&e))?;
+        stream.write_all(&out).await?;
+        if !ok {
+            self.ingest.reject(SOURCE, "forbidden");
+            return Err(protocol(&"shared key authentication failed"));
+        }
+        Ok(())
+    }
+
+    async fn connection(
+        &self,
+        mut stream: BoxStream,
+        stop: &CancellationToken,
+    ) -> Result<(), ConnectionError> {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        if let Some(key) = &self.shared_key {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                self.authenticate(key, &mut stream, &mut buf),
+            )
+            .await
+            .map_err(|_| ConnectionError::Protocol("no PING within 30 s".into()))??;
+        }
+        loop {
+            let n = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = stream.read_buf(&mut buf) => r?,
+            };
+            let received_at = now_nanos();
+            let (mut pending, broken) = self.take_messages(&mut buf, received_at);
+            if self.write(&mut pending, received_at, stop).await {
+                for chunk in &pending.chunks {
+                    let ack = rmpv::Value::Map(vec![(
+                        rmpv::Value::from("ack"),
+                        rmpv::Value::from(chunk.as_str()),
+                    )]);
+                    let mut out = Vec::with_capacity(chunk.len() + 8);
+                    rmpv::encode::write_value(&mut out, &ack)
+                        .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                    stream.write_all(&out).await?;
+                }
+            } else if !pending.chunks.is_empty() {
+                self.ingest.reject(SOURCE, "buffer_full");
+            }
+            if let Some(e) = broken {
+                self.ingest.reject(SOURCE, "malformed");
+                return Err(ConnectionError::Protocol(e));
+            }
+            if n == 0 {
+                if !buf.is_empty() {
+                    self.ingest.reject(SOURCE, "malformed");
+                    return Err(ConnectionError::Protocol(format!(
+                        "connection closed in the middle of a message ({} bytes)",
+                        buf.len()
+                    )));
+                }
+                return Ok(());
+            }
+            // Grow the read buffer for large frames instead of reading 64 KiB at a time.
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve((buf.len()).min(self.max_frame));
+            }
+        }
+    }
+}
+
+impl ValidSource for ValidFluent {
+    fn name(&self) -> &'static str {
+        "fluent"
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        self.address.iter().cloned().collect()
+    }
+
+    fn build(self: Box<Self>, ctx: &SourceContext) -> Result<RunningSource, BuildError> {
+        let mut running = RunningSource::new("fluent");
+        if let Some(claim) = &self.address {
+            let tls = self
+                .config
+                .tls
+                .as_ref()
+                .map(|t| tls::acceptor(t, "sources.fluent.tls"))
+                .transpose()?;
+            let (listener, bound) = bind_tcp(claim, "Fluent forward")?;
+            let svc = FluentService::new(ctx.ingest.clone(), &self.config, tls);
+            running.serve(&claim.key, bound, svc.serve(listener, ctx.shutdown.clone()));
+        }
+        Ok(running)
+    }
+}

@@ -1,0 +1,156 @@
+//! Property-based fuzzing of every protocol decoder (run by `cargo test` in CI): arbitrary
+//! bytes and mutations of valid payloads must give a result or an error, never a panic or a
+//! hang, and the msgpack frame scanner must agree with a real msgpack decoder.
+
+use proptest::prelude::*;
+use weir_pipelines::logrows::LogsBuilder;
+
+use super::datadog::{logs as dd_logs, series as dd_series};
+use super::fluent::{decode as fluent_decode, frame};
+use super::loki::decode as loki;
+use super::syslog;
+
+fn mutate(valid: &[u8], flips: &[(usize, u8)], cut: usize) -> Vec<u8> {
+    let mut v = valid.to_vec();
+    for &(i, x) in flips {
+        if !v.is_empty() {
+            let n = v.len();
+            v[i % n] ^= x;
+        }
+    }
+    v.truncate(cut.min(v.len()));
+    v
+}
+
+const SYSLOG: &[u8] = br#"<165>1 2026-11-22T10:00:00.1Z host app 42 ID [a@1 k="v\"x"] msg"#;
+const LOKI_JSON: &[u8] = br#"{"streams":[{"stream":{"service_name":"a","level":"warn"},"values":[["1700000000000000000","line",{"k":"v"}]]}]}"#;
+const DD_LOGS: &[u8] =
+    br#"[{"message":"m","status":"info","ddtags":"a:b,c","timestamp":1700000000000,"x":{"y":1}}]"#;
+const DD_V1: &[u8] = br#"{"series":[{"metric":"m","points":[[1700000000,1.5]],"type":"rate","interval":10,"tags":["a:b"]}]}"#;
+
+fn fluent_sample() -> Vec<u8> {
+    use rmpv::Value as V;
+    let entry = V::Array(vec![
+        V::Ext(0, vec![0, 0, 0, 1, 0, 0, 0, 2]),
+        V::Map(vec![(V::from("log"), V::from("x"))]),
+    ]);
+    let mut packed = Vec::new();
+    rmpv::encode::write_value(&mut packed, &entry).unwrap_or_default();
+    let msg = V::Array(vec![
+        V::from("t"),
+        V::Binary(packed),
+        V::Map(vec![(V::from("chunk"), V::from("c"))]),
+    ]);
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, &msg).unwrap_or_default();
+    out
+}
+
+fn loki_protobuf() -> Vec<u8> {
+    use prost::Message;
+    loki::PushRequest {
+        streams: vec![loki::StreamAdapter {
+            labels: r#"{a="b"}"#.into(),
+            entries: vec![loki::EntryAdapter {
+                timestamp: Some(loki::Timestamp {
+                    seconds: 1,
+                    nanos: 2,
+                }),
+                line: "l".into(),
+                structured_metadata: vec![],
+            }],
+            hash: 0,
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn all_decoders(bytes: &[u8]) {
+    let _ = syslog::to_batch(&[bytes::Bytes::copy_from_slice(bytes)], 0, "t", "fuzz");
+    let mut b = LogsBuilder::default();
+    let _ = loki::decode_json(bytes, 0, &mut b);
+    let _ = loki::decode_protobuf(bytes, 0, &mut b);
+    let _ = dd_logs::decode(bytes, 0, &mut b);
+    let _ = b.finish();
+    for parsed in [
+        dd_series::parse_v1(bytes),
+        dd_series::parse_v2_json(bytes),
+        dd_series::parse_v2_protobuf(bytes),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut b = weir_pipelines::metricrows::MetricsBuilder::default();
+        dd_series::append_series(&parsed, 0, &mut b);
+        let _ = b.finish();
+    }
+    if let Ok(Some(len)) = frame::value_len(bytes) {
+        assert!(len <= bytes.len());
+        if let Ok(v) = rmpv::decode::read_value(&mut &bytes[..len]) {
+            let mut b = LogsBuilder::default();
+            let _ = fluent_decode::decode_message(&v, 0, 1 << 16, &mut b);
+            let _ = b.finish();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, .. ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        all_decoders(&bytes);
+    }
+
+    #[test]
+    fn mutated_payloads_never_panic(
+        which in 0usize..6,
+        flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
+        cut in 0usize..400,
+    ) {
+        let fluent = fluent_sample();
+        let proto = loki_protobuf();
+        let valid: &[u8] = match which {
+            0 => SYSLOG,
+            1 => LOKI_JSON,
+            2 => &proto,
+            3 => DD_LOGS,
+            4 => DD_V1,
+            _ => &fluent,
+        };
+        all_decoders(&mutate(valid, &flips, cut));
+    }
+
+    /// The frame scanner finds exactly the length a msgpack decoder consumes.
+    #[test]
+    fn frame_scanner_agrees_with_rmpv(v in arb_value()) {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &v).unwrap_or_default();
+        prop_assert_eq!(frame::value_len(&bytes), Ok(Some(bytes.len())));
+        if !bytes.is_empty() {
+            prop_assert_eq!(frame::value_len(&bytes[..bytes.len() - 1]), Ok(None));
+        }
+    }
+}
+
+fn arb_value() -> impl Strategy<Value = rmpv::Value> {
+    use rmpv::Value as V;
+    let leaf = prop_oneof![
+        Just(V::Nil),
+        any::<bool>().prop_map(V::Boolean),
+        any::<i64>().prop_map(V::from),
+        any::<u64>().prop_map(V::from),
+        any::<f64>().prop_map(V::F64),
+        any::<f32>().prop_map(V::F32),
+        ".{0,40}".prop_map(V::from),
+        proptest::collection::vec(any::<u8>(), 0..300).prop_map(V::Binary),
+        (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+            .prop_map(|(t, d)| V::Ext(t, d)),
+    ];
+    leaf.prop_recursive(4, 64, 20, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..20).prop_map(V::Array),
+            proptest::collection::vec((inner.clone(), inner), 0..20).prop_map(V::Map),
+        ]
+    })
+}

@@ -1,0 +1,459 @@
+//! The one request path of the HTTP sources (OTLP/HTTP, Loki, Datadog):
+//!
+//! 1. content type → the protocol's [`Protocol::Format`] (415 otherwise);
+//! 2. API key and `X-Scope-OrgID` → tenant (401/403/400);
+//! 3. `Content-Encoding` among the protocol's codings (415 otherwise);
+//! 4. the body, read up to `max_request_bytes` (413) within `request_timeout` (408);
+//! 5. decompression (bounded by the same limit) and decoding, off the async threads, at most
+//!    [`HttpSource::max_concurrent_decodes`] at once;
+//! 6. the buffer write, whose fate becomes the response: success in the protocol's shape, or
+//!    a [`Refusal`] mapped once to HTTP and OTLP/gRPC statuses ([`Refusal::status`],
+//!    [`Refusal::grpc_code`]), with `Retry-After` on retryable ones.
+//!
+//! Each protocol supplies only its formats, its decoder, its success response and its error
+//! body shape ([`ErrorBody`]).
+
+pub mod body;
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use weir_pipelines::ingest::{Ingest, IngestError};
+use weir_pipelines::{Batch, Signal};
+
+use crate::auth::{ApiKeys, AuthError};
+use crate::contract::{
+    bind_tcp, BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource,
+};
+use crate::{now_nanos, TENANT_HEADER};
+pub use body::{BodyError, Coding};
+pub use error::{ErrorBody, SourceError};
+
+/// Why a request was refused, independent of the protocol. The one table from a refusal to
+/// HTTP and gRPC statuses lives here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request is malformed (400 / INVALID_ARGUMENT).
+    BadRequest,
+    /// No API key (401 / UNAUTHENTICATED).
+    Unauthenticated,
+    /// The key has no rights (403 / PERMISSION_DENIED).
+    Forbidden,
+    /// The body took longer than `request_timeout` (408 / DEADLINE_EXCEEDED).
+    Timeout,
+    /// The body is over the limit, or can never fit the buffer (413 / RESOURCE_EXHAUSTED
+    /// without retry).
+    TooLarge,
+    /// Unknown content type or encoding (415 / INVALID_ARGUMENT).
+    Unsupported,
+    /// The buffer is full: retry later (429 / RESOURCE_EXHAUSTED with RetryInfo).
+    Full,
+    /// The agent cannot store data now (503 / UNAVAILABLE).
+    Unavailable,
+}
+
+impl Refusal {
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Refusal::Forbidden => StatusCode::FORBIDDEN,
+            Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::Full => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The gRPC status code (`google.rpc.Code`), as OTLP maps them.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            Refusal::BadRequest | Refusal::Unsupported => tonic::Code::InvalidArgument,
+            Refusal::Unauthenticated => tonic::Code::Unauthenticated,
+            Refusal::Forbidden => tonic::Code::PermissionDenied,
+            Refusal::Timeout => tonic::Code::DeadlineExceeded,
+            Refusal::TooLarge | Refusal::Full => tonic::Code::ResourceExhausted,
+            Refusal::Unavailable => tonic::Code::Unavailable,
+        }
+    }
+
+    /// Whether the client should retry later (and gets `Retry-After`).
+    pub fn retryable(self) -> bool {
+        matches!(self, Refusal::Full | Refusal::Unavailable)
+    }
+
+    /// The refusal of a buffer write.
+    pub fn of_ingest(e: &IngestError) -> Refusal {
+        match e {
+            IngestError::Full(_) => Refusal::Full,
+            IngestError::TooLarge(_) => Refusal::TooLarge,
+            _ => Refusal::Unavailable,
+        }
+    }
+
+    /// The refusal of a failed authentication.
+    pub fn of_auth(e: &AuthError) -> Refusal {
+        match e {
+            AuthError::Missing => Refusal::Unauthenticated,
+            AuthError::Invalid | AuthError::WrongTenant(_) => Refusal::Forbidden,
+            AuthError::BadTenant(_) => Refusal::BadRequest,
+        }
+    }
+
+    /// The refusal of a body that could not be read.
+    pub fn of_body(e: &BodyError) -> Refusal {
+        match e {
+            BodyError::TooLarge(_) => Refusal::TooLarge,
+            BodyError::Invalid(_) => Refusal::BadRequest,
+            BodyError::Unsupported(_) => Refusal::Unsupported,
+        }
+    }
+}
+
+/// A decoded request, ready for the buffer.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Signal of the rows.
+    pub signal: Signal,
+    /// The rows; `None` when the request carries nothing to store.
+    pub records: Option<RecordBatch>,
+    /// Records refused inside the request (OTLP partial success).
+    pub rejected: u64,
+    /// Why the first one was refused.
+    pub error: Option<String>,
+}
+
+impl Decoded {
+    /// Rows of one signal, none refused.
+    pub fn rows(signal: Signal, records: RecordBatch) -> Decoded {
+        Decoded {
+            signal,
+            records: Some(records),
+            rejected: 0,
+            error: None,
+        }
+    }
+}
+
+/// What a request's decoder reports as refused inside an accepted request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// Records refused.
+    pub rejected: u64,
+    /// Why the first one was refused.
+    pub error: Option<String>,
+}
+
+/// One HTTP protocol: everything that differs between OTLP/HTTP, Loki and Datadog.
+pub trait Protocol: Send + Sync + 'static {
+    /// Which endpoint a route serves (`/v1/logs`, `/api/v2/series`, ...).
+    type Endpoint: Copy + Send + Sync + 'static;
+    /// The body format chosen by content type.
+    type Format: Copy + Send + Sync + 'static;
+
+    /// Source name in metrics and buffer entries.
+    const SOURCE: &'static str;
+    /// Key of the body limit, named in messages.
+    const LIMIT_KEY: &'static str;
+
+    /// The body format of a request; the error names what is supported (415).
+    fn format(&self, endpoint: Self::Endpoint, headers: &HeaderMap)
+        -> Result<Self::Format, String>;
+
+    /// The shape of error bodies (`format` is `None` until the content type is known).
+    fn error_body(&self, format: Option<Self::Format>) -> ErrorBody;
+
+    /// The content codings accepted besides identity, and the coding of a body that names
+    /// none (Loki's protobuf bodies are snappy blocks without a `Content-Encoding`).
+    fn codings(
+        &self,
+        endpoint: Self::Endpoint,
+        format: Self::Format,
+    ) -> (&'static [Coding], Coding);
+
+    /// The API key of a request, when the protocol has its own header or query parameter
+    /// besides `Authorization: Bearer` and `X-API-Key`.
+    fn api_key<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+        let _ = query;
+        ApiKeys::key_from_headers(headers, &[])
+    }
+
+    /// Decodes a (decompressed) body. Blocking: runs off the async threads. The error is
+    /// a 400 whose message names the problem.
+    fn decode(
+        &self,
+        endpoint: Self::Endpoint,
+        format: Self::Format,
+        body: &[u8],
+        received_at: i64,
+    ) -> Result<Decoded, String>;
+
+    /// The success response.
+    fn respond(
+        &self,
+        endpoint: Self::Endpoint,
+        format: Self::Format,
+        signal: Signal,
+        accepted: Accepted,
+    ) -> Response;
+}
+
+/// Limits of an HTTP source.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest body, compressed or decompressed.
+    pub max_request_bytes: usize,
+    /// Longest wait for a request's body.
+    pub request_timeout: Duration,
+    /// `Retry-After` on retryable refusals.
+    pub retry_after: Duration,
+}
+
+/// An HTTP source: a protocol and what its requests go through.
+pub struct HttpSource<P: Protocol> {
+    /// The protocol.
+    pub protocol: P,
+    /// Where batches go.
+    pub ingest: Ingest,
+    /// API keys → tenants.
+    pub keys: ApiKeys,
+    /// Limits.
+    pub limits: HttpLimits,
+    decodes: Arc<Semaphore>,
+}
+
+/// Decodes of one source running at once: two per core, so a burst of large bodies waits
+/// for its turn instead of holding every decoded body in memory at the same time.
+pub fn max_concurrent_decodes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4)
+}
+
+impl<P: Protocol> HttpSource<P> {
+    /// A source for `protocol` writing to `ctx`'s ingest handle.
+    pub fn new(protocol: P, ctx: &SourceContext, limits: HttpLimits) -> Arc<HttpSource<P>> {
+        Arc::new(HttpSource {
+            protocol,
+            ingest: ctx.ingest.clone(),
+            keys: ctx.keys.clone(),
+            limits,
+            decodes: Arc::new(Semaphore::new(max_concurrent_decodes())),
+        })
+    }
+
+    /// A refusal in the protocol's error shape; a non-empty `reason` is counted for the
+    /// source (buffer refusals are counted by `Ingest` and pass `""`).
+    pub fn refuse(
+        &self,
+        format: Option<P::Format>,
+        refusal: Refusal,
+        reason: &str,
+        message: String,
+    ) -> SourceError {
+        let e = SourceError::new(
+            &self.ingest,
+            P::SOURCE,
+            self.protocol.error_body(format),
+            refusal,
+            reason,
+            message,
+        );
+        if refusal.retryable() {
+            e.with_retry_after(self.limits.retry_after)
+        } else {
+            e
+        }
+    }
+
+    fn body_refusal(&self, format: Option<P::Format>, e: BodyError) -> SourceError {
+        let reason = match e {
+            BodyError::TooLarge(_) => "too_large",
+            BodyError::Invalid(_) => "decompress",
+            BodyError::Unsupported(_) => "content_encoding",
+        };
+        self.refuse(format, Refusal::of_body(&e), reason, e.to_string())
+    }
+
+    /// Authenticates a request and names its tenant.
+    pub fn tenant(
+        &self,
+        format: Option<P::Format>,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<String, SourceError> {
+        let key = self.protocol.api_key(headers, query);
+        self.keys
+            .tenant(key, headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .map_err(|e| self.refuse(format, Refusal::of_auth(&e), e.reason(), e.to_string()))
+    }
+}
+
+/// Serves one request of `endpoint` through the whole path (see the module docs).
+pub async fn serve_request<P: Protocol>(
+    src: Arc<HttpSource<P>>,
+    endpoint: P::Endpoint,
+    req: Request,
+) -> Result<Response, SourceError> {
+    let received_at = now_nanos();
+    let (parts, body) = req.into_parts();
+    let format = src
+        .protocol
+        .format(endpoint, &parts.headers)
+        .map_err(|m| src.refuse(None, Refusal::Unsupported, "content_type", m))?;
+    let fmt = Some(format);
+    let tenant = src.tenant(fmt, &parts.headers, parts.uri.query())?;
+    let (accepted, implicit) = src.protocol.codings(endpoint, format);
+    let mut coding =
+        body::coding(&parts.headers, accepted).map_err(|e| src.body_refusal(fmt, e))?;
+    if coding == Coding::Identity {
+        coding = implicit;
+    }
+    let limit = src.limits.max_request_bytes;
+    let read = body::read(&parts.headers, Body::new(body), limit, P::LIMIT_KEY);
+    let raw = match tokio::time::timeout(src.limits.request_timeout, read).await {
+        Ok(r) => r.map_err(|e| src.body_refusal(fmt, e))?,
+        Err(_) => {
+            return Err(src.refuse(
+                fmt,
+                Refusal::Timeout,
+                "timeout",
+                format!(
+                    "request body not received within request_timeout ({})",
+                    humantime::format_duration(src.limits.request_timeout)
+                ),
+            ))
+        }
+    };
+    let permit = src.decodes.clone().acquire_owned().await.map_err(|_| {
+        src.refuse(
+            fmt,
+            Refusal::Unavailable,
+            "internal",
+            "shutting down".into(),
+        )
+    })?;
+    let task_src = src.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let src = task_src;
+        let body =
+            body::decode(raw, coding, limit, P::LIMIT_KEY).map_err(|e| src.body_refusal(fmt, e))?;
+        let decoded = src
+            .protocol
+            .decode(endpoint, format, &body, received_at)
+            .map_err(|m| src.refuse(fmt, Refusal::BadRequest, "malformed", m))?;
+        src.ingest
+            .metrics()
+            .rejected_records(P::SOURCE, decoded.signal, decoded.rejected);
+        if let Some(records) = decoded.records {
+            let batch = Batch::new(tenant, decoded.signal, P::SOURCE, received_at, records);
+            src.ingest
+                .write(batch, body.len())
+                .map_err(|e| src.refuse(fmt, Refusal::of_ingest(&e), "", e.to_string()))?;
+        }
+        Ok::<_, SourceError>((
+            decoded.signal,
+            Accepted {
+                rejected: decoded.rejected,
+                error: decoded.error,
+            },
+        ))
+    })
+    .await
+    .map_err(|e| {
+        src.refuse(
+            fmt,
+            Refusal::Unavailable,
+            "internal",
+            format!("request task failed: {e}"),
+        )
+    })?;
+    let (signal, accepted) = result?;
+    Ok(src.protocol.respond(endpoint, format, signal, accepted))
+}
+
+/// Binds a claimed address and serves `router` until the context's shutdown, then lets
+/// in-flight requests finish.
+pub fn serve_router(
+    running: &mut RunningSource,
+    ctx: &SourceContext,
+    claim: &Claim,
+    what: &'static str,
+    router: axum::Router,
+) -> Result<(), BuildError> {
+    let (listener, bound): (TcpListener, _) = bind_tcp(claim, what)?;
+    let stop = ctx.shutdown.clone();
+    running.serve(&claim.key, bound, async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|source| ServeError::Io { what, source })
+    });
+    Ok(())
+}
+
+/// A validated HTTP source with one listen address (Loki, Datadog): its claim, its limits,
+/// and how its routes are made.
+pub struct ValidHttp {
+    /// Source name (`[sources.<name>]`).
+    pub name: &'static str,
+    /// What it is, in logs (`Loki push`).
+    pub what: &'static str,
+    /// The listen address, if set.
+    pub address: Option<Claim>,
+    /// Limits.
+    pub limits: HttpLimits,
+    /// The routes, given the context and limits.
+    pub router: fn(&SourceContext, HttpLimits) -> axum::Router,
+}
+
+impl ValidHttp {
+    /// Checks the settings every HTTP source has: the address (`{prefix}.address`) and a body
+    /// limit of at least 1 KiB (`{prefix}.max_request_bytes`).
+    pub fn check(
+        problems: &mut Vec<String>,
+        prefix: &str,
+        address: &str,
+        limits: &HttpLimits,
+    ) -> Option<Claim> {
+        let claim = crate::contract::claim(problems, &format!("{prefix}.address"), address, false);
+        crate::contract::at_least(
+            problems,
+            &format!("{prefix}.max_request_bytes"),
+            limits.max_request_bytes as u64,
+            1024,
+            "1KiB",
+        );
+        claim
+    }
+}
+
+impl ValidSource for ValidHttp {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        self.address.iter().cloned().collect()
+    }
+
+    fn build(self: Box<Self>, ctx: &SourceContext) -> Result<RunningSource, BuildError> {
+        let mut running = RunningSource::new(self.name);
+        if let Some(claim) = &self.address {
+            let router = (self.router)(ctx, self.limits.clone());
+            serve_router(&mut running, ctx, claim, self.what, router)?;
+        }
+        Ok(running)
+    }
+}

@@ -1,0 +1,89 @@
+//! `[sources.otlp]`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_pipelines::units::{ByteSize, HumanDuration};
+
+use crate::contract::{at_least, claim, Claim, SourceConfig, ValidSource};
+
+/// The OTLP source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// gRPC listen address; empty string disables gRPC.
+    pub grpc_address: String,
+    /// HTTP listen address; empty string disables HTTP.
+    pub http_address: String,
+    /// Largest request body, compressed or decompressed (413 / RESOURCE_EXHAUSTED above it).
+    pub max_request_bytes: ByteSize,
+    /// Longest wait for an OTLP/HTTP request's body (408 after it).
+    pub request_timeout: HumanDuration,
+    /// `Retry-After` sent when the buffer is full.
+    pub retry_after: HumanDuration,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: true,
+            grpc_address: "0.0.0.0:4317".into(),
+            http_address: "0.0.0.0:4318".into(),
+            max_request_bytes: ByteSize(16 << 20),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            retry_after: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A validated `[sources.otlp]`.
+#[derive(Debug, Clone)]
+pub struct ValidOtlp {
+    /// The values.
+    pub config: OtlpConfig,
+    /// The gRPC address, if enabled.
+    pub grpc: Option<Claim>,
+    /// The HTTP address, if enabled.
+    pub http: Option<Claim>,
+}
+
+impl SourceConfig for OtlpConfig {
+    const BATCH_SOURCES: &'static [&'static str] = &[super::grpc::SOURCE, super::http::SOURCE];
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<Box<dyn ValidSource>, Vec<String>> {
+        let mut problems = Vec::new();
+        let grpc = claim(
+            &mut problems,
+            "sources.otlp.grpc_address",
+            &self.grpc_address,
+            false,
+        );
+        let http = claim(
+            &mut problems,
+            "sources.otlp.http_address",
+            &self.http_address,
+            false,
+        );
+        at_least(
+            &mut problems,
+            "sources.otlp.max_request_bytes",
+            self.max_request_bytes.0,
+            1024,
+            "1KiB",
+        );
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Box::new(ValidOtlp {
+            config: self.clone(),
+            grpc,
+            http,
+        }))
+    }
+}
