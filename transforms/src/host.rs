@@ -92,6 +92,9 @@ impl TransformHost {
     pub fn new() -> Result<TransformHost, TransformError> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
+        // The limiter sees one memory at a time: with several per instance, `max_memory` would
+        // cap each of them, not the instance (the limiter also allows one memory per store).
+        cfg.wasm_multi_memory(false);
         let engine = Engine::new(&cfg)
             .map_err(|e| abi("host", format!("cannot create the engine: {e:#}")))?;
         let linker =

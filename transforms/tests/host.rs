@@ -235,3 +235,27 @@ fn abi_violations_are_refused_at_load() {
         "abi"
     );
 }
+
+#[test]
+fn a_second_memory_cannot_lift_the_cap() {
+    // Two memories of 3 MiB each under a 4 MiB cap: the limiter sees each memory on its own,
+    // so with multi-memory enabled both grow, 6 MiB in total.
+    let host = TransformHost::new().unwrap();
+    let limits = Limits {
+        max_memory: 4 << 20,
+        ..Limits::default()
+    };
+    let body = "(if (i32.eq (memory.grow $extra (i32.const 47)) (i32.const -1)) (then (return (i64.const -3))))
+        (if (i32.eq (memory.grow 0 (i32.const 47)) (i32.const -1)) (then (return (i64.const -3))))
+        (i64.const 0)";
+    let src = with_transform(body).replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1)\n  (memory $extra 1)",
+    );
+    let err = host
+        .load(spec("two-memories", &src, limits))
+        .err()
+        .expect("a module with two memories must be refused: they grow past max_memory in total");
+    assert_eq!(err.kind(), "abi", "{err}");
+    assert!(err.to_string().contains("multiple memories"), "{err}");
+}
