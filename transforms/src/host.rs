@@ -2,6 +2,7 @@
 //! instance pools.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +16,7 @@ use wasmtime::{Config, Engine, Linker, Module, Trap};
 use weir_schema::Signal;
 
 use crate::guest::{deadline_ticks, linker, GuestInstance, GuestState, TICKS_PER_SEC};
+use crate::ipc::check_output;
 use crate::TransformError;
 
 /// Limits of one transform.
@@ -24,7 +26,8 @@ pub struct Limits {
     pub max_memory: usize,
     /// Deadline of one call.
     pub timeout: Duration,
-    /// Largest output accepted.
+    /// Largest output accepted; every size the output declares is checked against the
+    /// output's real size before it is decoded.
     pub max_output_bytes: usize,
     /// Calls after which an instance is replaced.
     pub recycle_after_calls: u64,
@@ -328,7 +331,22 @@ impl Transform {
             })?
             .to_vec();
         let _ = g.free.call(&mut g.store, (out_ptr as i32, out_len as i32));
-        decode(signal, &out).map_err(bad)
+        // Every size the output declares must be backed by its bytes before arrow-ipc, which
+        // trusts them, allocates or slices anything.
+        check_output(signal, &out).map_err(bad)?;
+        // And should arrow-ipc still panic on something the check missed, that is this
+        // call's bad output, not a crash of the agent.
+        std::panic::catch_unwind(AssertUnwindSafe(|| decode(signal, &out)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::warn!(transform = %self.name, panic = %what, "decoding the output panicked");
+                Err(format!("cannot decode the output: {what}"))
+            })
+            .map_err(bad)
     }
 }
 

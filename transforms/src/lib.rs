@@ -4,13 +4,15 @@
 //! the host hands it one whole batch as an Arrow IPC stream and gets one back. This crate
 //! compiles modules once (cached by content hash on a shared [`wasmtime::Engine`]), keeps
 //! reusable instances per transform, and runs every call under a memory cap (a
-//! [`wasmtime::ResourceLimiter`]) and a deadline (epoch interruption). A trap, a timeout, a
-//! memory limit, an ABI violation or a bad output is an error of the call, never a crash of
-//! the agent; the instance is then discarded.
+//! [`wasmtime::ResourceLimiter`]; one linear memory per instance) and a deadline (epoch
+//! interruption). The output's declared sizes are checked against its real size before
+//! arrow-ipc decodes it. A trap, a timeout, a memory limit, an ABI violation or a bad output
+//! is an error of the call, never a crash of the agent; the instance is then discarded.
 #![warn(missing_docs)]
 
 mod guest;
 mod host;
+mod ipc;
 pub mod pipeline;
 
 pub use host::{Limits, Transform, TransformHost, TransformSpec};
