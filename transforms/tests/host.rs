@@ -587,3 +587,115 @@ fn a_second_memory_cannot_lift_the_cap() {
     assert_eq!(err.kind(), "abi", "{err}");
     assert!(err.to_string().contains("multiple memories"), "{err}");
 }
+
+/// The identity guest, spinning `ms` milliseconds (by its clock) before it copies its input.
+fn slow_identity(ms: u64) -> String {
+    let body = format!(
+        "(local $out i32) (local $until i64)
+    (local.set $until (i64.add (call $now) (i64.const {})))
+    (loop $spin (br_if $spin (i64.lt_s (call $now) (local.get $until))))
+    (local.set $out (call $alloc (local.get $len)))
+    (if (i32.eqz (local.get $out)) (then (return (i64.const -3))))
+    (memory.copy (local.get $out) (local.get $ptr) (local.get $len))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))",
+        ms * 1_000_000
+    );
+    with_transform(&body).replace(
+        "(import \"weir\" \"log\" (func $log (param i32 i32 i32)))",
+        "(import \"weir\" \"log\" (func $log (param i32 i32 i32)))\n  (import \"weir\" \"now_unix_nanos\" (func $now (result i64)))",
+    )
+}
+
+#[test]
+fn concurrent_batches_share_a_bounded_pool() {
+    // Eight concurrent batches, two instances at most: the others wait for one, none fails.
+    let host = TransformHost::new().unwrap();
+    let limits = Limits {
+        max_instances: 2,
+        ..Limits::default()
+    };
+    let t = host
+        .load(spec("slow", &slow_identity(100), limits))
+        .unwrap();
+    let input = batch(20);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut peak = 0;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| t.run(Signal::Logs, &input)))
+            .collect();
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                peak = peak.max(t.live_instances());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        for r in runs {
+            assert_eq!(r.join().unwrap().unwrap(), input);
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        peak = sampler.join().unwrap();
+    });
+    assert!(peak <= 2, "{peak} instances alive at once");
+    assert!(t.pooled_instances() <= 2, "{} pooled", t.pooled_instances());
+    // Four rounds of two 100 ms calls.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[test]
+fn a_batch_that_gets_no_instance_in_time_is_refused_and_the_pool_recovers() {
+    let host = TransformHost::new().unwrap();
+    let limits = Limits {
+        max_instances: 1,
+        instance_wait: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let t = host
+        .load(spec("slow", &slow_identity(600), limits))
+        .unwrap();
+    let input = batch(5);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| t.run(Signal::Logs, &input));
+        // Until the first batch has taken the only instance (and spins for 600 ms).
+        while t.pooled_instances() > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let err = t.run(Signal::Logs, &input).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                TransformError::Busy {
+                    max_instances: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.kind(), "busy");
+        assert!(err.to_string().contains("max_instances"), "{err}");
+        assert_eq!(first.join().unwrap().unwrap(), input);
+    });
+    assert_eq!(t.run(Signal::Logs, &input).unwrap(), input);
+    assert_eq!(t.live_instances(), 1);
+    // A failed call gives its slot back: with one slot, three traps in a row stay traps.
+    let trap = host
+        .load(spec(
+            "trap-1",
+            &with_transform("unreachable"),
+            Limits {
+                max_instances: 1,
+                instance_wait: Duration::from_millis(50),
+                ..Limits::default()
+            },
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(trap.run(Signal::Logs, &input).unwrap_err().kind(), "trap");
+    }
+    assert_eq!(trap.live_instances(), 0);
+}
