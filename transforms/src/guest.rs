@@ -45,6 +45,13 @@ impl ResourceLimiter for GuestState {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
+
+    /// One linear memory per store (a store holds one instance): `memory_growing` sees one
+    /// memory at a time, so with two `max_memory` would cap each, not their total. The engine
+    /// also refuses multi-memory modules at compile time; this holds even if it did not.
+    fn memories(&self) -> usize {
+        1
+    }
 }
 
 fn read_text(caller: &mut Caller<'_, GuestState>, ptr: i32, len: i32) -> Option<String> {
@@ -196,4 +203,40 @@ impl GuestInstance {
 /// Epoch ticks for a timeout (at least one).
 pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     ((timeout.as_millis() as u64).saturating_mul(TICKS_PER_SEC) / 1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::{Config, Engine, Linker, Module, Store};
+
+    use super::GuestState;
+
+    /// Even on an engine that accepts multi-memory modules, a store holds one memory: a second
+    /// one would have a `max_memory` of its own.
+    #[test]
+    fn the_limiter_allows_one_memory_per_store() {
+        let mut cfg = Config::new();
+        cfg.wasm_multi_memory(true);
+        let engine = Engine::new(&cfg).expect("engine");
+        let instantiate = |wat: &str| {
+            let module = Module::new(&engine, wat).expect("module");
+            let mut store = Store::new(
+                &engine,
+                GuestState {
+                    name: "t".into(),
+                    max_memory: 4 << 20,
+                    hit_memory_limit: false,
+                    error: None,
+                    log_lines: 0,
+                },
+            );
+            store.limiter(|s| s);
+            Linker::new(&engine)
+                .instantiate(&mut store, &module)
+                .map(|_| ())
+        };
+        instantiate("(module (memory 48))").expect("one memory of 3 MiB");
+        let err = instantiate("(module (memory 48) (memory 48))").expect_err("two memories");
+        assert!(format!("{err:#}").contains("memor"), "{err:#}");
+    }
 }

@@ -2,8 +2,9 @@
 //! instance pools.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,21 +16,30 @@ use wasmtime::{Config, Engine, Linker, Module, Trap};
 use weir_schema::Signal;
 
 use crate::guest::{deadline_ticks, linker, GuestInstance, GuestState, TICKS_PER_SEC};
+use crate::ipc::check_output;
 use crate::TransformError;
 
 /// Limits of one transform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Memory cap of an instance.
+    /// Memory cap of an instance (its one linear memory). Default 64 MiB.
     pub max_memory: usize,
-    /// Deadline of one call.
+    /// Deadline of one call. Default 1 s.
     pub timeout: Duration,
-    /// Largest output accepted.
+    /// Largest output accepted; every size the output declares is checked against the
+    /// output's real size before it is decoded. Default 64 MiB.
     pub max_output_bytes: usize,
-    /// Calls after which an instance is replaced.
+    /// Calls after which an instance is replaced. Default 10 000.
     pub recycle_after_calls: u64,
-    /// Memory size past which an instance is replaced after its call.
+    /// Memory size past which an instance is replaced after its call. Default 32 MiB.
     pub recycle_memory: usize,
+    /// Instances of the transform alive at once (pooled or running a batch); 0 counts as 1.
+    /// A batch that finds them all busy waits for one. With `max_memory` it bounds the
+    /// transform's guest memory: `max_instances × max_memory`. Default 4.
+    pub max_instances: usize,
+    /// How long a batch waits for an instance when all `max_instances` are busy; past it the
+    /// batch fails with kind `busy` and follows `on_error`. Default 5 s.
+    pub instance_wait: Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +50,8 @@ impl Default for Limits {
             max_output_bytes: 64 << 20,
             recycle_after_calls: 10_000,
             recycle_memory: 32 << 20,
+            max_instances: 4,
+            instance_wait: Duration::from_secs(5),
         }
     }
 }
@@ -92,6 +104,9 @@ impl TransformHost {
     pub fn new() -> Result<TransformHost, TransformError> {
         let mut cfg = Config::new();
         cfg.epoch_interruption(true);
+        // The limiter sees one memory at a time: with several per instance, `max_memory` would
+        // cap each of them, not the instance (the limiter also allows one memory per store).
+        cfg.wasm_multi_memory(false);
         let engine = Engine::new(&cfg)
             .map_err(|e| abi("host", format!("cannot create the engine: {e:#}")))?;
         let linker =
@@ -160,15 +175,17 @@ impl TransformHost {
             name: spec.name,
             config: spec.config,
             limits: spec.limits,
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
         };
-        let first = t.instance()?;
-        t.give_back(first);
+        let mut first = t.lease()?;
+        first.keep = true;
+        drop(first);
         Ok(t)
     }
 }
 
-/// A loaded transform: one module, its config and a pool of instances.
+/// A loaded transform: one module, its config and a bounded pool of instances.
 pub struct Transform {
     engine: Engine,
     linker: Linker<GuestState>,
@@ -176,7 +193,42 @@ pub struct Transform {
     name: String,
     config: String,
     limits: Limits,
-    pool: Mutex<Vec<GuestInstance>>,
+    pool: Mutex<Pool>,
+    /// Signalled when an instance returns to the pool or its slot is freed.
+    freed: Condvar,
+}
+
+/// The instances of a transform.
+#[derive(Default)]
+struct Pool {
+    /// Instances waiting for a batch.
+    idle: Vec<GuestInstance>,
+    /// Instances alive: idle, running a batch, or being created. At most `max_instances`.
+    live: usize,
+}
+
+/// An instance (or the slot for one being created) taken from the pool. Dropping it returns
+/// the instance to the pool when `keep` is set and it is not worn out, and otherwise
+/// discards it and frees its slot, also when a panic unwinds through the call.
+struct Lease<'a> {
+    transform: &'a Transform,
+    guest: Option<GuestInstance>,
+    keep: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let t = self.transform;
+        // A discarded instance is dropped here, before its slot is freed and outside the lock.
+        let reuse = self.guest.take().filter(|g| self.keep && !t.worn(g));
+        let mut pool = t.lock_pool();
+        match reuse {
+            Some(g) => pool.idle.push(g),
+            None => pool.live = pool.live.saturating_sub(1),
+        }
+        drop(pool);
+        t.freed.notify_one();
+    }
 }
 
 impl Transform {
@@ -187,14 +239,66 @@ impl Transform {
 
     /// Instances waiting in the pool.
     pub fn pooled_instances(&self) -> usize {
-        self.pool.lock().map(|p| p.len()).unwrap_or(0)
+        self.lock_pool().idle.len()
     }
 
-    fn instance(&self) -> Result<GuestInstance, TransformError> {
-        if let Some(g) = self.pool.lock().ok().and_then(|mut p| p.pop()) {
-            return Ok(g);
+    /// Instances alive: pooled, running a batch or being created (at most `max_instances`).
+    pub fn live_instances(&self) -> usize {
+        self.lock_pool().live
+    }
+
+    /// The pool's state is consistent whenever its lock is released (nothing panics while
+    /// holding it), so a poisoned lock is still usable.
+    fn lock_pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An idle instance, or a new one while fewer than `max_instances` are alive; otherwise
+    /// waits up to `instance_wait` for one to be given back or discarded.
+    fn lease(&self) -> Result<Lease<'_>, TransformError> {
+        let max = self.limits.max_instances.max(1);
+        let started = Instant::now();
+        let mut pool = self.lock_pool();
+        let mut waiting = false;
+        loop {
+            if let Some(g) = pool.idle.pop() {
+                return Ok(Lease {
+                    transform: self,
+                    guest: Some(g),
+                    keep: false,
+                });
+            }
+            if pool.live < max {
+                pool.live += 1;
+                break;
+            }
+            let left = self.limits.instance_wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                tracing::debug!(transform = %self.name, max_instances = max, "no instance free in time");
+                return Err(TransformError::Busy {
+                    name: self.name.clone(),
+                    max_instances: max,
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            if !waiting {
+                waiting = true;
+                tracing::trace!(transform = %self.name, max_instances = max, "all instances busy; waiting");
+            }
+            pool = self
+                .freed
+                .wait_timeout(pool, left)
+                .map(|(p, _)| p)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
-        GuestInstance::new(
+        drop(pool);
+        // The slot is taken: if instantiation fails, dropping the empty lease frees it.
+        let mut lease = Lease {
+            transform: self,
+            guest: None,
+            keep: false,
+        };
+        let g = GuestInstance::new(
             &self.engine,
             &self.linker,
             &self.module,
@@ -203,18 +307,15 @@ impl Transform {
             self.limits.timeout,
             self.config.as_bytes(),
         )
-        .map_err(|m| abi(&self.name, m))
+        .map_err(|m| abi(&self.name, m))?;
+        lease.guest = Some(g);
+        Ok(lease)
     }
 
-    fn give_back(&self, g: GuestInstance) {
-        let worn = g.calls >= self.limits.recycle_after_calls
-            || g.memory.data_size(&g.store) > self.limits.recycle_memory;
-        if worn {
-            return;
-        }
-        if let Ok(mut p) = self.pool.lock() {
-            p.push(g);
-        }
+    /// Whether an instance has served enough calls or grown too large to be reused.
+    fn worn(&self, g: &GuestInstance) -> bool {
+        g.calls >= self.limits.recycle_after_calls
+            || g.memory.data_size(&g.store) > self.limits.recycle_memory
     }
 
     fn classify(&self, g: &GuestInstance, e: wasmtime::Error) -> TransformError {
@@ -239,13 +340,13 @@ impl Transform {
     /// Runs the transform on one batch of `signal`. Blocking (call it off the async threads).
     pub fn run(&self, signal: Signal, batch: &RecordBatch) -> Result<RecordBatch, TransformError> {
         let input = encode(batch).map_err(|m| abi(&self.name, m))?;
-        let mut g = self.instance()?;
-        let result = self.call(&mut g, signal, &input);
-        match &result {
-            // A failed instance may hold broken state: never reuse it.
-            Err(_) => {}
-            Ok(_) => self.give_back(g),
-        }
+        let mut lease = self.lease()?;
+        let Some(g) = lease.guest.as_mut() else {
+            return Err(abi(&self.name, "no instance"));
+        };
+        let result = self.call(g, signal, &input);
+        // A failed instance may hold broken state: never reuse it.
+        lease.keep = result.is_ok();
         result
     }
 
@@ -325,7 +426,22 @@ impl Transform {
             })?
             .to_vec();
         let _ = g.free.call(&mut g.store, (out_ptr as i32, out_len as i32));
-        decode(signal, &out).map_err(bad)
+        // Every size the output declares must be backed by its bytes before arrow-ipc, which
+        // trusts them, allocates or slices anything.
+        check_output(signal, &out).map_err(bad)?;
+        // And should arrow-ipc still panic on something the check missed, that is this
+        // call's bad output, not a crash of the agent.
+        std::panic::catch_unwind(AssertUnwindSafe(|| decode(signal, &out)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::warn!(transform = %self.name, panic = %what, "decoding the output panicked");
+                Err(format!("cannot decode the output: {what}"))
+            })
+            .map_err(bad)
     }
 }
 

@@ -2,15 +2,17 @@
 //!
 //! A transform is a core wasm module that implements the ABI of `docs/transform-abi.md`:
 //! the host hands it one whole batch as an Arrow IPC stream and gets one back. This crate
-//! compiles modules once (cached by content hash on a shared [`wasmtime::Engine`]), keeps
-//! reusable instances per transform, and runs every call under a memory cap (a
-//! [`wasmtime::ResourceLimiter`]) and a deadline (epoch interruption). A trap, a timeout, a
-//! memory limit, an ABI violation or a bad output is an error of the call, never a crash of
-//! the agent; the instance is then discarded.
+//! compiles modules once (cached by content hash on a shared [`wasmtime::Engine`]), keeps a
+//! bounded pool of reusable instances per transform, and runs every call under a memory cap
+//! (a [`wasmtime::ResourceLimiter`]; one linear memory per instance) and a deadline (epoch
+//! interruption). The output's declared sizes are checked against its real size before
+//! arrow-ipc decodes it. A trap, a timeout, a memory limit, an ABI violation or a bad output
+//! is an error of the call, never a crash of the agent; the instance is then discarded.
 #![warn(missing_docs)]
 
 mod guest;
 mod host;
+mod ipc;
 pub mod pipeline;
 
 pub use host::{Limits, Transform, TransformHost, TransformSpec};
@@ -59,6 +61,18 @@ pub enum TransformError {
         /// What is wrong.
         message: String,
     },
+    /// Every instance of the transform (`max_instances`) stayed busy for `instance_wait`.
+    #[error(
+        "transform {name}: all {max_instances} instances stayed busy for {waited_ms} ms (max_instances)"
+    )]
+    Busy {
+        /// Transform name.
+        name: String,
+        /// The pool's bound.
+        max_instances: usize,
+        /// How long the batch waited.
+        waited_ms: u128,
+    },
     /// The guest reported an error for the batch.
     #[error("transform {name}: {message} (code {code})")]
     Guest {
@@ -72,7 +86,8 @@ pub enum TransformError {
 }
 
 impl TransformError {
-    /// The error kind: `abi`, `trap`, `timeout`, `memory_limit`, `bad_output`, `guest_error`.
+    /// The error kind: `abi`, `trap`, `timeout`, `memory_limit`, `bad_output`, `busy`,
+    /// `guest_error`.
     pub fn kind(&self) -> &'static str {
         match self {
             TransformError::Abi { .. } => "abi",
@@ -80,6 +95,7 @@ impl TransformError {
             TransformError::Timeout { .. } => "timeout",
             TransformError::MemoryLimit { .. } => "memory_limit",
             TransformError::BadOutput { .. } => "bad_output",
+            TransformError::Busy { .. } => "busy",
             TransformError::Guest { .. } => "guest_error",
         }
     }
