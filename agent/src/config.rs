@@ -86,6 +86,12 @@ pub struct TransformConfig {
     pub recycle_after_calls: u64,
     /// Memory past which an instance is replaced.
     pub recycle_memory: ByteSize,
+    /// Instances of the transform alive at once (batches beyond wait for one); with
+    /// `max_memory` it bounds the transform's guest memory.
+    pub max_instances: usize,
+    /// How long a batch waits for an instance; past it the request is refused as retryable
+    /// (429 / RESOURCE_EXHAUSTED), never passed on untransformed.
+    pub instance_wait: HumanDuration,
 }
 
 impl Default for TransformConfig {
@@ -101,6 +107,8 @@ impl Default for TransformConfig {
             max_output_bytes: ByteSize(l.max_output_bytes as u64),
             recycle_after_calls: l.recycle_after_calls,
             recycle_memory: ByteSize(l.recycle_memory as u64),
+            max_instances: l.max_instances,
+            instance_wait: HumanDuration(l.instance_wait),
         }
     }
 }
@@ -313,13 +321,8 @@ impl Config {
             None if problems.is_empty() => problems.push("admin.address must be set".into()),
             None => {}
         }
-        let sources = match self.sources.validate() {
-            Ok(sources) => sources,
-            Err(p) => {
-                problems.extend(p);
-                Vec::new()
-            }
-        };
+        let (sources, source_problems) = self.sources.validate();
+        problems.extend(source_problems);
         claims.extend(sources.iter().flat_map(|s| s.claims()));
         problems.extend(weir_sources::check_claims(&claims));
         for (key, tenant) in &self.auth.api_keys {
@@ -450,6 +453,9 @@ impl Config {
                 }
                 if t.timeout.0.is_zero() {
                     problems.push(format!("{at}.timeout must be above 0"));
+                }
+                if t.max_instances == 0 {
+                    problems.push(format!("{at}.max_instances must be at least 1"));
                 }
                 if t.max_memory.0 < (1 << 16) {
                     problems.push(format!(

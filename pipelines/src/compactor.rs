@@ -245,7 +245,6 @@ impl Compactor {
         }
     }
 
-    /// Merges the lease's inputs into one object and returns its segment record.
     /// Opens every input of the plan at its first batch.
     async fn open_inputs(
         &self,
@@ -268,6 +267,7 @@ impl Compactor {
         Ok(inputs)
     }
 
+    /// Merges the lease's inputs into one object and returns its segment record.
     async fn merge(&self, lease: &CompactionLease) -> Result<SegmentRecord, CompactError> {
         let plan_err = |reason: String| CompactError::Plan {
             lease: lease.lease_id,

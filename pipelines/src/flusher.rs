@@ -89,6 +89,10 @@ struct Pending {
 struct JournalRecord {
     segment: SegmentRecord,
     seqs: Vec<u64>,
+    /// Whether the segment holds dead-lettered rows (kept in the lake, never registered).
+    /// Absent in records of earlier versions: then the key's layout tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<bool>,
 }
 
 /// Errors of one flush.
@@ -207,11 +211,14 @@ impl Flusher {
             };
             let segment = rec.segment.id;
             if self.lake.exists(&rec.segment.object_key).await? {
-                // Dead-lettered files (under the layout's dead-letter prefix) are kept for
-                // operators but are not part of the queryable lake: they skip the outbox.
-                let dead_letter = SegmentKey::parse(&rec.segment.object_key)
-                    .map(|k| k.dead_letter)
-                    .unwrap_or(false);
+                // Dead-lettered files are kept for operators but are not part of the queryable
+                // lake: they skip the outbox. A key the layout cannot read is never registered
+                // (the index would refuse it anyway), so it counts as dead-lettered.
+                let dead_letter = rec.dead_letter.unwrap_or_else(|| {
+                    SegmentKey::parse(&rec.segment.object_key)
+                        .map(|k| k.dead_letter)
+                        .unwrap_or(true)
+                });
                 self.commit_flush(&rec.segment, dead_letter, rec.seqs)
                     .await?;
                 info!(%segment, "recovered a segment written before a restart");
@@ -428,6 +435,7 @@ impl Flusher {
         let journal = serde_json::to_vec(&JournalRecord {
             segment: segment.clone(),
             seqs: p.seqs.clone(),
+            dead_letter: Some(key.dead_letter),
         })
         .map_err(|e| FlushError::Task(e.to_string()))?;
         let buffer = self.buffer.clone();

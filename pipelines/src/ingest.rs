@@ -28,7 +28,17 @@ pub enum IngestError {
     /// The batch could not be split.
     #[error("cannot partition batch: {0}")]
     Partition(String),
+    /// A transform had no capacity for the batch in time: the client should retry later
+    /// (like [`IngestError::Full`]; the batch is neither transformed nor stored).
+    #[error("{0}; retry later")]
+    Busy(String),
 }
+
+/// A processor that cannot take a batch now (every instance of a transform stayed busy):
+/// the request is refused as retryable rather than passed on untransformed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Overloaded(pub String);
 
 impl From<BufferError> for IngestError {
     fn from(e: BufferError) -> Self {
@@ -45,8 +55,9 @@ impl From<BufferError> for IngestError {
 /// the client's acknowledgement covers the transformed batch.
 pub trait BatchProcessor: Send + Sync + 'static {
     /// The batches to buffer in place of `batch` (none: everything was dropped). A batch
-    /// with `dead_letter` set goes to the lake's dead-letter prefix.
-    fn process(&self, batch: Batch) -> Vec<Batch>;
+    /// with `dead_letter` set goes to the lake's dead-letter prefix. [`Overloaded`] refuses
+    /// the whole batch for now.
+    fn process(&self, batch: Batch) -> Result<Vec<Batch>, Overloaded>;
 }
 
 /// Shared handle to the buffer for the sources.
@@ -94,7 +105,10 @@ impl Ingest {
         let signal = batch.signal;
         let rows = batch.num_rows() as u64;
         let batches = match (&self.processor, rows) {
-            (Some(p), 1..) => p.process(batch),
+            (Some(p), 1..) => p.process(batch).map_err(|e| {
+                self.metrics.rejected_request(&source, "busy");
+                IngestError::Busy(e.0)
+            })?,
             _ => vec![batch],
         };
         let mut entries = Vec::new();

@@ -29,15 +29,6 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// HTTP status of the error.
-    pub fn status(&self) -> u16 {
-        match self {
-            AuthError::Missing => 401,
-            AuthError::Invalid | AuthError::WrongTenant(_) => 403,
-            AuthError::BadTenant(_) => 400,
-        }
-    }
-
     /// Reason label in `weir_rejected_requests_total`.
     pub fn reason(&self) -> &'static str {
         match self {

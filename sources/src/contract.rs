@@ -161,7 +161,7 @@ impl RunningSource {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {key} = {address}{}: {source}", if *.udp { " (udp)" } else { "" })]
+    #[error("cannot listen on {key} = {address}{}: {error}", if *.udp { " (udp)" } else { "" })]
     Bind {
         /// Key path.
         key: String,
@@ -169,8 +169,8 @@ pub enum BuildError {
         address: SocketAddr,
         /// UDP rather than TCP.
         udp: bool,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not chained, so it is printed once).
+        error: std::io::Error,
     },
     /// TLS settings are unusable (files missing, key and certificate do not match).
     #[error("{0}")]
@@ -181,12 +181,12 @@ pub enum BuildError {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The server failed.
-    #[error("{what} server failed: {source}")]
+    #[error("{what} server failed: {error}")]
     Io {
         /// Which server (`OTLP/HTTP`).
         what: &'static str,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not chained, so it is printed once).
+        error: std::io::Error,
     },
     /// The gRPC server failed.
     #[error("{what} server failed: {message}")]
@@ -248,12 +248,12 @@ pub fn bind_udp(
     Ok((socket, bound))
 }
 
-fn bind_error(claim: &Claim, udp: bool, source: std::io::Error) -> BuildError {
+fn bind_error(claim: &Claim, udp: bool, error: std::io::Error) -> BuildError {
     BuildError::Bind {
         key: claim.key.clone(),
         address: claim.addr(),
         udp,
-        source,
+        error,
     }
 }
 

@@ -5,7 +5,7 @@
 //! - `config.rs`: its configuration (`[sources.<name>]`), a serde struct with
 //!   `deny_unknown_fields` whose doc comments are the user docs, implementing
 //!   [`SourceConfig`]: a pure `validate()` (no I/O) that returns the validated source and the
-//!   addresses and files it [`Claim`]s, so that conflicts are found before anything starts;
+//!   listen addresses it [`Claim`]s, so that conflicts are found before anything starts;
 //! - the decoder (`decode.rs`, or a file per format), which maps the protocol to Arrow batches
 //!   of the lake schemas;
 //! - the service (`service.rs`), built by [`ValidSource::build`] from a [`SourceContext`]
@@ -85,10 +85,10 @@ macro_rules! sources {
         }
 
         impl SourcesConfig {
-            /// Validates every enabled source (no I/O). Problems name their key path; the
-            /// claims of every source are returned for a conflict check across the whole
-            /// configuration ([`check_claims`]).
-            pub fn validate(&self) -> Result<Vec<Box<dyn ValidSource>>, Vec<String>> {
+            /// Validates every enabled source (no I/O): the sources that are valid, and the
+            /// problems of the others, each naming its key path. The claims of the valid ones
+            /// go to a conflict check across the whole configuration ([`check_claims`]).
+            pub fn validate(&self) -> (Vec<Box<dyn ValidSource>>, Vec<String>) {
                 let mut problems = Vec::new();
                 let mut valid: Vec<Box<dyn ValidSource>> = Vec::new();
                 $(
@@ -99,7 +99,7 @@ macro_rules! sources {
                         }
                     }
                 )*
-                if problems.is_empty() { Ok(valid) } else { Err(problems) }
+                (valid, problems)
             }
 
             /// Every name a `[[pipelines]].sources` entry may use: each source's family

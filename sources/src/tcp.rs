@@ -56,7 +56,7 @@ impl TcpServer {
                 _ = stop.cancelled() => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 r = listener.accept() => {
-                    let (tcp, peer) = r.map_err(|source| ServeError::Io { what: self.source, source })?;
+                    let (tcp, peer) = r.map_err(|error| ServeError::Io { what: self.source, error })?;
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         warn!(%peer, max = self.max_connections, source = self.source, "too many connections, refusing");
                         self.ingest.reject(self.source, "too_many_connections");

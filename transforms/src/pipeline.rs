@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use prometheus::{IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 use tracing::{info, warn};
-use weir_pipelines::ingest::BatchProcessor;
+use weir_pipelines::ingest::{BatchProcessor, Overloaded};
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::Batch;
 use weir_schema::Signal;
@@ -98,6 +98,26 @@ struct Step {
     spec: StepSpec,
     transform: RwLock<Arc<Transform>>,
     modified: RwLock<Option<SystemTime>>,
+    counters: StepCounters,
+}
+
+/// One step's counters, resolved once when the step is loaded.
+struct StepCounters {
+    batches: IntCounter,
+    records_in: IntCounter,
+    records_out: IntCounter,
+    micros: IntCounter,
+}
+
+impl StepCounters {
+    fn new(m: &StepMetrics, name: &str) -> StepCounters {
+        StepCounters {
+            batches: m.batches.with_label_values(&[name]),
+            records_in: m.records_in.with_label_values(&[name]),
+            records_out: m.records_out.with_label_values(&[name]),
+            micros: m.micros.with_label_values(&[name]),
+        }
+    }
 }
 
 struct Pipeline {
@@ -228,6 +248,7 @@ impl Pipelines {
             pipeline: "host".into(),
             error,
         })?;
+        let step_metrics = StepMetrics::new(metrics)?;
         let mut pipelines = Vec::new();
         for p in specs {
             let mut steps = Vec::new();
@@ -235,6 +256,7 @@ impl Pipelines {
                 let (t, modified) = load_step(&host, &p.name, &spec)?;
                 info!(pipeline = %p.name, transform = %spec.name, module = %spec.module.display(), "transform loaded");
                 steps.push(Step {
+                    counters: StepCounters::new(&step_metrics, &spec.name),
                     spec,
                     transform: RwLock::new(Arc::new(t)),
                     modified: RwLock::new(modified),
@@ -250,7 +272,7 @@ impl Pipelines {
         let inner = Arc::new(Inner {
             host,
             pipelines,
-            metrics: StepMetrics::new(metrics)?,
+            metrics: step_metrics,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (i2, s2) = (inner.clone(), stop.clone());
@@ -319,9 +341,9 @@ impl Inner {
 }
 
 impl BatchProcessor for Pipelines {
-    fn process(&self, mut batch: Batch) -> Vec<Batch> {
+    fn process(&self, mut batch: Batch) -> Result<Vec<Batch>, Overloaded> {
         let Some(p) = self.inner.pipelines.iter().find(|p| p.matches(&batch)) else {
-            return vec![batch];
+            return Ok(vec![batch]);
         };
         let m = &self.inner.metrics;
         for step in &p.steps {
@@ -331,22 +353,24 @@ impl BatchProcessor for Pipelines {
             let name = step.spec.name.as_str();
             let started = Instant::now();
             let result = t.run(batch.signal, &batch.records);
-            m.batches.with_label_values(&[name]).inc();
-            m.records_in
-                .with_label_values(&[name])
-                .inc_by(batch.num_rows() as u64);
-            m.micros
-                .with_label_values(&[name])
-                .inc_by(started.elapsed().as_micros() as u64);
+            let c = &step.counters;
+            c.batches.inc();
+            c.records_in.inc_by(batch.num_rows() as u64);
+            c.micros.inc_by(started.elapsed().as_micros() as u64);
             match result {
                 Ok(out) => {
-                    m.records_out
-                        .with_label_values(&[name])
-                        .inc_by(out.num_rows() as u64);
+                    c.records_out.inc_by(out.num_rows() as u64);
                     batch.records = out;
                     if batch.num_rows() == 0 {
-                        return Vec::new();
+                        return Ok(Vec::new());
                     }
+                }
+                // No instance in time is a matter of capacity, not of the batch: refuse it as
+                // retryable instead of applying on_error (which could pass it on untransformed).
+                Err(e @ TransformError::Busy { .. }) => {
+                    m.errors.with_label_values(&[name, e.kind(), "retry"]).inc();
+                    warn!(pipeline = %p.name, transform = name, error = %e, rows = batch.num_rows(), "transform busy; the batch is refused as retryable");
+                    return Err(Overloaded(format!("pipeline {}: {e}", p.name)));
                 }
                 Err(e) => {
                     let policy = match step.spec.on_error {
@@ -358,15 +382,15 @@ impl BatchProcessor for Pipelines {
                     warn!(pipeline = %p.name, transform = name, error = %e, on_error = policy, rows = batch.num_rows(), "transform failed");
                     match step.spec.on_error {
                         OnError::Pass => continue,
-                        OnError::Drop => return Vec::new(),
+                        OnError::Drop => return Ok(Vec::new()),
                         OnError::DeadLetter => {
                             batch.dead_letter = Some(format!("pipeline {}: {e}", p.name));
-                            return vec![batch];
+                            return Ok(vec![batch]);
                         }
                     }
                 }
             }
         }
-        vec![batch]
+        Ok(vec![batch])
     }
 }

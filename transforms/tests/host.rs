@@ -544,8 +544,11 @@ fn a_gigantic_batch_follows_on_error_and_the_agent_keeps_serving() {
     )
     .unwrap();
     let records = batch(4);
-    let run =
-        |source: &str| pipelines.process(Batch::new("t", Signal::Logs, source, 0, records.clone()));
+    let run = |source: &str| {
+        pipelines
+            .process(Batch::new("t", Signal::Logs, source, 0, records.clone()))
+            .unwrap()
+    };
     for _ in 0..2 {
         let out = run("dead");
         assert_eq!(out.len(), 1);
@@ -698,4 +701,60 @@ fn a_batch_that_gets_no_instance_in_time_is_refused_and_the_pool_recovers() {
         assert_eq!(trap.run(Signal::Logs, &input).unwrap_err().kind(), "trap");
     }
     assert_eq!(trap.live_instances(), 0);
+}
+
+/// A transform without capacity in time refuses the batch as retryable, whatever its
+/// `on_error`: with `pass`, the batch would otherwise go on untransformed (a redaction
+/// transform's input, unredacted), and with `dead_letter` good data would be dead-lettered.
+#[test]
+fn a_busy_transform_refuses_the_batch_instead_of_applying_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow.wat"), slow_identity(600)).unwrap();
+    let limits = Limits {
+        max_instances: 1,
+        instance_wait: Duration::from_millis(50),
+        timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let mut specs = Vec::new();
+    for (name, on_error) in [
+        ("pass", OnError::Pass),
+        ("dead", OnError::DeadLetter),
+        ("drop", OnError::Drop),
+    ] {
+        specs.push(PipelineSpec {
+            name: name.into(),
+            sources: vec![name.into()],
+            signals: vec![],
+            steps: vec![StepSpec {
+                name: format!("slow-{name}"),
+                module: dir.path().join("slow.wat"),
+                config: "{}".into(),
+                limits: limits.clone(),
+                on_error,
+            }],
+        });
+    }
+    let pipelines = Pipelines::new(specs, &Metrics::new(), Duration::from_secs(60)).unwrap();
+    let records = batch(3);
+    let run =
+        |source: &str| pipelines.process(Batch::new("t", Signal::Logs, source, 0, records.clone()));
+    for source in ["pass", "dead", "drop"] {
+        // Two batches at once on one instance that spins for 600 ms: whichever gets it, the
+        // other waits 50 ms and is refused; neither is passed on, dead-lettered or dropped.
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| run(source));
+            let b = s.spawn(|| run(source));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let (ok, refused): (Vec<_>, Vec<_>) = [a, b].into_iter().partition(|r| r.is_ok());
+        assert_eq!((ok.len(), refused.len()), (1, 1), "{source}");
+        let err = refused[0].as_ref().unwrap_err();
+        assert!(err.to_string().contains("max_instances"), "{err}");
+        let out = ok[0].as_ref().unwrap();
+        assert_eq!(
+            (out.len(), &out[0].records, &out[0].dead_letter),
+            (1, &records, &None)
+        );
+    }
 }

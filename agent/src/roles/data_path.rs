@@ -83,6 +83,8 @@ fn pipeline_specs(cfg: &[PipelineConfig]) -> Vec<PipelineSpec> {
                         max_output_bytes: t.max_output_bytes.0 as usize,
                         recycle_after_calls: t.recycle_after_calls,
                         recycle_memory: t.recycle_memory.0 as usize,
+                        max_instances: t.max_instances,
+                        instance_wait: t.instance_wait.0,
                     },
                     on_error: t.on_error,
                 })

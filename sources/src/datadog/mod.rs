@@ -10,5 +10,5 @@ pub mod logs;
 pub mod series;
 mod service;
 
-pub use config::DatadogConfig;
+pub use config::{DatadogConfig, DatadogSource};
 pub use service::{Datadog, Endpoint, SOURCE};

@@ -1,5 +1,6 @@
 //! The Datadog intake protocol on the shared HTTP path, and building the source.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -64,14 +65,18 @@ impl Protocol for Datadog {
         (&[Coding::Gzip, Coding::Deflate], Coding::Identity)
     }
 
-    /// `DD-API-KEY`, or the `api_key` query parameter older clients use (taken as written,
-    /// without percent-decoding: API keys are plain hex).
-    fn api_key<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-        ApiKeys::key_from_headers(headers, &[DD_API_KEY]).or_else(|| {
-            query?
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("api_key="))
-        })
+    /// `DD-API-KEY`, or the `api_key` query parameter older clients use (form-decoded).
+    fn api_key<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> Option<Cow<'a, str>> {
+        if let Some(k) = ApiKeys::key_from_headers(headers, &[DD_API_KEY]) {
+            return Some(Cow::Borrowed(k));
+        }
+        form_urlencoded::parse(query?.as_bytes())
+            .find(|(k, _)| k == "api_key")
+            .map(|(_, v)| v)
     }
 
     fn decode(
@@ -156,4 +161,21 @@ pub fn routes(ctx: &SourceContext, limits: HttpLimits) -> Router {
         .route("/api/v1/check_run", route(Endpoint::CheckRun))
         .route("/api/v1/validate", get(validate))
         .with_state(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_keys_come_from_the_header_or_the_form_decoded_query() {
+        let dd = Datadog {
+            metrics: Metrics::new(),
+        };
+        let mut headers = HeaderMap::new();
+        assert_eq!(dd.api_key(&headers, Some("api_key=a%2Bb+c&x=1")).as_deref(), Some("a+b c"));
+        assert_eq!(dd.api_key(&headers, Some("x=1")), None);
+        headers.insert("dd-api-key", "k1".parse().unwrap());
+        assert_eq!(dd.api_key(&headers, Some("api_key=other")).as_deref(), Some("k1"));
+    }
 }

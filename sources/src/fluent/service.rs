@@ -152,7 +152,9 @@ impl FluentService {
             let (ingest, bytes) = (self.ingest.clone(), p.bytes);
             match tokio::task::spawn_blocking(move || ingest.write(batch, bytes)).await {
                 Ok(Ok(())) => return true,
-                Ok(Err(IngestError::Full(e))) if !all_acked && !stop.is_cancelled() => {
+                Ok(Err(e @ (IngestError::Full(_) | IngestError::Busy(_))))
+                    if !all_acked && !stop.is_cancelled() =>
+                {
                     debug!(error = %e, "fluent: buffer full, pausing the connection");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

@@ -47,16 +47,37 @@ pub fn coding(headers: &HeaderMap, accepted: &[Coding]) -> Result<Coding, BodyEr
         Some(e) if e == "snappy" => Coding::Snappy,
         Some(e) => {
             return Err(BodyError::Unsupported(format!(
-                "unsupported Content-Encoding {e:?}"
+                "unsupported Content-Encoding {e:?}: {}",
+                use_one_of(accepted)
             )))
         }
     };
     if c != Coding::Identity && !accepted.contains(&c) {
         return Err(BodyError::Unsupported(format!(
-            "unsupported Content-Encoding {c:?}"
+            "unsupported Content-Encoding {:?}: {}",
+            c.name(),
+            use_one_of(accepted)
         )));
     }
     Ok(c)
+}
+
+/// `use gzip, deflate or none`.
+fn use_one_of(accepted: &[Coding]) -> String {
+    let names: Vec<&str> = accepted.iter().map(|c| c.name()).collect();
+    format!("use {} or none", names.join(", "))
+}
+
+impl Coding {
+    /// The `Content-Encoding` token.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Identity => "identity",
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+            Coding::Snappy => "snappy",
+        }
+    }
 }
 
 /// The media type of `Content-Type`, lowercased, without parameters.

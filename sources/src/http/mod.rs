@@ -5,7 +5,8 @@
 //! 3. `Content-Encoding` among the protocol's codings (415 otherwise);
 //! 4. the body, read up to `max_request_bytes` (413) within `request_timeout` (408);
 //! 5. decompression (bounded by the same limit) and decoding, off the async threads, at most
-//!    [`HttpSource::max_concurrent_decodes`] at once;
+//!    `max_concurrent_decodes` at once (a request that waits longer than `request_timeout`
+//!    for its turn gets 503);
 //! 6. the buffer write, whose fate becomes the response: success in the protocol's shape, or
 //!    a [`Refusal`] mapped once to HTTP and OTLP/gRPC statuses ([`Refusal::status`],
 //!    [`Refusal::grpc_code`]), with `Retry-After` on retryable ones.
@@ -14,8 +15,10 @@
 //! body shape ([`ErrorBody`]).
 
 pub mod body;
+mod config;
 pub mod error;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +38,7 @@ use crate::contract::{
 };
 use crate::{now_nanos, TENANT_HEADER};
 pub use body::{BodyError, Coding};
+pub use config::{HttpSourceConfig, HttpSourceKind};
 pub use error::{ErrorBody, SourceError};
 
 /// Why a request was refused, independent of the protocol. The one table from a refusal to
@@ -95,7 +99,7 @@ impl Refusal {
     /// The refusal of a buffer write.
     pub fn of_ingest(e: &IngestError) -> Refusal {
         match e {
-            IngestError::Full(_) => Refusal::Full,
+            IngestError::Full(_) | IngestError::Busy(_) => Refusal::Full,
             IngestError::TooLarge(_) => Refusal::TooLarge,
             _ => Refusal::Unavailable,
         }
@@ -183,9 +187,9 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// The API key of a request, when the protocol has its own header or query parameter
     /// besides `Authorization: Bearer` and `X-API-Key`.
-    fn api_key<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    fn api_key<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, str>> {
         let _ = query;
-        ApiKeys::key_from_headers(headers, &[])
+        ApiKeys::key_from_headers(headers, &[]).map(Cow::Borrowed)
     }
 
     /// Decodes a (decompressed) body. Blocking: runs off the async threads. The error is
@@ -213,10 +217,33 @@ pub trait Protocol: Send + Sync + 'static {
 pub struct HttpLimits {
     /// Largest body, compressed or decompressed.
     pub max_request_bytes: usize,
-    /// Longest wait for a request's body.
+    /// Longest wait for a request's body, and for its turn to be decoded.
     pub request_timeout: Duration,
+    /// Requests decoded at once.
+    pub max_concurrent_decodes: usize,
     /// `Retry-After` on retryable refusals.
     pub retry_after: Duration,
+}
+
+impl HttpLimits {
+    /// Checks the limits of the source at `prefix` (`sources.loki`).
+    pub fn check(&self, problems: &mut Vec<String>, prefix: &str) {
+        crate::contract::at_least(
+            problems,
+            &format!("{prefix}.max_request_bytes"),
+            self.max_request_bytes as u64,
+            1024,
+            "1KiB",
+        );
+        if self.request_timeout.is_zero() {
+            problems.push(format!("{prefix}.request_timeout must be above 0"));
+        }
+        if self.max_concurrent_decodes == 0 {
+            problems.push(format!(
+                "{prefix}.max_concurrent_decodes must be at least 1"
+            ));
+        }
+    }
 }
 
 /// An HTTP source: a protocol and what its requests go through.
@@ -232,7 +259,7 @@ pub struct HttpSource<P: Protocol> {
     decodes: Arc<Semaphore>,
 }
 
-/// Decodes of one source running at once: two per core, so a burst of large bodies waits
+/// The default of `max_concurrent_decodes`: two per core, so a burst of large bodies waits
 /// for its turn instead of holding every decoded body in memory at the same time.
 pub fn max_concurrent_decodes() -> usize {
     std::thread::available_parallelism()
@@ -243,12 +270,13 @@ pub fn max_concurrent_decodes() -> usize {
 impl<P: Protocol> HttpSource<P> {
     /// A source for `protocol` writing to `ctx`'s ingest handle.
     pub fn new(protocol: P, ctx: &SourceContext, limits: HttpLimits) -> Arc<HttpSource<P>> {
+        let decodes = Arc::new(Semaphore::new(limits.max_concurrent_decodes.max(1)));
         Arc::new(HttpSource {
             protocol,
             ingest: ctx.ingest.clone(),
             keys: ctx.keys.clone(),
             limits,
-            decodes: Arc::new(Semaphore::new(max_concurrent_decodes())),
+            decodes,
         })
     }
 
@@ -294,7 +322,10 @@ impl<P: Protocol> HttpSource<P> {
     ) -> Result<String, SourceError> {
         let key = self.protocol.api_key(headers, query);
         self.keys
-            .tenant(key, headers.get(TENANT_HEADER).map(|v| v.as_bytes()))
+            .tenant(
+                key.as_deref(),
+                headers.get(TENANT_HEADER).map(|v| v.as_bytes()),
+            )
             .map_err(|e| self.refuse(format, Refusal::of_auth(&e), e.reason(), e.to_string()))
     }
 }
@@ -335,31 +366,46 @@ pub async fn serve_request<P: Protocol>(
             ))
         }
     };
-    let permit = src.decodes.clone().acquire_owned().await.map_err(|_| {
-        src.refuse(
-            fmt,
-            Refusal::Unavailable,
-            "internal",
-            "shutting down".into(),
-        )
-    })?;
+    // Decoding holds the decompressed body: at most `max_concurrent_decodes` at once. The
+    // permit is released before the buffer write, so concurrent writes still share a
+    // group-commit fsync.
+    let decodes = src.decodes.clone();
+    let permit = match tokio::time::timeout(src.limits.request_timeout, decodes.acquire_owned())
+        .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(src.refuse(
+                fmt,
+                Refusal::Unavailable,
+                "busy",
+                format!(
+                    "no decoder free within request_timeout ({}): max_concurrent_decodes requests are being decoded",
+                    humantime::format_duration(src.limits.request_timeout)
+                ),
+            ))
+        }
+    };
     let task_src = src.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let src = task_src;
-        let body =
-            body::decode(raw, coding, limit, P::LIMIT_KEY).map_err(|e| src.body_refusal(fmt, e))?;
-        let decoded = src
-            .protocol
-            .decode(endpoint, format, &body, received_at)
-            .map_err(|m| src.refuse(fmt, Refusal::BadRequest, "malformed", m))?;
+        let (body, decoded) = {
+            let _permit = permit;
+            let body = body::decode(raw, coding, limit, P::LIMIT_KEY)
+                .map_err(|e| src.body_refusal(fmt, e))?;
+            let decoded = src
+                .protocol
+                .decode(endpoint, format, &body, received_at)
+                .map_err(|m| src.refuse(fmt, Refusal::BadRequest, "malformed", m))?;
+            (body.len(), decoded)
+        };
         src.ingest
             .metrics()
             .rejected_records(P::SOURCE, decoded.signal, decoded.rejected);
         if let Some(records) = decoded.records {
             let batch = Batch::new(tenant, decoded.signal, P::SOURCE, received_at, records);
             src.ingest
-                .write(batch, body.len())
+                .write(batch, body)
                 .map_err(|e| src.refuse(fmt, Refusal::of_ingest(&e), "", e.to_string()))?;
         }
         Ok::<_, SourceError>((
@@ -398,7 +444,7 @@ pub fn serve_router(
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
-            .map_err(|source| ServeError::Io { what, source })
+            .map_err(|error| ServeError::Io { what, error })
     });
     Ok(())
 }
@@ -428,13 +474,7 @@ impl ValidHttp {
         limits: &HttpLimits,
     ) -> Option<Claim> {
         let claim = crate::contract::claim(problems, &format!("{prefix}.address"), address, false);
-        crate::contract::at_least(
-            problems,
-            &format!("{prefix}.max_request_bytes"),
-            limits.max_request_bytes as u64,
-            1024,
-            "1KiB",
-        );
+        limits.check(problems, prefix);
         claim
     }
 }

@@ -1,65 +1,21 @@
-//! `[sources.loki]`.
+//! `[sources.loki]`: the keys every HTTP source has ([`HttpSourceConfig`]), listening on 3100.
 
-use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
-use weir_pipelines::units::{ByteSize, HumanDuration};
-
-use crate::contract::{SourceConfig, ValidSource};
-use crate::http::{HttpLimits, ValidHttp};
+use crate::contract::SourceContext;
+use crate::http::{HttpLimits, HttpSourceConfig, HttpSourceKind};
 
 /// The Loki push source.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LokiConfig {
-    /// Whether the source runs.
-    pub enabled: bool,
-    /// HTTP listen address of `/loki/api/v1/push` and `/ready`.
-    pub address: String,
-    /// Largest request body, compressed or decompressed (413 above it).
-    pub max_request_bytes: ByteSize,
-    /// Longest wait for a request's body (408 after it).
-    pub request_timeout: HumanDuration,
-    /// `Retry-After` sent with 429 when the buffer is full.
-    pub retry_after: HumanDuration,
-}
+pub struct LokiSource;
 
-impl Default for LokiConfig {
-    fn default() -> Self {
-        LokiConfig {
-            enabled: true,
-            address: "0.0.0.0:3100".into(),
-            max_request_bytes: ByteSize(16 << 20),
-            request_timeout: HumanDuration(Duration::from_secs(30)),
-            retry_after: HumanDuration(Duration::from_secs(5)),
-        }
-    }
-}
-
-impl SourceConfig for LokiConfig {
+impl HttpSourceKind for LokiSource {
+    const NAME: &'static str = "loki";
+    const WHAT: &'static str = "Loki push";
+    const ADDRESS: &'static str = "0.0.0.0:3100";
     const BATCH_SOURCES: &'static [&'static str] = &[super::service::SOURCE];
 
-    fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    fn validate(&self) -> Result<Box<dyn ValidSource>, Vec<String>> {
-        let mut problems = Vec::new();
-        let limits = HttpLimits {
-            max_request_bytes: self.max_request_bytes.0 as usize,
-            request_timeout: self.request_timeout.0,
-            retry_after: self.retry_after.0,
-        };
-        let address = ValidHttp::check(&mut problems, "sources.loki", &self.address, &limits);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Box::new(ValidHttp {
-            name: "loki",
-            what: "Loki push",
-            address,
-            limits,
-            router: super::service::routes,
-        }))
+    fn routes(ctx: &SourceContext, limits: HttpLimits) -> axum::Router {
+        super::service::routes(ctx, limits)
     }
 }
+
+/// `[sources.loki]`.
+pub type LokiConfig = HttpSourceConfig<LokiSource>;

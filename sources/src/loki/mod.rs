@@ -11,5 +11,5 @@ pub mod config;
 pub mod decode;
 mod service;
 
-pub use config::LokiConfig;
+pub use config::{LokiConfig, LokiSource};
 pub use service::{Loki, SOURCE};

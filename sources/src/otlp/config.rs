@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
-use crate::contract::{at_least, claim, Claim, SourceConfig, ValidSource};
+use crate::contract::{claim, Claim, SourceConfig, ValidSource};
+use crate::http::{max_concurrent_decodes, HttpLimits};
 
 /// The OTLP source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -21,6 +22,9 @@ pub struct OtlpConfig {
     pub max_request_bytes: ByteSize,
     /// Longest wait for an OTLP/HTTP request's body (408 after it).
     pub request_timeout: HumanDuration,
+    /// OTLP/HTTP requests decoded at once; more wait their turn, up to `request_timeout`,
+    /// then get 503. Default: two per core.
+    pub max_concurrent_decodes: usize,
     /// `Retry-After` sent when the buffer is full.
     pub retry_after: HumanDuration,
 }
@@ -33,7 +37,20 @@ impl Default for OtlpConfig {
             http_address: "0.0.0.0:4318".into(),
             max_request_bytes: ByteSize(16 << 20),
             request_timeout: HumanDuration(Duration::from_secs(30)),
+            max_concurrent_decodes: max_concurrent_decodes(),
             retry_after: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// The limits of OTLP/HTTP requests.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_request_bytes: self.max_request_bytes.0 as usize,
+            request_timeout: self.request_timeout.0,
+            max_concurrent_decodes: self.max_concurrent_decodes,
+            retry_after: self.retry_after.0,
         }
     }
 }
@@ -70,13 +87,7 @@ impl SourceConfig for OtlpConfig {
             &self.http_address,
             false,
         );
-        at_least(
-            &mut problems,
-            "sources.otlp.max_request_bytes",
-            self.max_request_bytes.0,
-            1024,
-            "1KiB",
-        );
+        self.http_limits().check(&mut problems, "sources.otlp");
         if !problems.is_empty() {
             return Err(problems);
         }

@@ -8,7 +8,7 @@ use super::http::{router, OtlpHttp};
 use crate::contract::{
     bind_tcp, BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource,
 };
-use crate::http::{serve_router, HttpLimits, HttpSource};
+use crate::http::{serve_router, HttpSource};
 
 impl ValidSource for ValidOtlp {
     fn name(&self) -> &'static str {
@@ -44,15 +44,7 @@ impl ValidSource for ValidOtlp {
             });
         }
         if let Some(claim) = &self.http {
-            let source = HttpSource::new(
-                OtlpHttp,
-                ctx,
-                HttpLimits {
-                    max_request_bytes,
-                    request_timeout: cfg.request_timeout.0,
-                    retry_after: cfg.retry_after.0,
-                },
-            );
+            let source = HttpSource::new(OtlpHttp, ctx, cfg.http_limits());
             serve_router(&mut running, ctx, claim, "OTLP/HTTP", router(source))?;
         }
         Ok(running)

@@ -194,7 +194,9 @@ impl SyslogService {
             .await;
             match result {
                 Ok(Ok(())) => return,
-                Ok(Err(IngestError::Full(e))) if wait_when_full && !stop.is_cancelled() => {
+                Ok(Err(e @ (IngestError::Full(_) | IngestError::Busy(_))))
+                    if wait_when_full && !stop.is_cancelled() =>
+                {
                     debug!(error = %e, "syslog: buffer full, pausing the connection");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -222,7 +224,7 @@ impl SyslogService {
                     return Ok(());
                 }
                 r = socket.recv_from(&mut buf) => {
-                    let (len, _) = r.map_err(|source| ServeError::Io { what: "syslog/UDP", source })?;
+                    let (len, _) = r.map_err(|error| ServeError::Io { what: "syslog/UDP", error })?;
                     if len > self.max_frame {
                         self.ingest.reject(SOURCE_UDP, "too_large");
                         continue;

@@ -1,0 +1,140 @@
+//! The configuration of an HTTP source with one listen address (`[sources.loki]`,
+//! `[sources.datadog]`): one generic struct, so every such source has the same keys, the same
+//! defaults (but its address) and the same validation.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_pipelines::units::{ByteSize, HumanDuration};
+
+use super::{max_concurrent_decodes, HttpLimits, ValidHttp};
+use crate::contract::{SourceConfig, SourceContext, ValidSource};
+
+/// What differs between single-address HTTP sources.
+pub trait HttpSourceKind: Send + Sync + 'static {
+    /// Source name (`[sources.<name>]`).
+    const NAME: &'static str;
+    /// What it is, in logs (`Loki push`).
+    const WHAT: &'static str;
+    /// Default listen address.
+    const ADDRESS: &'static str;
+    /// The names its batches carry.
+    const BATCH_SOURCES: &'static [&'static str];
+    /// Its routes.
+    fn routes(ctx: &SourceContext, limits: HttpLimits) -> axum::Router;
+}
+
+/// `[sources.<name>]` of an HTTP source.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, bound = "")]
+pub struct HttpSourceConfig<K: HttpSourceKind> {
+    /// Whether the source runs.
+    pub enabled: bool,
+    /// HTTP listen address (`127.0.0.1:0` lets the kernel pick a port, see `listen.json`).
+    pub address: String,
+    /// Largest request body, compressed or decompressed (413 above it).
+    pub max_request_bytes: ByteSize,
+    /// Longest wait for a request's body (408 after it).
+    pub request_timeout: HumanDuration,
+    /// Requests decoded at once; more wait their turn, up to `request_timeout`, then get 503.
+    /// Default: two per core.
+    pub max_concurrent_decodes: usize,
+    /// `Retry-After` sent with 429 and 503.
+    pub retry_after: HumanDuration,
+    #[serde(skip)]
+    kind: PhantomData<K>,
+}
+
+impl<K: HttpSourceKind> Default for HttpSourceConfig<K> {
+    fn default() -> Self {
+        HttpSourceConfig {
+            enabled: true,
+            address: K::ADDRESS.into(),
+            max_request_bytes: ByteSize(16 << 20),
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            max_concurrent_decodes: max_concurrent_decodes(),
+            retry_after: HumanDuration(Duration::from_secs(5)),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: HttpSourceKind> HttpSourceConfig<K> {
+    /// The limits as the shared request path takes them.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_request_bytes: self.max_request_bytes.0 as usize,
+            request_timeout: self.request_timeout.0,
+            max_concurrent_decodes: self.max_concurrent_decodes,
+            retry_after: self.retry_after.0,
+        }
+    }
+
+    fn values(&self) -> (bool, &str, ByteSize, HumanDuration, usize, HumanDuration) {
+        (
+            self.enabled,
+            &self.address,
+            self.max_request_bytes,
+            self.request_timeout,
+            self.max_concurrent_decodes,
+            self.retry_after,
+        )
+    }
+}
+
+impl<K: HttpSourceKind> Clone for HttpSourceConfig<K> {
+    fn clone(&self) -> Self {
+        HttpSourceConfig {
+            address: self.address.clone(),
+            kind: PhantomData,
+            ..*self
+        }
+    }
+}
+
+impl<K: HttpSourceKind> PartialEq for HttpSourceConfig<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl<K: HttpSourceKind> fmt::Debug for HttpSourceConfig<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSourceConfig")
+            .field("source", &K::NAME)
+            .field("enabled", &self.enabled)
+            .field("address", &self.address)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_concurrent_decodes", &self.max_concurrent_decodes)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+impl<K: HttpSourceKind> SourceConfig for HttpSourceConfig<K> {
+    const BATCH_SOURCES: &'static [&'static str] = K::BATCH_SOURCES;
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self) -> Result<Box<dyn ValidSource>, Vec<String>> {
+        let mut problems = Vec::new();
+        let limits = self.limits();
+        let prefix = format!("sources.{}", K::NAME);
+        let address = ValidHttp::check(&mut problems, &prefix, &self.address, &limits);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Box::new(ValidHttp {
+            name: K::NAME,
+            what: K::WHAT,
+            address,
+            limits,
+            router: K::routes,
+        }))
+    }
+}
