@@ -27,6 +27,12 @@
 //! and fsyncs `conf` and the directories (`blobs/`, the buffer's, its parent), so that the names
 //! are durable too. Concurrent [`SledBuffer::sync`] calls are grouped: one caller (the leader)
 //! commits everything appended so far while the others wait for it (group commit).
+//!
+//! A failed commit is final ("fsyncgate"): Linux reports a writeback error once and may have
+//! dropped the dirty pages, so a retry that succeeds proves nothing. The leader and every
+//! request waiting on its commit fail, and from then on every append, sync and removal fails
+//! with [`BufferError::SyncFailed`], which names the failed call, until the buffer is reopened
+//! (the agent restarted), which recovers what is really on disk. Reads still work.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -34,7 +40,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use tracing::{debug, error};
 
@@ -102,6 +108,8 @@ pub struct SledBuffer {
     /// The blob files fsynced so far (those that still exist), with the size each had when it
     /// was: a blob that sled was still writing then has grown since, and is synced again.
     synced_blobs: Mutex<HashMap<OsString, u64>>,
+    /// The first failed commit: set once, never cleared (see the module docs).
+    failure: OnceLock<String>,
     path: PathBuf,
     max_bytes: u64,
     next_seq: AtomicU64,
@@ -170,6 +178,7 @@ impl SledBuffer {
             data_file,
             syncer,
             synced_blobs: Mutex::new(HashMap::new()),
+            failure: OnceLock::new(),
             path: config.path.clone(),
             max_bytes: config.max_bytes,
             next_seq: AtomicU64::new(next_seq),
@@ -217,9 +226,23 @@ impl SledBuffer {
         dir_size(&self.path)
     }
 
-    /// A durable commit of everything written so far.
+    /// Fails once a commit has failed (see the module docs).
+    fn check_usable(&self) -> Result<(), BufferError> {
+        match self.failure.get() {
+            Some(reason) => Err(BufferError::SyncFailed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// A durable commit of everything written so far; a failure is final.
     fn durable_commit(&self) -> Result<(), BufferError> {
-        self.commit().map_err(BufferError::Storage)
+        self.check_usable()?;
+        self.commit().map_err(|reason| {
+            if self.failure.set(reason.clone()).is_ok() {
+                error!(%reason, "buffer commit failed: no acknowledgements until the buffer is reopened");
+            }
+            BufferError::SyncFailed(self.failure.get().cloned().unwrap_or(reason))
+        })
     }
 
     /// `flush()`, the new blob files and their directory, then the data file (in this order:
@@ -287,6 +310,9 @@ impl SledBuffer {
     fn sync_through(&self, target_below: u64) -> Result<(), BufferError> {
         let mut state = self.sync_state.lock().map_err(|_| poisoned())?;
         loop {
+            // A failed commit fails every request waiting on it: none of them may take over
+            // and acknowledge after a retry.
+            self.check_usable()?;
             if state.synced_below >= target_below {
                 return Ok(());
             }
@@ -341,6 +367,7 @@ fn dir_size(p: &Path) -> u64 {
 
 impl Buffer for SledBuffer {
     fn append(&self, batches: &[(Partition, Batch)]) -> Result<u64, BufferError> {
+        self.check_usable()?;
         let values = batches
             .iter()
             .map(|(p, b)| encode_entry(*p, b))
@@ -423,6 +450,7 @@ impl Buffer for SledBuffer {
     }
 
     fn remove(&self, seqs: &[u64]) -> Result<(), BufferError> {
+        self.check_usable()?;
         for &seq in seqs {
             if let Some(old) = self.entries.remove(key(seq))? {
                 self.live_bytes
@@ -445,11 +473,13 @@ impl Buffer for SledBuffer {
     }
 
     fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
+        self.check_usable()?;
         self.ledger(ledger).insert(id, value)?;
         Ok(())
     }
 
     fn ledger_remove(&self, ledger: Ledger, id: &[u8]) -> Result<(), BufferError> {
+        self.check_usable()?;
         self.ledger(ledger).remove(id)?;
         Ok(())
     }
