@@ -5,6 +5,19 @@
 //! - `buffer_entry_encode`: Arrow IPC + LZ4 + CRC32C entry (what the buffer stores).
 //!
 //! Throughput is reported in records; compare `otlp_to_arrow` with `prost_decode` as a ratio.
+//!
+//! And the cost of a durable append (`durable_append_*`: one entry appended and committed per
+//! iteration, entries removed 32 behind as the flusher would), on one such batch and on
+//! incompressible 400 KiB entries, whose leaves sled spills to blob files about every tenth
+//! insert:
+//! - `old_commit` (baseline): the commit before blob files were made durable: sled insert,
+//!   `flush()`, `fdatasync` of the data file;
+//! - `sled_buffer`: `SledBuffer::append` + `sync`, which also lists `blobs/` and fsyncs the
+//!   blob files written since the last commit and their directory.
+//!
+//! Compare `sled_buffer` with `old_commit` as a ratio.
+
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -13,7 +26,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-use weir_pipelines::buffer::encode_entry;
+use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::otlp::decode_logs;
 use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
 use weir_pipelines::{Batch, Partition, Signal};
@@ -90,5 +103,87 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(decode_encode, benches);
+/// A one-record batch whose body is `bytes` random printable characters (LZ4 cannot shrink it).
+fn incompressible(bytes: usize) -> Batch {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let body: String = (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 94) as u8)
+        })
+        .collect();
+    let mut req = request(1);
+    req.resource_logs[0].scope_logs[0].log_records[0].body = Some(AnyValue {
+        value: Some(Value::StringValue(body)),
+    });
+    let records = decode_logs(&req, 0).expect("decodes").records;
+    Batch::new("default", Signal::Logs, "bench", 0, records)
+}
+
+fn durable_append(c: &mut Criterion) {
+    /// How far behind the appends entries are removed.
+    const KEEP: u64 = 32;
+    let typical = Batch::new(
+        "default",
+        Signal::Logs,
+        "bench",
+        0,
+        decode_logs(&request(1000), 0).expect("decodes").records,
+    );
+    let partition = Partition::of(1_700_000_000_000_000_000);
+    for (name, batch) in [
+        ("logs_1000", typical),
+        ("incompressible_400k", incompressible(400 << 10)),
+    ] {
+        let entry = encode_entry(partition, &batch).expect("encodes").len() as u64;
+        let mut g = c.benchmark_group(format!("durable_append_{name}"));
+        g.throughput(Throughput::Bytes(entry));
+        g.sample_size(20);
+        g.measurement_time(Duration::from_secs(10));
+        g.bench_function("old_commit", |b| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let db = sled::Config::new()
+                .path(dir.path())
+                .segment_size(8 << 20)
+                .cache_capacity(64 << 20)
+                .open()
+                .expect("sled opens");
+            let tree = db.open_tree("entries").expect("tree");
+            let data = std::fs::File::open(dir.path().join("db")).expect("data file");
+            let mut seq = 0u64;
+            b.iter(|| {
+                let value = encode_entry(partition, &batch).expect("encodes");
+                tree.insert(seq.to_be_bytes(), value).expect("insert");
+                if seq >= KEEP {
+                    tree.remove((seq - KEEP).to_be_bytes()).expect("remove");
+                }
+                db.flush().expect("flush");
+                data.sync_data().expect("fdatasync");
+                seq += 1;
+            })
+        });
+        g.bench_function("sled_buffer", |b| {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let buffer = SledBuffer::open(&SledBufferConfig {
+                path: dir.path().to_path_buf(),
+                max_bytes: 1 << 40,
+            })
+            .expect("buffer opens");
+            b.iter(|| {
+                let seq = buffer
+                    .append(&[(partition, batch.clone())])
+                    .expect("append");
+                if seq >= KEEP {
+                    buffer.remove(&[seq - KEEP]).expect("remove");
+                }
+                buffer.sync(seq).expect("sync");
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(decode_encode, benches, durable_append);
 criterion_main!(decode_encode);

@@ -118,8 +118,8 @@ impl Lake {
             }
             // The directory is created when the first object is written, so a lake that is
             // not there yet (an unmounted volume) only delays flushing.
-            let store = LocalFileSystem::new().with_automatic_cleanup(true);
             let prefix = ObjectPath::from_absolute_path(&path).map_err(|e| bad(e.to_string()))?;
+            let store = DurableLocal::new(&prefix).map_err(|e| bad(e.to_string()))?;
             return Ok(Lake {
                 store: Arc::new(store),
                 prefix,
@@ -240,7 +240,9 @@ impl Lake {
         p
     }
 
-    /// Writes an object (in parts when it is large).
+    /// Writes an object (in parts when it is large). On a `file://` lake the object is durable
+    /// when this returns: its data and every directory entry from the lake root down to it are
+    /// fsynced, as an object store's success response promises.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
         let path = self.full_path(key);
         if bytes.len() >= MULTIPART_THRESHOLD {
@@ -293,7 +295,9 @@ impl Lake {
         }
     }
 
-    /// A streaming writer of a new object (multipart once it is large).
+    /// A streaming writer of a new object (multipart once it is large). On a `file://` lake the
+    /// object is durable once the writer's `shutdown` (or the Parquet writer's `close`) returns,
+    /// as after [`Lake::put`].
     pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
         object_store::buffered::BufWriter::with_capacity(
             self.store.clone(),
@@ -347,5 +351,201 @@ impl parquet::arrow::async_reader::AsyncFileReader for LakeFileReader {
                 .await?;
             Ok(Arc::new(metadata))
         })
+    }
+}
+
+/// The store of a `file://` lake: object_store's [`LocalFileSystem`] made durable.
+///
+/// A local write is durable only after its data and every directory entry leading to it are
+/// fsynced; until then a power cut can leave the file empty or its name missing, while the
+/// flusher has already removed the file's rows from the buffer (or the compactor committed it).
+/// So:
+/// - `LocalFileSystem::with_fsync(true)` fsyncs each file before renaming it from its staging
+///   name into place (a visible name never points at unsynced data, which the flusher's
+///   recovery relies on: it trusts an object that exists), then the directory of the rename,
+///   and every directory the write created;
+/// - after each write this store also fsyncs every directory from the object's up to the lake
+///   root. A directory that another write created concurrently is otherwise not durable until
+///   that write finishes, and a directory left by an earlier run without fsync never is.
+///
+/// A write returns only after all of this, through `put` and through multipart uploads
+/// (`Lake::put` of large objects, and the `BufWriter` behind `Lake::writer`). Deletes are not
+/// fsynced: an object that comes back after a power cut is an orphan the sweeper removes again.
+#[derive(Debug)]
+struct DurableLocal {
+    inner: LocalFileSystem,
+    /// The lake root on disk, the last directory fsynced after a write.
+    root: PathBuf,
+}
+
+impl DurableLocal {
+    fn new(prefix: &ObjectPath) -> Result<DurableLocal, object_store::Error> {
+        let inner = LocalFileSystem::new()
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
+        // The root as the parent of a child, mapped like every object below it (the prefix
+        // itself may not be a valid object path: `file:///` has an empty one).
+        let child = inner.path_to_filesystem(&prefix.clone().join("_"))?;
+        let root = child
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or(child);
+        Ok(DurableLocal { inner, root })
+    }
+
+    /// The directories to fsync after writing `location`: from its parent up to the lake root.
+    /// The parent is in the list although `with_fsync` synced it after the rename: syncing a
+    /// clean directory again is cheap, and the list does not depend on that option's details.
+    fn dirs_of(&self, location: &ObjectPath) -> Result<Vec<PathBuf>, object_store::Error> {
+        let file = self.inner.path_to_filesystem(location)?;
+        Ok(file
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(&self.root))
+            .map(std::path::Path::to_path_buf)
+            .collect())
+    }
+}
+
+/// Fsyncs directories (deepest first) off the async threads.
+async fn sync_dirs(dirs: Vec<PathBuf>) -> Result<(), object_store::Error> {
+    tokio::task::spawn_blocking(move || {
+        for dir in &dirs {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: format!("cannot fsync directory {}: {e}", dir.display()).into(),
+                })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("directory fsync task failed: {e}").into(),
+    })?
+}
+
+impl std::fmt::Display for DurableLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DurableLocal({})", self.root.display())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for DurableLocal {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let dirs = self.dirs_of(location)?;
+        let done = self.inner.put_opts(location, payload, opts).await?;
+        sync_dirs(dirs).await?;
+        Ok(done)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        let dirs = self.dirs_of(location)?;
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(DurableUpload { inner, dirs }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &ObjectPath,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&ObjectPath>,
+        offset: &ObjectPath,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        let dirs = self.dirs_of(to)?;
+        self.inner.copy_opts(from, to, options).await?;
+        sync_dirs(dirs).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        let dirs = self.dirs_of(to)?;
+        self.inner.rename_opts(from, to, options).await?;
+        sync_dirs(dirs).await
+    }
+}
+
+/// A multipart upload to a `file://` lake: `LocalFileSystem`'s (fsync of the staging file,
+/// rename, fsync of its directory on completion), then the directories up to the lake root.
+#[derive(Debug)]
+struct DurableUpload {
+    inner: Box<dyn object_store::MultipartUpload>,
+    dirs: Vec<PathBuf>,
+}
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        let done = self.inner.complete().await?;
+        sync_dirs(std::mem::take(&mut self.dirs)).await?;
+        Ok(done)
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.inner.abort().await
     }
 }

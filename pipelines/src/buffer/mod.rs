@@ -31,9 +31,9 @@ mod sled_buffer;
 mod tests;
 
 pub use format::{decode_entry, encode_entry};
-#[cfg(test)]
-use sled_buffer::SEGMENT_SIZE;
 pub use sled_buffer::{split_for_entries, SledBuffer, SledBufferConfig, MAX_ENTRY_BYTES};
+#[cfg(test)]
+use sled_buffer::{FileSync, SEGMENT_SIZE};
 
 use crate::{Batch, Partition};
 
@@ -72,6 +72,11 @@ pub enum BufferError {
     /// The storage engine failed.
     #[error("buffer storage error: {0}")]
     Storage(String),
+    /// A durable commit failed (an fsync, or sled's write of its log): the kernel may have
+    /// dropped pages written since the last commit, and a retry that succeeds would not
+    /// bring them back. Nothing is acknowledged any more until the buffer is reopened.
+    #[error("buffer refuses writes until reopened (restart the agent): {0}")]
+    SyncFailed(String),
     /// Encoding a batch failed.
     #[error("cannot encode batch: {0}")]
     Encode(String),

@@ -1,7 +1,7 @@
 //! Buffer tests: entry format, a model-based property test with restarts, and a soak test.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use arrow_array::RecordBatch;
 use proptest::prelude::*;
@@ -175,6 +175,156 @@ fn group_commit_from_many_threads() {
         .map(|e| e.seq)
         .collect();
     assert_eq!(seqs, (0..160).collect::<Vec<_>>());
+}
+
+/// A [`FileSync`] that fails the data file's next `fdatasync` on demand, once, as Linux
+/// reports a writeback error once: a retry after it succeeds although the kernel may have
+/// dropped the pages. With `hold`, the failing call first waits until `release`, so other
+/// requests can queue behind the group commit it belongs to.
+#[derive(Default)]
+struct FaultySync {
+    state: Mutex<Fault>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Fault {
+    armed: bool,
+    hold: bool,
+    held: bool,
+    released: bool,
+}
+
+impl FaultySync {
+    fn fail_next_db_sync(&self, hold: bool) {
+        let mut s = self.state.lock().unwrap();
+        *s = Fault {
+            armed: true,
+            hold,
+            ..Fault::default()
+        };
+    }
+
+    fn wait_until_held(&self) {
+        let s = self.state.lock().unwrap();
+        drop(self.changed.wait_while(s, |s| !s.held).unwrap());
+    }
+
+    fn release(&self) {
+        self.state.lock().unwrap().released = true;
+        self.changed.notify_all();
+    }
+}
+
+impl FileSync for FaultySync {
+    fn sync_data(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        let mut s = self.state.lock().unwrap();
+        if s.armed && path.ends_with("db") {
+            s.armed = false;
+            if s.hold {
+                s.held = true;
+                self.changed.notify_all();
+                s = self.changed.wait_while(s, |s| !s.released).unwrap();
+            }
+            drop(s);
+            return Err(std::io::Error::other("injected EIO"));
+        }
+        drop(s);
+        file.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+fn open_faulty(dir: &std::path::Path) -> (Arc<SledBuffer>, Arc<FaultySync>) {
+    let sync = Arc::new(FaultySync::default());
+    let buf = SledBuffer::open_with_sync(
+        &SledBufferConfig {
+            path: dir.to_path_buf(),
+            max_bytes: 1 << 30,
+        },
+        sync.clone(),
+    )
+    .unwrap();
+    (Arc::new(buf), sync)
+}
+
+fn assert_names_failed_fsync(what: &str, r: Result<impl std::fmt::Debug, BufferError>) {
+    match r {
+        Err(e @ BufferError::SyncFailed(_)) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("fdatasync") && msg.contains("injected EIO"),
+                "{what}: error does not name the failed fsync: {msg}"
+            );
+        }
+        other => panic!("{what} after a failed fsync: want SyncFailed, got {other:?}"),
+    }
+}
+
+/// After a failed fsync nothing may be acknowledged any more: not the failed group (a retry
+/// would succeed and ack pages the kernel dropped), not later appends, until the buffer is
+/// reopened, which recovers what is actually on disk.
+#[test]
+fn a_failed_fsync_stops_acknowledgements_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buf, sync) = open_faulty(dir.path());
+    let a = app(&buf, 0, &logs_batch(2, 1)).unwrap();
+    buf.sync(a).unwrap();
+
+    sync.fail_next_db_sync(false);
+    let b = app(&buf, 0, &logs_batch(2, 2)).unwrap();
+    assert!(
+        buf.sync(b).is_err(),
+        "the injected fsync failure was not reported"
+    );
+    assert_names_failed_fsync("retried sync", buf.sync(b));
+    assert_names_failed_fsync("append", app(&buf, 0, &logs_batch(2, 3)));
+    assert_names_failed_fsync("sync_all", buf.sync_all());
+    assert_names_failed_fsync("remove", buf.remove(&[a]));
+    assert_names_failed_fsync(
+        "ledger_put",
+        buf.ledger_put(Ledger::Outbox, b"id", b"value"),
+    );
+    // What was durable before can still be read (and flushed by a reopened buffer).
+    assert_eq!(buf.read(None, 10).unwrap()[0].seq, a);
+
+    drop(buf);
+    let buf = open(dir.path(), 1 << 30);
+    assert_eq!(buf.read(None, 1).unwrap()[0].seq, a);
+    let c = app(&buf, 0, &logs_batch(2, 4)).unwrap();
+    buf.sync(c).unwrap();
+}
+
+/// Requests waiting on a group commit whose fsync fails all fail: none of them becomes the
+/// next leader and acknowledges after a retry that succeeds.
+#[test]
+fn a_failed_group_commit_fails_every_waiting_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buf, sync) = open_faulty(dir.path());
+    sync.fail_next_db_sync(true);
+    let a = app(&buf, 0, &logs_batch(2, 1)).unwrap();
+    let leader = {
+        let buf = buf.clone();
+        std::thread::spawn(move || buf.sync(a))
+    };
+    sync.wait_until_held();
+    let b = app(&buf, 0, &logs_batch(2, 2)).unwrap();
+    let waiter = {
+        let buf = buf.clone();
+        std::thread::spawn(move || buf.sync(b))
+    };
+    // Let the second request queue behind the leader; if it arrives after the failure
+    // instead, it must fail all the same.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    sync.release();
+    assert!(
+        leader.join().unwrap().is_err(),
+        "the failed fsync was acknowledged"
+    );
+    assert_names_failed_fsync("waiting request", waiter.join().unwrap());
 }
 
 /// Pushes 60 times `max_bytes` through the buffer (append, sync, read, remove) and checks
