@@ -56,16 +56,29 @@ impl Admin {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
-            .route("/livez", get(|| async { "alive\n" }))
+            .route("/livez", get(livez))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
     }
 }
 
+impl Admin {
+    /// Why the buffer stopped acknowledging writes, if it did.
+    fn buffer_failure(&self) -> Option<String> {
+        self.buffer.as_ref().and_then(|b| b.failure())
+    }
+}
+
 async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
+    let failure = s.buffer_failure();
+    let status = match (&failure, s.is_ready()) {
+        (Some(_), _) => "failed",
+        (None, true) => "ok",
+        (None, false) => "shutting_down",
+    };
     let mut body = serde_json::json!({
-        "status": if s.is_ready() { "ok" } else { "shutting_down" },
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Some(buffer) = &s.buffer {
@@ -74,12 +87,32 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
             "bytes": stats.bytes,
             "entries": stats.entries,
             "corrupt_entries": buffer.corrupt_entries(),
+            "failure": failure,
         });
     }
     Json(body)
 }
 
+/// Alive unless the buffer stopped acknowledging after a failed fsync: then only a restart
+/// (which reopens it and replays what is on disk) brings the agent back, so the liveness
+/// probe says so.
+async fn livez(State(s): State<Admin>) -> impl IntoResponse {
+    match s.buffer_failure() {
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: the buffer stopped after a failed fsync ({reason}); restart to reopen it\n"),
+        ),
+        None => (StatusCode::OK, "alive\n".to_string()),
+    }
+}
+
 async fn readyz(State(s): State<Admin>) -> impl IntoResponse {
+    if let Some(reason) = s.buffer_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the buffer stopped after a failed fsync ({reason})\n"),
+        );
+    }
     if !s.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -468,6 +468,29 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Who may read the embedded index's `/v1` routes on the admin port of `weir run`: the
+    /// control-plane tokens when any are configured; otherwise, when the sources require API
+    /// keys, each key may read its own tenant's segments (scope `read`); with neither, the
+    /// routes are open (an agent without any authentication). So the index is never more
+    /// open than the sources that fill it.
+    pub fn admin_tokens(&self) -> Vec<weir_control_plane::api::ApiToken> {
+        let tokens = self.control_plane.api_tokens();
+        if !tokens.is_empty() {
+            return tokens;
+        }
+        self.auth
+            .api_keys
+            .iter()
+            .map(|(key, tenant)| weir_control_plane::api::ApiToken {
+                token: key.clone(),
+                tenants: vec![tenant.clone()],
+                scopes: vec![weir_control_plane::api::Scope::Read],
+            })
+            .collect()
+    }
+}
+
 /// A configuration that passed [`Config::validate`].
 pub struct ValidConfig {
     /// The values.

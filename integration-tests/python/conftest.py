@@ -160,9 +160,23 @@ timeout = "10s"
         self.proc.wait(10)
         self.logf.close()
 
-    def get_json(self, path):
-        with urllib.request.urlopen(self.admin + path, timeout=5) as r:
+    def get_json(self, path, headers=None):
+        req = urllib.request.Request(self.admin + path, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
+
+    def reader_headers(self, tenant):
+        """What the harness sends to read `tenant`'s segments: with API keys and no
+        control-plane tokens, the admin /v1 routes take the tenant's API key."""
+        import tomllib
+
+        cfg = tomllib.loads(self.config.read_text())
+        if cfg.get("control_plane", {}).get("tokens"):
+            return {}
+        for key, t in cfg.get("auth", {}).get("api_keys", {}).items():
+            if t == tenant:
+                return {"Authorization": f"Bearer {key}"}
+        return {}
 
     def segments(self, tenant="default", signal=None):
         out, cursor = [], None
@@ -172,7 +186,7 @@ timeout = "10s"
                 q += f"&signal={signal}"
             if cursor:
                 q += f"&cursor={cursor}"
-            page = self.get_json(q)
+            page = self.get_json(q, self.reader_headers(tenant))
             out += page["segments"]
             cursor = page.get("next_cursor")
             if not cursor:

@@ -555,6 +555,24 @@ def test_restart_reconciles_objects_the_index_lost(weir_factory):
     w.check_index_matches_lake("default", "logs")
 
 
+def test_embedded_index_routes_take_the_sources_api_keys_when_no_tokens_are_set(weir_factory):
+    # With API keys on the sources and no control-plane tokens, the admin /v1 routes are not
+    # open: each key reads its own tenant's segments, nothing else.
+    w = weir_factory('[auth.api_keys]\n"key-a" = "team-a"\n"key-b" = "team-b"\n')
+    assert post_logs(w, logs_request(1, 5), Authorization="Bearer key-a").status_code == 200
+    r = requests.get(w.admin + "/v1/segments?tenant=team-a", timeout=5)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+    r = requests.get(w.admin + "/v1/segments?tenant=team-a", headers={"Authorization": "Bearer key-b"}, timeout=5)
+    assert r.status_code == 403
+    r = requests.get(w.admin + "/v1/agents", headers={"Authorization": "Bearer key-a"}, timeout=5)
+    assert r.status_code == 403
+    deadline = time.time() + 20
+    while sum(s["row_count"] for s in w.segments("team-a", "logs")) != 5:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert requests.get(w.admin + "/readyz", timeout=5).status_code == 200
+
+
 def test_embedded_index_routes_need_a_token_once_tokens_are_configured(weir_factory):
     w = weir_factory(f'[[control_plane.tokens]]\ntoken = "{READER_TOKEN}"\nscopes = ["read"]\n')
     assert post_logs(w, logs_request(1, 5)).status_code == 200

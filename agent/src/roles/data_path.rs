@@ -337,7 +337,7 @@ pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) ->
     if index.embedded {
         app = app.merge(weir_control_plane::api::segment_routes(
             index.catalog.clone(),
-            weir_control_plane::api::Auth::new(cfg.control_plane.api_tokens()),
+            weir_control_plane::api::Auth::new(cfg.admin_tokens()),
         ));
     }
     let stop_admin = CancellationToken::new();

@@ -174,6 +174,12 @@ pub trait Buffer: Send + Sync + 'static {
     /// Entries moved aside because they failed their checks.
     fn corrupt_entries(&self) -> u64;
 
+    /// Why the buffer stopped acknowledging writes (a failed fsync), if it did; only a reopen
+    /// (a restart of the agent) clears it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Writes a ledger record (durable at the next [`Buffer::sync_all`]).
     fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError>;
 

@@ -472,6 +472,10 @@ impl Buffer for SledBuffer {
         self.corrupt_count.load(Ordering::Relaxed)
     }
 
+    fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
     fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
         self.check_usable()?;
         self.ledger(ledger).insert(id, value)?;

@@ -290,9 +290,16 @@ fn a_failed_fsync_stops_acknowledgements_until_reopened() {
     );
     // What was durable before can still be read (and flushed by a reopened buffer).
     assert_eq!(buf.read(None, 10).unwrap()[0].seq, a);
+    // The failure is reported (the admin /livez and /healthz show it).
+    assert!(
+        buf.failure().is_some_and(|f| f.contains("injected EIO")),
+        "{:?}",
+        buf.failure()
+    );
 
     drop(buf);
     let buf = open(dir.path(), 1 << 30);
+    assert_eq!(buf.failure(), None);
     assert_eq!(buf.read(None, 1).unwrap()[0].seq, a);
     let c = app(&buf, 0, &logs_batch(2, 4)).unwrap();
     buf.sync(c).unwrap();
