@@ -190,3 +190,37 @@ def test_health_and_metrics(weir):
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_request"
     bad = requests.get(weir.admin + "/v1/segments?tenant=default&from=yesterday", timeout=5)
     assert bad.status_code == 400 and "RFC 3339" in bad.json()["message"]
+
+
+def test_running_out_of_file_descriptors_does_not_stop_the_agent(weir_factory):
+    """EMFILE on accept() used to end the Fluent source and with it the agent. Now it is
+    logged, counted and backed off; once descriptors are free again the agent serves."""
+    import socket as sk
+
+    w = weir_factory(wrap=["prlimit", "--nofile=256:256", "--"])
+    held = []
+    try:
+        for _ in range(300):
+            s = sk.create_connection(("127.0.0.1", w.fluent_port), timeout=5)
+            held.append(s)
+    except OSError:
+        pass  # the listen backlog may fill first: what is held is enough
+    assert len(held) >= 100, len(held)
+    time.sleep(1.5)
+    assert w.proc.poll() is None, w.log.read_text()
+    for s in held:
+        s.close()
+    deadline = time.time() + 20
+    while True:
+        try:
+            r = requests.post(w.http + "/v1/logs", data=logs_request(1, 3).SerializeToString(),
+                              headers={"Content-Type": "application/x-protobuf"}, timeout=5)
+            if r.status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.time() < deadline and w.proc.poll() is None, w.log.read_text()
+        time.sleep(0.2)
+    text = requests.get(w.admin + "/metrics", timeout=5).text
+    assert re.search(r'weir_rejected_requests_total\{reason="accept_error",source="fluent"\} [1-9]', text), text
+    assert "accept/receive failed" in w.log.read_text()

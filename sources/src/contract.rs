@@ -215,6 +215,45 @@ pub enum ConnectionError {
     Ingest(#[from] weir_pipelines::ingest::IngestError),
 }
 
+/// Backoff after a failed `accept()` or `recv_from()` (EMFILE when file descriptors run out,
+/// ENOBUFS, an ICMP error surfacing on a UDP socket): the error is logged and counted
+/// (`weir_rejected_requests_total{reason="accept_error"}`) and the loop waits 10 ms, doubling
+/// to 1 s while the errors go on, instead of ending the source (and with it the agent).
+pub(crate) struct ErrorBackoff {
+    next: std::time::Duration,
+}
+
+impl ErrorBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) fn new() -> ErrorBackoff {
+        ErrorBackoff { next: Self::FIRST }
+    }
+
+    /// After a call that worked.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// After a failed call: logs, counts and waits (or returns early on `stop`).
+    pub(crate) async fn failed(
+        &mut self,
+        ingest: &weir_pipelines::ingest::Ingest,
+        source: &str,
+        error: &std::io::Error,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
+        tracing::warn!(source, %error, retry_in = ?self.next, "accept/receive failed; the source keeps serving");
+        ingest.reject(source, "accept_error");
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(self.next) => {}
+        }
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+}
+
 /// Binds a claimed TCP address (inside the runtime, without awaiting) and logs
 /// "`what` listening" with the bound address (the real port when the claim asked for 0).
 pub fn bind_tcp(

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_pipelines::ingest::Ingest;
 
-use crate::contract::{ConnectionError, ServeError};
+use crate::contract::{ConnectionError, ErrorBackoff, ServeError};
 
 /// A connection's byte stream, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -51,12 +51,22 @@ impl TcpServer {
         let handler = Arc::new(handler);
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let mut conns = JoinSet::new();
+        let mut backoff = ErrorBackoff::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 r = listener.accept() => {
-                    let (tcp, peer) = r.map_err(|error| ServeError::Io { what: self.source, error })?;
+                    let (tcp, peer) = match r {
+                        Ok(c) => {
+                            backoff.reset();
+                            c
+                        }
+                        Err(e) => {
+                            backoff.failed(&self.ingest, self.source, &e, &stop).await;
+                            continue;
+                        }
+                    };
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         warn!(%peer, max = self.max_connections, source = self.source, "too many connections, refusing");
                         self.ingest.reject(self.source, "too_many_connections");

@@ -20,8 +20,8 @@ use super::config::{SyslogConfig, ValidSyslog};
 use super::parse::{self, Format, FACILITY_NAMES, OTEL_SEVERITY, SEVERITY_NAMES};
 use super::framing;
 use crate::contract::{
-    bind_tcp, bind_udp, BuildError, Claim, ConnectionError, RunningSource, ServeError,
-    SourceContext, ValidSource,
+    bind_tcp, bind_udp, BuildError, Claim, ConnectionError, ErrorBackoff, RunningSource,
+    ServeError, SourceContext, ValidSource,
 };
 use crate::now_nanos;
 use crate::tcp::{BoxStream, TcpServer};
@@ -217,6 +217,7 @@ impl SyslogService {
         let mut buf = vec![0u8; 65_535];
         let mut pending: Vec<Bytes> = Vec::new();
         let mut deadline: Option<Instant> = None;
+        let mut backoff = ErrorBackoff::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
@@ -224,7 +225,16 @@ impl SyslogService {
                     return Ok(());
                 }
                 r = socket.recv_from(&mut buf) => {
-                    let (len, _) = r.map_err(|error| ServeError::Io { what: "syslog/UDP", error })?;
+                    let len = match r {
+                        Ok((len, _)) => {
+                            backoff.reset();
+                            len
+                        }
+                        Err(e) => {
+                            backoff.failed(&self.ingest, SOURCE_UDP, &e, &stop).await;
+                            continue;
+                        }
+                    };
                     if len > self.max_frame {
                         self.ingest.reject(SOURCE_UDP, "too_large");
                         continue;
