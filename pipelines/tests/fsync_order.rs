@@ -1,5 +1,5 @@
-//! Durability as the kernel sees it: each test runs one scenario of this file (an ignored
-//! test) again under `strace -f -y` and checks the order of the system calls, so what is
+//! Durability as the kernel sees it: each test runs itself again under `strace -f -y`, where
+//! it does the durable work of its scenario, and checks the order of the system calls, so what is
 //! checked is what was asked of the kernel, not what our code believes it asked:
 //! - a flush to a `file://` lake fsyncs the Parquet file before renaming it into place, then
 //!   every directory from its own up to the lake root, all before the buffer's fsync that
@@ -159,9 +159,20 @@ fn excerpt(calls: &[Call], dir: &Path) -> String {
         .join("\n")
 }
 
-/// Runs the ignored test `scenario` of this binary under strace; returns its directory and
-/// its system calls.
-fn trace_scenario(scenario: &str) -> (tempfile::TempDir, Vec<Call>) {
+/// In the test itself: runs this same test (`test`, this binary) again under strace and
+/// returns the child's directory and system calls. In that child (the scenario directory is
+/// set): runs `scenario`, the durable work to observe, and returns `None`.
+fn traced(test: &str, scenario: fn()) -> Option<(tempfile::TempDir, Vec<Call>)> {
+    if scenario_dir().is_some() {
+        scenario();
+        return None;
+    }
+    Some(trace_scenario(test))
+}
+
+/// Runs the test `test` of this binary under strace; returns its directory and its system
+/// calls.
+fn trace_scenario(test: &str) -> (tempfile::TempDir, Vec<Call>) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("strace.log");
     let exe = std::env::current_exe().unwrap();
@@ -173,13 +184,13 @@ fn trace_scenario(scenario: &str) -> (tempfile::TempDir, Vec<Call>) {
             "trace=fsync,fdatasync,rename,renameat,renameat2,write,pwrite64,openat,unlink,unlinkat",
         ])
         .arg(exe)
-        .args([scenario, "--exact", "--ignored", "--test-threads=1"])
+        .args([test, "--exact", "--test-threads=1"])
         .env(SCENARIO_DIR, dir.path())
         .output()
         .expect("cannot run strace: install it to run this test (scripts/test.sh does)");
     assert!(
         out.status.success(),
-        "scenario {scenario} failed under strace:\n{}\n{}",
+        "scenario of {test} failed under strace:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -240,7 +251,12 @@ fn assert_published_durably(calls: &[Call], lake: &Path, rename: usize, before: 
 
 #[test]
 fn a_flush_is_durable_in_the_lake_before_its_entries_leave_the_buffer() {
-    let (dir, calls) = trace_scenario("scenario_flush");
+    let Some((dir, calls)) = traced(
+        "a_flush_is_durable_in_the_lake_before_its_entries_leave_the_buffer",
+        scenario_flush,
+    ) else {
+        return;
+    };
     let lake = dir.path().join("lake");
     let db = dir.path().join("buffer").join("db");
     let (rename, _, _) = last_parquet_rename(&calls, &lake);
@@ -260,7 +276,12 @@ fn a_flush_is_durable_in_the_lake_before_its_entries_leave_the_buffer() {
 
 #[test]
 fn a_compaction_output_is_durable_before_the_compactor_commits_it() {
-    let (dir, calls) = trace_scenario("scenario_compaction");
+    let Some((dir, calls)) = traced(
+        "a_compaction_output_is_durable_before_the_compactor_commits_it",
+        scenario_compaction,
+    ) else {
+        return;
+    };
     let lake = dir.path().join("lake");
     let (rename, _, to) = last_parquet_rename(&calls, &lake);
     // Once the writer is closed the compactor reads the output's size (object_store opens the
@@ -280,7 +301,12 @@ fn a_compaction_output_is_durable_before_the_compactor_commits_it() {
 
 #[test]
 fn a_large_put_uploaded_in_parts_is_durable_before_it_returns() {
-    let (dir, calls) = trace_scenario("scenario_large_put");
+    let Some((dir, calls)) = traced(
+        "a_large_put_uploaded_in_parts_is_durable_before_it_returns",
+        scenario_large_put,
+    ) else {
+        return;
+    };
     let lake = dir.path().join("lake");
     let (rename, _, _) = last_parquet_rename(&calls, &lake);
     let marker = dir.path().join("put-returned");
@@ -293,7 +319,12 @@ fn a_large_put_uploaded_in_parts_is_durable_before_it_returns() {
 
 #[test]
 fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
-    let (dir, calls) = trace_scenario("scenario_large_entries");
+    let Some((dir, calls)) = traced(
+        "every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack",
+        scenario_large_entries,
+    ) else {
+        return;
+    };
     let buffer = dir.path().join("buffer");
     let blobs = buffer.join("blobs");
     let db = buffer.join("db");
@@ -441,8 +472,6 @@ fn open_lake(dir: &Path) -> Lake {
     .unwrap()
 }
 
-#[test]
-#[ignore = "a scenario, run under strace by a_flush_is_durable_in_the_lake_…"]
 fn scenario_flush() {
     let Some(dir) = scenario_dir() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -513,8 +542,6 @@ async fn registered_segment(lake: &Lake, catalog: &dyn Catalog, rows: RecordBatc
     catalog.register(&[segment]).await.unwrap();
 }
 
-#[test]
-#[ignore = "a scenario, run under strace by a_compaction_output_is_durable_…"]
 fn scenario_compaction() {
     let Some(dir) = scenario_dir() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -541,8 +568,6 @@ fn scenario_compaction() {
     });
 }
 
-#[test]
-#[ignore = "a scenario, run under strace by a_large_put_uploaded_in_parts_…"]
 fn scenario_large_put() {
     let Some(dir) = scenario_dir() else { return };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -555,8 +580,6 @@ fn scenario_large_put() {
     });
 }
 
-#[test]
-#[ignore = "a scenario, run under strace by every_file_sled_writes_…"]
 fn scenario_large_entries() {
     use std::io::Write;
     let Some(dir) = scenario_dir() else { return };
