@@ -16,8 +16,8 @@ use arrow_array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use uuid::Uuid;
-use weir_catalog::layout::{Partition, SegmentKey};
-use weir_catalog::{Catalog, SegmentRecord, SegmentState};
+use weir_catalog::layout::{self, Partition, SegmentKey};
+use weir_catalog::{Catalog, SegmentRecord};
 use weir_control_plane::SledCatalog;
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
 use weir_pipelines::lake::Lake;
@@ -66,35 +66,11 @@ fn setup(rt: &tokio::runtime::Runtime) -> (Lake, Vec<SegmentRecord>) {
             &[],
         )
         .expect("encode");
-        let id = Uuid::now_v7();
-        let key = SegmentKey::new(
-            "bench",
-            Signal::Logs,
-            Partition::parse(PARTITION).expect("partition"),
-            id,
-        )
-        .to_string();
+        let partition = Partition::parse(PARTITION).expect("partition");
+        let key = SegmentKey::new("bench", Signal::Logs, partition, Uuid::now_v7());
         let size = bytes.len() as u64;
-        rt.block_on(lake.put(&key, bytes)).expect("put");
-        segs.push(SegmentRecord {
-            id,
-            tenant: "bench".into(),
-            signal: "logs".into(),
-            object_key: key,
-            partition: PARTITION.into(),
-            min_timestamp: s.min_timestamp,
-            max_timestamp: s.max_timestamp,
-            row_count: s.rows,
-            bytes: size,
-            services: s.services,
-            schema_version: weir_schema::SCHEMA_VERSION,
-            agent_id: "bench".into(),
-            created_at: 0,
-            state: SegmentState::Active,
-            replaced_by: None,
-            retired_at: None,
-            purged_at: None,
-        });
+        rt.block_on(lake.put(&key.to_string(), bytes)).expect("put");
+        segs.push(layout::segment_record(&key, s.into_facts(size), "bench", 0));
     }
     (lake, segs)
 }

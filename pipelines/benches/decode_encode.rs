@@ -5,6 +5,8 @@
 //! - `buffer_entry_encode`: Arrow IPC + LZ4 + CRC32C entry (what the buffer stores).
 //!
 //! Throughput is reported in records; compare `otlp_to_arrow` with `prost_decode` as a ratio.
+//! `metrics_1000` does the same for 1000 OTLP gauge and sum points (two attributes each),
+//! which map to Arrow through the shared `MetricsBuilder`.
 //!
 //! And the cost of a durable append (`durable_append_*`: one entry appended and committed per
 //! iteration, entries removed 32 behind as the flusher would), on one such batch and on
@@ -21,13 +23,17 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
-use weir_pipelines::otlp::decode_logs;
+use weir_pipelines::otlp::{decode_logs, decode_metrics};
 use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
 use weir_pipelines::{Batch, Partition, Signal};
 
@@ -63,6 +69,71 @@ fn request(n: usize) -> ExportLogsServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+fn metrics_request(n: usize) -> ExportMetricsServiceRequest {
+    let point = |i: usize| NumberDataPoint {
+        attributes: vec![
+            kv("host", "node-1"),
+            kv("path", &format!("/api/{}", i % 17)),
+        ],
+        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+        start_time_unix_nano: 1_699_999_000_000_000_000,
+        value: Some(number_data_point::Value::AsDouble(i as f64)),
+        ..Default::default()
+    };
+    let metric = |name: &str, data| Metric {
+        name: name.into(),
+        unit: "1".into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let half = n / 2;
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "bench")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    metric(
+                        "gauge",
+                        metric::Data::Gauge(Gauge {
+                            data_points: (0..half).map(point).collect(),
+                        }),
+                    ),
+                    metric(
+                        "requests",
+                        metric::Data::Sum(Sum {
+                            data_points: (half..n).map(point).collect(),
+                            aggregation_temporality: 2,
+                            is_monotonic: true,
+                        }),
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn metrics(c: &mut Criterion) {
+    const N: usize = 1000;
+    let bytes = metrics_request(N).encode_to_vec();
+    let mut g = c.benchmark_group("metrics_1000");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("prost_decode", |b| {
+        b.iter(|| ExportMetricsServiceRequest::decode(&bytes[..]).map(|r| r.resource_metrics.len()))
+    });
+    g.bench_function("otlp_to_arrow", |b| {
+        b.iter(|| {
+            let req = ExportMetricsServiceRequest::decode(&bytes[..]).expect("valid request");
+            decode_metrics(&req, 0).expect("decodes").records.num_rows()
+        })
+    });
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {
@@ -185,5 +256,5 @@ fn durable_append(c: &mut Criterion) {
     }
 }
 
-criterion_group!(decode_encode, benches, durable_append);
+criterion_group!(decode_encode, benches, metrics, durable_append);
 criterion_main!(decode_encode);

@@ -10,7 +10,7 @@ use arrow_array::types::TimestampNanosecondType;
 use arrow_array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use uuid::Uuid;
-use weir_catalog::layout::{Partition, SegmentKey};
+use weir_catalog::layout::{self, Partition, SegmentKey};
 use weir_catalog::{Catalog, RetentionPolicy, SegmentQuery, SegmentRecord, SegmentState};
 use weir_control_plane::SledCatalog;
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
@@ -24,14 +24,8 @@ use weir_schema::Signal;
 const BASE: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const PARTITION: &str = "dt=2026-01-01/hour=00";
 
-fn segment_key(tenant: &str, id: Uuid) -> String {
-    SegmentKey::new(
-        tenant,
-        Signal::Logs,
-        Partition::parse(PARTITION).unwrap(),
-        id,
-    )
-    .to_string()
+fn partition() -> Partition {
+    Partition::parse(PARTITION).unwrap()
 }
 
 /// A small pseudo-random generator (deterministic, no dependency).
@@ -85,29 +79,10 @@ async fn write_segment(lake: &Lake, tenant: &str, rows: RecordBatch) -> SegmentR
         &[],
     )
     .unwrap();
-    let id = Uuid::now_v7();
-    let key = segment_key(tenant, id);
+    let key = SegmentKey::new(tenant, Signal::Logs, partition(), Uuid::now_v7());
     let size = bytes.len() as u64;
-    lake.put(&key, bytes).await.unwrap();
-    SegmentRecord {
-        id,
-        tenant: tenant.into(),
-        signal: "logs".into(),
-        object_key: key,
-        partition: PARTITION.into(),
-        min_timestamp: summary.min_timestamp,
-        max_timestamp: summary.max_timestamp,
-        row_count: summary.rows,
-        bytes: size,
-        services: summary.services,
-        schema_version: weir_schema::SCHEMA_VERSION,
-        agent_id: "test".into(),
-        created_at: 0,
-        state: SegmentState::Active,
-        replaced_by: None,
-        retired_at: None,
-        purged_at: None,
-    }
+    lake.put(&key.to_string(), bytes).await.unwrap();
+    layout::segment_record(&key, summary.into_facts(size), "test", 0)
 }
 
 fn rows_of(bytes: bytes::Bytes) -> Vec<(String, i64, String)> {

@@ -22,8 +22,8 @@ use arrow_array::RecordBatch;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weir_catalog::layout::SegmentKey;
-use weir_catalog::{Catalog, SegmentRecord, SegmentState};
+use weir_catalog::layout::{self, SegmentKey};
+use weir_catalog::Catalog;
 use weir_control_plane::SledCatalog;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
@@ -39,9 +39,9 @@ const SCENARIO_DIR: &str = "WEIR_TEST_STRACE_SCENARIO_DIR";
 const BASE: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const PARTITION: &str = "dt=2026-01-01/hour=00";
 
-fn segment_key(id: Uuid) -> String {
+fn segment_key(id: Uuid) -> SegmentKey {
     let partition = Partition::parse(PARTITION).expect("a partition");
-    SegmentKey::new("acme", Signal::Logs, partition, id).to_string()
+    SegmentKey::new("acme", Signal::Logs, partition, id)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,6 +159,26 @@ fn excerpt(calls: &[Call], dir: &Path) -> String {
         .join("\n")
 }
 
+/// The index of the first call at or after `from` that matches, or a failure that says what
+/// was missing and shows the calls on `dir`'s files.
+fn first_after(
+    calls: &[Call],
+    from: usize,
+    dir: &Path,
+    missing: &str,
+    matches: impl Fn(&Call) -> bool,
+) -> usize {
+    from + calls[from..]
+        .iter()
+        .position(matches)
+        .unwrap_or_else(|| panic!("{missing}:\n{}", excerpt(calls, dir)))
+}
+
+/// Whether a call opens `path`.
+fn opened(c: &Call, path: &Path) -> bool {
+    c.name == "openat" && c.strings().first() == path.to_str().as_ref()
+}
+
 /// In the test itself: runs this same test (`test`, this binary) again under strace and
 /// returns the child's directory and system calls. In that child (the scenario directory is
 /// set): runs `scenario`, the durable work to observe, and returns `None`.
@@ -261,16 +281,13 @@ fn a_flush_is_durable_in_the_lake_before_its_entries_leave_the_buffer() {
     let db = dir.path().join("buffer").join("db");
     let (rename, _, _) = last_parquet_rename(&calls, &lake);
     // The flusher removes the file's entries, then fsyncs the buffer's data file.
-    let removal = rename
-        + calls[rename..]
-            .iter()
-            .position(|c| c.name == "fdatasync" && c.fd_path() == Some(db.as_path()))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no fdatasync of the buffer after the upload:\n{}",
-                    excerpt(&calls, dir.path())
-                )
-            });
+    let removal = first_after(
+        &calls,
+        rename,
+        dir.path(),
+        "no fdatasync of the buffer after the upload",
+        |c| c.name == "fdatasync" && c.fd_path() == Some(db.as_path()),
+    );
     assert_published_durably(&calls, &lake, rename, removal);
 }
 
@@ -286,16 +303,13 @@ fn a_compaction_output_is_durable_before_the_compactor_commits_it() {
     let (rename, _, to) = last_parquet_rename(&calls, &lake);
     // Once the writer is closed the compactor reads the output's size (object_store opens the
     // file to stat it), then commits it in the index.
-    let size = rename
-        + calls[rename..]
-            .iter()
-            .position(|c| c.name == "openat" && c.strings().first() == to.to_str().as_ref())
-            .unwrap_or_else(|| {
-                panic!(
-                    "the compactor did not stat its output after writing it:\n{}",
-                    excerpt(&calls, dir.path())
-                )
-            });
+    let size = first_after(
+        &calls,
+        rename,
+        dir.path(),
+        "the compactor did not stat its output after writing it",
+        |c| opened(c, to),
+    );
     assert_published_durably(&calls, &lake, rename, size);
 }
 
@@ -310,10 +324,9 @@ fn a_large_put_uploaded_in_parts_is_durable_before_it_returns() {
     let lake = dir.path().join("lake");
     let (rename, _, _) = last_parquet_rename(&calls, &lake);
     let marker = dir.path().join("put-returned");
-    let returned = calls
-        .iter()
-        .position(|c| c.name == "openat" && c.strings().first() == marker.to_str().as_ref())
-        .unwrap_or_else(|| panic!("no marker after the put:\n{}", excerpt(&calls, &lake)));
+    let returned = first_after(&calls, 0, &lake, "no marker after the put", |c| {
+        opened(c, &marker)
+    });
     assert_published_durably(&calls, &lake, rename, returned);
 }
 
@@ -516,29 +529,10 @@ async fn registered_segment(lake: &Lake, catalog: &dyn Catalog, rows: RecordBatc
         &[],
     )
     .unwrap();
-    let id = Uuid::now_v7();
-    let key = segment_key(id);
+    let key = segment_key(Uuid::now_v7());
     let size = bytes.len() as u64;
-    lake.put(&key, bytes).await.unwrap();
-    let segment = SegmentRecord {
-        id,
-        tenant: "acme".into(),
-        signal: "logs".into(),
-        object_key: key,
-        partition: PARTITION.into(),
-        min_timestamp: summary.min_timestamp,
-        max_timestamp: summary.max_timestamp,
-        row_count: summary.rows,
-        bytes: size,
-        services: summary.services,
-        schema_version: weir_schema::SCHEMA_VERSION,
-        agent_id: "test".into(),
-        created_at: 0,
-        state: SegmentState::Active,
-        replaced_by: None,
-        retired_at: None,
-        purged_at: None,
-    };
+    lake.put(&key.to_string(), bytes).await.unwrap();
+    let segment = layout::segment_record(&key, summary.into_facts(size), "test", 0);
     catalog.register(&[segment]).await.unwrap();
 }
 
@@ -575,7 +569,7 @@ fn scenario_large_put() {
         // Above the lake's multipart threshold (16 MiB): written as a multipart upload.
         let bytes = vec![7u8; 17 << 20];
         let key = segment_key(Uuid::now_v7());
-        open_lake(&dir).put(&key, bytes).await.unwrap();
+        open_lake(&dir).put(&key.to_string(), bytes).await.unwrap();
         std::fs::File::create(dir.join("put-returned")).unwrap();
     });
 }

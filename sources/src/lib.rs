@@ -29,6 +29,7 @@ mod contract;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
+mod listen;
 pub mod severity;
 pub mod tcp;
 pub mod tls;

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use weir_pipelines::ingest::Ingest;
 
-use crate::contract::{ConnectionError, ErrorBackoff, ServeError};
+use crate::contract::{ConnectionError, ServeError};
+use crate::listen::ErrorBackoff;
 
 /// A connection's byte stream, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

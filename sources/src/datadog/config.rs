@@ -5,6 +5,7 @@ use crate::contract::SourceContext;
 use crate::http::{HttpLimits, HttpSourceConfig, HttpSourceKind};
 
 /// The Datadog Agent intake source.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct DatadogSource;
 
 impl HttpSourceKind for DatadogSource {

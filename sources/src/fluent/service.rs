@@ -17,9 +17,9 @@ use weir_pipelines::{Batch, Signal};
 use super::config::{FluentConfig, ValidFluent};
 use super::{decode, frame, handshake};
 use crate::contract::{
-    bind_tcp, BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext,
-    ValidSource,
+    BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext, ValidSource,
 };
+use crate::listen::bind_tcp;
 use crate::now_nanos;
 use crate::tcp::{BoxStream, TcpServer};
 use crate::tls;

@@ -13,7 +13,7 @@ use super::{max_concurrent_decodes, HttpLimits, ValidHttp};
 use crate::contract::{SourceConfig, SourceContext, ValidSource};
 
 /// What differs between single-address HTTP sources.
-pub trait HttpSourceKind: Send + Sync + 'static {
+pub trait HttpSourceKind: Clone + fmt::Debug + PartialEq + Default + Send + Sync + 'static {
     /// Source name (`[sources.<name>]`).
     const NAME: &'static str;
     /// What it is, in logs (`Loki push`).
@@ -27,7 +27,7 @@ pub trait HttpSourceKind: Send + Sync + 'static {
 }
 
 /// `[sources.<name>]` of an HTTP source.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, bound = "")]
 pub struct HttpSourceConfig<K: HttpSourceKind> {
     /// Whether the source runs.
@@ -70,47 +70,6 @@ impl<K: HttpSourceKind> HttpSourceConfig<K> {
             max_concurrent_decodes: self.max_concurrent_decodes,
             retry_after: self.retry_after.0,
         }
-    }
-
-    fn values(&self) -> (bool, &str, ByteSize, HumanDuration, usize, HumanDuration) {
-        (
-            self.enabled,
-            &self.address,
-            self.max_request_bytes,
-            self.request_timeout,
-            self.max_concurrent_decodes,
-            self.retry_after,
-        )
-    }
-}
-
-impl<K: HttpSourceKind> Clone for HttpSourceConfig<K> {
-    fn clone(&self) -> Self {
-        HttpSourceConfig {
-            address: self.address.clone(),
-            kind: PhantomData,
-            ..*self
-        }
-    }
-}
-
-impl<K: HttpSourceKind> PartialEq for HttpSourceConfig<K> {
-    fn eq(&self, other: &Self) -> bool {
-        self.values() == other.values()
-    }
-}
-
-impl<K: HttpSourceKind> fmt::Debug for HttpSourceConfig<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpSourceConfig")
-            .field("source", &K::NAME)
-            .field("enabled", &self.enabled)
-            .field("address", &self.address)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field("request_timeout", &self.request_timeout)
-            .field("max_concurrent_decodes", &self.max_concurrent_decodes)
-            .field("retry_after", &self.retry_after)
-            .finish()
     }
 }
 

@@ -33,9 +33,8 @@ use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::{Batch, Signal};
 
 use crate::auth::{ApiKeys, AuthError};
-use crate::contract::{
-    bind_tcp, BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource,
-};
+use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
+use crate::listen::bind_tcp;
 use crate::{now_nanos, TENANT_HEADER};
 pub use body::{BodyError, Coding};
 pub use config::{HttpSourceConfig, HttpSourceKind};

@@ -4,6 +4,7 @@ use crate::contract::SourceContext;
 use crate::http::{HttpLimits, HttpSourceConfig, HttpSourceKind};
 
 /// The Loki push source.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LokiSource;
 
 impl HttpSourceKind for LokiSource {

@@ -5,9 +5,8 @@ use tonic::transport::Server;
 use super::config::ValidOtlp;
 use super::grpc::OtlpGrpc;
 use super::http::{router, OtlpHttp};
-use crate::contract::{
-    bind_tcp, BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource,
-};
+use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
+use crate::listen::bind_tcp;
 use crate::http::{serve_router, HttpSource};
 
 impl ValidSource for ValidOtlp {

@@ -20,9 +20,9 @@ use super::config::{SyslogConfig, ValidSyslog};
 use super::parse::{self, Format, FACILITY_NAMES, OTEL_SEVERITY, SEVERITY_NAMES};
 use super::framing;
 use crate::contract::{
-    bind_tcp, bind_udp, BuildError, Claim, ConnectionError, ErrorBackoff, RunningSource,
-    ServeError, SourceContext, ValidSource,
+    BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext, ValidSource,
 };
+use crate::listen::{bind_tcp, bind_udp, ErrorBackoff};
 use crate::now_nanos;
 use crate::tcp::{BoxStream, TcpServer};
 use crate::tls;
