@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::buffer::{split_for_entries, AckMode, Buffer, BufferError};
+use crate::buffer::{split_for_entries, AckMode, Buffer, BufferError, JournalEntry, Ledger};
 use crate::metrics::Metrics;
 use crate::Batch;
 
@@ -101,6 +101,20 @@ impl Ingest {
     /// Writes a batch to the buffer and returns once it is acknowledged under `buffer.ack`.
     /// `request_bytes` is counted as received. Empty batches are accepted without a write.
     pub fn write(&self, batch: Batch, request_bytes: usize) -> Result<(), IngestError> {
+        self.write_with_checkpoints(batch, request_bytes, &[])
+    }
+
+    /// Writes a batch like [`Ingest::write`] together with the read positions it advances
+    /// (`checkpoints`, records of [`Ledger::Checkpoints`]): both go into the buffer in one
+    /// atomic write and are durable after the same sync, so a file source that resumes from
+    /// its checkpoints after a crash neither skips nor repeats a line. When the transforms
+    /// drop every row the checkpoints are still written (the lines were consumed).
+    pub fn write_with_checkpoints(
+        &self,
+        batch: Batch,
+        request_bytes: usize,
+        checkpoints: &[JournalEntry],
+    ) -> Result<(), IngestError> {
         let source = batch.source.clone();
         let signal = batch.signal;
         let rows = batch.num_rows() as u64;
@@ -122,24 +136,48 @@ impl Ingest {
                 }
             }
         }
-        if !entries.is_empty() {
-            let seq = self.buffer.append(&entries).inspect_err(|e| {
-                let reason = match e {
-                    BufferError::Full { .. } => "buffer_full",
-                    BufferError::TooLarge { .. } => "too_large",
-                    _ => "storage",
-                };
-                self.metrics.rejected_request(&source, reason);
-            })?;
-            if self.ack == AckMode::Durable {
+        if !entries.is_empty() || !checkpoints.is_empty() {
+            let seq = self
+                .buffer
+                .append_with(&entries, Ledger::Checkpoints, checkpoints)
+                .inspect_err(|e| {
+                    let reason = match e {
+                        BufferError::Full { .. } => "buffer_full",
+                        BufferError::TooLarge { .. } => "too_large",
+                        _ => "storage",
+                    };
+                    self.metrics.rejected_request(&source, reason);
+                })?;
+            if let (Some(seq), AckMode::Durable) = (seq, self.ack) {
                 self.buffer
                     .sync(seq)
                     .inspect_err(|_| self.metrics.rejected_request(&source, "storage"))?;
             }
-            self.wake.notify_one();
+            if seq.is_some() {
+                self.wake.notify_one();
+            }
         }
         self.metrics
             .received(&source, signal, rows, request_bytes as u64);
+        Ok(())
+    }
+
+    /// Every checkpoint record whose id starts with `prefix` (a file source's name), in id
+    /// order.
+    pub fn checkpoints(&self, prefix: &[u8]) -> Result<Vec<JournalEntry>, BufferError> {
+        Ok(self
+            .buffer
+            .ledger_list(Ledger::Checkpoints)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
+
+    /// Removes checkpoint records (of files gone for good); durable with the next commit.
+    pub fn remove_checkpoints(&self, ids: &[Vec<u8>]) -> Result<(), BufferError> {
+        for id in ids {
+            self.buffer.ledger_remove(Ledger::Checkpoints, id)?;
+        }
         Ok(())
     }
 

@@ -135,6 +135,9 @@ pub enum Ledger {
     FlushJournal,
     /// Segments uploaded but not yet acknowledged by the control plane.
     Outbox,
+    /// Read positions of the file-tailing sources: written by [`Buffer::append_with`] in the
+    /// same atomic commit as the entries holding the lines read up to them.
+    Checkpoints,
 }
 
 /// Live contents of the buffer.
@@ -153,6 +156,18 @@ pub trait Buffer: Send + Sync + 'static {
     /// `max_bytes`: either every entry fits or none is written. Entries are not durable until
     /// [`Buffer::sync`] returns for a sequence at or past them.
     fn append(&self, batches: &[(Partition, Batch)]) -> Result<u64, BufferError>;
+
+    /// Appends like [`Buffer::append`] and writes `records` into `ledger` in the same atomic
+    /// write: after a crash both are there or neither is, and the sync that makes the
+    /// entries durable makes the records durable too. `batches` may be empty (then nothing
+    /// needs a sync of its own: the records become durable with the next commit) and the
+    /// result is `None`; otherwise the last sequence number.
+    fn append_with(
+        &self,
+        batches: &[(Partition, Batch)],
+        ledger: Ledger,
+        records: &[JournalEntry],
+    ) -> Result<Option<u64>, BufferError>;
 
     /// Makes every entry up to `seq` durable. Concurrent callers share one fsync
     /// (group commit).

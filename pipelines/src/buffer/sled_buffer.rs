@@ -42,6 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 use tracing::{debug, error};
 
 use super::format::{decode_entry, encode_entry};
@@ -103,6 +105,7 @@ pub struct SledBuffer {
     pub(super) corrupt: sled::Tree,
     journal: sled::Tree,
     outbox: sled::Tree,
+    checkpoints: sled::Tree,
     data_file: File,
     syncer: Arc<dyn FileSync>,
     /// The blob files fsynced so far (those that still exist), with the size each had when it
@@ -156,6 +159,7 @@ impl SledBuffer {
         let corrupt = db.open_tree("corrupt")?;
         let journal = db.open_tree("flush_journal")?;
         let outbox = db.open_tree("outbox")?;
+        let checkpoints = db.open_tree("checkpoints")?;
         let data_file = File::open(config.path.join("db"))?;
         let mut bytes = 0u64;
         let mut count = 0u64;
@@ -175,6 +179,7 @@ impl SledBuffer {
             corrupt,
             journal,
             outbox,
+            checkpoints,
             data_file,
             syncer,
             synced_blobs: Mutex::new(HashMap::new()),
@@ -367,13 +372,33 @@ fn dir_size(p: &Path) -> u64 {
 
 impl Buffer for SledBuffer {
     fn append(&self, batches: &[(Partition, Batch)]) -> Result<u64, BufferError> {
+        if batches.is_empty() {
+            return Err(BufferError::Encode("nothing to append".into()));
+        }
+        self.append_with(batches, Ledger::Checkpoints, &[])?
+            .ok_or_else(|| BufferError::Encode("nothing to append".into()))
+    }
+
+    fn append_with(
+        &self,
+        batches: &[(Partition, Batch)],
+        ledger: Ledger,
+        records: &[JournalEntry],
+    ) -> Result<Option<u64>, BufferError> {
         self.check_usable()?;
         let values = batches
             .iter()
             .map(|(p, b)| encode_entry(*p, b))
             .collect::<Result<Vec<_>, _>>()?;
         if values.is_empty() {
-            return Err(BufferError::Encode("nothing to append".into()));
+            if !records.is_empty() {
+                let mut batch = sled::Batch::default();
+                for (k, v) in records {
+                    batch.insert(k.as_slice(), v.as_slice());
+                }
+                self.ledger(ledger).apply_batch(batch)?;
+            }
+            return Ok(None);
         }
         let needed: u64 = values.iter().map(|v| v.len() as u64).sum();
         if needed > self.max_bytes {
@@ -393,21 +418,43 @@ impl Buffer for SledBuffer {
         }
         let guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         let first = self.next_seq.load(Ordering::Acquire);
-        let mut batch = sled::Batch::default();
-        for (i, v) in values.iter().enumerate() {
-            batch.insert(&key(first + i as u64), v.as_slice());
-        }
-        if let Err(e) = self.entries.apply_batch(batch) {
+        let written = if records.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (i, v) in values.iter().enumerate() {
+                batch.insert(&key(first + i as u64), v.as_slice());
+            }
+            self.entries.apply_batch(batch).map_err(BufferError::from)
+        } else {
+            // One transaction over both trees: sled logs it as one atomic batch, so recovery
+            // after a crash sees the entries and the ledger records together or not at all.
+            (&self.entries, self.ledger(ledger))
+                .transaction(|(entries, ledger)| {
+                    for (i, v) in values.iter().enumerate() {
+                        entries.insert(&key(first + i as u64), v.as_slice())?;
+                    }
+                    for (k, v) in records {
+                        ledger.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => BufferError::from(e),
+                    TransactionError::Abort(()) => {
+                        BufferError::Storage("transaction aborted".into())
+                    }
+                })
+        };
+        if let Err(e) = written {
             drop(guard);
             self.live_bytes.fetch_sub(needed, Ordering::AcqRel);
-            return Err(e.into());
+            return Err(e);
         }
         let last = first + values.len() as u64 - 1;
         self.next_seq.store(last + 1, Ordering::Release);
         drop(guard);
         self.live_entries
             .fetch_add(values.len() as u64, Ordering::AcqRel);
-        Ok(last)
+        Ok(Some(last))
     }
 
     fn sync(&self, seq: u64) -> Result<(), BufferError> {
@@ -505,6 +552,7 @@ impl SledBuffer {
         match ledger {
             Ledger::FlushJournal => &self.journal,
             Ledger::Outbox => &self.outbox,
+            Ledger::Checkpoints => &self.checkpoints,
         }
     }
 }

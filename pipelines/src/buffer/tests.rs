@@ -445,3 +445,45 @@ proptest! {
         prop_assert_eq!(buf.stats().bytes, bytes);
     }
 }
+
+#[test]
+fn checkpoints_commit_with_their_entries_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Partition { hour: 1 };
+    let ck = |id: &str, v: &str| (id.as_bytes().to_vec(), v.as_bytes().to_vec());
+    {
+        let buf = open(dir.path(), 16 << 10);
+        let seq = buf
+            .append_with(
+                &[(p, logs_batch(3, 1))],
+                Ledger::Checkpoints,
+                &[ck("f/1", "10")],
+            )
+            .unwrap()
+            .unwrap();
+        buf.sync(seq).unwrap();
+        // Refused for space: neither the entry nor the checkpoint is written.
+        let big = logs_batch(5_000, 2);
+        let refused = buf.append_with(&[(p, big)], Ledger::Checkpoints, &[ck("f/1", "99")]);
+        assert!(
+            matches!(
+                refused,
+                Err(BufferError::Full { .. }) | Err(BufferError::TooLarge { .. })
+            ),
+            "{refused:?}"
+        );
+        // No rows (a transform dropped them all): the checkpoint alone advances.
+        assert_eq!(
+            buf.append_with(&[], Ledger::Checkpoints, &[ck("f/2", "5")])
+                .unwrap(),
+            None
+        );
+        buf.sync_all().unwrap();
+    }
+    let buf = open(dir.path(), 16 << 10);
+    assert_eq!(buf.read(None, 10).unwrap().len(), 1);
+    assert_eq!(
+        buf.ledger_list(Ledger::Checkpoints).unwrap(),
+        vec![ck("f/1", "10"), ck("f/2", "5")]
+    );
+}
