@@ -90,6 +90,12 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
             "failure": failure,
         });
     }
+    let tail = s.metrics.tail.states();
+    if !tail.is_empty() {
+        body["tail"] = serde_json::json!(tail
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>());
+    }
     Json(body)
 }
 

@@ -102,6 +102,92 @@ pub struct CompactionMetrics {
     pub compacted_segments: IntCounter,
 }
 
+/// The metrics of one file-tailing source.
+#[derive(Clone)]
+pub struct TailHandles {
+    /// Files followed.
+    pub files: IntGauge,
+    /// Bytes of the followed files not committed yet (size minus committed offset, summed).
+    pub lag_bytes: IntGauge,
+    /// 1 while batches are refused (full buffer, busy transform) and reading is paused.
+    pub paused: IntGauge,
+    /// Bytes read and committed.
+    pub bytes: IntCounter,
+    /// Records read and committed.
+    pub lines: IntCounter,
+    /// Files renamed away or deleted while followed.
+    pub rotations: IntCounter,
+    /// Files truncated (copytruncate) or rewritten from the start.
+    pub truncations: IntCounter,
+}
+
+/// The file-tailing sources' metrics, labelled by source.
+#[derive(Clone)]
+pub struct TailMetrics {
+    files: IntGaugeVec,
+    lag_bytes: IntGaugeVec,
+    paused: IntGaugeVec,
+    bytes: IntCounterVec,
+    lines: IntCounterVec,
+    rotations: IntCounterVec,
+    truncations: IntCounterVec,
+    sources: std::sync::Arc<std::sync::Mutex<Vec<(String, TailHandles)>>>,
+}
+
+/// The state of one file-tailing source, for `/healthz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TailState {
+    /// Files followed.
+    pub files: i64,
+    /// Bytes not committed yet.
+    pub lag_bytes: i64,
+    /// Reading is paused (writes refused).
+    pub paused: bool,
+    /// Records committed.
+    pub lines: u64,
+}
+
+impl TailMetrics {
+    /// The handles of `source` (created on first use).
+    pub fn source(&self, source: &str) -> TailHandles {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, h)) = sources.iter().find(|(n, _)| n == source) {
+            return h.clone();
+        }
+        let l = [source];
+        let h = TailHandles {
+            files: self.files.with_label_values(&l),
+            lag_bytes: self.lag_bytes.with_label_values(&l),
+            paused: self.paused.with_label_values(&l),
+            bytes: self.bytes.with_label_values(&l),
+            lines: self.lines.with_label_values(&l),
+            rotations: self.rotations.with_label_values(&l),
+            truncations: self.truncations.with_label_values(&l),
+        };
+        sources.push((source.to_string(), h.clone()));
+        h
+    }
+
+    /// Every tailing source's state.
+    pub fn states(&self) -> Vec<(String, TailState)> {
+        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources
+            .iter()
+            .map(|(n, h)| {
+                (
+                    n.clone(),
+                    TailState {
+                        files: h.files.get(),
+                        lag_bytes: h.lag_bytes.get(),
+                        paused: h.paused.get() != 0,
+                        lines: h.lines.get(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 /// Every metric of the agent. Label sets are resolved once here; components get typed
 /// handles, and the only labels chosen at run time are a source's name and refusal reason.
 #[derive(Clone)]
@@ -131,6 +217,8 @@ pub struct Metrics {
     pub objects_deleted: IntCounter,
     /// Objects registered by reconciliation at start.
     pub reconciled_segments: IntCounter,
+    /// The file-tailing sources.
+    pub tail: TailMetrics,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -191,6 +279,49 @@ impl Metrics {
             &["result"],
         );
         let compactions = counter(&r, "compactions_total", "Compactions run", &["result"]);
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["source"])
+                .expect("static metric definition");
+            r.register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        };
+        let tail = TailMetrics {
+            files: gauge_vec("tail_files", "Files followed by a file source"),
+            lag_bytes: gauge_vec(
+                "tail_lag_bytes",
+                "Bytes of followed files not committed to the buffer yet",
+            ),
+            paused: gauge_vec(
+                "tail_paused",
+                "1 while a file source's batches are refused and reading is paused",
+            ),
+            bytes: counter(
+                &r,
+                "tail_read_bytes_total",
+                "File bytes read and committed",
+                &["source"],
+            ),
+            lines: counter(
+                &r,
+                "tail_read_records_total",
+                "Records read from files and committed",
+                &["source"],
+            ),
+            rotations: counter(
+                &r,
+                "tail_rotations_total",
+                "Followed files renamed away or deleted",
+                &["source"],
+            ),
+            truncations: counter(
+                &r,
+                "tail_truncations_total",
+                "Followed files truncated or rewritten from the start",
+                &["source"],
+            ),
+            sources: Default::default(),
+        };
         let single =
             |name: &str, help: &str| counter(&r, name, help, &[]).with_label_values(&[] as &[&str]);
         Metrics {
@@ -265,6 +396,7 @@ impl Metrics {
                 "reconciled_segments_total",
                 "Lake objects registered at start because the index lacked them",
             ),
+            tail,
             registry: r,
         }
     }

@@ -31,6 +31,7 @@ mod fuzz;
 pub mod http;
 mod listen;
 pub mod severity;
+pub mod tail;
 pub mod tcp;
 pub mod tls;
 
@@ -131,4 +132,8 @@ sources! {
     fluent: fluent::FluentConfig,
     /// syslog over UDP and TCP.
     syslog: syslog::SyslogConfig,
+    /// Kubernetes pod log files on this node.
+    kubernetes_logs: kubernetes_logs::KubernetesLogsConfig,
+    /// Host log files.
+    file: file::FileConfig,
 }
