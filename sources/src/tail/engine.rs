@@ -298,14 +298,18 @@ impl TailEngine {
                 }
             }
         }
+        let mut dropped = Vec::new();
         for (key, path) in &seen {
             if let Some(t) = self.files.get_mut(key) {
                 t.pos.path.clone_from(path);
                 t.rotated = None;
-                if let Some(meta) = self.describe.describe(path) {
-                    if *t.meta != meta {
-                        t.meta = Arc::new(meta);
-                    }
+                // What a source knows of a file can change (a pod's labels arrive from the
+                // API): new metadata applies from now on, and an excluded file stops being
+                // read (its checkpoint stays, so reading resumes there if it is included again).
+                match self.describe.describe(path) {
+                    Some(meta) if *t.meta != meta => t.meta = Arc::new(meta),
+                    Some(_) => {}
+                    None => dropped.push(*key),
                 }
                 continue;
             }
@@ -313,6 +317,14 @@ impl TailEngine {
                 continue;
             };
             self.track(*key, path.clone(), meta, first, false);
+        }
+        for key in dropped {
+            if let Some(t) = self.files.remove(&key) {
+                if t.file.is_some() {
+                    self.open_files -= 1;
+                }
+                info!(source = self.source, path = %t.pos.path.display(), "file excluded: no longer read");
+            }
         }
         // Files no longer at a matched path: renamed (rotation) or deleted.
         let mut lost = Vec::new();
