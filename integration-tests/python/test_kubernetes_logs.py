@@ -370,3 +370,29 @@ root = "/var/log/pods/*"
     assert "sources.file.include" in out and "absolute" in out
     assert "sources.file.multiline_start" in out
     assert "sources.kubernetes_logs.root" in out
+
+
+def test_inotify_wakes_the_reader_without_polling(weir_factory, tmp_path):
+    """With polling and rescans an hour apart, a file created after the start and the lines
+    appended to it still arrive: inotify on the pattern's directory and the file's directory
+    wakes the reader."""
+    logs = tmp_path / "host"
+    logs.mkdir()
+    w = weir_factory(
+        f"""
+[sources.file]
+enabled = true
+include = ["{logs}/*.log"]
+[sources.file.tail]
+poll_interval = "1h"
+rescan_interval = "1h"
+"""
+    )
+    time.sleep(0.5)  # the first (empty) scan is done
+    with open(logs / "new.log", "a") as f:
+        f.write("first\n")
+    wait_lines(w, 1)
+    with open(logs / "new.log", "a") as f:
+        f.write("second\n")
+    wait_lines(w, 2)
+    assert sorted(b for (b, _) in lake_bodies(w)) == ["first", "second"]

@@ -127,6 +127,8 @@ pub struct TailEngine {
     gone_since: HashMap<FileKey, Instant>,
     loaded: bool,
     last_rescan: Option<Instant>,
+    /// A watched directory changed: rescan at the next round.
+    rescan_due: bool,
     open_files: usize,
     cursor: Option<FileKey>,
     buf: Vec<u8>,
@@ -167,6 +169,7 @@ impl TailEngine {
             gone_since: HashMap::new(),
             loaded: false,
             last_rescan: None,
+            rescan_due: false,
             open_files: 0,
             cursor: None,
             buf: vec![0; chunk],
@@ -203,12 +206,14 @@ impl TailEngine {
         }
         let now = Instant::now();
         let first = self.last_rescan.is_none();
-        if self
-            .last_rescan
-            .is_none_or(|t| now.duration_since(t) >= self.s.rescan_interval.0)
+        if self.rescan_due
+            || self
+                .last_rescan
+                .is_none_or(|t| now.duration_since(t) >= self.s.rescan_interval.0)
         {
             self.rescan(first);
             self.last_rescan = Some(now);
+            self.rescan_due = false;
         }
         let mut outcome = RoundOutcome::default();
         // Fair turns: start after the file where the last round stopped.
@@ -682,6 +687,25 @@ impl TailEngine {
     pub fn files(&self) -> usize {
         self.files.len()
     }
+
+    /// The directories worth watching: each followed file's, and each include pattern's
+    /// fixed prefix (where new files and directories appear), up to `max_open_files`.
+    fn watch_dirs(&self) -> HashSet<PathBuf> {
+        let mut dirs: HashSet<PathBuf> = self
+            .include
+            .iter()
+            .filter_map(|p| fixed_prefix(p))
+            .collect();
+        for t in self.files.values() {
+            if dirs.len() >= self.s.max_open_files {
+                break;
+            }
+            if let Some(d) = t.pos.path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        dirs
+    }
 }
 
 fn append_record(
@@ -753,6 +777,20 @@ fn last_byte(file: &File, offset: u64) -> Option<u8> {
     (file.read_at(&mut b, offset.checked_sub(1)?).ok()? == 1).then_some(b[0])
 }
 
+/// The directory part of a glob pattern before its first wildcard (`/var/log/pods` of
+/// `/var/log/pods/*/*/*.log`).
+fn fixed_prefix(pattern: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(pattern).components() {
+        let s = c.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            return Some(out);
+        }
+        out.push(c);
+    }
+    out.parent().map(Path::to_path_buf)
+}
+
 /// Rotated files that are never read: compressed ones.
 fn is_compressed(path: &Path) -> bool {
     matches!(
@@ -778,13 +816,17 @@ fn find_by_inode(path: &Path, key: FileKey) -> Option<PathBuf> {
 }
 
 /// Runs the engine until `shutdown`: a round, then a wait of `poll_interval` (none when a file
-/// had more to read; a growing back-off while writes are refused).
+/// had more to read; a growing back-off while writes are refused). Where inotify is available
+/// the directories of the followed files and the patterns' fixed prefixes are watched, and a
+/// change ends the wait at once (a created, renamed or deleted file also brings the rescan
+/// forward); the poll is the fallback for what cannot be watched.
 pub async fn run(
     mut engine: TailEngine,
     poll: Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), crate::contract::ServeError> {
     let mut backoff = Duration::ZERO;
+    let mut watcher = Watcher::new(engine.source);
     loop {
         let (back, result) = tokio::task::spawn_blocking(move || {
             let r = engine.round();
@@ -812,9 +854,103 @@ pub async fn run(
                 backoff
             }
         };
+        if wait.is_zero() {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            continue;
+        }
+        watcher.sync(&engine);
+        let refused = backoff > Duration::ZERO;
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
+            rescan = watcher.changed(), if !refused => {
+                engine.rescan_due |= rescan;
+            }
+        }
+    }
+}
+
+/// inotify watches on the directories the engine reads (Linux; elsewhere, or when inotify
+/// fails, nothing is watched and the poll does the work).
+struct Watcher {
+    source: &'static str,
+    stream: Option<inotify::EventStream<[u8; 4096]>>,
+    watched: HashMap<PathBuf, inotify::WatchDescriptor>,
+    /// The number of watches that failed to be added (said once).
+    failed: bool,
+}
+
+impl Watcher {
+    fn new(source: &'static str) -> Watcher {
+        let stream = inotify::Inotify::init()
+            .and_then(|i| i.into_event_stream([0u8; 4096]))
+            .map_err(|e| info!(source, error = %e, "inotify unavailable: polling only"))
+            .ok();
+        Watcher {
+            source,
+            stream,
+            watched: HashMap::new(),
+            failed: false,
+        }
+    }
+
+    /// Watches the engine's directories now, and drops the watches of the others.
+    fn sync(&mut self, engine: &TailEngine) {
+        let Some(stream) = &self.stream else { return };
+        let want = engine.watch_dirs();
+        let mut watches = stream.watches();
+        self.watched.retain(|dir, wd| {
+            let keep = want.contains(dir);
+            if !keep {
+                let _ = watches.remove(wd.clone());
+            }
+            keep
+        });
+        use inotify::WatchMask as M;
+        let mask = M::MODIFY | M::CREATE | M::MOVED_FROM | M::MOVED_TO | M::DELETE | M::CLOSE_WRITE;
+        for dir in want {
+            if self.watched.contains_key(&dir) {
+                continue;
+            }
+            match watches.add(&dir, mask) {
+                Ok(wd) => {
+                    self.watched.insert(dir, wd);
+                }
+                Err(e) => {
+                    if !self.failed {
+                        warn!(source = self.source, dir = %dir.display(), error = %e, "cannot watch a directory (fs.inotify.max_user_watches?): its files are polled");
+                        self.failed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a change; true when a file was created, renamed or deleted (the rescan is
+    /// due). Never returns when nothing is watched.
+    async fn changed(&mut self) -> bool {
+        use tokio_stream::StreamExt;
+        let Some(stream) = &mut self.stream else {
+            return std::future::pending().await;
+        };
+        match stream.next().await {
+            Some(Ok(ev)) => {
+                use inotify::EventMask as E;
+                ev.mask
+                    .intersects(E::CREATE | E::MOVED_FROM | E::MOVED_TO | E::DELETE | E::IGNORED)
+            }
+            Some(Err(e)) => {
+                warn!(source = self.source, error = %e, "inotify failed: polling only");
+                self.stream = None;
+                self.watched.clear();
+                false
+            }
+            None => {
+                self.stream = None;
+                false
+            }
         }
     }
 }
