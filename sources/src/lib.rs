@@ -131,4 +131,6 @@ sources! {
     fluent: fluent::FluentConfig,
     /// syslog over UDP and TCP.
     syslog: syslog::SyslogConfig,
+    /// Prometheus remote write 1.0 and 2.0.
+    prometheus_remote_write: prometheus_remote_write::PrometheusRemoteWriteConfig,
 }

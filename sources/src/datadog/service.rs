@@ -97,6 +97,7 @@ impl Protocol for Datadog {
                     records: None,
                     rejected: 0,
                     error: None,
+                    headers: Vec::new(),
                 })
             }
             Endpoint::Logs => {

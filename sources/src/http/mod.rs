@@ -25,7 +25,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -134,6 +134,9 @@ pub struct Decoded {
     pub rejected: u64,
     /// Why the first one was refused.
     pub error: Option<String>,
+    /// Headers of the success response that depend on the request (remote write 2.0's
+    /// written counts).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Decoded {
@@ -144,6 +147,7 @@ impl Decoded {
             records: Some(records),
             rejected: 0,
             error: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -155,6 +159,8 @@ pub struct Accepted {
     pub rejected: u64,
     /// Why the first one was refused.
     pub error: Option<String>,
+    /// Headers for the success response ([`Decoded::headers`]).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// One HTTP protocol: everything that differs between OTLP/HTTP, Loki and Datadog.
@@ -412,6 +418,7 @@ pub async fn serve_request<P: Protocol>(
             Accepted {
                 rejected: decoded.rejected,
                 error: decoded.error,
+                headers: decoded.headers,
             },
         ))
     })
