@@ -98,6 +98,7 @@ impl Protocol for Datadog {
                     rejected: 0,
                     error: None,
                     headers: Vec::new(),
+            counted: Vec::new(),
                 })
             }
             Endpoint::Logs => {

@@ -137,6 +137,9 @@ pub struct Decoded {
     /// Headers of the success response that depend on the request (remote write 2.0's
     /// written counts).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Things received that are not rows, by kind (remote write samples, stale markers), counted
+    /// in `weir_received_records_total{signal=<kind>}` once the request is accepted.
+    pub counted: Vec<(&'static str, u64)>,
 }
 
 impl Decoded {
@@ -148,6 +151,7 @@ impl Decoded {
             rejected: 0,
             error: None,
             headers: Vec::new(),
+            counted: Vec::new(),
         }
     }
 }
@@ -412,6 +416,9 @@ pub async fn serve_request<P: Protocol>(
             src.ingest
                 .write(batch, body)
                 .map_err(|e| src.refuse(fmt, Refusal::of_ingest(&e), "", e.to_string()))?;
+        }
+        for (kind, n) in decoded.counted {
+            src.ingest.metrics().received_unstored(P::SOURCE, kind, n);
         }
         Ok::<_, SourceError>((
             decoded.signal,

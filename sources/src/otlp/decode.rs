@@ -54,6 +54,7 @@ impl ExportRequest {
             rejected: d.rejected,
             error: d.error,
             headers: Vec::new(),
+            counted: Vec::new(),
         })
     }
 }

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use weir_pipelines::metricrows::MetricsBuilder;
-use weir_pipelines::metrics::Metrics;
 use weir_pipelines::Signal;
 
 use super::config::ValidPrometheusRemoteWrite;
@@ -77,7 +76,6 @@ pub fn version(headers: &HeaderMap) -> Result<Version, String> {
 
 /// The remote write protocol.
 pub struct RemoteWrite {
-    metrics: Metrics,
     limits: Limits,
 }
 
@@ -112,10 +110,6 @@ impl Protocol for RemoteWrite {
             Version::V1 => decode::decode_v1(body, received_at, &self.limits, &mut b),
             Version::V2 => decode::decode_v2(body, received_at, &self.limits, &mut b),
         }?;
-        self.metrics
-            .received_unstored(SOURCE, "stale_markers", stats.stale);
-        self.metrics
-            .received_unstored(SOURCE, "exemplars", stats.exemplars);
         let records = if b.is_empty() {
             None
         } else {
@@ -138,6 +132,12 @@ impl Protocol for RemoteWrite {
             rejected: 0,
             error: None,
             headers,
+            counted: vec![
+                ("samples", stats.samples),
+                ("native_histograms", stats.histograms),
+                ("stale_markers", stats.stale),
+                ("exemplars", stats.exemplars),
+            ],
         })
     }
 
@@ -150,10 +150,7 @@ impl Protocol for RemoteWrite {
 
 /// The routes of the source.
 pub fn routes(ctx: &SourceContext, http: HttpLimits, limits: Limits) -> Router {
-    let protocol = RemoteWrite {
-        metrics: ctx.metrics.clone(),
-        limits,
-    };
+    let protocol = RemoteWrite { limits };
     let source = HttpSource::new(protocol, ctx, http);
     Router::new()
         .route(
