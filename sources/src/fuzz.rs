@@ -8,6 +8,7 @@ use weir_pipelines::logrows::LogsBuilder;
 use super::datadog::{logs as dd_logs, series as dd_series};
 use super::fluent::{decode as fluent_decode, frame};
 use super::loki::decode as loki;
+use super::prometheus_remote_write::{decode as prw, proto as prw_proto};
 use super::syslog;
 
 fn mutate(valid: &[u8], flips: &[(usize, u8)], cut: usize) -> Vec<u8> {
@@ -65,7 +66,103 @@ fn loki_protobuf() -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A remote write 1.0 request with a classic histogram, a summary and a native histogram.
+fn remote_write_v1() -> Vec<u8> {
+    use prost::Message;
+    use prw_proto::*;
+    let series = |name: &str, extra: (&str, &str), value: f64| TimeSeries {
+        labels: [("__name__", name), ("job", "j"), extra]
+            .iter()
+            .map(|(n, v)| Label {
+                name: (*n).into(),
+                value: (*v).into(),
+            })
+            .collect(),
+        samples: vec![Sample {
+            value,
+            timestamp: 1,
+        }],
+        ..Default::default()
+    };
+    let mut native = series("n", ("a", "b"), 0.0);
+    native.samples.clear();
+    native.histograms.push(Histogram {
+        count: Some(Count::Int(3)),
+        schema: 2,
+        zero_count: Some(ZeroCount::Int(1)),
+        positive_spans: vec![BucketSpan {
+            offset: -2,
+            length: 2,
+        }],
+        positive_deltas: vec![1, 0],
+        negative_spans: vec![BucketSpan {
+            offset: 1,
+            length: 1,
+        }],
+        negative_deltas: vec![1],
+        ..Default::default()
+    });
+    WriteRequest {
+        timeseries: vec![
+            series("h_bucket", ("le", "1"), 1.0),
+            series("h_bucket", ("le", "+Inf"), 2.0),
+            series("h_sum", ("a", "b"), 2.0),
+            series("s", ("quantile", "0.5"), 1.0),
+            series("c_total", ("a", "b"), 1.0),
+            native,
+        ],
+        metadata: vec![],
+    }
+    .encode_to_vec()
+}
+
+/// A remote write 2.0 request with metadata and a native histogram.
+fn remote_write_v2() -> Vec<u8> {
+    use prost::Message;
+    use prw_proto::*;
+    RequestV2 {
+        symbols: ["", "__name__", "m_total", "le", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        timeseries: vec![TimeSeriesV2 {
+            labels_refs: vec![1, 2, 3, 4],
+            samples: vec![Sample {
+                value: 1.0,
+                timestamp: 1,
+            }],
+            histograms: vec![Histogram {
+                count: Some(Count::Float(2.0)),
+                schema: -53,
+                custom_values: vec![1.0],
+                positive_spans: vec![BucketSpan {
+                    offset: 0,
+                    length: 2,
+                }],
+                positive_counts: vec![1.0, 1.0],
+                ..Default::default()
+            }],
+            metadata: Some(MetadataV2 {
+                r#type: 1,
+                help_ref: 2,
+                unit_ref: 0,
+            }),
+            created_timestamp: 1,
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 fn all_decoders(bytes: &[u8]) {
+    let limits = prw::Limits {
+        max_row_bytes: 1 << 20,
+        ..prw::Limits::default()
+    };
+    let mut b = weir_pipelines::metricrows::MetricsBuilder::default();
+    let _ = prw::decode_v1(bytes, 0, &limits, &mut b);
+    let _ = prw::decode_v2(bytes, 0, &limits, &mut b);
+    let _ = b.finish();
     let _ = syslog::to_batch(&[bytes::Bytes::copy_from_slice(bytes)], 0, "t", "fuzz");
     let mut b = LogsBuilder::default();
     let _ = loki::decode_json(bytes, 0, &mut b);
@@ -104,18 +201,21 @@ proptest! {
 
     #[test]
     fn mutated_payloads_never_panic(
-        which in 0usize..6,
+        which in 0usize..8,
         flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
         cut in 0usize..400,
     ) {
         let fluent = fluent_sample();
         let proto = loki_protobuf();
+        let (rw1, rw2) = (remote_write_v1(), remote_write_v2());
         let valid: &[u8] = match which {
             0 => SYSLOG,
             1 => LOKI_JSON,
             2 => &proto,
             3 => DD_LOGS,
             4 => DD_V1,
+            5 => &rw1,
+            6 => &rw2,
             _ => &fluent,
         };
         all_decoders(&mutate(valid, &flips, cut));

@@ -136,4 +136,6 @@ sources! {
     kubernetes_logs: kubernetes_logs::KubernetesLogsConfig,
     /// Host log files.
     file: file::FileConfig,
+    /// Prometheus remote write 1.0 and 2.0.
+    prometheus_remote_write: prometheus_remote_write::PrometheusRemoteWriteConfig,
 }

@@ -97,6 +97,8 @@ impl Protocol for Datadog {
                     records: None,
                     rejected: 0,
                     error: None,
+                    headers: Vec::new(),
+            counted: Vec::new(),
                 })
             }
             Endpoint::Logs => {

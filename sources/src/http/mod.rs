@@ -25,7 +25,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -134,6 +134,12 @@ pub struct Decoded {
     pub rejected: u64,
     /// Why the first one was refused.
     pub error: Option<String>,
+    /// Headers of the success response that depend on the request (remote write 2.0's
+    /// written counts).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Things received that are not rows, by kind (remote write samples, stale markers), counted
+    /// in `weir_received_records_total{signal=<kind>}` once the request is accepted.
+    pub counted: Vec<(&'static str, u64)>,
 }
 
 impl Decoded {
@@ -144,6 +150,8 @@ impl Decoded {
             records: Some(records),
             rejected: 0,
             error: None,
+            headers: Vec::new(),
+            counted: Vec::new(),
         }
     }
 }
@@ -155,6 +163,8 @@ pub struct Accepted {
     pub rejected: u64,
     /// Why the first one was refused.
     pub error: Option<String>,
+    /// Headers for the success response ([`Decoded::headers`]).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// One HTTP protocol: everything that differs between OTLP/HTTP, Loki and Datadog.
@@ -407,11 +417,15 @@ pub async fn serve_request<P: Protocol>(
                 .write(batch, body)
                 .map_err(|e| src.refuse(fmt, Refusal::of_ingest(&e), "", e.to_string()))?;
         }
+        for (kind, n) in decoded.counted {
+            src.ingest.metrics().received_unstored(P::SOURCE, kind, n);
+        }
         Ok::<_, SourceError>((
             decoded.signal,
             Accepted {
                 rejected: decoded.rejected,
                 error: decoded.error,
+                headers: decoded.headers,
             },
         ))
     })

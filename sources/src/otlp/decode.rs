@@ -53,6 +53,8 @@ impl ExportRequest {
             records: Some(d.records),
             rejected: d.rejected,
             error: d.error,
+            headers: Vec::new(),
+            counted: Vec::new(),
         })
     }
 }

@@ -93,6 +93,7 @@ impl OtlpGrpc {
             Ok(Accepted {
                 rejected: decoded.rejected,
                 error: decoded.error,
+                headers: Vec::new(),
             })
         })
         .await

@@ -1,0 +1,806 @@
+//! Remote write requests → the metrics lake schema, mapped as the OpenTelemetry Collector's
+//! Prometheus receiver maps scraped series (docs/protocols.md has the table):
+//!
+//! - a counter (metadata type counter, or without metadata a name ending in `_total`) becomes
+//!   a monotonic cumulative sum; a gauge, and any series of unknown type, a gauge;
+//! - the `_bucket{le}`, `_sum` and `_count` series of a classic histogram in one request are
+//!   reassembled into one histogram point per label set and timestamp (cumulative `le`
+//!   counts become per-bucket counts); the `{quantile}`, `_sum` and `_count` series of a
+//!   summary into one summary point;
+//! - a native histogram becomes an exponential histogram (scale = schema, Prometheus bucket
+//!   `i` = OpenTelemetry bucket `i - 1`), or an explicit-bounds histogram for custom buckets
+//!   (schema -53);
+//! - `__name__` is the metric name, `job` becomes `service.name` (`service.namespace` before a
+//!   `/`), `instance` becomes `service.instance.id`, every other label a point attribute;
+//! - stale markers are dropped and counted; exemplars are counted, not stored (the lake has
+//!   no exemplar columns yet).
+//!
+//! Both versions are first read into [`Series`] (2.0 through its symbol table) and share the
+//! mapping.
+
+use std::collections::HashMap;
+
+use prost::Message;
+use weir_pipelines::metricrows::{ExpBuckets, MetricFields, MetricsBuilder, Number, Point};
+
+use super::proto::{Count, Histogram, RequestV2, Sample, WriteRequest, ZeroCount};
+use super::wire;
+
+/// The stale marker: a NaN Prometheus writes when a series disappears.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// OTLP `AGGREGATION_TEMPORALITY_CUMULATIVE`.
+const CUMULATIVE: i32 = 2;
+
+/// Scope name of every row.
+const SCOPE: &str = "prometheus_remote_write";
+
+/// Limits on one request, named after their keys.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The key prefix in messages (`sources.prometheus_remote_write`).
+    pub key: &'static str,
+    /// Labels per series (`__name__` included).
+    pub max_labels_per_series: usize,
+    /// Bytes of label names and values per series.
+    pub max_label_bytes_per_series: usize,
+    /// Bytes of rows one request may expand to (labels are copied to every sample's row,
+    /// native histogram buckets are filled between spans).
+    pub max_row_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key: "sources.prometheus_remote_write",
+            max_labels_per_series: 128,
+            max_label_bytes_per_series: 16 << 10,
+            max_row_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What a request carried, for the 2.0 response headers and the agent's metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Float samples accepted (stale markers included: they are consumed, not stored).
+    pub samples: u64,
+    /// Native histogram samples accepted (stale markers included).
+    pub histograms: u64,
+    /// Exemplars received (not stored).
+    pub exemplars: u64,
+    /// Stale markers dropped.
+    pub stale: u64,
+}
+
+/// The metric type of a series' metadata (the numbers of both versions' `MetricType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unknown,
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Other,
+}
+
+impl Kind {
+    fn of(t: i32) -> Kind {
+        match t {
+            1 => Kind::Counter,
+            2 => Kind::Gauge,
+            3 => Kind::Histogram,
+            4 => Kind::GaugeHistogram,
+            5 => Kind::Summary,
+            6 | 7 => Kind::Other,
+            _ => Kind::Unknown,
+        }
+    }
+}
+
+/// Label pairs, `__name__` apart.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
+/// One series, whichever version it came in.
+struct Series<'a> {
+    name: &'a str,
+    /// Labels but `__name__`.
+    labels: Vec<(&'a str, &'a str)>,
+    label_bytes: usize,
+    samples: &'a [Sample],
+    histograms: &'a [Histogram],
+    kind: Kind,
+    help: Option<&'a str>,
+    unit: Option<&'a str>,
+    /// Created timestamp, unix nanoseconds.
+    start: Option<i64>,
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn ms_to_ns(ms: i64) -> i64 {
+    ms.saturating_mul(1_000_000)
+}
+
+/// Builds a series from its labels, checking the label limits.
+fn series<'a>(
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    limits: &Limits,
+) -> Result<(&'a str, Labels<'a>, usize), String> {
+    let mut name = None;
+    let mut rest = Vec::new();
+    let mut bytes = 0usize;
+    let mut count = 0usize;
+    for (k, v) in labels {
+        count += 1;
+        bytes += k.len() + v.len();
+        if k == "__name__" {
+            name = Some(v);
+        } else {
+            rest.push((k, v));
+        }
+    }
+    let key = limits.key;
+    if count > limits.max_labels_per_series {
+        return Err(format!(
+            "series {:?} has {count} labels, over {key}.max_labels_per_series ({})",
+            name.unwrap_or(""),
+            limits.max_labels_per_series
+        ));
+    }
+    if bytes > limits.max_label_bytes_per_series {
+        return Err(format!(
+            "series {:?} has {bytes} bytes of labels, over {key}.max_label_bytes_per_series ({})",
+            name.unwrap_or(""),
+            limits.max_label_bytes_per_series
+        ));
+    }
+    match name {
+        Some(n) if !n.is_empty() => Ok((n, rest, bytes)),
+        _ => Err("a series has no __name__ label".into()),
+    }
+}
+
+/// Decodes a (decompressed) remote write 1.0 `WriteRequest`.
+pub fn decode_v1(
+    body: &[u8],
+    received_at: i64,
+    limits: &Limits,
+    b: &mut MetricsBuilder,
+) -> Result<Stats, String> {
+    wire::check_v1(body, limits.max_labels_per_series, limits.key)?;
+    let req = WriteRequest::decode(body)
+        .map_err(|e| format!("malformed remote write 1.0 WriteRequest: {e}"))?;
+    let meta: HashMap<&str, _> = req
+        .metadata
+        .iter()
+        .map(|m| (m.metric_family_name.as_str(), m))
+        .collect();
+    let mut all = Vec::with_capacity(req.timeseries.len());
+    let mut exemplars = 0u64;
+    for ts in &req.timeseries {
+        let (name, labels, label_bytes) = series(
+            ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            limits,
+        )?;
+        let m = meta.get(name).or_else(|| {
+            ["_bucket", "_sum", "_count", "_total"]
+                .iter()
+                .find_map(|s| meta.get(name.strip_suffix(s)?))
+        });
+        exemplars += ts.exemplars.len() as u64;
+        all.push(Series {
+            name,
+            labels,
+            label_bytes,
+            samples: &ts.samples,
+            histograms: &ts.histograms,
+            kind: m.map(|m| Kind::of(m.r#type)).unwrap_or(Kind::Unknown),
+            help: m.and_then(|m| non_empty(&m.help)),
+            unit: m.and_then(|m| non_empty(&m.unit)),
+            start: None,
+        });
+    }
+    let mut stats = append(&all, received_at, limits, b)?;
+    stats.exemplars = exemplars;
+    Ok(stats)
+}
+
+/// Decodes a (decompressed) remote write 2.0 `io.prometheus.write.v2.Request`.
+pub fn decode_v2(
+    body: &[u8],
+    received_at: i64,
+    limits: &Limits,
+    b: &mut MetricsBuilder,
+) -> Result<Stats, String> {
+    wire::check_v2(body, limits.max_labels_per_series, limits.key)?;
+    let req = RequestV2::decode(body)
+        .map_err(|e| format!("malformed remote write 2.0 Request: {e}"))?;
+    let symbols = &req.symbols;
+    let sym = |r: u32| -> Result<&str, String> {
+        symbols.get(r as usize).map(String::as_str).ok_or_else(|| {
+            format!(
+                "symbol reference {r} is out of range: the symbol table has {} entries",
+                symbols.len()
+            )
+        })
+    };
+    let mut all = Vec::with_capacity(req.timeseries.len());
+    let mut exemplars = 0u64;
+    for ts in &req.timeseries {
+        if ts.labels_refs.len() % 2 != 0 {
+            return Err(format!(
+                "labels_refs has {} entries, not name and value pairs",
+                ts.labels_refs.len()
+            ));
+        }
+        let pairs = ts
+            .labels_refs
+            .chunks_exact(2)
+            .map(|p| Ok((sym(p[0])?, sym(p[1])?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let (name, labels, label_bytes) = series(pairs.into_iter(), limits)?;
+        for e in &ts.exemplars {
+            for r in &e.labels_refs {
+                sym(*r)?;
+            }
+        }
+        exemplars += ts.exemplars.len() as u64;
+        let (kind, help, unit) = match &ts.metadata {
+            Some(m) => (
+                Kind::of(m.r#type),
+                non_empty(sym(m.help_ref)?),
+                non_empty(sym(m.unit_ref)?),
+            ),
+            None => (Kind::Unknown, None, None),
+        };
+        all.push(Series {
+            name,
+            labels,
+            label_bytes,
+            samples: &ts.samples,
+            histograms: &ts.histograms,
+            kind,
+            help,
+            unit,
+            start: (ts.created_timestamp != 0).then(|| ms_to_ns(ts.created_timestamp)),
+        });
+    }
+    let mut stats = append(&all, received_at, limits, b)?;
+    stats.exemplars = exemplars;
+    Ok(stats)
+}
+
+/// The part a series plays in a classic histogram or summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Bucket(f64),
+    Quantile(f64),
+    Sum,
+    Count,
+}
+
+/// The series of one classic histogram or summary with one label set at one time.
+struct Group<'a> {
+    base: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    label_bytes: usize,
+    timestamp: i64,
+    start: Option<i64>,
+    help: Option<&'a str>,
+    unit: Option<&'a str>,
+    histogram: bool,
+    /// `(le, cumulative count)`.
+    buckets: Vec<(f64, f64)>,
+    quantiles: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
+}
+
+fn parse_bound(s: &str, what: &str, name: &str) -> Result<f64, String> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        t => t
+            .parse::<f64>()
+            .ok()
+            .filter(|v| !v.is_nan())
+            .ok_or_else(|| format!("series {name:?}: {what}={s:?} is not a number")),
+    }
+}
+
+fn label<'a>(labels: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    labels.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+}
+
+/// Tracks the bytes of rows a request expands to.
+struct Budget<'l> {
+    used: usize,
+    limits: &'l Limits,
+}
+
+impl Budget<'_> {
+    fn add(&mut self, bytes: usize) -> Result<(), String> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limits.max_row_bytes {
+            return Err(format!(
+                "the request expands to more than {}.max_row_bytes ({} bytes) of rows: labels are copied to every sample and native histogram buckets are filled between spans",
+                self.limits.key, self.limits.max_row_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, name: &str, label_bytes: usize) -> Result<(), String> {
+        self.add(128 + name.len() + label_bytes)
+    }
+}
+
+/// Appends every series of a request (see the module docs for the mapping).
+fn append(
+    all: &[Series<'_>],
+    received_at: i64,
+    limits: &Limits,
+    b: &mut MetricsBuilder,
+) -> Result<Stats, String> {
+    let mut stats = Stats::default();
+    let mut budget = Budget { used: 0, limits };
+    // Which families are classic histograms and summaries: by metadata, else by the `le` and
+    // `quantile` labels.
+    let mut histograms: HashMap<&str, bool> = HashMap::new();
+    for s in all {
+        let base = |suffix: &str| s.name.strip_suffix(suffix);
+        match s.kind {
+            Kind::Histogram | Kind::GaugeHistogram => {
+                if let Some(base) = base("_bucket").or(base("_sum")).or(base("_count")) {
+                    histograms.insert(base, true);
+                }
+            }
+            Kind::Summary => {
+                if let Some(base) = base("_sum").or(base("_count")) {
+                    histograms.entry(base).or_insert(false);
+                } else {
+                    histograms.entry(s.name).or_insert(false);
+                }
+            }
+            Kind::Unknown => {
+                if let Some(base) = base("_bucket").filter(|_| label(&s.labels, "le").is_some()) {
+                    histograms.insert(base, true);
+                } else if label(&s.labels, "quantile").is_some() {
+                    histograms.entry(s.name).or_insert(false);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut index: HashMap<(&str, Labels<'_>, i64), usize> = HashMap::new();
+    for s in all {
+        let role = role(s, &histograms)?;
+        for h in s.histograms {
+            stats.histograms += 1;
+            if h.sum.to_bits() == STALE_NAN {
+                stats.stale += 1;
+                continue;
+            }
+            native(s, h, received_at, &mut budget, b)?;
+        }
+        for sample in s.samples {
+            stats.samples += 1;
+            if sample.value.to_bits() == STALE_NAN {
+                stats.stale += 1;
+                continue;
+            }
+            let timestamp = if sample.timestamp == 0 {
+                received_at
+            } else {
+                ms_to_ns(sample.timestamp)
+            };
+            let Some((base, role)) = role else {
+                budget.row(s.name, s.label_bytes)?;
+                scalar(s, timestamp, sample.value, b);
+                continue;
+            };
+            let labels: Vec<(&str, &str)> = s
+                .labels
+                .iter()
+                .copied()
+                .filter(|(k, _)| !matches!(role, Role::Bucket(_)) || *k != "le")
+                .filter(|(k, _)| !matches!(role, Role::Quantile(_)) || *k != "quantile")
+                .collect();
+            let i = *index
+                .entry((base, labels.clone(), timestamp))
+                .or_insert_with(|| {
+                    groups.push(Group {
+                        base,
+                        label_bytes: labels.iter().map(|(k, v)| k.len() + v.len()).sum(),
+                        labels,
+                        timestamp,
+                        start: s.start,
+                        help: None,
+                        unit: None,
+                        histogram: histograms.get(base).copied().unwrap_or(false),
+                        buckets: Vec::new(),
+                        quantiles: Vec::new(),
+                        sum: None,
+                        count: None,
+                    });
+                    groups.len() - 1
+                });
+            let g = &mut groups[i];
+            g.help = g.help.or(s.help);
+            g.unit = g.unit.or(s.unit);
+            g.start = g.start.or(s.start);
+            let v = sample.value;
+            match role {
+                Role::Bucket(le) => g.buckets.push((le, v)),
+                Role::Quantile(q) => g.quantiles.push((q, v)),
+                Role::Sum => g.sum = Some(v),
+                Role::Count => g.count = Some(v),
+            }
+        }
+    }
+    for g in &mut groups {
+        budget.row(g.base, g.label_bytes + 16 * (g.buckets.len() + g.quantiles.len()))?;
+        grouped(g, b);
+    }
+    Ok(stats)
+}
+
+/// The family and part of a series that belongs to a classic histogram or summary.
+fn role<'a>(
+    s: &Series<'a>,
+    families: &HashMap<&str, bool>,
+) -> Result<Option<(&'a str, Role)>, String> {
+    let is = |base: &str, histogram: Option<bool>| {
+        families
+            .get(base)
+            .is_some_and(|h| histogram.is_none_or(|want| *h == want))
+    };
+    if let Some(base) = s.name.strip_suffix("_bucket") {
+        if let (true, Some(le)) = (is(base, Some(true)), label(&s.labels, "le")) {
+            return Ok(Some((base, Role::Bucket(parse_bound(le, "le", s.name)?))));
+        }
+    }
+    if let Some(base) = s.name.strip_suffix("_sum").filter(|b| is(b, None)) {
+        return Ok(Some((base, Role::Sum)));
+    }
+    if let Some(base) = s.name.strip_suffix("_count").filter(|b| is(b, None)) {
+        return Ok(Some((base, Role::Count)));
+    }
+    if let (true, Some(q)) = (is(s.name, Some(false)), label(&s.labels, "quantile")) {
+        let q = parse_bound(q, "quantile", s.name)?;
+        return Ok(Some((s.name, Role::Quantile(q))));
+    }
+    Ok(None)
+}
+
+/// The fields and resource of a row; `job` and `instance` are resource attributes.
+fn append_row(
+    name: &str,
+    labels: &[(&str, &str)],
+    fields: MetricFields<'_>,
+    point: &Point<'_>,
+    b: &mut MetricsBuilder,
+) {
+    let job = label(labels, "job");
+    let instance = label(labels, "instance");
+    let (namespace, service) = match job.and_then(|j| j.split_once('/')) {
+        Some((ns, n)) => (Some(ns), Some(n)),
+        None => (None, job),
+    };
+    let fields = MetricFields {
+        name,
+        service_name: service,
+        scope_name: Some(SCOPE),
+        ..fields
+    };
+    b.append(
+        &fields,
+        point,
+        |r| {
+            if let Some(s) = service {
+                r.entry("service.name", Some(s));
+            }
+            if let Some(ns) = namespace {
+                r.entry("service.namespace", Some(ns));
+            }
+            if let Some(i) = instance {
+                r.entry("service.instance.id", Some(i));
+            }
+        },
+        |a| {
+            for (k, v) in labels {
+                if *k != "job" && *k != "instance" {
+                    a.entry(k, Some(v));
+                }
+            }
+        },
+    );
+}
+
+/// A counter or gauge sample.
+fn scalar(s: &Series<'_>, timestamp: i64, value: f64, b: &mut MetricsBuilder) {
+    let counter = match s.kind {
+        Kind::Counter => true,
+        Kind::Unknown => s.name.ends_with("_total"),
+        _ => false,
+    };
+    let point = if counter {
+        Point::Sum {
+            value: Number::Double(value),
+            monotonic: true,
+            temporality: CUMULATIVE,
+        }
+    } else {
+        Point::Gauge(Number::Double(value))
+    };
+    let fields = MetricFields {
+        unit: s.unit,
+        description: s.help,
+        timestamp,
+        start_timestamp: if counter { s.start } else { None },
+        ..Default::default()
+    };
+    append_row(s.name, &s.labels, fields, &point, b);
+}
+
+/// A count carried as a float (cumulative `le` buckets, `_count`, float histograms).
+fn whole(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        v.round() as u64
+    } else {
+        0
+    }
+}
+
+/// A reassembled classic histogram or summary.
+fn grouped(g: &mut Group<'_>, b: &mut MetricsBuilder) {
+    let fields = MetricFields {
+        unit: g.unit,
+        description: g.help,
+        timestamp: g.timestamp,
+        start_timestamp: g.start,
+        ..Default::default()
+    };
+    if g.histogram {
+        g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        g.buckets.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = later.1;
+            }
+            same
+        });
+        let inf = g
+            .buckets
+            .last()
+            .filter(|(le, _)| *le == f64::INFINITY)
+            .map(|(_, c)| *c);
+        let finite: Vec<(f64, f64)> = g
+            .buckets
+            .iter()
+            .copied()
+            .filter(|(le, _)| le.is_finite())
+            .collect();
+        let total = g
+            .count
+            .or(inf)
+            .or(finite.last().map(|(_, c)| *c))
+            .unwrap_or(0.0);
+        let bounds: Vec<f64> = finite.iter().map(|(le, _)| *le).collect();
+        let mut counts = Vec::with_capacity(finite.len() + 1);
+        if !g.buckets.is_empty() {
+            let mut prev = 0.0;
+            for (_, c) in &finite {
+                counts.push(whole(c - prev));
+                prev = *c;
+            }
+            counts.push(whole(inf.unwrap_or(total) - prev));
+        }
+        let point = Point::Histogram {
+            temporality: CUMULATIVE,
+            count: whole(total),
+            sum: g.sum,
+            min: None,
+            max: None,
+            bucket_counts: &counts,
+            bounds: &bounds,
+        };
+        append_row(g.base, &g.labels, fields, &point, b);
+    } else {
+        g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let point = Point::Summary {
+            count: g.count.map(whole).unwrap_or(0),
+            sum: g.sum.unwrap_or(f64::NAN),
+            quantiles: &g.quantiles,
+        };
+        append_row(g.base, &g.labels, fields, &point, b);
+    }
+}
+
+/// Bucket counts of one side of a native histogram: `(first Prometheus index, dense
+/// counts)`, zeros filled between spans.
+fn expand(
+    spans: &[super::proto::BucketSpan],
+    deltas: &[i64],
+    floats: &[f64],
+    float: bool,
+    side: &str,
+    budget: &mut Budget<'_>,
+) -> Result<Option<(i64, Vec<u64>)>, String> {
+    let expected: u64 = spans.iter().map(|s| u64::from(s.length)).sum();
+    let given = if float { floats.len() } else { deltas.len() } as u64;
+    if expected != given {
+        return Err(format!(
+            "native histogram: {side} spans cover {expected} buckets but {given} counts are given"
+        ));
+    }
+    if expected == 0 {
+        return Ok(None);
+    }
+    let mut first = None;
+    let mut next: i64 = 0;
+    let mut out: Vec<u64> = Vec::new();
+    let mut k = 0usize;
+    let mut running: i64 = 0;
+    for (i, span) in spans.iter().enumerate() {
+        let start = if i == 0 {
+            i64::from(span.offset)
+        } else {
+            next + i64::from(span.offset)
+        };
+        if i > 0 && start < next {
+            return Err(format!(
+                "native histogram: {side} span {i} has a negative gap"
+            ));
+        }
+        let first_index = *first.get_or_insert(start);
+        let gap = usize::try_from(start - first_index).unwrap_or(usize::MAX);
+        let end = gap.saturating_add(span.length as usize);
+        if end > out.len() {
+            budget.add(8 * (end - out.len()))?;
+            out.resize(end, 0);
+        }
+        for j in 0..span.length as usize {
+            let count = if float {
+                let c = floats[k];
+                if !(c.is_finite() && c >= 0.0) {
+                    return Err(format!("native histogram: {side} bucket count {c} is not a count"));
+                }
+                c.round() as u64
+            } else {
+                running = running.saturating_add(deltas[k]);
+                u64::try_from(running).map_err(|_| {
+                    format!("native histogram: {side} bucket deltas add up to a negative count")
+                })?
+            };
+            out[gap + j] = count;
+            k += 1;
+        }
+        next = start + i64::from(span.length);
+    }
+    Ok(first.map(|f| (f, out)))
+}
+
+fn otel_offset(prom_first: i64) -> Result<i32, String> {
+    i32::try_from(prom_first - 1)
+        .map_err(|_| format!("native histogram bucket index {prom_first} is out of range"))
+}
+
+/// A native histogram sample: an exponential histogram, or an explicit-bounds histogram for
+/// custom buckets.
+fn native(
+    s: &Series<'_>,
+    h: &Histogram,
+    received_at: i64,
+    budget: &mut Budget<'_>,
+    b: &mut MetricsBuilder,
+) -> Result<(), String> {
+    let float = matches!(h.count, Some(Count::Float(_)));
+    let count = match h.count {
+        Some(Count::Int(c)) => c,
+        Some(Count::Float(c)) => whole(c),
+        None => 0,
+    };
+    let zero_count = match h.zero_count {
+        Some(ZeroCount::Int(c)) => c,
+        Some(ZeroCount::Float(c)) => whole(c),
+        None => 0,
+    };
+    let timestamp = if h.timestamp == 0 {
+        received_at
+    } else {
+        ms_to_ns(h.timestamp)
+    };
+    budget.row(s.name, s.label_bytes)?;
+    let fields = MetricFields {
+        unit: s.unit,
+        description: s.help,
+        timestamp,
+        start_timestamp: s.start,
+        ..Default::default()
+    };
+    let positive = expand(
+        &h.positive_spans,
+        &h.positive_deltas,
+        &h.positive_counts,
+        float,
+        "positive",
+        budget,
+    )?;
+    match h.schema {
+        -53 => {
+            let n = h.custom_values.len();
+            let mut counts = vec![0u64; n + 1];
+            budget.add(16 * (n + 1))?;
+            if let Some((first, dense)) = &positive {
+                for (j, c) in dense.iter().enumerate() {
+                    let i = usize::try_from(*first)
+                        .ok()
+                        .and_then(|f| f.checked_add(j))
+                        .filter(|i| *i <= n)
+                        .ok_or_else(|| {
+                            format!("native histogram with custom buckets: bucket {} is outside its {n} custom_values", first + j as i64)
+                        })?;
+                    counts[i] = *c;
+                }
+            }
+            let point = Point::Histogram {
+                temporality: CUMULATIVE,
+                count,
+                sum: Some(h.sum),
+                min: None,
+                max: None,
+                bucket_counts: &counts,
+                bounds: &h.custom_values,
+            };
+            append_row(s.name, &s.labels, fields, &point, b);
+        }
+        -4..=8 => {
+            let negative = expand(
+                &h.negative_spans,
+                &h.negative_deltas,
+                &h.negative_counts,
+                float,
+                "negative",
+                budget,
+            )?;
+            let pos_offset = positive.as_ref().map(|(f, _)| otel_offset(*f)).transpose()?;
+            let neg_offset = negative.as_ref().map(|(f, _)| otel_offset(*f)).transpose()?;
+            let point = Point::Exponential {
+                temporality: CUMULATIVE,
+                count,
+                sum: Some(h.sum),
+                min: None,
+                max: None,
+                scale: h.schema,
+                zero_count,
+                zero_threshold: h.zero_threshold,
+                positive: positive.as_ref().zip(pos_offset).map(|((_, c), o)| ExpBuckets {
+                    offset: o,
+                    counts: c,
+                }),
+                negative: negative.as_ref().zip(neg_offset).map(|((_, c), o)| ExpBuckets {
+                    offset: o,
+                    counts: c,
+                }),
+            };
+            append_row(s.name, &s.labels, fields, &point, b);
+        }
+        other => {
+            return Err(format!(
+                "native histogram of {:?} has schema {other}: only -4..=8 and -53 (custom buckets) exist",
+                s.name
+            ))
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;
