@@ -37,9 +37,12 @@ struct Args {
     /// PID of the agent, to report its peak RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// Pad each record's body to this many bytes (0: the built-in ~80-byte message).
+    #[arg(long, default_value_t = 0)]
+    line_bytes: usize,
 }
 
-fn body(batch: usize) -> Vec<u8> {
+fn body(batch: usize, line_bytes: usize) -> Vec<u8> {
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -60,7 +63,7 @@ fn body(batch: usize) -> Vec<u8> {
                         time_unix_nano: now + i as u64,
                         severity_number: 9,
                         severity_text: "INFO".into(),
-                        body: Some(AnyValue { value: Some(Value::StringValue(format!("GET /api/v1/orders/{i} completed in {}ms for user u-{} status=200 bytes=5123", i % 97, i % 13))) }),
+                        body: Some(AnyValue { value: Some(Value::StringValue(padded(format!("GET /api/v1/orders/{i} completed in {}ms for user u-{} status=200 bytes=5123", i % 97, i % 13), line_bytes))) }),
                         attributes: vec![kv("http.route", "/api/v1/orders/:id")],
                         ..Default::default()
                     })
@@ -71,6 +74,14 @@ fn body(batch: usize) -> Vec<u8> {
         }],
     }
     .encode_to_vec()
+}
+
+/// `s` padded with `x` to `len` bytes (unchanged when it is already that long).
+fn padded(mut s: String, len: usize) -> String {
+    while s.len() < len {
+        s.push('x');
+    }
+    s
 }
 
 struct Outcome {
@@ -158,7 +169,7 @@ async fn main() -> Result<()> {
     if hostport.contains('/') {
         bail!("--url takes the base URL, like http://127.0.0.1:4318");
     }
-    let request = body(args.batch);
+    let request = body(args.batch, args.line_bytes);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let interval = (args.rate > 0).then(|| {
         let per_conn = args.rate as f64 / args.batch as f64 / args.connections as f64;

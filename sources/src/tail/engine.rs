@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
+use std::ops::Bound;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::metrics::TailHandles;
 use weir_pipelines::{Batch, Signal};
 
-use super::lines::{Assembler, Format, Framer, Record};
+use super::lines::{Assembler, Format, Framer, Record, Stream};
 use super::settings::{StartAt, TailSettings};
 use crate::now_nanos;
 
@@ -66,13 +67,21 @@ impl FileKey {
 /// A read position, as committed: where to resume and in which skip state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
-    /// The file's path when it was last read.
+    /// The file's path when it was last read (stored as UTF-8, lossily: it is only where
+    /// to look for the file after a restart).
+    #[serde(with = "lossy_path")]
     path: PathBuf,
     offset: u64,
     /// Discarding the rest of a cut line.
     skip_line: bool,
     /// Discarding the rest of a cut record.
     skip_record: bool,
+    /// The stream whose pieces are discarded (`stdout`, `stderr`), when not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    skip_stream: Option<String>,
+    /// The file is in docker's json-file format (detected from its first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    docker: Option<bool>,
     /// CRC32C of the first `fp_len` bytes.
     fp_crc: u32,
     fp_len: u64,
@@ -105,7 +114,7 @@ struct Staged {
     rows: LogsBuilder,
     bytes: usize,
     lines_bytes: u64,
-    positions: Vec<(FileKey, Position)>,
+    positions: Vec<(FileKey, Position, u64)>,
     finished: Vec<FileKey>,
 }
 
@@ -126,6 +135,10 @@ pub struct TailEngine {
     /// Checkpoints of files not seen since then.
     gone_since: HashMap<FileKey, Instant>,
     loaded: bool,
+    /// No checkpoint at all when loaded: a first start (where `start_at = "end"` applies).
+    fresh: bool,
+    /// Files the source excludes now (kept from checkpoint expiry: they still exist).
+    excluded: HashSet<FileKey>,
     last_rescan: Option<Instant>,
     /// A watched directory changed: rescan at the next round.
     rescan_due: bool,
@@ -168,6 +181,8 @@ impl TailEngine {
             checkpoints: HashMap::new(),
             gone_since: HashMap::new(),
             loaded: false,
+            fresh: false,
+            excluded: HashSet::new(),
             last_rescan: None,
             rescan_due: false,
             open_files: 0,
@@ -206,6 +221,9 @@ impl TailEngine {
         }
         let now = Instant::now();
         let first = self.last_rescan.is_none();
+        if !self.loaded {
+            return Ok(RoundOutcome::default());
+        }
         if self.rescan_due
             || self
                 .last_rescan
@@ -220,25 +238,28 @@ impl TailEngine {
         let keys: Vec<FileKey> = match self.cursor {
             Some(c) => self
                 .files
-                .range(c..)
-                .skip(1)
+                .range((Bound::Excluded(c), Bound::Unbounded))
                 .chain(self.files.range(..=c))
                 .map(|(k, _)| *k)
                 .collect(),
             None => self.files.keys().copied().collect(),
         };
-        for key in keys {
-            if self.read_file(key) {
-                outcome.more = true;
+        let result = (|| {
+            for key in keys {
+                if self.read_file(key) {
+                    outcome.more = true;
+                }
+                self.cursor = Some(key);
+                if self.staged.bytes >= self.s.max_batch_bytes.0 as usize {
+                    outcome.records += self.commit()?;
+                }
             }
-            self.cursor = Some(key);
-            if self.staged.bytes >= self.s.max_batch_bytes.0 as usize {
-                outcome.records += self.commit()?;
-            }
-        }
-        outcome.records += self.commit()?;
+            outcome.records += self.commit()?;
+            Ok(outcome)
+        })();
+        // Also while writes are refused: the lag is what an operator looks at then.
         self.update_gauges();
-        Ok(outcome)
+        result
     }
 
     fn load_checkpoints(&mut self) {
@@ -268,6 +289,7 @@ impl TailEngine {
                     "file checkpoints loaded"
                 );
                 self.loaded = true;
+                self.fresh = self.checkpoints.is_empty();
             }
             Err(e) => {
                 warn!(source = self.source, error = %e, "cannot read file checkpoints; retrying")
@@ -304,6 +326,7 @@ impl TailEngine {
             }
         }
         let mut dropped = Vec::new();
+        self.excluded.clear();
         for (key, path) in &seen {
             if let Some(t) = self.files.get_mut(key) {
                 t.pos.path.clone_from(path);
@@ -314,11 +337,15 @@ impl TailEngine {
                 match self.describe.describe(path) {
                     Some(meta) if *t.meta != meta => t.meta = Arc::new(meta),
                     Some(_) => {}
-                    None => dropped.push(*key),
+                    None => {
+                        dropped.push(*key);
+                        self.excluded.insert(*key);
+                    }
                 }
                 continue;
             }
             let Some(meta) = self.describe.describe(path) else {
+                self.excluded.insert(*key);
                 continue;
             };
             self.track(*key, path.clone(), meta, first, false);
@@ -377,7 +404,7 @@ impl TailEngine {
         // Checkpoints of files gone for longer than the grace period.
         let mut expired = Vec::new();
         for key in self.checkpoints.keys() {
-            if self.files.contains_key(key) {
+            if self.files.contains_key(key) || self.excluded.contains(key) {
                 self.gone_since.remove(key);
                 continue;
             }
@@ -433,7 +460,10 @@ impl TailEngine {
                     .s
                     .ignore_older
                     .is_some_and(|limit| old.is_some_and(|o| o > limit.0));
-                let from_end = (first && self.s.start_at == StartAt::End) || skip_old;
+                // A file with a checkpoint that no longer matches is a new file: read it all.
+                let known = self.checkpoints.contains_key(&key);
+                let from_end = !known
+                    && ((first && self.fresh && self.s.start_at == StartAt::End) || skip_old);
                 let offset = if from_end { size } else { 0 };
                 // Starting at the end of an unfinished line: skip the rest of it.
                 let skip_line = offset > 0 && last_byte(&file, offset) != Some(b'\n');
@@ -443,6 +473,8 @@ impl TailEngine {
                     offset,
                     skip_line,
                     skip_record: false,
+                    skip_stream: None,
+                    docker: None,
                     fp_crc: fingerprint(&file, fp_len).unwrap_or(0),
                     fp_len,
                 }
@@ -505,9 +537,15 @@ impl TailEngine {
             pos.offset = 0;
             pos.skip_line = false;
             pos.skip_record = false;
+            pos.skip_stream = None;
+            pos.docker = None;
             pos.fp_len = 0;
+            pos.fp_crc = crc32c::crc32c(&[]);
+        } else {
+            // When replaced, the size is taken in only with the new position (a refused
+            // write must see the file as replaced again).
+            t.size = size;
         }
-        t.size = size;
         if pos.fp_len < FINGERPRINT_BYTES && size > pos.fp_len {
             pos.fp_len = FINGERPRINT_BYTES.min(size);
             pos.fp_crc = fingerprint(file, pos.fp_len).unwrap_or(0);
@@ -526,7 +564,9 @@ impl TailEngine {
             self.format.clone(),
             self.s.max_line_bytes.0 as usize,
             pos.skip_record,
-        );
+            pos.skip_stream.as_deref().and_then(Stream::parse),
+        )
+        .with_detected(pos.docker);
         let budget = self.s.max_read_bytes.0;
         let start = pos.offset;
         let mut at = pos.offset;
@@ -536,7 +576,12 @@ impl TailEngine {
         let mut whole_line = false;
         while at < size {
             let read_so_far = at - start;
-            if read_so_far >= budget && (!asm.has_pending() || read_so_far >= budget * 4) {
+            if read_so_far >= budget * 4 && asm.has_pending() {
+                // A record whose pieces span more than a reader may hold back (it would be
+                // read again from its start every round): emit it cut, skip its rest.
+                asm.cut_pending(&mut |r| records.push(r));
+            }
+            if read_so_far >= budget && !asm.has_pending() {
                 more = true;
                 break;
             }
@@ -578,7 +623,7 @@ impl TailEngine {
         }
         let at_end = at >= size;
         if asm.has_pending() && at_end {
-            if rotated_done || timed_out || at - start >= budget * 4 {
+            if rotated_done || timed_out {
                 asm.flush(&mut |r| records.push(r));
                 t.pending_since = None;
             } else if t.pending_since.is_none() {
@@ -597,8 +642,13 @@ impl TailEngine {
                 offset: at,
                 skip_line: framer.skipping,
                 skip_record: asm.skipping,
+                skip_stream: asm.skip_stream.map(|s| s.as_str().to_string()),
                 ..pos.clone()
             }
+        };
+        let new = Position {
+            docker: asm.detected_docker().or(new.docker),
+            ..new
         };
         let meta = t.meta.clone();
         let finished = rotated_done && new.offset >= size && !more;
@@ -611,7 +661,7 @@ impl TailEngine {
         }
         staged.lines_bytes += new.offset.saturating_sub(start);
         if new != t.pos || replaced {
-            staged.positions.push((key, new));
+            staged.positions.push((key, new, size));
         }
         if finished {
             staged.finished.push(key);
@@ -634,11 +684,13 @@ impl TailEngine {
         let records = records.map_err(|e| IngestError::Partition(e.to_string()))?;
         let checkpoints: Vec<(Vec<u8>, Vec<u8>)> = positions
             .iter()
-            .map(|(k, p)| {
-                let value = serde_json::to_vec(p).unwrap_or_default();
-                (self.checkpoint_id(*k), value)
+            .map(|(k, p, _)| {
+                let value = serde_json::to_vec(p).map_err(|e| {
+                    IngestError::Partition(format!("cannot encode a checkpoint: {e}"))
+                })?;
+                Ok((self.checkpoint_id(*k), value))
             })
-            .collect();
+            .collect::<Result<_, IngestError>>()?;
         let batch = Batch::new(
             self.tenant.clone(),
             Signal::Logs,
@@ -656,10 +708,11 @@ impl TailEngine {
         self.metrics.paused.set(0);
         self.metrics.lines.inc_by(rows);
         self.metrics.bytes.inc_by(lines_bytes);
-        for (key, pos) in positions {
+        for (key, pos, size) in positions {
             self.checkpoints.insert(key, pos.clone());
             if let Some(t) = self.files.get_mut(&key) {
                 t.pos = pos;
+                t.size = size;
             }
         }
         for key in finished {
@@ -744,11 +797,29 @@ fn append_record(
             if r.truncated {
                 a.entry("log.record.truncated", Some("true"));
             }
+            if r.partial {
+                a.entry("log.record.partial", Some("true"));
+            }
             if let Some(e) = r.parse_error {
                 a.entry("log.parse_error", Some(e));
             }
         },
     );
+}
+
+/// Paths in checkpoints, as UTF-8 (lossily).
+mod lossy_path {
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        String::deserialize(d).map(PathBuf::from)
+    }
 }
 
 /// Reads until `buf` is full or the file ends.

@@ -42,7 +42,8 @@ impl Stream {
         }
     }
 
-    fn parse(s: &str) -> Option<Stream> {
+    /// Parses `stdout` / `stderr`.
+    pub fn parse(s: &str) -> Option<Stream> {
         match s {
             "stdout" => Some(Stream::Stdout),
             "stderr" => Some(Stream::Stderr),
@@ -62,6 +63,9 @@ pub struct Record {
     pub body: String,
     /// Cut at `max_line_bytes`.
     pub truncated: bool,
+    /// A piece of a longer line whose other pieces are in other records (a container wrote
+    /// pieces of lines to stdout and stderr interleaved).
+    pub partial: bool,
     /// Why the line did not parse in the file's format (kept as the raw line).
     pub parse_error: Option<&'static str>,
 }
@@ -188,20 +192,50 @@ pub struct Assembler {
     detected: Option<Detected>,
     max: usize,
     pending: Option<Pending>,
-    /// Discarding the rest of a record that was cut (CRI `P` pieces up to the `F` one; docker
-    /// pieces up to the one ending in a newline).
+    /// Discarding the rest of a record that was cut: CRI `P` pieces up to the `F` one, docker
+    /// pieces up to the one ending in a newline (of `skip_stream` only, when set), or, for
+    /// multiline groups, lines up to the next start line.
     pub skipping: bool,
+    /// The stream whose pieces are discarded (containers).
+    pub skip_stream: Option<Stream>,
 }
 
 impl Assembler {
     /// An assembler cutting records at `max` bytes, resuming in the given skip state.
-    pub fn new(format: Format, max: usize, skipping: bool) -> Assembler {
+    pub fn new(
+        format: Format,
+        max: usize,
+        skipping: bool,
+        skip_stream: Option<Stream>,
+    ) -> Assembler {
         Assembler {
             format,
             detected: None,
             max,
             pending: None,
             skipping,
+            skip_stream,
+        }
+    }
+
+    /// The format detected from the first line (containers), to keep for the file.
+    pub fn detected_docker(&self) -> Option<bool> {
+        self.detected.map(|d| d == Detected::Docker)
+    }
+
+    /// Starts with the format detected earlier in the same file.
+    pub fn with_detected(mut self, docker: Option<bool>) -> Assembler {
+        self.detected = docker.map(|d| if d { Detected::Docker } else { Detected::Cri });
+        self
+    }
+
+    /// Emits the record being built cut, and discards the rest of it: a record whose pieces
+    /// span more bytes than a reader may hold back.
+    pub fn cut_pending(&mut self, out: &mut impl FnMut(Record)) {
+        if let Some(p) = self.pending.take() {
+            self.skipping = true;
+            self.skip_stream = p.stream;
+            out(finish(p, Some(true)));
         }
     }
 
@@ -225,11 +259,19 @@ impl Assembler {
 
     /// Feeds one framed line.
     pub fn feed(&mut self, line: &Line<'_>, out: &mut impl FnMut(Record)) {
-        match self.format.clone() {
-            Format::Plain {
-                multiline_start,
-                parse_timestamp,
-            } => self.feed_plain(line, multiline_start.as_ref(), parse_timestamp, out),
+        match &self.format {
+            Format::Plain { .. } => {
+                // Borrowed out and back: the regex keeps its match cache across lines.
+                let format = std::mem::replace(&mut self.format, Format::Container);
+                if let Format::Plain {
+                    multiline_start,
+                    parse_timestamp,
+                } = &format
+                {
+                    self.feed_plain(line, multiline_start.as_ref(), *parse_timestamp, out);
+                }
+                self.format = format;
+            }
             Format::Container => {
                 let detected = *self
                     .detected
@@ -260,22 +302,31 @@ impl Assembler {
                 stream: None,
                 body: text.into_owned(),
                 truncated: line.cut,
+                partial: false,
                 parse_error: None,
             });
             return;
         };
         let begins = start.is_match(&text);
+        if self.skipping {
+            // The rest of a group that was emitted cut: up to the next start line.
+            if !begins {
+                return;
+            }
+            self.skipping = false;
+        }
         match &mut self.pending {
             Some(p) if !begins => {
                 let room = self.max.saturating_sub(p.body.len() + 1);
-                if room == 0 || p.truncated {
-                    p.truncated = true;
-                    return;
-                }
-                p.body.push(b'\n');
                 let take = line.bytes.len().min(room);
-                p.body.extend_from_slice(&line.bytes[..take]);
-                p.truncated |= take < line.bytes.len() || line.cut;
+                if take > 0 {
+                    p.body.push(b'\n');
+                    p.body.extend_from_slice(&line.bytes[..take]);
+                }
+                if take < line.bytes.len() || line.cut {
+                    // Full: emit it cut now, and discard its other lines.
+                    self.cut_pending(out);
+                }
             }
             _ => {
                 if let Some(p) = self.pending.take() {
@@ -286,8 +337,11 @@ impl Assembler {
                     time: parse_ts.then(|| leading_timestamp(&text)).flatten(),
                     stream: None,
                     body: line.bytes.to_vec(),
-                    truncated: line.cut,
+                    truncated: false,
                 });
+                if line.cut {
+                    self.cut_pending(out);
+                }
             }
         }
     }
@@ -297,7 +351,7 @@ impl Assembler {
         let parsed = parse_cri(line.bytes);
         let Some((time, stream, partial, msg)) = parsed else {
             // Not CRI: keep the raw line, do not lose it.
-            if !self.skipping {
+            {
                 if let Some(p) = self.pending.take() {
                     out(finish(p, None));
                 }
@@ -306,6 +360,7 @@ impl Assembler {
                     stream: None,
                     body: String::from_utf8_lossy(line.bytes).into_owned(),
                     truncated: line.cut,
+                    partial: false,
                     parse_error: Some("not a CRI log line"),
                 });
             }
@@ -343,6 +398,7 @@ impl Assembler {
                 stream: None,
                 body: String::from_utf8_lossy(line.bytes).into_owned(),
                 truncated: line.cut,
+                partial: false,
                 parse_error: Some(if line.cut {
                     "docker json line longer than max_line_bytes"
                 } else {
@@ -383,12 +439,22 @@ impl Assembler {
         cut: bool,
         out: &mut impl FnMut(Record),
     ) {
-        if self.skipping {
+        if self.skipping && (self.skip_stream.is_none() || self.skip_stream == stream) {
             // The rest of a record already emitted cut: its last piece ends the skip.
             if !partial {
                 self.skipping = false;
+                self.skip_stream = None;
             }
             return;
+        }
+        if self.pending.as_ref().is_some_and(|p| p.stream != stream) {
+            // The other stream's pieces interleave with this one's: a record never mixes
+            // the two, so the unfinished one is emitted as it is, marked partial.
+            if let Some(p) = self.pending.take() {
+                let mut r = finish(p, None);
+                r.partial = true;
+                out(r);
+            }
         }
         let p = self.pending.get_or_insert_with(|| Pending {
             start,
@@ -407,6 +473,7 @@ impl Assembler {
                 out(finish(p, Some(true)));
             }
             self.skipping = partial;
+            self.skip_stream = if partial { stream } else { None };
             return;
         }
         if !partial {
@@ -426,6 +493,7 @@ fn finish(p: Pending, truncated: Option<bool>) -> Record {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         },
         truncated: truncated.unwrap_or(p.truncated),
+        partial: false,
         parse_error: None,
     }
 }
@@ -472,7 +540,7 @@ mod tests {
 
     fn run(format: Format, max: usize, input: &[u8]) -> (Vec<Record>, u64) {
         let mut framer = Framer::new(max, false);
-        let mut asm = Assembler::new(format, max, false);
+        let mut asm = Assembler::new(format, max, false, None);
         let mut out = Vec::new();
         let mut framed = 0;
         let used = framer.frame(input, 0, false, |l| {
@@ -508,7 +576,7 @@ mod tests {
             "{TS} stdout P aaaaaaaaaa\n{TS} stdout P bbbbbbbbbb\n{TS} stdout P cccccccccc\n{TS} stdout F dddd\n{TS} stdout F next\n"
         );
         let mut framer = Framer::new(1 << 10, false);
-        let mut asm = Assembler::new(Format::Container, 15, false);
+        let mut asm = Assembler::new(Format::Container, 15, false, None);
         let mut out = Vec::new();
         framer.frame(input.as_bytes(), 0, false, |l| {
             asm.feed(&l, &mut |r| out.push(r))
@@ -572,6 +640,42 @@ mod tests {
         assert_eq!(out[0].body, "2024-05-01 10:00:00 first\n  at a\n  at b");
         assert_eq!(out[0].time, Some(1_714_557_600_000_000_000));
         assert_eq!(safe, input.find("2024-05-01 10:00:01").unwrap() as u64);
+    }
+
+    #[test]
+    fn pieces_of_stdout_and_stderr_never_mix() {
+        let input = format!(
+            "{TS} stdout P aaa\n{TS} stderr F oops\n{TS} stdout P bbb\n{TS} stdout F ccc\n"
+        );
+        let (out, safe) = run(Format::Container, 1 << 10, input.as_bytes());
+        let got: Vec<_> = out
+            .iter()
+            .map(|r| (r.body.as_str(), r.stream, r.partial))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("aaa", Some(Stream::Stdout), true),
+                ("oops", Some(Stream::Stderr), false),
+                ("bbbccc", Some(Stream::Stdout), false),
+            ]
+        );
+        assert_eq!(safe, input.len() as u64);
+    }
+
+    #[test]
+    fn a_full_multiline_group_is_emitted_cut_and_its_rest_skipped() {
+        let format = Format::Plain {
+            multiline_start: Some(Regex::new(r"^START").unwrap()),
+            parse_timestamp: false,
+        };
+        let input = "START one\n  aaaaaaaaaa\n  bbbbbbbbbb\n  cccccccccc\nSTART two\n";
+        let (out, safe) = run(format, 20, input.as_bytes());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].body, "START one\n  aaaaaaaa");
+        assert!(out[0].truncated);
+        // `START two` is pending: read again from it.
+        assert_eq!(safe, input.find("START two").unwrap() as u64);
     }
 
     #[test]
