@@ -141,9 +141,9 @@ def test_cri_and_docker_lines_with_logrotate_create_and_copytruncate(weir_factor
     wd = Writer(docker, "docker", 5000, "dns", long_every=100, pause=0.02)
     state = tmp_path / "logrotate.state"
     create_conf = tmp_path / "create.conf"
-    create_conf.write_text(f"{cri} {{\n  rotate 10\n  create\n  missingok\n  nocompress\n}}\n")
+    create_conf.write_text(f"{cri} {{\n  rotate 100\n  create\n  missingok\n  nocompress\n}}\n")
     copy_conf = tmp_path / "copy.conf"
-    copy_conf.write_text(f"{docker} {{\n  rotate 10\n  copytruncate\n  missingok\n  nocompress\n}}\n")
+    copy_conf.write_text(f"{docker} {{\n  rotate 100\n  copytruncate\n  missingok\n  nocompress\n}}\n")
     wc.start()
     wd.start()
     rotations = 0
@@ -192,6 +192,15 @@ def test_cri_and_docker_lines_with_logrotate_create_and_copytruncate(weir_factor
     assert live_short, "the live file has lines after the last truncation"
     absent = [m[:20] for m in live_short if m not in dns]
     assert not absent, f"{len(absent)} of {len(live_short)} lines of the live file not in the lake: {absent[:5]}"
+    # The tailer reads in order, so what it loses at a truncation is the end of what it had
+    # not read yet: of each copy logrotate made, the lines in the lake are a prefix.
+    copies = sorted(docker.parent.glob(docker.name + ".*"), key=lambda p: int(p.suffix[1:]), reverse=True)
+    assert len(copies) >= 3
+    for copy in copies:
+        msgs = [r["log"][:-1] for r in map(json.loads, copy.read_text().splitlines()) if r["log"].endswith("\n") and len(r["log"]) < 1000]
+        seen = [m in dns for m in msgs]
+        first_gap = seen.index(False) if False in seen else len(seen)
+        assert all(not x for x in seen[first_gap:]), f"{copy.name}: lines lost in the middle, not only at its end"
     missing = written - set(dns)
     print(f"copytruncate: {len(missing)} of {len(written)} lines fell in logrotate's copy-then-truncate window")
 
@@ -251,18 +260,26 @@ def test_every_line_once_across_ten_sigkills(weir_factory, tmp_path):
     for p in paths:
         p.touch()
     w = weir_factory(k8s_toml(root))
-    writers = [Writer(p, "cri", 50_000, f"gen{i}") for i, p in enumerate(paths)]
+    # Paced so that the writing spans the kills; every 500th line is 40 KB (three CRI pieces).
+    writers = [Writer(p, "cri", 50_000, f"gen{i}", long_every=500, pause=0.012) for i, p in enumerate(paths)]
     for wr in writers:
         wr.start()
+    conf = tmp_path / "rotate.conf"
+    conf.write_text(f"{paths[0]} {{\n  rotate 100\n  create\n  missingok\n  nocompress\n}}\n")
     rng = random.Random(7)
-    for _ in range(10):
+    for i in range(10):
         time.sleep(rng.uniform(0.2, 1.5))
         w.kill()
+        if i % 2 == 0:
+            # Rotated while the agent is down: after the restart the rotated file is found
+            # beside its old path by its inode and read to its end.
+            logrotate(conf, tmp_path / "logrotate.state")
         w.start()
     for wr in writers:
         wr.join()
     total = sum(len(wr.written) for wr in writers)
     assert total == 200_000
+    assert len(list(paths[0].parent.glob("0.log.*"))) >= 3
     wait_lines(w, total, timeout=300)
     con = w.duck()
     n, distinct, dup = con.sql(

@@ -1009,8 +1009,26 @@ impl Watcher {
         match stream.next().await {
             Some(Ok(ev)) => {
                 use inotify::EventMask as E;
-                ev.mask
-                    .intersects(E::CREATE | E::MOVED_FROM | E::MOVED_TO | E::DELETE | E::IGNORED)
+                let structural = E::CREATE
+                    | E::MOVED_FROM
+                    | E::MOVED_TO
+                    | E::DELETE
+                    | E::IGNORED
+                    | E::Q_OVERFLOW;
+                let mut rescan = ev.mask.intersects(structural);
+                // Busy files write all the time: gather what else comes within a short
+                // moment into the same round, instead of one round per event.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                while let Ok(Some(Ok(ev))) =
+                    tokio::time::timeout(Duration::ZERO, stream.next()).await
+                {
+                    rescan |= ev.mask.intersects(structural);
+                }
+                if rescan {
+                    // A deleted directory's watch is gone: let `sync` add it again if needed.
+                    self.watched.clear();
+                }
+                rescan
             }
             Some(Err(e)) => {
                 warn!(source = self.source, error = %e, "inotify failed: polling only");
