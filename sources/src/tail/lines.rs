@@ -351,19 +351,7 @@ impl Assembler {
         let parsed = parse_cri(line.bytes);
         let Some((time, stream, partial, msg)) = parsed else {
             // Not CRI: keep the raw line, do not lose it.
-            {
-                if let Some(p) = self.pending.take() {
-                    out(finish(p, None));
-                }
-                out(Record {
-                    time: None,
-                    stream: None,
-                    body: String::from_utf8_lossy(line.bytes).into_owned(),
-                    truncated: line.cut,
-                    partial: false,
-                    parse_error: Some("not a CRI log line"),
-                });
-            }
+            self.raw(line, "not a CRI log line", out);
             return;
         };
         // A piece cut by the framer is emitted cut; the framer discards the rest of its line,
@@ -390,21 +378,12 @@ impl Assembler {
         };
         let Some(d) = parsed else {
             // Not docker json, or an over-long line that cannot be parsed: keep it raw.
-            if let Some(p) = self.pending.take() {
-                out(finish(p, None));
-            }
-            out(Record {
-                time: None,
-                stream: None,
-                body: String::from_utf8_lossy(line.bytes).into_owned(),
-                truncated: line.cut,
-                partial: false,
-                parse_error: Some(if line.cut {
-                    "docker json line longer than max_line_bytes"
-                } else {
-                    "not a docker json-file line"
-                }),
-            });
+            let why = if line.cut {
+                "docker json line longer than max_line_bytes"
+            } else {
+                "not a docker json-file line"
+            };
+            self.raw(line, why, out);
             return;
         };
         let time = d
@@ -425,6 +404,21 @@ impl Assembler {
             false,
             out,
         );
+    }
+
+    /// Emits a line that is not in the file's format as it is (after the record being built).
+    fn raw(&mut self, line: &Line<'_>, why: &'static str, out: &mut impl FnMut(Record)) {
+        if let Some(p) = self.pending.take() {
+            out(finish(p, None));
+        }
+        out(Record {
+            time: None,
+            stream: None,
+            body: String::from_utf8_lossy(line.bytes).into_owned(),
+            truncated: line.cut,
+            partial: false,
+            parse_error: Some(why),
+        });
     }
 
     /// Adds one piece of a container line; `partial` pieces wait for the rest.
