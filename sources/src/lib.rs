@@ -138,4 +138,6 @@ sources! {
     file: file::FileConfig,
     /// Prometheus remote write 1.0 and 2.0.
     prometheus_remote_write: prometheus_remote_write::PrometheusRemoteWriteConfig,
+    /// Host metrics from /proc.
+    host_metrics: host_metrics::HostMetricsConfig,
 }
