@@ -371,6 +371,12 @@ pub struct PodWatch {
 /// The cluster's client from `KUBECONFIG`, else from the in-cluster service account; `None`
 /// when neither is there.
 async fn connect() -> Result<Option<kube::Client>, ApiError> {
+    // kube's client builds its rustls config from the process-wide crypto provider, which
+    // rustls cannot pick by itself when both of its providers are linked (object_store brings
+    // aws-lc-rs): use ring, as Weir's own TLS does. A provider already installed stays.
+    let _ = tokio_rustls::rustls::crypto::CryptoProvider::install_default(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    );
     let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
     let config = if set("KUBECONFIG") {
         kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default()).await?
@@ -383,18 +389,22 @@ async fn connect() -> Result<Option<kube::Client>, ApiError> {
 }
 
 /// Watches this node's pods into the cache until `shutdown`. Never fails: without a cluster
-/// it marks the cache unavailable (said once at warn) and ends.
+/// it marks the cache unavailable (said once at warn) and waits for shutdown.
 pub async fn run(w: PodWatch, shutdown: CancellationToken) -> Result<(), ServeError> {
     let client = match connect().await {
         Ok(Some(c)) => c,
         Ok(None) => {
             warn!("sources.kubernetes_logs.api: no cluster config (neither KUBECONFIG nor an in-cluster service account); pod metadata from log paths only");
             w.cache.set_state(SyncState::Unavailable);
+            // A source's tasks run until shutdown (one that ends stops the agent).
+            shutdown.cancelled().await;
             return Ok(());
         }
         Err(e) => {
             warn!(error = %e, "sources.kubernetes_logs.api: cannot use the cluster config; pod metadata from log paths only");
             w.cache.set_state(SyncState::Unavailable);
+            // A source's tasks run until shutdown (one that ends stops the agent).
+            shutdown.cancelled().await;
             return Ok(());
         }
     };
@@ -419,6 +429,7 @@ pub async fn run(w: PodWatch, shutdown: CancellationToken) -> Result<(), ServeEr
         };
         let Some(event) = event else {
             warn!("the pod watch ended; pod metadata is no longer updated");
+            shutdown.cancelled().await;
             return Ok(());
         };
         match event {

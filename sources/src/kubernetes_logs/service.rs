@@ -164,7 +164,8 @@ impl ValidSource for ValidKubernetesLogs {
 }
 
 /// Waits for the first list of this node's pods (or for the watch to say there is no API),
-/// at most `timeout`; after that, reading starts with path metadata (said once at warn).
+/// at most `timeout`; after that, reading starts with path metadata (said once at warn, unless
+/// the user asked not to wait).
 /// `false` on shutdown.
 async fn first_sync(
     mut state: watch::Receiver<SyncState>,
@@ -175,7 +176,7 @@ async fn first_sync(
     tokio::select! {
         _ = shutdown.cancelled() => false,
         r = wait => {
-            if r.is_err() {
+            if r.is_err() && !timeout.is_zero() {
                 warn!(
                     sync_timeout = %humantime::format_duration(timeout),
                     "sources.kubernetes_logs.api: no pod list from the Kubernetes API within sync_timeout; reading with path metadata only until it arrives"
