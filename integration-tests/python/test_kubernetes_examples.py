@@ -44,3 +44,30 @@ def test_kubernetes_example_configs_validate(manifest, tmp_path):
         r = subprocess.run([WEIR_BIN, "validate", "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
         assert r.returncode == 0, f"{manifest.name}/{w['metadata']['name']}: {r.stdout}{r.stderr}"
         assert container["args"][0] in ("agent", "control-plane", "compactor", "run")
+
+
+def test_daemonset_may_list_and_watch_pods():
+    """The node agent's service account is bound to a ClusterRole that allows get, list and
+    watch on pods: what `[sources.kubernetes_logs.api]` needs (docs/kubernetes-api.md)."""
+    manifest = next(m for m in MANIFESTS if m.name == "daemonset.yaml")
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
+    account = ds["spec"]["template"]["spec"].get("serviceAccountName")
+    assert account, "the DaemonSet runs under its own service account"
+    assert any(d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account for d in docs)
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    bound = [
+        roles[b["roleRef"]["name"]]
+        for b in docs
+        if b["kind"] == "ClusterRoleBinding"
+        and b["roleRef"]["kind"] == "ClusterRole"
+        and any(s["kind"] == "ServiceAccount" and s["name"] == account for s in b["subjects"])
+    ]
+    granted = {
+        verb
+        for role in bound
+        for rule in role["rules"]
+        if "" in rule["apiGroups"] and "pods" in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert {"get", "list", "watch"} <= granted, granted

@@ -1,9 +1,14 @@
-//! Building the source: the engine over `{root}/*/*/*.log`, with the pod metadata from paths.
+//! Building the source: the engine over `{root}/*/*/*.log`, with the pod metadata from paths
+//! and, when the API is there, from the watch of this node's pods.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::api::{self, Lookup, PodCache, PodLookup, PodWatch, SyncState};
 use super::config::ValidKubernetesLogs;
 use super::path::PodPath;
 use super::SOURCE;
@@ -35,11 +40,13 @@ impl OwnPod {
     }
 }
 
-/// Pod metadata of a log file, from its path.
+/// Pod metadata of a log file, from its path and the API.
 struct PodFiles {
     node: Option<String>,
     own: Option<OwnPod>,
     exclude_namespaces: Vec<String>,
+    /// The API's pods; `None` when `api.enabled = false` or there is no node name.
+    pods: Option<PodLookup>,
 }
 
 impl Describe for PodFiles {
@@ -56,7 +63,14 @@ impl Describe for PodFiles {
         {
             return None;
         }
+        let pod = match self.pods.as_ref().map(|l| l.lookup(&p, Instant::now())) {
+            Some(Lookup::Known(pod)) if pod.excluded => return None,
+            Some(Lookup::Known(pod)) => Some(pod),
+            Some(Lookup::Wait) => return None,
+            Some(Lookup::PathOnly) | None => None,
+        };
         meta.service_name = Some(p.container.clone());
+        let container = p.container.clone();
         let r = &mut meta.resource;
         r.push(("k8s.namespace.name".into(), p.namespace));
         r.push(("k8s.pod.name".into(), p.pod));
@@ -64,6 +78,9 @@ impl Describe for PodFiles {
         r.push(("k8s.container.name".into(), p.container));
         if let Some(n) = p.restart_count {
             r.push(("k8s.container.restart_count".into(), n.to_string()));
+        }
+        if let Some(pod) = pod {
+            api::enrich(&mut meta, &pod, &container);
         }
         Some(meta)
     }
@@ -92,10 +109,34 @@ impl ValidSource for ValidKubernetesLogs {
         }
         let pattern = format!("{}/*/*/*.log", c.root.trim_end_matches('/'));
         info!(pattern = %pattern, "tailing pod logs");
+        let mut running = RunningSource::new(SOURCE);
+        let cache = match (&node, c.api.enabled) {
+            (Some(node), true) => {
+                let cache = PodCache::new();
+                running.tasks.push(Box::pin(api::run(
+                    PodWatch {
+                        node: node.clone(),
+                        annotations: c.api.annotations.clone(),
+                        exclude_label: c.api.exclude_label.clone(),
+                        cache: cache.clone(),
+                    },
+                    ctx.shutdown.clone(),
+                )));
+                Some(cache)
+            }
+            (None, true) => {
+                warn!("sources.kubernetes_logs.api: no node name to select this node's pods by; pod metadata from log paths only");
+                None
+            }
+            (_, false) => None,
+        };
         let describe = PodFiles {
             node,
             own: c.exclude_own_pod.then(OwnPod::from_env),
             exclude_namespaces: c.exclude_namespaces.clone(),
+            pods: cache
+                .as_ref()
+                .map(|cache| PodLookup::new(cache.clone(), c.api.unknown_pod_wait.0)),
         };
         let engine = TailEngine::new(
             SOURCE,
@@ -107,12 +148,41 @@ impl ValidSource for ValidKubernetesLogs {
             Box::new(describe),
             ctx.ingest.clone(),
         );
-        let mut running = RunningSource::new(SOURCE);
-        running.tasks.push(Box::pin(tail::run(
-            engine,
-            c.tail.poll_interval.0,
-            ctx.shutdown.clone(),
-        )));
+        let poll = c.tail.poll_interval.0;
+        let sync_timeout = c.api.sync_timeout.0;
+        let shutdown = ctx.shutdown.clone();
+        running.tasks.push(Box::pin(async move {
+            if let Some(cache) = cache {
+                if !first_sync(cache.subscribe(), sync_timeout, &shutdown).await {
+                    return Ok(());
+                }
+            }
+            tail::run(engine, poll, shutdown).await
+        }));
         Ok(running)
+    }
+}
+
+/// Waits for the first list of this node's pods (or for the watch to say there is no API),
+/// at most `timeout`; after that, reading starts with path metadata (said once at warn, unless
+/// the user asked not to wait).
+/// `false` on shutdown.
+async fn first_sync(
+    mut state: watch::Receiver<SyncState>,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let wait = tokio::time::timeout(timeout, state.wait_for(|s| *s != SyncState::Pending));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        r = wait => {
+            if r.is_err() && !timeout.is_zero() {
+                warn!(
+                    sync_timeout = %humantime::format_duration(timeout),
+                    "sources.kubernetes_logs.api: no pod list from the Kubernetes API within sync_timeout; reading with path metadata only until it arrives"
+                );
+            }
+            true
+        }
     }
 }
