@@ -302,7 +302,13 @@ impl Scraper {
     }
 
     fn network(&self, out: &mut Out<'_>) -> Result<(), CollectError> {
-        let devs = procfs::parse_net_dev(&read(self.path("proc/net/dev"))?)?;
+        // `proc/net` follows the reader's network namespace (a pod's, in a DaemonSet without
+        // hostNetwork); `proc/1/net` is init's, the node's. Fake roots may have only the first.
+        let text = match read(self.path("proc/1/net/dev")) {
+            Ok(t) => t,
+            Err(_) => read(self.path("proc/net/dev"))?,
+        };
+        let devs = procfs::parse_net_dev(&text)?;
         let metrics = [
             ("system.network.io", "By"),
             ("system.network.packets", "{packets}"),

@@ -25,7 +25,7 @@ pub enum Collector {
     Disk,
     /// `system.filesystem.*` from the mounts and `statvfs`.
     Filesystem,
-    /// `system.network.*` from `/proc/net/dev`.
+    /// `system.network.*` from `/proc/1/net/dev` (the node's interfaces; `/proc/net/dev` if absent).
     Network,
     /// `system.processes.*` from `/proc/stat`.
     Processes,

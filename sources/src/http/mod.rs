@@ -186,6 +186,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// The shape of error bodies (`format` is `None` until the content type is known).
     fn error_body(&self, format: Option<Self::Format>) -> ErrorBody;
 
+    /// Whether the protocol's senders retry only 5xx (Prometheus remote write retries 429
+    /// only when configured to): then a full buffer and a slow body are 503 instead of 429
+    /// and 408, so that the default sender retries instead of dropping the data.
+    fn retries_only_5xx(&self) -> bool {
+        false
+    }
+
     /// The content codings accepted besides identity, and the coding of a body that names
     /// none (Loki's protobuf bodies are snappy blocks without a `Content-Encoding`).
     fn codings(
@@ -298,6 +305,12 @@ impl<P: Protocol> HttpSource<P> {
         reason: &str,
         message: String,
     ) -> SourceError {
+        let refusal = match refusal {
+            Refusal::Full | Refusal::Timeout if self.protocol.retries_only_5xx() => {
+                Refusal::Unavailable
+            }
+            other => other,
+        };
         let e = SourceError::new(
             &self.ingest,
             P::SOURCE,

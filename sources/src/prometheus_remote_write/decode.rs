@@ -287,7 +287,6 @@ enum Role {
 struct Group<'a> {
     base: &'a str,
     labels: Vec<(&'a str, &'a str)>,
-    label_bytes: usize,
     timestamp: i64,
     start: Option<i64>,
     help: Option<&'a str>,
@@ -411,13 +410,17 @@ fn append(
                 .filter(|(k, _)| !matches!(role, Role::Bucket(_)) || *k != "le")
                 .filter(|(k, _)| !matches!(role, Role::Quantile(_)) || *k != "quantile")
                 .collect();
-            let i = *index
-                .entry((base, labels.clone(), timestamp))
-                .or_insert_with(|| {
+            let key = (base, labels, timestamp);
+            let i = match index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    // Charged when the group is made, not after all of them exist: a request
+                    // of many small samples cannot build unbounded groups first.
+                    let label_bytes: usize = key.1.iter().map(|(k, v)| k.len() + v.len()).sum();
+                    budget.row(base, label_bytes + 32 * key.1.len())?;
                     groups.push(Group {
                         base,
-                        label_bytes: labels.iter().map(|(k, v)| k.len() + v.len()).sum(),
-                        labels,
+                        labels: key.1.clone(),
                         timestamp,
                         start: s.start,
                         help: None,
@@ -428,23 +431,30 @@ fn append(
                         sum: None,
                         count: None,
                     });
+                    index.insert(key, groups.len() - 1);
                     groups.len() - 1
-                });
+                }
+            };
             let g = &mut groups[i];
             g.help = g.help.or(s.help);
             g.unit = g.unit.or(s.unit);
             g.start = g.start.or(s.start);
             let v = sample.value;
             match role {
-                Role::Bucket(le) => g.buckets.push((le, v)),
-                Role::Quantile(q) => g.quantiles.push((q, v)),
+                Role::Bucket(le) => {
+                    budget.add(16)?;
+                    g.buckets.push((le, v))
+                }
+                Role::Quantile(q) => {
+                    budget.add(16)?;
+                    g.quantiles.push((q, v))
+                }
                 Role::Sum => g.sum = Some(v),
                 Role::Count => g.count = Some(v),
             }
         }
     }
     for g in &mut groups {
-        budget.row(g.base, g.label_bytes + 16 * (g.buckets.len() + g.quantiles.len()))?;
         grouped(g, b);
     }
     Ok(stats)

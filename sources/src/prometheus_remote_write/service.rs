@@ -93,6 +93,10 @@ impl Protocol for RemoteWrite {
         ErrorBody::Text
     }
 
+    fn retries_only_5xx(&self) -> bool {
+        true
+    }
+
     /// Both versions are snappy blocks; a missing `Content-Encoding` means snappy too.
     fn codings(&self, _: (), _: Version) -> (&'static [Coding], Coding) {
         (&[Coding::Snappy], Coding::Snappy)
