@@ -112,8 +112,11 @@ pub trait ValidSource: Send {
     /// The source's name (`[sources.<name>]`).
     fn name(&self) -> &'static str;
 
-    /// The addresses and files it needs for itself.
-    fn claims(&self) -> Vec<Claim>;
+    /// The addresses it needs for itself (none for sources that listen nowhere: the file
+    /// and host sources).
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
+    }
 
     /// Binds its sockets and loads what it needs (TLS keys); nothing serves until the agent
     /// spawns the returned tasks, so a failure here stops the start before anything runs.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::config::ValidFile;
 use super::SOURCE;
-use crate::contract::{BuildError, Claim, RunningSource, SourceContext, ValidSource};
+use crate::contract::{BuildError, RunningSource, SourceContext, ValidSource};
 use crate::tail::{self, Describe, FileMeta, Format, TailEngine};
 
 /// Records carry the file's name; every file is read.
@@ -30,10 +30,6 @@ impl Describe for HostFiles {
 impl ValidSource for ValidFile {
     fn name(&self) -> &'static str {
         SOURCE
-    }
-
-    fn claims(&self) -> Vec<Claim> {
-        Vec::new()
     }
 
     fn build(self: Box<Self>, ctx: &SourceContext) -> Result<RunningSource, BuildError> {

@@ -14,7 +14,7 @@ use weir_pipelines::{Batch, Signal};
 use super::collect::{self, Scraper};
 use super::config::{Collector, ValidHostMetrics};
 use super::SOURCE;
-use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
+use crate::contract::{BuildError, RunningSource, ServeError, SourceContext, ValidSource};
 
 /// `USER_HZ`, the unit of `/proc/stat` times (100 on every Linux architecture but a few).
 fn user_hz() -> u64 {
@@ -27,10 +27,6 @@ fn user_hz() -> u64 {
 impl ValidSource for ValidHostMetrics {
     fn name(&self) -> &'static str {
         SOURCE
-    }
-
-    fn claims(&self) -> Vec<Claim> {
-        Vec::new()
     }
 
     fn build(self: Box<Self>, ctx: &SourceContext) -> Result<RunningSource, BuildError> {

@@ -12,7 +12,7 @@ use super::api::{self, Lookup, PodCache, PodLookup, PodWatch, SyncState};
 use super::config::ValidKubernetesLogs;
 use super::path::PodPath;
 use super::SOURCE;
-use crate::contract::{BuildError, Claim, RunningSource, SourceContext, ValidSource};
+use crate::contract::{BuildError, RunningSource, SourceContext, ValidSource};
 use crate::tail::{self, Describe, FileMeta, Format, TailEngine};
 
 /// The pod to skip: the agent's own.
@@ -89,10 +89,6 @@ impl Describe for PodFiles {
 impl ValidSource for ValidKubernetesLogs {
     fn name(&self) -> &'static str {
         SOURCE
-    }
-
-    fn claims(&self) -> Vec<Claim> {
-        Vec::new()
     }
 
     fn build(self: Box<Self>, ctx: &SourceContext) -> Result<RunningSource, BuildError> {
