@@ -164,6 +164,17 @@ fn series<'a>(
     }
 }
 
+/// Refuses a request whose decoded messages alone would take more than `max_row_bytes`.
+fn decoded_within(estimate: u64, limits: &Limits) -> Result<(), String> {
+    if estimate > limits.max_row_bytes as u64 {
+        return Err(format!(
+            "the request decodes to about {estimate} bytes of messages, more than {}.max_row_bytes ({} bytes)",
+            limits.key, limits.max_row_bytes
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes a (decompressed) remote write 1.0 `WriteRequest`.
 pub fn decode_v1(
     body: &[u8],
@@ -172,6 +183,7 @@ pub fn decode_v1(
     b: &mut MetricsBuilder,
 ) -> Result<Stats, String> {
     wire::check_v1(body, limits.max_labels_per_series, limits.key)?;
+    decoded_within(wire::decoded_size_v1(body)?, limits)?;
     let req = WriteRequest::decode(body)
         .map_err(|e| format!("malformed remote write 1.0 WriteRequest: {e}"))?;
     let meta: HashMap<&str, _> = req
@@ -217,6 +229,7 @@ pub fn decode_v2(
     b: &mut MetricsBuilder,
 ) -> Result<Stats, String> {
     wire::check_v2(body, limits.max_labels_per_series, limits.key)?;
+    decoded_within(wire::decoded_size_v2(body)?, limits)?;
     let req = RequestV2::decode(body)
         .map_err(|e| format!("malformed remote write 2.0 Request: {e}"))?;
     let symbols = &req.symbols;

@@ -115,6 +115,100 @@ pub fn check_v2(body: &[u8], max_labels: usize, key: &str) -> Result<(), String>
     })
 }
 
+/// Bytes the decoded messages of a request take in memory, estimated from the wire before
+/// prost builds them: a field of two wire bytes can become a struct of hundreds (an empty
+/// `Histogram`), so a small body of empty sub-messages would otherwise decode to gigabytes.
+/// Each message counts its struct size, strings and packed numbers their decoded size.
+pub fn decoded_size_v1(body: &[u8]) -> Result<u64, String> {
+    let mut total = 0u64;
+    walk(body, &mut |n, v| {
+        match n {
+            1 => {
+                total += 80;
+                walk(v, &mut |n, v| {
+                    total += match n {
+                        1 => 56 + v.len() as u64,
+                        2 => 24,
+                        3 => 64 + exemplar_labels(v)?,
+                        4 => 240 + histogram_parts(v)?,
+                        _ => 0,
+                    };
+                    Ok(())
+                })?;
+            }
+            3 => total += 80 + v.len() as u64,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// [`decoded_size_v1`] for remote write 2.0.
+pub fn decoded_size_v2(body: &[u8]) -> Result<u64, String> {
+    let mut total = 0u64;
+    walk(body, &mut |n, v| {
+        match n {
+            4 => total += 24 + v.len() as u64,
+            5 => {
+                total += 120;
+                walk(v, &mut |n, v| {
+                    total += match n {
+                        1 => 4 * v.len() as u64,
+                        2 => 24,
+                        3 => 240 + histogram_parts(v)?,
+                        4 => 64 + 4 * v.len() as u64,
+                        _ => 16,
+                    };
+                    Ok(())
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// What [`walk`] calls for each field: its number and bytes.
+type OnField<'a> = dyn FnMut(u64, &[u8]) -> Result<(), String> + 'a;
+
+/// Calls `f` with the number and bytes of each length-delimited field of `body`.
+fn walk(body: &[u8], f: &mut OnField<'_>) -> Result<(), String> {
+    let mut buf = body;
+    while !buf.is_empty() {
+        let (n, wire, value) = field(&mut buf)?;
+        if wire == LEN {
+            f(n, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Spans (messages) and packed counts of a native histogram, as decoded.
+fn histogram_parts(h: &[u8]) -> Result<u64, String> {
+    let mut total = 0u64;
+    walk(h, &mut |_, v| {
+        // A span is a small struct; packed deltas and counts are 8 bytes per element, and
+        // an element takes at least one wire byte.
+        total += 16 + 8 * v.len() as u64;
+        Ok(())
+    })?;
+    Ok(total)
+}
+
+/// Labels of a 1.0 exemplar, as decoded.
+fn exemplar_labels(e: &[u8]) -> Result<u64, String> {
+    let mut total = 0u64;
+    walk(e, &mut |n, v| {
+        if n == 1 {
+            total += 56 + v.len() as u64;
+        }
+        Ok(())
+    })?;
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,8 +248,30 @@ mod tests {
         .encode_to_vec();
         assert!(check_v2(&v2, 200, "k").is_ok());
         assert!(check_v2(&v2, 199, "k").unwrap_err().contains("200 labels"));
+        // What decoding would build is estimated from the wire: above the real struct sizes.
+        assert!(decoded_size_v2(&v2).unwrap() >= 120 + 200 * 4);
         assert!(check_v1(&req[..req.len() - 3], 10, "k")
             .unwrap_err()
             .contains("truncated protobuf"));
+    }
+
+    #[test]
+    fn empty_sub_messages_are_estimated_at_their_decoded_size() {
+        // One series holding 100,000 empty histograms: 200 KB on the wire.
+        let mut series = Vec::new();
+        for _ in 0..100_000 {
+            series.extend_from_slice(&[0x22, 0x00]);
+        }
+        let mut req = vec![0x0a];
+        let mut n = series.len();
+        while n >= 0x80 {
+            req.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        req.push(n as u8);
+        req.extend_from_slice(&series);
+        let est = decoded_size_v1(&req).unwrap();
+        assert!(est >= 100_000 * 240, "{est}");
+        assert!(decoded_size_v1(&req[..req.len() - 1]).is_err(), "truncated");
     }
 }

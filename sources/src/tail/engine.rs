@@ -139,6 +139,8 @@ pub struct TailEngine {
     fresh: bool,
     /// Files the source excludes now (kept from checkpoint expiry: they still exist).
     excluded: HashSet<FileKey>,
+    /// Files present at the first scan that the source held back then.
+    held_at_start: HashSet<FileKey>,
     last_rescan: Option<Instant>,
     /// A watched directory changed: rescan at the next round.
     rescan_due: bool,
@@ -183,6 +185,7 @@ impl TailEngine {
             loaded: false,
             fresh: false,
             excluded: HashSet::new(),
+            held_at_start: HashSet::new(),
             last_rescan: None,
             rescan_due: false,
             open_files: 0,
@@ -346,9 +349,15 @@ impl TailEngine {
             }
             let Some(meta) = self.describe.describe(path) else {
                 self.excluded.insert(*key);
+                if first {
+                    self.held_at_start.insert(*key);
+                }
                 continue;
             };
-            self.track(*key, path.clone(), meta, first, false);
+            // A file held back at the first scan (a pod the API did not know yet) was there
+            // at the start: `start_at` applies to it as to the others.
+            let at_start = first || self.held_at_start.remove(key);
+            self.track(*key, path.clone(), meta, at_start, false);
         }
         for key in dropped {
             if let Some(t) = self.files.remove(&key) {
