@@ -268,7 +268,16 @@ def test_pods_from_the_api_enrich_and_exclude(weir_factory, tmp_path, monkeypatc
         web2 = json.loads(json.dumps(web))
         web2["metadata"]["labels"]["version"] = "v2"
         api.change("MODIFIED", web2)
-        time.sleep(1.5)
+        # New metadata applies from the source's next rescan: probe until it shows.
+        probes, deadline = 0, time.time() + 30
+        while True:
+            write(web_log, [f"web probe {probes}"])
+            probes += 1
+            wait_for(lambda n=probes - 1: count_bodies(w, f"web probe {n}") == 1, "a probe line", w, timeout=30)
+            [(probe_attrs, _)] = attrs(w.duck(), f"body = 'web probe {probes - 1}'")
+            if probe_attrs.get("k8s.pod.label.version") == "v2":
+                break
+            assert time.time() < deadline, "the MODIFIED event never reached the records"
         job_log = pod_log(root, "shop", "backup-28391820-q7x2z", "uid-job", "main")
         write(job_log, [f"job line {i}" for i in range(20)])
         write(web_log, [f"web second {i}" for i in range(30)])
@@ -286,7 +295,7 @@ def test_pods_from_the_api_enrich_and_exclude(weir_factory, tmp_path, monkeypatc
         # The excluded pod: none of its lines, before or after the others.
         time.sleep(2)
         assert count_bodies(w, "vault%") == 0
-        assert w.duck().sql("SELECT count(*) FROM lake").fetchone()[0] == 100 + 10 + 20 + 30
+        assert w.duck().sql("SELECT count(*) FROM lake").fetchone()[0] == 100 + 10 + 20 + 30 + probes
         log = w.log.read_text()
         assert "pod metadata synced" in log
         assert "path metadata only" not in log
