@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::ops::Bound;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -24,6 +24,9 @@ use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::metrics::TailHandles;
 use weir_pipelines::{Batch, Signal};
 
+use super::files::{
+    find_by_inode, fingerprint, fixed_prefix, is_compressed, last_byte, lossy_path, read_full,
+};
 use super::lines::{Assembler, Format, Framer, Record, Stream};
 use super::settings::{StartAt, TailSettings};
 use crate::now_nanos;
@@ -56,7 +59,7 @@ pub struct FileKey {
 }
 
 impl FileKey {
-    fn of(m: &std::fs::Metadata) -> FileKey {
+    pub(super) fn of(m: &std::fs::Metadata) -> FileKey {
         FileKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -120,12 +123,12 @@ struct Staged {
 
 /// The engine of one file source.
 pub struct TailEngine {
-    source: &'static str,
+    pub(super) source: &'static str,
     tenant: String,
     include: Vec<String>,
     exclude: Vec<glob::Pattern>,
     format: Format,
-    s: TailSettings,
+    pub(super) s: TailSettings,
     describe: Box<dyn Describe>,
     ingest: Ingest,
     metrics: TailHandles,
@@ -143,7 +146,7 @@ pub struct TailEngine {
     held_at_start: HashSet<FileKey>,
     last_rescan: Option<Instant>,
     /// A watched directory changed: rescan at the next round.
-    rescan_due: bool,
+    pub(super) rescan_due: bool,
     open_files: usize,
     cursor: Option<FileKey>,
     buf: Vec<u8>,
@@ -752,7 +755,7 @@ impl TailEngine {
 
     /// The directories worth watching: each followed file's, and each include pattern's
     /// fixed prefix (where new files and directories appear), up to `max_open_files`.
-    fn watch_dirs(&self) -> HashSet<PathBuf> {
+    pub(super) fn watch_dirs(&self) -> HashSet<PathBuf> {
         let mut dirs: HashSet<PathBuf> = self
             .include
             .iter()
@@ -814,241 +817,4 @@ fn append_record(
             }
         },
     );
-}
-
-/// Paths in checkpoints, as UTF-8 (lossily).
-mod lossy_path {
-    use std::path::{Path, PathBuf};
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&p.to_string_lossy())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-        String::deserialize(d).map(PathBuf::from)
-    }
-}
-
-/// Reads until `buf` is full or the file ends.
-fn read_full(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], at + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// CRC32C of the first `len` bytes, or `None` if the file is shorter.
-fn fingerprint(file: &File, len: u64) -> Option<u32> {
-    let mut buf = vec![0u8; len as usize];
-    let n = read_full(file, &mut buf, 0).ok()?;
-    (n == buf.len()).then(|| crc32c::crc32c(&buf))
-}
-
-fn last_byte(file: &File, offset: u64) -> Option<u8> {
-    let mut b = [0u8];
-    (file.read_at(&mut b, offset.checked_sub(1)?).ok()? == 1).then_some(b[0])
-}
-
-/// The directory part of a glob pattern before its first wildcard (`/var/log/pods` of
-/// `/var/log/pods/*/*/*.log`).
-fn fixed_prefix(pattern: &str) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in Path::new(pattern).components() {
-        let s = c.as_os_str().to_string_lossy();
-        if s.contains(['*', '?', '[']) {
-            return Some(out);
-        }
-        out.push(c);
-    }
-    out.parent().map(Path::to_path_buf)
-}
-
-/// Rotated files that are never read: compressed ones.
-fn is_compressed(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("gz" | "bz2" | "xz" | "zst" | "zip" | "lz4")
-    )
-}
-
-/// A file beside `path` (same directory) with the identity `key`: where rotation renamed it.
-fn find_by_inode(path: &Path, key: FileKey) -> Option<PathBuf> {
-    let dir = path.parent()?;
-    let names: HashSet<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !is_compressed(p))
-        .collect();
-    names.into_iter().find(|p| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && FileKey::of(&m) == key)
-            .unwrap_or(false)
-    })
-}
-
-/// Runs the engine until `shutdown`: a round, then a wait of `poll_interval` (none when a file
-/// had more to read; a growing back-off while writes are refused). Where inotify is available
-/// the directories of the followed files and the patterns' fixed prefixes are watched, and a
-/// change ends the wait at once (a created, renamed or deleted file also brings the rescan
-/// forward); the poll is the fallback for what cannot be watched.
-pub async fn run(
-    mut engine: TailEngine,
-    poll: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<(), crate::contract::ServeError> {
-    let mut backoff = Duration::ZERO;
-    let mut watcher = Watcher::new(engine.source);
-    loop {
-        let (back, result) = tokio::task::spawn_blocking(move || {
-            let r = engine.round();
-            (engine, r)
-        })
-        .await
-        .map_err(|e| crate::contract::ServeError::Server {
-            what: "file tailing",
-            message: format!("tailing task failed: {e}"),
-        })?;
-        engine = back;
-        let wait = match result {
-            Ok(o) if o.more => Duration::ZERO,
-            Ok(_) => {
-                backoff = Duration::ZERO;
-                poll
-            }
-            Err(e) => {
-                backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(5));
-                if backoff >= Duration::from_secs(1) {
-                    warn!(source = engine.source, error = %e, retry_in = ?backoff, "batch not written; reading paused, nothing advanced");
-                } else {
-                    debug!(source = engine.source, error = %e, "batch not written; retrying");
-                }
-                backoff
-            }
-        };
-        if wait.is_zero() {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            continue;
-        }
-        watcher.sync(&engine);
-        let refused = backoff > Duration::ZERO;
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(wait) => {}
-            rescan = watcher.changed(), if !refused => {
-                engine.rescan_due |= rescan;
-            }
-        }
-    }
-}
-
-/// inotify watches on the directories the engine reads (Linux; elsewhere, or when inotify
-/// fails, nothing is watched and the poll does the work).
-struct Watcher {
-    source: &'static str,
-    stream: Option<inotify::EventStream<[u8; 4096]>>,
-    watched: HashMap<PathBuf, inotify::WatchDescriptor>,
-    /// The number of watches that failed to be added (said once).
-    failed: bool,
-}
-
-impl Watcher {
-    fn new(source: &'static str) -> Watcher {
-        let stream = inotify::Inotify::init()
-            .and_then(|i| i.into_event_stream([0u8; 4096]))
-            .map_err(|e| info!(source, error = %e, "inotify unavailable: polling only"))
-            .ok();
-        Watcher {
-            source,
-            stream,
-            watched: HashMap::new(),
-            failed: false,
-        }
-    }
-
-    /// Watches the engine's directories now, and drops the watches of the others.
-    fn sync(&mut self, engine: &TailEngine) {
-        let Some(stream) = &self.stream else { return };
-        let want = engine.watch_dirs();
-        let mut watches = stream.watches();
-        self.watched.retain(|dir, wd| {
-            let keep = want.contains(dir);
-            if !keep {
-                let _ = watches.remove(wd.clone());
-            }
-            keep
-        });
-        use inotify::WatchMask as M;
-        let mask = M::MODIFY | M::CREATE | M::MOVED_FROM | M::MOVED_TO | M::DELETE | M::CLOSE_WRITE;
-        for dir in want {
-            if self.watched.contains_key(&dir) {
-                continue;
-            }
-            match watches.add(&dir, mask) {
-                Ok(wd) => {
-                    self.watched.insert(dir, wd);
-                }
-                Err(e) => {
-                    if !self.failed {
-                        warn!(source = self.source, dir = %dir.display(), error = %e, "cannot watch a directory (fs.inotify.max_user_watches?): its files are polled");
-                        self.failed = true;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits for a change; true when a file was created, renamed or deleted (the rescan is
-    /// due). Never returns when nothing is watched.
-    async fn changed(&mut self) -> bool {
-        use tokio_stream::StreamExt;
-        let Some(stream) = &mut self.stream else {
-            return std::future::pending().await;
-        };
-        match stream.next().await {
-            Some(Ok(ev)) => {
-                use inotify::EventMask as E;
-                let structural = E::CREATE
-                    | E::MOVED_FROM
-                    | E::MOVED_TO
-                    | E::DELETE
-                    | E::IGNORED
-                    | E::Q_OVERFLOW;
-                let mut rescan = ev.mask.intersects(structural);
-                // Busy files write all the time: gather what else comes within a short
-                // moment into the same round, instead of one round per event.
-                tokio::time::sleep(Duration::from_millis(25)).await;
-                while let Ok(Some(Ok(ev))) =
-                    tokio::time::timeout(Duration::ZERO, stream.next()).await
-                {
-                    rescan |= ev.mask.intersects(structural);
-                }
-                if rescan {
-                    // A deleted directory's watch is gone: let `sync` add it again if needed.
-                    self.watched.clear();
-                }
-                rescan
-            }
-            Some(Err(e)) => {
-                warn!(source = self.source, error = %e, "inotify failed: polling only");
-                self.stream = None;
-                self.watched.clear();
-                false
-            }
-            None => {
-                self.stream = None;
-                false
-            }
-        }
-    }
 }

@@ -16,11 +16,14 @@
 //! again after a back-off; nothing is dropped.
 
 pub mod engine;
+mod files;
 pub mod lines;
+mod run;
 pub mod settings;
 
-pub use engine::{run, Describe, FileMeta, TailEngine};
+pub use engine::{Describe, FileMeta, TailEngine};
 pub use lines::Format;
+pub use run::run;
 pub use settings::{StartAt, TailSettings};
 
 #[cfg(test)]
