@@ -178,6 +178,9 @@ pub enum BuildError {
     /// TLS settings are unusable (files missing, key and certificate do not match).
     #[error("{0}")]
     Tls(String),
+    /// Something else the source needs could not be set up (an HTTP client).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Why a running source stopped (the agent then shuts down).

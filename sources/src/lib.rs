@@ -30,6 +30,7 @@ mod contract;
 mod fuzz;
 pub mod http;
 mod listen;
+pub mod prometheus;
 pub mod severity;
 pub mod tail;
 pub mod tcp;
@@ -140,4 +141,6 @@ sources! {
     prometheus_remote_write: prometheus_remote_write::PrometheusRemoteWriteConfig,
     /// Host metrics from /proc.
     host_metrics: host_metrics::HostMetricsConfig,
+    /// Prometheus `/metrics` pages, scraped.
+    prometheus_scrape: prometheus_scrape::PrometheusScrapeConfig,
 }

@@ -370,7 +370,7 @@ pub struct PodWatch {
 
 /// The cluster's client from `KUBECONFIG`, else from the in-cluster service account; `None`
 /// when neither is there.
-async fn connect() -> Result<Option<kube::Client>, ApiError> {
+pub(crate) async fn connect() -> Result<Option<kube::Client>, ApiError> {
     // kube's client builds its rustls config from the process-wide crypto provider, which
     // rustls cannot pick by itself when both of its providers are linked (object_store brings
     // aws-lc-rs): use ring, as Weir's own TLS does. A provider already installed stays.

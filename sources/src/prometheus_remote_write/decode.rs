@@ -21,16 +21,14 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use weir_pipelines::metricrows::{ExpBuckets, MetricFields, MetricsBuilder, Number, Point};
+use weir_pipelines::metricrows::{ExpBuckets, MetricFields, MetricsBuilder, Point};
 
 use super::proto::{Count, Histogram, RequestV2, Sample, WriteRequest, ZeroCount};
 use super::wire;
+use crate::prometheus::{append_row, grouped, label, scalar, whole, Group, Kind, Scalar, CUMULATIVE};
 
 /// The stale marker: a NaN Prometheus writes when a series disappears.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
-
-/// OTLP `AGGREGATION_TEMPORALITY_CUMULATIVE`.
-const CUMULATIVE: i32 = 2;
 
 /// Scope name of every row.
 const SCOPE: &str = "prometheus_remote_write";
@@ -71,32 +69,6 @@ pub struct Stats {
     pub exemplars: u64,
     /// Stale markers dropped.
     pub stale: u64,
-}
-
-/// The metric type of a series' metadata (the numbers of both versions' `MetricType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unknown,
-    Counter,
-    Gauge,
-    Histogram,
-    GaugeHistogram,
-    Summary,
-    Other,
-}
-
-impl Kind {
-    fn of(t: i32) -> Kind {
-        match t {
-            1 => Kind::Counter,
-            2 => Kind::Gauge,
-            3 => Kind::Histogram,
-            4 => Kind::GaugeHistogram,
-            5 => Kind::Summary,
-            6 | 7 => Kind::Other,
-            _ => Kind::Unknown,
-        }
-    }
 }
 
 /// Label pairs, `__name__` apart.
@@ -296,22 +268,6 @@ enum Role {
     Count,
 }
 
-/// The series of one classic histogram or summary with one label set at one time.
-struct Group<'a> {
-    base: &'a str,
-    labels: Vec<(&'a str, &'a str)>,
-    timestamp: i64,
-    start: Option<i64>,
-    help: Option<&'a str>,
-    unit: Option<&'a str>,
-    histogram: bool,
-    /// `(le, cumulative count)`.
-    buckets: Vec<(f64, f64)>,
-    quantiles: Vec<(f64, f64)>,
-    sum: Option<f64>,
-    count: Option<f64>,
-}
-
 fn parse_bound(s: &str, what: &str, name: &str) -> Result<f64, String> {
     match s.trim() {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
@@ -322,10 +278,6 @@ fn parse_bound(s: &str, what: &str, name: &str) -> Result<f64, String> {
             .filter(|v| !v.is_nan())
             .ok_or_else(|| format!("series {name:?}: {what}={s:?} is not a number")),
     }
-}
-
-fn label<'a>(labels: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
-    labels.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
 }
 
 /// Tracks the bytes of rows a request expands to.
@@ -413,7 +365,16 @@ fn append(
             };
             let Some((base, role)) = role else {
                 budget.row(s.name, s.label_bytes)?;
-                scalar(s, timestamp, sample.value, b);
+                let series = Scalar {
+                    scope: SCOPE,
+                    name: s.name,
+                    labels: &s.labels,
+                    kind: s.kind,
+                    help: s.help,
+                    unit: s.unit,
+                    start: s.start,
+                };
+                scalar(&series, timestamp, sample.value, b);
                 continue;
             };
             let labels: Vec<(&str, &str)> = s
@@ -468,7 +429,7 @@ fn append(
         }
     }
     for g in &mut groups {
-        grouped(g, b);
+        grouped(SCOPE, g, b);
     }
     Ok(stats)
 }
@@ -499,150 +460,6 @@ fn role<'a>(
         return Ok(Some((s.name, Role::Quantile(q))));
     }
     Ok(None)
-}
-
-/// The fields and resource of a row; `job` and `instance` are resource attributes.
-fn append_row(
-    name: &str,
-    labels: &[(&str, &str)],
-    fields: MetricFields<'_>,
-    point: &Point<'_>,
-    b: &mut MetricsBuilder,
-) {
-    let job = label(labels, "job");
-    let instance = label(labels, "instance");
-    let (namespace, service) = match job.and_then(|j| j.split_once('/')) {
-        Some((ns, n)) => (Some(ns), Some(n)),
-        None => (None, job),
-    };
-    let fields = MetricFields {
-        name,
-        service_name: service,
-        scope_name: Some(SCOPE),
-        ..fields
-    };
-    b.append(
-        &fields,
-        point,
-        |r| {
-            if let Some(s) = service {
-                r.entry("service.name", Some(s));
-            }
-            if let Some(ns) = namespace {
-                r.entry("service.namespace", Some(ns));
-            }
-            if let Some(i) = instance {
-                r.entry("service.instance.id", Some(i));
-            }
-        },
-        |a| {
-            for (k, v) in labels {
-                if *k != "job" && *k != "instance" {
-                    a.entry(k, Some(v));
-                }
-            }
-        },
-    );
-}
-
-/// A counter or gauge sample.
-fn scalar(s: &Series<'_>, timestamp: i64, value: f64, b: &mut MetricsBuilder) {
-    let counter = match s.kind {
-        Kind::Counter => true,
-        Kind::Unknown => s.name.ends_with("_total"),
-        _ => false,
-    };
-    let point = if counter {
-        Point::Sum {
-            value: Number::Double(value),
-            monotonic: true,
-            temporality: CUMULATIVE,
-        }
-    } else {
-        Point::Gauge(Number::Double(value))
-    };
-    let fields = MetricFields {
-        unit: s.unit,
-        description: s.help,
-        timestamp,
-        start_timestamp: if counter { s.start } else { None },
-        ..Default::default()
-    };
-    append_row(s.name, &s.labels, fields, &point, b);
-}
-
-/// A count carried as a float (cumulative `le` buckets, `_count`, float histograms).
-fn whole(v: f64) -> u64 {
-    if v.is_finite() && v > 0.0 {
-        v.round() as u64
-    } else {
-        0
-    }
-}
-
-/// A reassembled classic histogram or summary.
-fn grouped(g: &mut Group<'_>, b: &mut MetricsBuilder) {
-    let fields = MetricFields {
-        unit: g.unit,
-        description: g.help,
-        timestamp: g.timestamp,
-        start_timestamp: g.start,
-        ..Default::default()
-    };
-    if g.histogram {
-        g.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        g.buckets.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                earlier.1 = later.1;
-            }
-            same
-        });
-        let inf = g
-            .buckets
-            .last()
-            .filter(|(le, _)| *le == f64::INFINITY)
-            .map(|(_, c)| *c);
-        let finite: Vec<(f64, f64)> = g
-            .buckets
-            .iter()
-            .copied()
-            .filter(|(le, _)| le.is_finite())
-            .collect();
-        let total = g
-            .count
-            .or(inf)
-            .or(finite.last().map(|(_, c)| *c))
-            .unwrap_or(0.0);
-        let bounds: Vec<f64> = finite.iter().map(|(le, _)| *le).collect();
-        let mut counts = Vec::with_capacity(finite.len() + 1);
-        if !g.buckets.is_empty() {
-            let mut prev = 0.0;
-            for (_, c) in &finite {
-                counts.push(whole(c - prev));
-                prev = *c;
-            }
-            counts.push(whole(inf.unwrap_or(total) - prev));
-        }
-        let point = Point::Histogram {
-            temporality: CUMULATIVE,
-            count: whole(total),
-            sum: g.sum,
-            min: None,
-            max: None,
-            bucket_counts: &counts,
-            bounds: &bounds,
-        };
-        append_row(g.base, &g.labels, fields, &point, b);
-    } else {
-        g.quantiles.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let point = Point::Summary {
-            count: g.count.map(whole).unwrap_or(0),
-            sum: g.sum.unwrap_or(f64::NAN),
-            quantiles: &g.quantiles,
-        };
-        append_row(g.base, &g.labels, fields, &point, b);
-    }
 }
 
 /// Bucket counts of one side of a native histogram: `(first Prometheus index, dense
@@ -781,7 +598,7 @@ fn native(
                 bucket_counts: &counts,
                 bounds: &h.custom_values,
             };
-            append_row(s.name, &s.labels, fields, &point, b);
+            append_row(SCOPE, s.name, &s.labels, fields, &point, b);
         }
         -4..=8 => {
             let negative = expand(
@@ -812,7 +629,7 @@ fn native(
                     counts: c,
                 }),
             };
-            append_row(s.name, &s.labels, fields, &point, b);
+            append_row(SCOPE, s.name, &s.labels, fields, &point, b);
         }
         other => {
             return Err(format!(

@@ -1,8 +1,9 @@
 use super::*;
 use crate::prometheus_remote_write::proto::*;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type, TimestampNanosecondType, UInt64Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::types::{Float64Type, TimestampNanosecondType};
+use arrow_array::RecordBatch;
+use crate::prometheus::testing::*;
 
 const T: i64 = 1_700_000_000_000;
 
@@ -36,53 +37,6 @@ fn v1(series: Vec<TimeSeries>, metadata: Vec<MetricMetadata>) -> Result<(RecordB
     let mut b = MetricsBuilder::default();
     let stats = decode_v1(&body, 5, &Limits::default(), &mut b)?;
     Ok((b.finish().map_err(|e| e.to_string())?, stats))
-}
-
-fn row_of(rb: &RecordBatch, name: &str) -> usize {
-    let names = rb.column_by_name("metric_name").unwrap().as_string::<i32>();
-    (0..rb.num_rows())
-        .find(|i| names.value(*i) == name)
-        .unwrap_or_else(|| panic!("no row {name}"))
-}
-
-fn s(rb: &RecordBatch, col: &str, row: usize) -> Option<String> {
-    let c = rb.column_by_name(col).unwrap().as_string::<i32>();
-    c.is_valid(row).then(|| c.value(row).to_string())
-}
-
-fn f(rb: &RecordBatch, col: &str, row: usize) -> Option<f64> {
-    let c = rb.column_by_name(col).unwrap().as_primitive::<Float64Type>();
-    c.is_valid(row).then(|| c.value(row))
-}
-
-fn u(rb: &RecordBatch, col: &str, row: usize) -> Option<u64> {
-    let c = rb.column_by_name(col).unwrap().as_primitive::<UInt64Type>();
-    c.is_valid(row).then(|| c.value(row))
-}
-
-fn i32c(rb: &RecordBatch, col: &str, row: usize) -> Option<i32> {
-    let c = rb.column_by_name(col).unwrap().as_primitive::<Int32Type>();
-    c.is_valid(row).then(|| c.value(row))
-}
-
-fn list_u(rb: &RecordBatch, col: &str, row: usize) -> Vec<u64> {
-    let l = rb.column_by_name(col).unwrap().as_list::<i32>();
-    l.value(row).as_primitive::<UInt64Type>().values().to_vec()
-}
-
-fn list_f(rb: &RecordBatch, col: &str, row: usize) -> Vec<f64> {
-    let l = rb.column_by_name(col).unwrap().as_list::<i32>();
-    l.value(row).as_primitive::<Float64Type>().values().to_vec()
-}
-
-fn map(rb: &RecordBatch, col: &str, row: usize) -> Vec<(String, String)> {
-    let m = rb.column_by_name(col).unwrap().as_map();
-    let e = m.value(row);
-    let k = e.column(0).as_string::<i32>();
-    let v = e.column(1).as_string::<i32>();
-    (0..e.len())
-        .map(|i| (k.value(i).to_string(), v.value(i).to_string()))
-        .collect()
 }
 
 #[test]

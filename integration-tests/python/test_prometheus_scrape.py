@@ -1,0 +1,226 @@
+"""Weir scrapes Prometheus `/metrics` pages itself (`[sources.prometheus_scrape]`).
+
+A real node_exporter (Debian `prometheus-node-exporter`) is scraped beside targets served by
+this test: one that answers slower than the timeout, one that answers garbage, one whose page
+is over `max_body_bytes` (sent without Content-Length, so the limit is hit while streaming),
+one that answers 500, and one that speaks OpenMetrics and is found through a `file_sd` target
+file, which the test then rewrites to add a target. DuckDB reads the lake: `up` is 1 for the
+good targets and 0 for the bad ones on every scrape, and the agent keeps scraping all of them.
+"""
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import WEIR_BIN, free_port, wait_listening
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("prometheus-node-exporter"),
+    reason="needs the Debian package prometheus-node-exporter (scripts/test.sh installs it)",
+)
+
+OPENMETRICS = """# TYPE app_requests counter
+# HELP app_requests Requests served.
+app_requests_total{code="200"} 41
+app_requests_created{code="200"} 1700000000.25
+# TYPE app_latency_seconds histogram
+app_latency_seconds_bucket{le="0.1"} 3
+app_latency_seconds_bucket{le="1.0"} 8
+app_latency_seconds_bucket{le="+Inf"} 9
+app_latency_seconds_sum 4.5
+app_latency_seconds_count 9
+# TYPE app_build info
+app_build_info{version="1.2.3"} 1
+# EOF
+"""
+
+TEXT = "# TYPE extra_gauge gauge\nextra_gauge{job=\"from-page\"} 7\n"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body, ctype="text/plain; version=0.0.4", length=True):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        p = self.path
+        if p == "/slow":
+            time.sleep(3)
+            self.send(200, b"late 1\n")
+        elif p == "/garbage":
+            self.send(200, b"<html><body>not metrics</body></html>\n", "text/html")
+        elif p == "/huge":
+            line = b"big_series{i=\"%d\"} 1\n"
+            self.send(200, b"".join(line % i for i in range(20000)), length=False)
+        elif p == "/error":
+            self.send(500, b"boom\n")
+        elif p == "/om":
+            self.server.accepts.append(self.headers.get("Accept", ""))
+            self.send(200, OPENMETRICS.encode(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+        elif p == "/text":
+            self.send(200, TEXT.encode())
+        else:
+            self.send(404, b"no\n")
+
+
+@pytest.fixture
+def server():
+    s = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    s.daemon_threads = True
+    s.accepts = []
+    t = threading.Thread(target=s.serve_forever, daemon=True)
+    t.start()
+    yield s
+    s.shutdown()
+
+
+def up_by_instance(con):
+    return {
+        (r[0], r[1]): (r[2], r[3])
+        for r in con.execute(
+            "SELECT service_name, map_extract(resource_attributes, 'service.instance.id')[1], "
+            "count(DISTINCT timestamp), max(value) FROM lake WHERE metric_name = 'up' GROUP BY 1, 2"
+        ).fetchall()
+    }
+
+
+def wait_up(w, instance, scrapes, timeout=40):
+    deadline = time.time() + timeout
+    seen = {}
+    while time.time() < deadline:
+        if w.files("scrape", "metrics"):
+            seen = up_by_instance(w.duck("scrape", "metrics"))
+            if any(i == instance and n >= scrapes for (_, i), (n, _) in seen.items()):
+                return seen
+        time.sleep(0.3)
+    raise AssertionError(f"{instance} not scraped {scrapes} times: {seen}\n" + w.log.read_text()[-4000:])
+
+
+def test_scrapes_node_exporter_and_survives_bad_targets(weir_factory, server, tmp_path):
+    ne_port = free_port()
+    ne = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{ne_port}"],
+                          stdout=subprocess.DEVNULL, stderr=(tmp_path / "ne.log").open("wb"))
+    try:
+        wait_listening(f"http://127.0.0.1:{ne_port}/metrics", ne, "node_exporter")
+        sp = server.server_address[1]
+        targets = tmp_path / "targets.json"
+        targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{sp}"],
+                                        "labels": {"__metrics_path__": "/om", "job": "app", "env": "test"}}]))
+        bad = ["slow", "garbage", "huge", "error"]
+        urls = [f"http://127.0.0.1:{ne_port}/metrics"] + [f"http://127.0.0.1:{sp}/{b}" for b in bad]
+        w = weir_factory(f"""
+[sources.prometheus_scrape]
+enabled = true
+interval = "1s"
+timeout = "700ms"
+job = "node"
+targets = {json.dumps(urls)}
+files = ["{tmp_path}/*.json"]
+files_refresh = "500ms"
+max_body_bytes = "64KiB"
+tenant = "scrape"
+""")
+        ne_instance = f"127.0.0.1:{ne_port}"
+        wait_up(w, ne_instance, 3)
+        # The target file changes: a target is added, and it is picked up without a restart.
+        targets.write_text(json.dumps([
+            {"targets": [f"127.0.0.1:{sp}"], "labels": {"__metrics_path__": "/om", "job": "app", "env": "test"}},
+            {"targets": [f"localhost:{sp}"], "labels": {"__metrics_path__": "/text", "job": "added"}},
+        ]))
+        wait_up(w, f"localhost:{sp}", 2)
+        page = requests.get(f"http://127.0.0.1:{ne_port}/metrics", timeout=5).text
+        w.stop()
+    finally:
+        ne.terminate()
+        ne.wait(10)
+
+    con = w.duck("scrape", "metrics")
+    up = up_by_instance(con)
+    assert up[("node", ne_instance)][1] == 1.0
+    down = con.execute(
+        "SELECT count(DISTINCT timestamp), max(value) FROM lake WHERE metric_name = 'up' "
+        f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '127.0.0.1:{sp}' AND service_name = 'node'"
+    ).fetchone()
+    # Four bad targets share host:port (their paths differ), so `instance` alone does not
+    # tell them apart: at least two scrapes of each, all down.
+    assert down[0] >= 8 and down[1] == 0.0, down
+    assert up[("app", f"127.0.0.1:{sp}")][1] == 1.0
+    assert up[("added", f"localhost:{sp}")][1] == 1.0
+
+    # node_exporter's CPU counter: a monotonic cumulative sum with its labels, one row per
+    # series per scrape, as many series as the page has.
+    series = {tuple(sorted(l.split("{", 1)[1].rsplit("}", 1)[0].split(",")))
+              for l in page.splitlines() if l.startswith("node_cpu_seconds_total{")}
+    rows = con.execute(
+        "SELECT DISTINCT metric_type, is_monotonic, aggregation_temporality, "
+        "map_extract(attributes, 'cpu')[1], map_extract(attributes, 'mode')[1] "
+        f"FROM lake WHERE metric_name = 'node_cpu_seconds_total' AND service_name = 'node'"
+    ).fetchall()
+    assert {(r[0], r[1], r[2]) for r in rows} == {("sum", True, 2)}
+    assert len({(r[3], r[4]) for r in rows}) == len(series) > 0
+    scraped = con.execute(
+        "SELECT min(value) FROM lake WHERE metric_name = 'scrape_samples_scraped' "
+        f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '{ne_instance}'"
+    ).fetchone()[0]
+    assert scraped > 100
+    durations = con.execute(
+        "SELECT max(value) FROM lake WHERE metric_name = 'scrape_duration_seconds' "
+        f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '127.0.0.1:{sp}' AND service_name = 'node'"
+    ).fetchone()[0]
+    assert 0.6 < durations < 2.0, durations  # the slow target was cut at the timeout
+
+    # The OpenMetrics target, found through the file: its counter keeps `_total` and its
+    # created time, its histogram is one point, its labels come from the file.
+    c = con.execute(
+        "SELECT metric_type, value, epoch_ns(start_timestamp), map_extract(attributes, 'env')[1], map_extract(attributes, 'code')[1] "
+        "FROM lake WHERE metric_name = 'app_requests_total' LIMIT 1").fetchone()
+    assert c == ("sum", 41.0, 1_700_000_000_250_000_000, "test", "200"), c
+    h = con.execute(
+        "SELECT metric_type, count, sum, bucket_counts, explicit_bounds FROM lake "
+        "WHERE metric_name = 'app_latency_seconds' LIMIT 1").fetchone()
+    assert h == ("histogram", 9, 4.5, [3, 5, 1], [0.1, 1.0]), h
+    assert con.execute("SELECT value FROM lake WHERE metric_name = 'app_build_info' LIMIT 1").fetchone()[0] == 1.0
+    assert server.accepts and server.accepts[0].startswith("application/openmetrics-text")
+
+    # honor_labels = false: the page's own `job` moves to `exported_job`.
+    e = con.execute(
+        "SELECT service_name, map_extract(attributes, 'exported_job')[1] FROM lake "
+        "WHERE metric_name = 'extra_gauge' LIMIT 1").fetchone()
+    assert e == ("added", "from-page"), e
+
+    # Each failure is named in the log, once per target.
+    log = w.log.read_text()
+    for needle in ["no complete answer within sources.prometheus_scrape.timeout",
+                   "not valid Prometheus text format",
+                   "over sources.prometheus_scrape.max_body_bytes",
+                   "HTTP 500"]:
+        assert needle in log, needle
+
+
+def test_bad_scrape_config_is_refused_with_its_key(weir_factory):
+    w = weir_factory("""
+[sources.prometheus_scrape]
+enabled = true
+interval = "5s"
+timeout = "10s"
+targets = ["ftp://example/metrics"]
+files = ["/etc/targets.txt"]
+""", start=False)
+    r = subprocess.run([WEIR_BIN, "validate", "--config", str(w.config)], capture_output=True, text=True)
+    assert r.returncode != 0
+    for key in ["sources.prometheus_scrape.timeout", "sources.prometheus_scrape.targets[0]",
+                "sources.prometheus_scrape.files[0]"]:
+        assert key in r.stderr, r.stderr
