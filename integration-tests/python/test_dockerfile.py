@@ -90,8 +90,10 @@ def test_build_context_holds_a_workspace_cargo_resolves(tmp_path):
         if src.is_file():
             (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, ctx / rel)
+    host = re.search(r"^host: (\S+)$", subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout, re.M).group(1)
+    # The host's packages only (what a Linux build needs), from the local cache when there.
     r = subprocess.run(
-        ["cargo", "metadata", "--locked", "--offline", "--format-version", "1"],
+        ["cargo", "metadata", "--locked", "--format-version", "1", "--filter-platform", host],
         cwd=ctx,
         capture_output=True,
         text=True,
