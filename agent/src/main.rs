@@ -151,6 +151,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate { config } => {
+            let ignored = config::env::ignored();
+            if !ignored.is_empty() {
+                eprintln!(
+                    "note: ignored Kubernetes service variables (not configuration keys): {}",
+                    ignored.join(", ")
+                );
+            }
             match Config::load(Some(&config)).and_then(Config::validate) {
                 Ok(_) => {
                     println!("{}: valid", config.display());
@@ -186,6 +193,9 @@ fn serve(config: Option<PathBuf>, role: impl FnOnce(ValidConfig) -> RoleFuture) 
         }
     };
     init_tracing(&valid.config);
+    for variable in config::env::ignored() {
+        tracing::debug!(%variable, "ignored a Kubernetes service variable");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

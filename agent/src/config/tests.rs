@@ -212,3 +212,56 @@ fn pipeline_source_names_must_exist() {
     assert!(!err.contains("\"otlp\" is not"), "{err}");
     assert!(!err.contains("\"syslog_tcp\" is not"), "{err}");
 }
+
+/// A Service named `weir-control-plane` or `weir` in the pod's namespace makes the kubelet set
+/// `WEIR_CONTROL_PLANE_PORT=tcp://…`, `WEIR_PORT=…` and the like in every pod: they are not
+/// configuration, and must neither fail the load nor hide the real `WEIR_` keys beside them.
+#[test]
+fn kubernetes_service_variables_are_ignored() {
+    Jail::expect_with(|jail| {
+        jail.create_file("weir.toml", "data_dir = \"/var/lib/weir\"\n")?;
+        for (name, value) in [
+            ("WEIR_CONTROL_PLANE_SERVICE_HOST", "10.0.0.1"),
+            ("WEIR_CONTROL_PLANE_SERVICE_PORT", "8700"),
+            ("WEIR_CONTROL_PLANE_SERVICE_PORT_API", "8700"),
+            ("WEIR_CONTROL_PLANE_PORT", "tcp://10.0.0.1:8700"),
+            ("WEIR_CONTROL_PLANE_PORT_8700_TCP", "tcp://10.0.0.1:8700"),
+            ("WEIR_CONTROL_PLANE_PORT_8700_TCP_PROTO", "tcp"),
+            ("WEIR_CONTROL_PLANE_PORT_8700_TCP_PORT", "8700"),
+            ("WEIR_CONTROL_PLANE_PORT_8700_TCP_ADDR", "10.0.0.1"),
+            ("WEIR_SERVICE_HOST", "10.0.0.2"),
+            ("WEIR_SERVICE_PORT", "4317"),
+            ("WEIR_SERVICE_PORT_OTLP_GRPC", "4317"),
+            ("WEIR_PORT", "tcp://10.0.0.2:4317"),
+            ("WEIR_PORT_4317_TCP_ADDR", "10.0.0.2"),
+            ("WEIR_AGENT_METRICS_PORT_8686_TCP", "tcp://10.0.0.3:8686"),
+        ] {
+            jail.set_env(name, value);
+        }
+        jail.set_env("WEIR_CONTROL_PLANE__URL", "http://weir-control-plane:8700");
+        jail.set_env("WEIR_AGENT__ID", "node-1");
+        let c = Config::load(Some(&PathBuf::from("weir.toml"))).unwrap();
+        assert_eq!(
+            c.control_plane.url.as_deref(),
+            Some("http://weir-control-plane:8700")
+        );
+        assert_eq!(c.agent.id.as_deref(), Some("node-1"));
+        c.validate().unwrap();
+        Ok(())
+    });
+}
+
+/// Ignoring service variables does not hide mistakes: an unknown key is still refused.
+#[test]
+fn unknown_environment_keys_are_still_refused() {
+    Jail::expect_with(|jail| {
+        jail.set_env("WEIR_DATA_DIRR", "/tmp/x");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("data_dirr"), "{err}");
+        jail.clear_env();
+        jail.set_env("WEIR_LAKE__URLL", "s3://b/p");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+        Ok(())
+    });
+}
