@@ -224,3 +224,56 @@ files = ["/etc/targets.txt"]
     for key in ["sources.prometheus_scrape.timeout", "sources.prometheus_scrape.targets[0]",
                 "sources.prometheus_scrape.files[0]"]:
         assert key in r.stderr, r.stderr
+
+
+def test_annotated_pods_on_this_node_are_scraped(weir_factory, server, tmp_path, monkeypatch):
+    """Pods come from the replaying list/watch server of test_kubernetes_api.py (no API server
+    can be installed here); each pod's "IP" is 127.0.0.1 and its port the test's server."""
+    from test_kubernetes_api import FakeApiServer, kubeconfig, pod
+
+    sp = server.server_address[1]
+    api = FakeApiServer()
+    try:
+        def annotated(name, uid, path, node="node-a", scrape="true"):
+            p = pod(name, uid, annotations={"prometheus.io/scrape": scrape, "prometheus.io/port": str(sp),
+                                            "prometheus.io/path": path}, node=node)
+            p["status"]["podIP"] = "127.0.0.1"
+            return p
+
+        api.add(annotated("app-1", "u1", "/om"))
+        api.add(annotated("elsewhere", "u2", "/text", node="node-b"))   # another node's pod
+        api.add(annotated("opted-out", "u3", "/text", scrape="false"))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", api.port)))
+        monkeypatch.setenv("K8S_NODE_NAME", "node-a")
+        w = weir_factory("""
+[sources.prometheus_scrape]
+enabled = true
+interval = "1s"
+timeout = "700ms"
+job = "kubernetes-pods"
+kubernetes.enabled = true
+tenant = "scrape"
+""")
+        wait_up(w, f"127.0.0.1:{sp}", 2)
+        # A pod added later on this node is scraped too.
+        api.add(annotated("late", "u4", "/text"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            con = w.duck("scrape", "metrics") if w.files("scrape", "metrics") else None
+            pods = {r[0] for r in con.execute(
+                "SELECT DISTINCT map_extract(attributes, 'pod')[1] FROM lake WHERE metric_name = 'up'").fetchall()} if con else set()
+            if "late" in pods:
+                break
+            time.sleep(0.3)
+        w.stop()
+    finally:
+        api.close()
+    con = w.duck("scrape", "metrics")
+    rows = con.execute(
+        "SELECT DISTINCT map_extract(attributes, 'pod')[1], map_extract(attributes, 'namespace')[1], service_name, value "
+        "FROM lake WHERE metric_name = 'up'").fetchall()
+    assert {(r[0], r[1], r[2], r[3]) for r in rows} == {("app-1", "shop", "kubernetes-pods", 1.0),
+                                                        ("late", "shop", "kubernetes-pods", 1.0)}, rows
+    assert con.execute("SELECT count(*) FROM lake WHERE metric_name = 'app_requests_total'").fetchone()[0] >= 2
+    # The watch asked for this node's pods only.
+    assert any(q.get("fieldSelector") == ["spec.nodeName=node-a"] for _, q in api.requests)
