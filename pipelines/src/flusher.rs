@@ -9,6 +9,11 @@
 //! 5. the outbox ([`crate::outbox`]) registers the segment with the control plane (idempotent
 //!    by id), retrying with backoff while it is unreachable.
 //!
+//! A flush that fails after its journal record is written keeps its id and its rows: the
+//! retry uploads the same rows to the same key and commits the same segment (rows read in the
+//! meantime wait for the next flush), so an upload that failed ambiguously (the object exists
+//! after all) or a failed commit never leaves the same rows under two ids.
+//!
 //! On start, [`Flusher::run`] first replays the journal ([`Flusher::recover`], retried until it
 //! succeeds; nothing is flushed before, so journaled rows are never flushed again under another
 //! id), then reports it through [`Flusher::journal_replayed`]: a record whose object exists goes to
@@ -82,6 +87,17 @@ struct Pending {
     since: Instant,
     retry_at: Option<Instant>,
     failures: u32,
+    /// The flush in progress: once its journal record is written, its id and the first
+    /// `batches` batches (and seqs) are fixed, so a retry (after a failed or ambiguous upload,
+    /// or a failed commit) rewrites and re-registers the same object instead of writing the
+    /// same rows under a second id. Rows read meanwhile wait for the next flush.
+    sealed: Option<Sealed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sealed {
+    id: Uuid,
+    batches: usize,
 }
 
 /// The journal record of a flush in progress.
@@ -317,6 +333,7 @@ impl Flusher {
                     since: Instant::now(),
                     retry_at: None,
                     failures: 0,
+                    sealed: None,
                 });
                 p.bytes += e.batch.records.get_array_memory_size() as u64;
                 if let Some(reason) = e.batch.dead_letter {
@@ -349,7 +366,7 @@ impl Flusher {
             };
             let started = Instant::now();
             match self.flush_one(&key, &mut p).await {
-                Ok(seg) => {
+                Ok((seg, flushed)) => {
                     let m = &self.metrics.flush;
                     m.duration.observe(started.elapsed().as_secs_f64());
                     m.segments.get(key.signal).inc();
@@ -358,6 +375,20 @@ impl Flusher {
                     m.last_flush_seconds.set(chrono::Utc::now().timestamp());
                     let signal = key.signal.as_str();
                     info!(segment = %seg.id, tenant = %seg.tenant, signal, rows = seg.row_count, bytes = seg.bytes, key = %seg.object_key, "flushed segment");
+                    if flushed < p.batches.len() {
+                        // Rows read while a retried flush was sealed: they are the next one.
+                        p.batches.drain(..flushed);
+                        p.seqs.drain(..flushed);
+                        p.bytes = p
+                            .batches
+                            .iter()
+                            .map(|b| b.get_array_memory_size() as u64)
+                            .sum();
+                        p.sealed = None;
+                        p.failures = 0;
+                        p.retry_at = None;
+                        self.pending.insert(key, p);
+                    }
                 }
                 Err(e) => {
                     self.metrics.flush.errors(e.stage()).inc();
@@ -405,12 +436,24 @@ impl Flusher {
         Ok(())
     }
 
-    async fn flush_one(&self, key: &Key, p: &mut Pending) -> Result<SegmentRecord, FlushError> {
+    /// Flushes the pending rows of a partition (the sealed ones, when a flush is being
+    /// retried); returns the segment and how many of `p`'s batches it holds.
+    async fn flush_one(
+        &self,
+        key: &Key,
+        p: &mut Pending,
+    ) -> Result<(SegmentRecord, usize), FlushError> {
+        let sealed = p.sealed.unwrap_or(Sealed {
+            id: Uuid::now_v7(),
+            batches: p.batches.len(),
+        });
+        let id = sealed.id;
+        let seqs = p.seqs[..sealed.batches].to_vec();
         let (cfg, signal, tenant, batches) = (
             self.config.parquet.clone(),
             key.signal,
             key.tenant.clone(),
-            p.batches.clone(),
+            p.batches[..sealed.batches].to_vec(),
         );
         let mut extra: Vec<(String, String)> =
             vec![(META_AGENT_ID.into(), self.config.agent_id.clone())];
@@ -423,7 +466,6 @@ impl Flusher {
         })
         .await
         .map_err(|e| FlushError::Task(e.to_string()))??;
-        let id = Uuid::now_v7();
         let object = SegmentKey::new(&key.tenant, key.signal, key.partition, id)
             .with_dead_letter(key.dead_letter);
         let segment = layout::segment_record(
@@ -434,7 +476,7 @@ impl Flusher {
         );
         let journal = serde_json::to_vec(&JournalRecord {
             segment: segment.clone(),
-            seqs: p.seqs.clone(),
+            seqs: seqs.clone(),
             dead_letter: Some(key.dead_letter),
         })
         .map_err(|e| FlushError::Task(e.to_string()))?;
@@ -444,14 +486,13 @@ impl Flusher {
             buffer.sync_all()
         })
         .await?;
-        if let Err(e) = self.lake.put(&segment.object_key, bytes).await {
-            let buffer = self.buffer.clone();
-            blocking(move || buffer.ledger_remove(Ledger::FlushJournal, id.as_bytes())).await?;
-            return Err(e.into());
-        }
+        // From here on the rows belong to this id: a failed or ambiguous upload (the object
+        // may exist after an error), or a failed commit, is retried under it, and the journal
+        // record stays, so a restart finds the object by its key.
+        p.sealed = Some(sealed);
+        self.lake.put(&segment.object_key, bytes).await?;
         debug!(segment = %id, "uploaded");
-        self.commit_flush(&segment, key.dead_letter, p.seqs.clone())
-            .await?;
-        Ok(segment)
+        self.commit_flush(&segment, key.dead_letter, seqs).await?;
+        Ok((segment, sealed.batches))
     }
 }

@@ -187,6 +187,18 @@ impl Lake {
         })
     }
 
+    /// The same lake through another store wrapped around this one's (instrumentation, and
+    /// fault injection in tests): `wrap` gets the current store.
+    pub fn map_store(
+        self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Lake {
+        Lake {
+            store: wrap(self.store),
+            ..self
+        }
+    }
+
     /// The URL the lake was opened with.
     pub fn url(&self) -> &str {
         &self.url
