@@ -1,11 +1,14 @@
 """Weir scrapes Prometheus `/metrics` pages itself (`[sources.prometheus_scrape]`).
 
 A real node_exporter (Debian `prometheus-node-exporter`) is scraped beside targets served by
-this test: one that answers slower than the timeout, one that answers garbage, one whose page
-is over `max_body_bytes` (sent without Content-Length, so the limit is hit while streaming),
-one that answers 500, and one that speaks OpenMetrics and is found through a `file_sd` target
-file, which the test then rewrites to add a target. DuckDB reads the lake: `up` is 1 for the
-good targets and 0 for the bad ones on every scrape, and the agent keeps scraping all of them.
+this test, each bad one under a `job` of its own (from a YAML `file_sd` file): one slower than
+the timeout, one answering garbage, one whose page is over `max_body_bytes` (sent without
+Content-Length, so the limit is hit while streaming), one over `max_samples`, one with a series
+over `max_labels_per_series`, and one answering 500. A target speaking OpenMetrics (with an
+empty family, as Python's client writes them) comes from a JSON `file_sd` file, which the test
+then rewrites: its target is removed and another added. DuckDB reads the lake: `up` is 1 for
+the good targets and 0 for every bad one on every scrape, the agent keeps scraping all of them,
+and a removed target stops.
 """
 
 import json
@@ -25,7 +28,9 @@ pytestmark = pytest.mark.skipif(
     reason="needs the Debian package prometheus-node-exporter (scripts/test.sh installs it)",
 )
 
-OPENMETRICS = """# TYPE app_requests counter
+OPENMETRICS = """# HELP app_idle Families without samples yet.
+# TYPE app_idle counter
+# TYPE app_requests counter
 # HELP app_requests Requests served.
 app_requests_total{code="200"} 41
 app_requests_created{code="200"} 1700000000.25
@@ -65,6 +70,12 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "/huge":
             line = b"big_series{i=\"%d\"} 1\n"
             self.send(200, b"".join(line % i for i in range(20000)), length=False)
+        elif p == "/many":
+            # Under max_body_bytes (64 KiB), over max_samples (5000).
+            self.send(200, b"".join(b"m%x 1\n" % i for i in range(6000)))
+        elif p == "/wide":
+            labels = ",".join(f'l{i}="v"' for i in range(200))
+            self.send(200, f"ok_series 1\nwide_series{{{labels}}} 1\n".encode())
         elif p == "/error":
             self.send(500, b"boom\n")
         elif p == "/om":
@@ -80,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     s = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     s.daemon_threads = True
+    s.handle_error = lambda *args: None  # the agent hangs up on the slow target: expected
     s.accepts = []
     t = threading.Thread(target=s.serve_forever, daemon=True)
     t.start()
@@ -109,6 +121,16 @@ def wait_up(w, instance, scrapes, timeout=40):
     raise AssertionError(f"{instance} not scraped {scrapes} times: {seen}\n" + w.log.read_text()[-4000:])
 
 
+BAD = ["slow", "garbage", "huge", "many", "wide", "error"]
+
+
+def scrapes(con, job):
+    """(scrapes, highest `up`, last scrape ns) of a job."""
+    return con.execute(
+        "SELECT count(DISTINCT timestamp), max(value), max(epoch_ns(timestamp)) FROM lake "
+        f"WHERE metric_name = 'up' AND service_name = '{job}'").fetchone()
+
+
 def test_scrapes_node_exporter_and_survives_bad_targets(weir_factory, server, tmp_path):
     ne_port = free_port()
     ne = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{ne_port}"],
@@ -116,31 +138,36 @@ def test_scrapes_node_exporter_and_survives_bad_targets(weir_factory, server, tm
     try:
         wait_listening(f"http://127.0.0.1:{ne_port}/metrics", ne, "node_exporter")
         sp = server.server_address[1]
-        targets = tmp_path / "targets.json"
-        targets.write_text(json.dumps([{"targets": [f"127.0.0.1:{sp}"],
-                                        "labels": {"__metrics_path__": "/om", "job": "app", "env": "test"}}]))
-        bad = ["slow", "garbage", "huge", "error"]
-        urls = [f"http://127.0.0.1:{ne_port}/metrics"] + [f"http://127.0.0.1:{sp}/{b}" for b in bad]
+        sd = tmp_path / "sd"
+        sd.mkdir()
+        app = sd / "app.json"
+        app.write_text(json.dumps([{"targets": [f"127.0.0.1:{sp}"],
+                                    "labels": {"__metrics_path__": "/om", "job": "app", "env": "test"}}]))
+        (sd / "bad.yaml").write_text("".join(
+            f"- targets: ['127.0.0.1:{sp}']\n  labels: {{__metrics_path__: /{b}, job: bad-{b}}}\n" for b in BAD))
         w = weir_factory(f"""
 [sources.prometheus_scrape]
 enabled = true
 interval = "1s"
 timeout = "700ms"
 job = "node"
-targets = {json.dumps(urls)}
-files = ["{tmp_path}/*.json"]
+targets = ["http://127.0.0.1:{ne_port}/metrics"]
+files = ["{sd}/*.json", "{sd}/*.yaml"]
 files_refresh = "500ms"
 max_body_bytes = "64KiB"
+max_samples = 5000
 tenant = "scrape"
 """)
         ne_instance = f"127.0.0.1:{ne_port}"
         wait_up(w, ne_instance, 3)
-        # The target file changes: a target is added, and it is picked up without a restart.
-        targets.write_text(json.dumps([
-            {"targets": [f"127.0.0.1:{sp}"], "labels": {"__metrics_path__": "/om", "job": "app", "env": "test"}},
+        wait_up(w, f"127.0.0.1:{sp}", 3)
+        # The target file changes: its target is removed and another added, without a restart.
+        app.write_text(json.dumps([
             {"targets": [f"localhost:{sp}"], "labels": {"__metrics_path__": "/text", "job": "added"}},
         ]))
-        wait_up(w, f"localhost:{sp}", 2)
+        removed_at = time.time_ns()
+        wait_up(w, f"localhost:{sp}", 3)
+        time.sleep(2)
         page = requests.get(f"http://127.0.0.1:{ne_port}/metrics", timeout=5).text
         w.stop()
     finally:
@@ -150,15 +177,15 @@ tenant = "scrape"
     con = w.duck("scrape", "metrics")
     up = up_by_instance(con)
     assert up[("node", ne_instance)][1] == 1.0
-    down = con.execute(
-        "SELECT count(DISTINCT timestamp), max(value) FROM lake WHERE metric_name = 'up' "
-        f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '127.0.0.1:{sp}' AND service_name = 'node'"
-    ).fetchone()
-    # Four bad targets share host:port (their paths differ), so `instance` alone does not
-    # tell them apart: at least two scrapes of each, all down.
-    assert down[0] >= 8 and down[1] == 0.0, down
-    assert up[("app", f"127.0.0.1:{sp}")][1] == 1.0
+    for b in BAD:
+        # Every bad target was scraped again and again, and was down every time.
+        n, best, _ = scrapes(con, f"bad-{b}")
+        assert n >= 3 and best == 0.0, (b, n, best)
     assert up[("added", f"localhost:{sp}")][1] == 1.0
+    n, best, last = scrapes(con, "app")
+    assert n >= 3 and best == 1.0
+    # The removed target stopped within a scrape interval or two of the file's change.
+    assert last < removed_at + 2_500_000_000, (last - removed_at) / 1e9
 
     # node_exporter's CPU counter: a monotonic cumulative sum with its labels, one row per
     # series per scrape, as many series as the page has.
@@ -171,16 +198,26 @@ tenant = "scrape"
     ).fetchall()
     assert {(r[0], r[1], r[2]) for r in rows} == {("sum", True, 2)}
     assert len({(r[3], r[4]) for r in rows}) == len(series) > 0
+    # scrape_samples_scraped counts the page's sample lines, as Prometheus does.
+    lines = sum(1 for l in page.splitlines() if l.strip() and not l.startswith("#"))
     scraped = con.execute(
-        "SELECT min(value) FROM lake WHERE metric_name = 'scrape_samples_scraped' "
+        "SELECT arg_max(value, timestamp) FROM lake WHERE metric_name = 'scrape_samples_scraped' "
         f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '{ne_instance}'"
     ).fetchone()[0]
-    assert scraped > 100
+    assert abs(scraped - lines) <= 5, (scraped, lines)
+    # The page over max_samples reports its real sample count.
+    many = con.execute(
+        "SELECT max(value) FROM lake WHERE metric_name = 'scrape_samples_scraped' AND service_name = 'bad-many'"
+    ).fetchone()[0]
+    assert many == 6000
     durations = con.execute(
-        "SELECT max(value) FROM lake WHERE metric_name = 'scrape_duration_seconds' "
-        f"AND map_extract(resource_attributes, 'service.instance.id')[1] = '127.0.0.1:{sp}' AND service_name = 'node'"
+        "SELECT max(value) FROM lake WHERE metric_name = 'scrape_duration_seconds' AND service_name = 'bad-slow'"
     ).fetchone()[0]
     assert 0.6 < durations < 2.0, durations  # the slow target was cut at the timeout
+    # Nothing of the pages that failed reached the lake.
+    assert con.execute(
+        "SELECT count(*) FROM lake WHERE metric_name IN ('m1', 'wide_series', 'ok_series', 'big_series')"
+    ).fetchone()[0] == 0
 
     # The OpenMetrics target, found through the file: its counter keeps `_total` and its
     # created time, its histogram is one point, its labels come from the file.
@@ -201,11 +238,13 @@ tenant = "scrape"
         "WHERE metric_name = 'extra_gauge' LIMIT 1").fetchone()
     assert e == ("added", "from-page"), e
 
-    # Each failure is named in the log, once per target.
+    # Each failure is named in the log.
     log = w.log.read_text()
     for needle in ["no complete answer within sources.prometheus_scrape.timeout",
-                   "not valid Prometheus text format",
+                   "line 1: expected a metric name",
                    "over sources.prometheus_scrape.max_body_bytes",
+                   "more than 5000 samples (sources.prometheus_scrape.max_samples)",
+                   "over sources.prometheus_scrape.max_labels_per_series (128)",
                    "HTTP 500"]:
         assert needle in log, needle
 

@@ -1,7 +1,7 @@
 //! Prometheus series → rows of the metrics lake schema, as the OpenTelemetry Collector's
 //! Prometheus receiver maps them (docs/protocols.md has the table). Shared by the remote
-//! write source (which first reassembles series from requests) and the scrape source (whose
-//! parser hands over whole families):
+//! write source and the scrape source: both turn what they receive into [`series::Series`],
+//! and [`series::append`] reassembles histograms and summaries and writes the rows:
 //!
 //! - a counter becomes a monotonic cumulative sum, a gauge (and an info or state set) a gauge;
 //! - a classic histogram's cumulative `le` counts become per-bucket counts of one histogram
@@ -11,6 +11,7 @@
 
 use weir_pipelines::metricrows::{MetricFields, MetricsBuilder, Number, Point};
 
+pub mod series;
 #[cfg(test)]
 pub mod testing;
 

@@ -74,6 +74,7 @@ impl PrometheusRemoteWriteConfig {
     pub fn series_limits(&self) -> Limits {
         Limits {
             key: KEY,
+            scope: super::SOURCE,
             max_labels_per_series: self.max_labels_per_series,
             max_label_bytes_per_series: self.max_label_bytes_per_series.0 as usize,
             max_row_bytes: self

@@ -58,9 +58,10 @@ pub struct PrometheusScrapeConfig {
     pub max_concurrent_scrapes: usize,
     /// Most targets at once, all kinds together; targets past it are left out (and logged).
     pub max_targets: usize,
-    /// A file holding a bearer token sent to every target (the kubelet wants the pod's
-    /// service account token: `/var/run/secrets/kubernetes.io/serviceaccount/token`). Read
-    /// again at every scrape, so a rotated token is picked up.
+    /// A file holding a bearer token sent to the static `targets` (never to targets from
+    /// files or pods, which could be anyone's). The kubelet wants the pod's service account
+    /// token: `/var/run/secrets/kubernetes.io/serviceaccount/token`. Read again at every
+    /// scrape, so a rotated token is picked up.
     pub bearer_token_file: Option<String>,
     /// Accept any certificate from HTTPS targets (the kubelet's is often self-signed).
     pub insecure_skip_verify: bool,
@@ -164,7 +165,10 @@ impl SourceConfig for PrometheusScrapeConfig {
         }
         let mut valid = Vec::new();
         for (i, url) in self.targets.iter().enumerate() {
-            match Target::from_url(url, &self.job, &self.labels) {
+            match Target::from_url(url, &self.job, &self.labels).map(|t| Target {
+                credentials: true,
+                ..t
+            }) {
                 Ok(t) if valid.contains(&t) => {
                     problems.push(format!("{KEY}.targets[{i}] = {url:?} is listed twice"))
                 }
@@ -177,6 +181,8 @@ impl SourceConfig for PrometheusScrapeConfig {
                 problems.push(format!(
                     "{KEY}.files[{i}] = {f:?} must end in .json, .yaml or .yml (its format)"
                 ));
+            } else if let Err(e) = glob::Pattern::new(f) {
+                problems.push(format!("{KEY}.files[{i}] = {f:?} is not a valid pattern: {e}"));
             }
         }
         let node_name = if self.kubernetes.enabled {

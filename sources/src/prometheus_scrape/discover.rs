@@ -42,6 +42,23 @@ fn expand(patterns: &[String]) -> Vec<String> {
     out
 }
 
+/// Largest target file read.
+const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// A target file's text, refused past [`MAX_FILE_BYTES`].
+async fn read_bounded(path: &str) -> Result<String, String> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| e.to_string())?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_FILE_BYTES} a target file may have",
+            meta.len()
+        ));
+    }
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Reads the target files every `refresh` and publishes their targets when they change. A
 /// file that stops parsing keeps its previous targets (said at warn); a file that is gone
 /// drops its own.
@@ -53,6 +70,8 @@ pub async fn watch_files(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let mut files: HashMap<String, Read> = HashMap::new();
+    // The last error said of each unreadable file, to say each once.
+    let mut unreadable: HashMap<String, String> = HashMap::new();
     let mut missing_said = false;
     loop {
         let mut changed = false;
@@ -64,12 +83,19 @@ pub async fn watch_files(
         let before = files.len();
         files.retain(|p, _| paths.contains(p));
         changed |= files.len() != before;
+        unreadable.retain(|p, _| paths.contains(p));
         for path in paths {
-            let text = match tokio::fs::read_to_string(&path).await {
-                Ok(t) => t,
+            let text = match read_bounded(&path).await {
+                Ok(t) => {
+                    unreadable.remove(&path);
+                    t
+                }
                 Err(e) => {
+                    if unreadable.get(&path) != Some(&e) {
+                        warn!(file = %path, error = %e, "target file unreadable; it gives no targets until it can be read");
+                        unreadable.insert(path.clone(), e);
+                    }
                     if files.remove(&path).is_some() {
-                        warn!(file = %path, error = %e, "target file unreadable; its targets are dropped");
                         changed = true;
                     }
                     continue;
@@ -155,11 +181,14 @@ pub fn pod_targets(pod: &Pod, prefix: &str, job: &str) -> Vec<Target> {
             .map(|p| p.container_port.to_string())
             .collect(),
     };
+    if ports.is_empty() {
+        info!(pod = ?meta.name, namespace = ?meta.namespace, "pod annotated for scraping declares no port and has no {prefix}/port annotation; not scraped");
+    }
     let mut out = Vec::new();
     for port in ports {
         match Target::from_address(&format!("{host}:{port}"), &labels, job) {
             Ok(t) => out.push(t),
-            Err(e) => debug!(pod = ?meta.name, error = %e, "pod scrape target skipped"),
+            Err(e) => warn!(pod = ?meta.name, namespace = ?meta.namespace, error = %e, "pod scrape target skipped"),
         }
     }
     out

@@ -1,4 +1,5 @@
 use super::*;
+use crate::prometheus_scrape::text::Bounds;
 use crate::prometheus::testing::*;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampNanosecondType;
@@ -19,16 +20,19 @@ fn shape(t: &[(String, String)]) -> Shape<'_> {
         honor_labels: false,
         honor_timestamps: true,
         scraped_at: AT,
-        max_samples: 1000,
-        max_labels_per_series: 16,
-        max_label_bytes_per_series: 1024,
+        bounds: Bounds {
+            max_samples: 1000,
+            max_labels_per_series: 16,
+            max_label_bytes_per_series: 1024,
+        },
+        max_row_bytes: 1 << 20,
     }
 }
 
 fn rows(page: &str, om: bool, shape: &Shape<'_>) -> Result<(RecordBatch, usize), String> {
     let mut b = MetricsBuilder::default();
-    let n = append_page(page, om, shape, &mut b)?;
-    Ok((b.finish().map_err(|e| e.to_string())?, n))
+    let n = append_page(page, om, shape, &mut b).map_err(|e| e.to_string())?;
+    Ok((b.finish().map_err(|e| e.to_string())?, n.samples))
 }
 
 fn timestamp(rb: &RecordBatch, row: usize) -> i64 {
@@ -124,6 +128,11 @@ fn honor_timestamps_off_uses_the_scrape_time() {
     };
     let (rb, _) = rows("g 1 1600000000000\n", false, &off).unwrap();
     assert_eq!(timestamp(&rb, 0), AT);
+    // Honoured, a timestamp far from the scrape is dropped (it would open an hour of its own).
+    let mut b = MetricsBuilder::default();
+    let n = append_page("g 1 1600000000000\nh 2 1700000000000\n", false, &shape(&t), &mut b).unwrap();
+    assert_eq!(n, Scraped { samples: 2, out_of_bounds: 1 });
+    assert_eq!(b.finish().unwrap().num_rows(), 1);
 }
 
 #[test]
@@ -149,16 +158,15 @@ fn openmetrics_counters_keep_total_and_created() {
 fn garbage_and_limits_fail_the_scrape_with_a_reason() {
     let t = target();
     let e = rows("<html>not metrics</html>\n", false, &shape(&t)).unwrap_err();
-    assert!(e.contains("not valid Prometheus text format"), "{e}");
+    assert!(e.contains("line 1: expected a metric name"), "{e}");
     let e = rows("# TYPE a gauge\na 1\n", true, &shape(&t)).unwrap_err();
-    assert!(e.contains("not valid OpenMetrics"), "{e}");
+    assert!(e.contains("does not end with # EOF"), "{e}");
     let many: String = (0..20).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
-    let small = Shape {
-        max_samples: 10,
-        ..shape(&t)
-    };
+    let mut small = shape(&t);
+    small.bounds.max_samples = 10;
     let e = rows(&many, false, &small).unwrap_err();
-    assert!(e.contains("20 samples, over sources.prometheus_scrape.max_samples (10)"), "{e}");
+    assert!(e.contains("more than 10 samples (sources.prometheus_scrape.max_samples)"), "{e}");
+    assert_eq!(count_sample_lines(&many), 20);
     let wide: String = format!(
         "w{{{}}} 1\n",
         (0..20).map(|i| format!("l{i}=\"v\"")).collect::<Vec<_>>().join(",")
@@ -168,14 +176,26 @@ fn garbage_and_limits_fail_the_scrape_with_a_reason() {
 }
 
 #[test]
-fn undeclared_series_are_families_of_their_own() {
-    let page = "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\nloose 4\nother{a=\"b\"} 5\n";
-    assert!(matches!(delimit_families(page), Cow::Owned(_)));
+fn undeclared_series_and_empty_families_read() {
+    let page = "# TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n# TYPE e counter\nloose 4\nother{a=\"b\"} 5\n";
     let t = target();
     let (rb, n) = rows(page, false, &shape(&t)).unwrap();
     assert_eq!((rb.num_rows(), n), (3, 5));
     assert_eq!(s(&rb, "metric_type", row_of(&rb, "loose")).as_deref(), Some("gauge"));
-    assert!(matches!(delimit_families(TEXT.split("untyped_thing").next().unwrap()), Cow::Borrowed(_)));
+    assert_eq!(s(&rb, "metric_type", row_of(&rb, "s")).as_deref(), Some("summary"));
+}
+
+#[test]
+fn openmetrics_sample_timestamps_are_seconds_and_gauge_histograms_read() {
+    let page = "# TYPE g gauge\ng 1 1700000000.25\n# TYPE q gaugehistogram\nq_bucket{le=\"1\"} 2\nq_bucket{le=\"+Inf\"} 3\nq_gsum 1.5\nq_gcount 3\n# EOF\n";
+    let t = target();
+    let (rb, n) = rows(page, true, &shape(&t)).unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(timestamp(&rb, row_of(&rb, "g")), 1_700_000_000_250_000_000);
+    let q = row_of(&rb, "q");
+    assert_eq!(s(&rb, "metric_type", q).as_deref(), Some("histogram"));
+    assert_eq!(u(&rb, "count", q), Some(3));
+    assert_eq!(f(&rb, "sum", q), Some(1.5));
 }
 
 #[test]

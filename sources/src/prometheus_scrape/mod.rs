@@ -11,6 +11,7 @@
 pub mod config;
 mod discover;
 pub mod exposition;
+pub mod text;
 mod service;
 pub mod targets;
 

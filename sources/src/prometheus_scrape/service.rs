@@ -2,7 +2,7 @@
 //! and one loop per target scrapes it on the interval, each scrape under the timeout and a
 //! shared limit on scrapes in flight; parsing and the buffer write run off the async threads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use weir_pipelines::{Batch, Signal};
 
 use super::config::{PrometheusScrapeConfig, ValidPrometheusScrape, KEY};
 use super::exposition::{self, Shape};
+use super::text::{Bounds, PageError};
 use super::targets::Target;
 use super::{discover, SOURCE};
 use crate::contract::{BuildError, RunningSource, ServeError, SourceContext, ValidSource};
@@ -109,9 +110,12 @@ async fn manage(
     let mut pods_open = true;
     let mut over_limit_said = false;
     loop {
-        let mut wanted: BTreeSet<Target> = fixed.iter().cloned().collect();
+        // Static targets first, so that discovered ones never push them out.
+        let mut wanted: Vec<Target> = fixed.clone();
         wanted.extend(files.borrow_and_update().iter().cloned());
         wanted.extend(pods.borrow_and_update().iter().cloned());
+        let mut seen = HashSet::new();
+        wanted.retain(|t| seen.insert(t.clone()));
         let max = scraper.config.max_targets;
         if wanted.len() > max {
             if !over_limit_said {
@@ -121,9 +125,7 @@ async fn manage(
                 );
                 over_limit_said = true;
             }
-            while wanted.len() > max {
-                wanted.pop_last();
-            }
+            wanted.truncate(max);
         } else {
             over_limit_said = false;
         }
@@ -178,9 +180,9 @@ async fn target_loop(scraper: Arc<Scraper>, t: Target, stop: CancellationToken) 
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return,
-            o = scraper.scrape(&t) => o,
+        let outcome = match scraper.scrape(&t, &stop).await {
+            Some(o) => o,
+            None => return,
         };
         match (outcome, &failing) {
             (Ok(()), Some(_)) => {
@@ -207,22 +209,36 @@ struct Fetched {
 
 impl Scraper {
     /// One scrape of `t` and its write: the page's rows and the report series, or the report
-    /// alone (`up` = 0) when the page could not be fetched or read. The error says why.
-    async fn scrape(&self, t: &Target) -> Result<(), String> {
+    /// alone (`up` = 0) when the page could not be fetched or read. The error says why;
+    /// `None` when `stop` came during the fetch (nothing is written then). The scrape holds a
+    /// slot of `max_concurrent_scrapes` from the fetch to the end of its write, and its
+    /// time and `timeout` count from when it got the slot.
+    async fn scrape(&self, t: &Target, stop: &CancellationToken) -> Option<Result<(), String>> {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return None,
+            p = self.permits.clone().acquire_owned() => p.ok()?,
+        };
         let scraped_at = crate::now_nanos();
         let began = Instant::now();
-        let fetched = match tokio::time::timeout(self.config.timeout.0, self.fetch(t)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "no complete answer within {KEY}.timeout ({:?})",
-                self.config.timeout.0
-            )),
+        let fetched = tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = tokio::time::timeout(self.config.timeout.0, self.fetch(t)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no complete answer within {KEY}.timeout ({:?})",
+                    self.config.timeout.0
+                )),
+            },
         };
         let config = self.config.clone();
         let labels = t.labels.clone();
         let ingest = self.ingest.clone();
-        let written = tokio::task::spawn_blocking(move || {
+        // Parsing and writing are bounded by the page's limits and always run to their end:
+        // a write is never abandoned half-way, even at shutdown.
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut b = MetricsBuilder::default();
+            let mut samples = 0;
             let page = fetched.and_then(|f| {
                 let body = std::str::from_utf8(&f.body)
                     .map_err(|e| format!("the page is not UTF-8: {e}"))?;
@@ -231,44 +247,55 @@ impl Scraper {
                     honor_labels: config.honor_labels,
                     honor_timestamps: config.honor_timestamps,
                     scraped_at,
-                    max_samples: config.max_samples,
-                    max_labels_per_series: config.max_labels_per_series,
-                    max_label_bytes_per_series: config.max_label_bytes_per_series.0 as usize,
+                    bounds: Bounds {
+                        max_samples: config.max_samples,
+                        max_labels_per_series: config.max_labels_per_series,
+                        max_label_bytes_per_series: config.max_label_bytes_per_series.0 as usize,
+                    },
+                    max_row_bytes: (config.max_body_bytes.0 as usize).saturating_mul(16),
                 };
-                exposition::append_page(body, f.openmetrics, &shape, &mut b)
-            });
-            let (up, samples) = match &page {
-                Ok(n) => (true, *n),
-                Err(_) => {
-                    // Rows of a page that failed half-way are not kept.
-                    b = MetricsBuilder::default();
-                    (false, 0)
+                match exposition::append_page(body, f.openmetrics, &shape, &mut b) {
+                    Ok(s) => {
+                        samples = s.samples;
+                        Ok(s)
+                    }
+                    Err(e) => {
+                        if matches!(e, PageError::TooManySamples { .. }) {
+                            samples = exposition::count_sample_lines(body);
+                        }
+                        Err(e.to_string())
+                    }
                 }
-            };
+            });
+            if page.is_err() {
+                // Rows of a page that failed half-way are not kept.
+                b = MetricsBuilder::default();
+            }
             let took = began.elapsed().as_secs_f64();
-            exposition::append_report(&labels, scraped_at, up, took, samples, &mut b);
+            exposition::append_report(&labels, scraped_at, page.is_ok(), took, samples, &mut b);
             write(&ingest, &config.tenant, scraped_at, b)?;
-            page.map(|_| ())
+            match page {
+                Ok(s) if s.out_of_bounds > 0 => Err(format!(
+                    "{} samples dropped: their timestamps are more than an hour before or ten minutes after the scrape",
+                    s.out_of_bounds
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
         })
-        .await
-        .map_err(|e| format!("the scrape's task failed: {e}"))?;
-        written
+        .await;
+        Some(done.unwrap_or_else(|e| Err(format!("the scrape's task failed: {e}"))))
     }
 
     /// The page of `t`, within the body limit.
     async fn fetch(&self, t: &Target) -> Result<Fetched, String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| "the source is stopping".to_string())?;
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_FORMATS));
         if let Ok(v) = HeaderValue::from_str(&format!("{}", self.config.timeout.0.as_secs_f64()))
         {
             headers.insert("x-prometheus-scrape-timeout-seconds", v);
         }
-        if let Some(path) = &self.config.bearer_token_file {
+        if let Some(path) = self.config.bearer_token_file.as_ref().filter(|_| t.credentials) {
             let token = tokio::fs::read_to_string(PathBuf::from(path))
                 .await
                 .map_err(|e| format!("{KEY}.bearer_token_file {path:?}: {e}"))?;

@@ -14,6 +14,9 @@ pub struct Target {
     /// Target labels, sorted by name: `job`, `instance` and the configured or discovered
     /// ones (labels starting with `__` are not kept).
     pub labels: Vec<(String, String)>,
+    /// Whether `bearer_token_file` is sent to it: static targets only, never discovered
+    /// ones (a pod that annotates itself must not receive the agent's token).
+    pub credentials: bool,
 }
 
 /// Whether `s` is a Prometheus label name.
@@ -60,6 +63,7 @@ impl Target {
                 .into_iter()
                 .filter(|(k, v)| !k.starts_with("__") && !v.is_empty())
                 .collect(),
+            credentials: false,
         })
     }
 
