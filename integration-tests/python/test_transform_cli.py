@@ -103,3 +103,23 @@ def test_transform_new_crate_builds_to_wasm_and_runs_in_the_host(tmp_path):
     records = json.loads(r.stdout)["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
     assert [x["body"]["stringValue"] for x in records] == ["nothing personal here"]
     assert "2 records in, 1 out" in r.stderr
+
+
+def test_transforms_doc_pod_spec_is_a_valid_pod():
+    """The pod spec of docs/transforms.md ("Shipping a module to pods"), as a Pod, against the
+    Kubernetes schemas (no API server can run here)."""
+    import re
+
+    import kubernetes_validate
+    import yaml
+
+    section = (ROOT / "docs/transforms.md").read_text().split("## Shipping a module to pods", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)\n```", section, re.S)
+    assert len(blocks) == 1
+    spec = yaml.safe_load(blocks[0])["spec"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "weir"}, "spec": spec}
+    kubernetes_validate.validate(pod, kubernetes_validate.utils.latest_version(), strict=True)
+    init, weir = spec["initContainers"][0], spec["containers"][0]
+    # The init container fills the volume the agent reads the modules from.
+    shared = {m["name"] for m in init["volumeMounts"]} & {m["name"] for m in weir["volumeMounts"]}
+    assert {v["name"] for v in spec["volumes"] if "emptyDir" in v} == shared
