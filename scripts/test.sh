@@ -22,6 +22,7 @@ step "system packages"
 need=()
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v logger >/dev/null 2>&1 || need+=(bsdutils)
 command -v logrotate >/dev/null 2>&1 || need+=(logrotate)

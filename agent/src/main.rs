@@ -98,7 +98,8 @@ enum TransformCommand {
         /// Directory to create (default: the name).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path to Weir's sdk/ (default: the crates.io weir-sdk of this version).
+        /// Path to Weir's sdk/, which the crate depends on by path (default: the sdk/ of the
+        /// checkout this binary was built from; weir-sdk is not on crates.io).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
