@@ -346,13 +346,22 @@ impl Compactor {
             Ok(())
         }
         .await;
+        let result = match result {
+            Ok(()) => writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(CompactError::from),
+            Err(e) => Err(e),
+        };
         if let Err(e) = result {
-            // Dropping the writer aborts the multipart upload; a small object was never put.
-            drop(writer);
+            // Dropping the writer would leave a multipart upload's parts in the store.
+            if let Err(abort) = writer.into_inner().abort().await {
+                warn!(key = %key, error = %abort, "aborting the compaction output's upload failed; its parts stay until the store's lifecycle rule removes them");
+            }
             let _ = self.lake.delete(&key).await;
             return Err(e);
         }
-        writer.close().await?;
         if written != summary.rows {
             let _ = self.lake.delete(&key).await;
             return Err(plan_err(format!(

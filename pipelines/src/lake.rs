@@ -309,13 +309,63 @@ impl Lake {
 
     /// A streaming writer of a new object (multipart once it is large). On a `file://` lake the
     /// object is durable once the writer's `shutdown` (or the Parquet writer's `close`) returns,
-    /// as after [`Lake::put`].
-    pub fn writer(&self, key: &str) -> object_store::buffered::BufWriter {
-        object_store::buffered::BufWriter::with_capacity(
-            self.store.clone(),
-            self.full_path(key),
-            MULTIPART_THRESHOLD,
-        )
+    /// as after [`Lake::put`]. A writer given up on must be [`LakeWriter::abort`]ed: dropping
+    /// it leaves a multipart upload's parts in the store (object stores keep them, and bill
+    /// them, until a lifecycle rule or an abort removes them).
+    pub fn writer(&self, key: &str) -> LakeWriter {
+        LakeWriter {
+            inner: object_store::buffered::BufWriter::with_capacity(
+                self.store.clone(),
+                self.full_path(key),
+                MULTIPART_THRESHOLD,
+            ),
+            closing: false,
+        }
+    }
+}
+
+/// The writer [`Lake::writer`] returns: object_store's buffered writer, which can also abort.
+pub struct LakeWriter {
+    inner: object_store::buffered::BufWriter,
+    /// `shutdown` began: the upload is completing, and on failure aborts itself.
+    closing: bool,
+}
+
+impl LakeWriter {
+    /// Gives the object up: aborts its multipart upload if one began (a small object was
+    /// never put). Once `shutdown` began there is nothing left to abort (a failed completion
+    /// aborts itself).
+    pub async fn abort(&mut self) -> Result<(), LakeError> {
+        if self.closing {
+            return Ok(());
+        }
+        self.closing = true;
+        Ok(self.inner.abort().await?)
+    }
+}
+
+impl tokio::io::AsyncWrite for LakeWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.closing = true;
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -354,3 +354,232 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
     assert_eq!(done.inputs.len(), 3);
     assert_eq!(done.output.row_count, 300);
 }
+
+/// What the tracking store saw of multipart uploads.
+#[derive(Debug, Default)]
+struct Uploads {
+    parts: std::sync::atomic::AtomicUsize,
+    aborted: std::sync::atomic::AtomicBool,
+    completed: std::sync::atomic::AtomicBool,
+}
+
+/// A store that records multipart uploads and, once a part went up, fails every ranged read
+/// (the compactor's input reads): a compaction that dies half-way through its output.
+#[derive(Debug)]
+struct FailingReads {
+    inner: Arc<dyn object_store::ObjectStore>,
+    uploads: Arc<Uploads>,
+}
+
+impl std::fmt::Display for FailingReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FailingReads({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct TrackedUpload {
+    inner: Box<dyn object_store::MultipartUpload>,
+    uploads: Arc<Uploads>,
+}
+
+#[async_trait::async_trait]
+impl object_store::MultipartUpload for TrackedUpload {
+    fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
+        self.uploads
+            .parts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        self.uploads
+            .completed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        self.uploads
+            .aborted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.abort().await
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for FailingReads {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(TrackedUpload {
+            inner,
+            uploads: self.uploads.clone(),
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        if options.range.is_some()
+            && self.uploads.parts.load(std::sync::atomic::Ordering::SeqCst) > 0
+        {
+            return Err(object_store::Error::Generic {
+                store: "failing-reads",
+                source: "injected: input read failed".into(),
+            });
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &object_store::path::Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        if self.uploads.parts.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Err(object_store::Error::Generic {
+                store: "failing-reads",
+                source: "injected: input read failed".into(),
+            });
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Rows with incompressible bodies, so a few files make an output past the multipart size.
+fn bulky(rng: &mut Lcg, file: usize, rows: usize) -> RecordBatch {
+    let mut b = LogsBuilder::with_capacity(rows);
+    for i in 0..rows {
+        let ts = BASE + (rng.next() % 3_000_000_000_000) as i64;
+        let body: String = (0..2048)
+            .map(|_| char::from(b'!' + (rng.next() % 94) as u8))
+            .collect();
+        let body = format!("file {file} row {i} {body}");
+        b.append(
+            &LogFields {
+                timestamp: ts,
+                observed: ts,
+                severity_number: 9,
+                severity_text: None,
+                body: Some(&body),
+                trace_id: None,
+                span_id: None,
+                flags: 0,
+                event_name: None,
+                service_name: Some("api"),
+                scope_name: None,
+            },
+            None,
+            0,
+            |_| {},
+            |_| {},
+        );
+    }
+    b.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_that_fails_mid_output_aborts_its_multipart_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = Arc::new(Uploads::default());
+    let tracked = uploads.clone();
+    let lake = Lake::open("memory://", &HashMap::new())
+        .unwrap()
+        .map_store(move |inner| {
+            Arc::new(FailingReads {
+                inner,
+                uploads: tracked,
+            })
+        });
+    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.path().join("index")).unwrap());
+    let mut rng = Lcg(42);
+    let mut segs = Vec::new();
+    for file in 0..4 {
+        // Small row groups, so inputs are still being read when the output's parts go up.
+        let small_groups = ParquetConfig {
+            row_group_rows: 300,
+            ..ParquetConfig::default()
+        };
+        let rows = bulky(&mut rng, file, 3000);
+        let (bytes, summary) =
+            encode_parquet(&small_groups, Signal::Logs, "acme", &[rows], &[]).unwrap();
+        let key = SegmentKey::new("acme", Signal::Logs, partition(), Uuid::now_v7());
+        let size = bytes.len() as u64;
+        lake.put(&key.to_string(), bytes).await.unwrap();
+        segs.push(layout::segment_record(
+            &key,
+            summary.into_facts(size),
+            "test",
+            0,
+        ));
+    }
+    catalog.register(&segs).await.unwrap();
+    let compactor = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(256));
+    let err = compactor.run_once().await.unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    let ord = std::sync::atomic::Ordering::SeqCst;
+    assert!(uploads.parts.load(ord) > 0, "the output went up in parts");
+    assert!(!uploads.completed.load(ord));
+    assert!(
+        uploads.aborted.load(ord),
+        "the half-written upload was aborted"
+    );
+    // Nothing but the inputs is in the lake, and they are still the index's.
+    assert_eq!(lake.list("").await.unwrap().len(), segs.len());
+    let page = catalog
+        .list(&SegmentQuery {
+            tenant: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.segments.len(), segs.len());
+}
