@@ -8,11 +8,17 @@
 //! data path does not pull in a database driver, an HTTP server or an HTTP client. Writes are
 //! idempotent by segment id, so an agent can retry a registration after a crash without
 //! creating a second entry.
+//!
+//! Two sled helpers live here too, because both sled users (the agent's buffer in
+//! `weir-pipelines` and the embedded index in `weir-control-plane`) depend on this crate and on
+//! nothing else in common: [`open_sled`], and [`sled_durable`], the durable commit of a sled
+//! database (sled's own `flush()` is not durable on Linux).
 #![warn(missing_docs)]
 
 pub mod layout;
 mod model;
 mod segment;
+pub mod sled_durable;
 
 pub use model::{
     AgentHeartbeat, AgentStatus, CompactionLease, LeaseRequest, RetentionPolicy, RetentionRule,
