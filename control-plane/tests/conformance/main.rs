@@ -16,8 +16,10 @@ use weir_control_plane::{
 };
 
 mod backends;
+mod crash;
 mod leases;
 
+use crash::a_failed_change_leaves_nothing_behind;
 use leases::{
     abandoned_leases_cannot_commit, expired_leases_are_reoffered, lease_and_commit,
     racing_compactors,
@@ -402,14 +404,24 @@ macro_rules! index_scenarios {
     };
 }
 
+/// What a crash inside a change leaves behind: the index implementations, closed and opened
+/// again between the steps.
+macro_rules! restart_scenarios {
+    ($backend:ident) => {
+        conformance!($backend: a_failed_change_leaves_nothing_behind);
+    };
+}
+
 mod sled_backend {
     client_scenarios!(sled);
     index_scenarios!(sled);
+    restart_scenarios!(sled_store);
 }
 
 mod pg_backend {
     client_scenarios!(pg);
     index_scenarios!(pg);
+    restart_scenarios!(pg_store);
 }
 
 mod remote_client {
