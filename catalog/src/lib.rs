@@ -22,6 +22,7 @@ pub mod sled_durable;
 
 pub use model::{
     AgentHeartbeat, AgentStatus, CompactionLease, LeaseRequest, RetentionPolicy, RetentionRule,
+    MAX_LABELS,
 };
 pub use segment::{valid_tenant, SegmentQuery, SegmentRecord, SegmentState};
 
