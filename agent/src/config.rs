@@ -139,7 +139,12 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// Id written in every segment record; defaults to the host name.
+    /// Id written in every segment record and Parquet footer (reconciliation registers the
+    /// unregistered files that carry it) and shown in the fleet view. Unset: the persistent id
+    /// of `data_dir`, a UUID created at the first start in `{data_dir}/agent_id`, so two
+    /// agents on one host (two data directories) are two agents and a renamed host or pod
+    /// keeps its id with its data directory; the host name is reported as the `host.name`
+    /// label. Set it only to a name unique to this data directory.
     pub id: Option<String>,
 }
 

@@ -8,14 +8,21 @@
 //! data path does not pull in a database driver, an HTTP server or an HTTP client. Writes are
 //! idempotent by segment id, so an agent can retry a registration after a crash without
 //! creating a second entry.
+//!
+//! Two sled helpers live here too, because both sled users (the agent's buffer in
+//! `weir-pipelines` and the embedded index in `weir-control-plane`) depend on this crate and on
+//! nothing else in common: [`open_sled`], and [`sled_durable`], the durable commit of a sled
+//! database (sled's own `flush()` is not durable on Linux).
 #![warn(missing_docs)]
 
 pub mod layout;
 mod model;
 mod segment;
+pub mod sled_durable;
 
 pub use model::{
     AgentHeartbeat, AgentStatus, CompactionLease, LeaseRequest, RetentionPolicy, RetentionRule,
+    MAX_LABELS,
 };
 pub use segment::{valid_tenant, SegmentQuery, SegmentRecord, SegmentState};
 
@@ -114,6 +121,12 @@ pub fn now_ns() -> i64 {
 }
 
 /// The segment index.
+///
+/// Every method that changes the index returns success only once the change is durable (it
+/// survives a crash and a power cut) and applies it whole or not at all, so a caller may act
+/// on it at once: an agent drops a registered segment from its outbox, the sweeper deletes
+/// the objects of what it retired. [`Catalog::heartbeat`] is the exception: a lost heartbeat is
+/// replaced by the next one.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
     /// Registers active segments. Idempotent: registering a segment id again with the same
@@ -126,7 +139,7 @@ pub trait Catalog: Send + Sync + 'static {
     /// The records of these ids in any state; unknown ids are left out.
     async fn lookup(&self, ids: &[Uuid]) -> Result<Vec<SegmentRecord>, CatalogError>;
 
-    /// Flushes the index to stable storage.
+    /// Makes everything written so far durable, heartbeats included (at shutdown).
     async fn sync(&self) -> Result<(), CatalogError>;
 
     /// Plans and leases one compaction: small active segments of one partition (same

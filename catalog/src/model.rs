@@ -154,12 +154,19 @@ impl CompactionLease {
     }
 }
 
+/// Most labels in a heartbeat.
+pub const MAX_LABELS: usize = 16;
+
 /// What an agent reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentHeartbeat {
-    /// Agent id (`agent.id`, the node name by default).
+    /// Agent id: `agent.id`, else the persistent id of the agent's data directory.
     pub agent_id: String,
+    /// Where the agent runs, for people reading the fleet view (`host.name`); at most
+    /// [`MAX_LABELS`], keys of 1 to 64 characters, values of at most 256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// Weir version.
     pub version: String,
     /// Role (`run`, `agent`, `compactor`).
@@ -194,6 +201,18 @@ impl AgentHeartbeat {
             return Err(CatalogError::Invalid(
                 "version and role are at most 64 characters".into(),
             ));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(CatalogError::Invalid(format!(
+                "at most {MAX_LABELS} labels"
+            )));
+        }
+        for (k, v) in &self.labels {
+            if k.is_empty() || k.len() > 64 || v.len() > 256 {
+                return Err(CatalogError::Invalid(format!(
+                    "label {k:?}: keys are 1 to 64 characters, values at most 256"
+                )));
+            }
         }
         Ok(())
     }

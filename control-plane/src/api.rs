@@ -311,8 +311,8 @@ async fn register_segments(
     for s in &body.segments {
         caller.tenant(&s.tenant)?;
     }
+    // Durable when it returns (the `Catalog` contract): the agent drops it from its outbox.
     st.catalog.register(&body.segments).await?;
-    st.catalog.sync().await?;
     Ok(Json(serde_json::json!({ "registered": body.segments.len() })).into_response())
 }
 

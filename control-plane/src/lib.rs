@@ -4,12 +4,14 @@
 //! The [`Catalog`] trait and its records live in `weir-catalog`; this crate implements it.
 //! `weir run` embeds a [`SledCatalog`]; `weir control-plane` serves a [`SledCatalog`] or a
 //! [`PgCatalog`] over the HTTP API in [`api`]; `weir agent` talks to it through
-//! [`RemoteCatalog`]. The conformance suite in `tests/conformance.rs` runs against every
+//! [`RemoteCatalog`]. The conformance suite in `tests/conformance/` runs against every
 //! implementation.
 #![warn(missing_docs)]
 
 pub mod api;
 mod client;
+#[doc(hidden)]
+pub mod faults;
 mod pg_catalog;
 mod plan;
 mod sled_catalog;

@@ -11,6 +11,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+use crate::faults::{FaultPoint, Faults};
 use crate::plan::plan_inputs;
 use crate::sled_catalog::same_registration as same_segment;
 use crate::{
@@ -48,6 +49,7 @@ pub struct PgConfig {
 #[derive(Clone)]
 pub struct PgCatalog {
     pool: Pool,
+    faults: Faults,
 }
 
 const COLUMNS: &str = "id, tenant, signal, object_key, partition, min_timestamp, max_timestamp, \
@@ -160,9 +162,19 @@ impl PgCatalog {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| CatalogError::Invalid(format!("postgres pool: {e}")))?;
-        let catalog = PgCatalog { pool };
+        let catalog = PgCatalog {
+            pool,
+            faults: Faults::default(),
+        };
         catalog.migrate().await?;
         Ok(catalog)
+    }
+
+    /// Uses these armed fault points (tests: [`crate::faults`]).
+    #[doc(hidden)]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, CatalogError> {
@@ -303,6 +315,7 @@ impl PgCatalog {
             )
             .await
             .map_err(db)?;
+            self.faults.check(FaultPoint::LeaseRecorded)?;
             tx.execute(
                 "UPDATE weir_segments SET lease_id = $1, lease_expires_at = $2 WHERE id = ANY($3)",
                 &[&lease.lease_id, &lease.expires_at, &ids],
@@ -338,6 +351,7 @@ impl Catalog for PgCatalog {
                     return Err(CatalogError::Conflict(s.id));
                 }
             }
+            self.faults.check(FaultPoint::RegisterPartway)?;
         }
         tx.commit().await.map_err(db)
     }
@@ -508,6 +522,7 @@ impl Catalog for PgCatalog {
                 return Err(CatalogError::Conflict(o.id));
             }
         }
+        self.faults.check(FaultPoint::CommitOutputsWritten)?;
         let now = crate::now_ns();
         tx.execute(
             "UPDATE weir_segments SET state = 'compacted', replaced_by = $2, retired_at = $3, \
@@ -516,6 +531,7 @@ impl Catalog for PgCatalog {
         )
         .await
         .map_err(db)?;
+        self.faults.check(FaultPoint::CommitInputsRetired)?;
         tx.execute(
             "UPDATE weir_compaction_leases SET committed_at = $2 WHERE id = $1",
             &[&lease_id, &now],
@@ -609,6 +625,9 @@ impl Catalog for PgCatalog {
             .map_err(db)?;
             for r in &rows {
                 out.push(record(r)?);
+            }
+            if !dry_run && !rows.is_empty() {
+                self.faults.check(FaultPoint::ExpirePartway)?;
             }
         }
         tx.commit().await.map_err(db)?;

@@ -10,26 +10,57 @@
 //! - `leases`: lease id → the lease as JSON; `segment_leases`: segment id → lease id;
 //! - `agents`: agent id → its last status as JSON.
 //!
-//! Every write goes through one lock, so leases and commits are serialized: two compactors
-//! can never be handed the same inputs, and a commit sees a consistent view.
+//! Every change goes through one lock, so leases and commits are serialized: two compactors
+//! can never be handed the same inputs, and a change reads a consistent view before it writes.
+//!
+//! # Atomicity and durability
+//!
+//! A change writes several records, often in several trees (a compaction commit: the outputs
+//! in `segments` and `segments_by_time`, each input's record, listing key, garbage-queue key
+//! and lease link, and the lease). Each change is one sled transaction over the trees
+//! ([`SledCatalog::transact`]): sled logs it as one batch and recovery after a crash replays
+//! it whole or not at all. So a crash can never leave a compaction's output active beside
+//! inputs still active (rows listed twice), nor inputs compacted under a lease still open
+//! (whose output the sweeper would then delete as an abandoned lease's leftover). Retention
+//! retires expired segments in groups of [`EXPIRE_GROUP`], each group one transaction.
+//!
+//! A change is acknowledged (its call returns) only after a durable commit that covers it
+//! ([`DurableSled`]: sled's own `flush()` is not durable on Linux), made after the lock is
+//! released, so that concurrent changes share one commit. A call that changes nothing (an
+//! idempotent retry) also waits for a commit of what is already there, which an earlier call
+//! may still be committing. Heartbeats are the exception: the fleet view is refreshed every few
+//! seconds, so they are written without a commit of their own. Once a commit has failed, the
+//! index refuses every change until it is reopened (the process restarted).
+//!
+//! Fault points ([`crate::faults`]) sit between the writes of each change, inside its
+//! transaction, for the conformance suite's crash cases.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
 use uuid::Uuid;
+use weir_catalog::sled_durable::{DurableError, DurableSled, OsSync};
 
+use crate::faults::{FaultPoint, Faults};
 use crate::plan::plan_inputs;
 use crate::{
     AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,
     RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
 };
 
+/// Expired segments retired per transaction: bounds the memory and the time a retention pass
+/// holds sled's transaction lock, while each segment still leaves the index whole.
+const EXPIRE_GROUP: usize = 1024;
+
 /// The embedded sled segment index.
 #[derive(Clone)]
 pub struct SledCatalog {
-    db: sled::Db,
+    durable: Arc<DurableSled>,
     segments: sled::Tree,
     by_time: sled::Tree,
     retired: sled::Tree,
@@ -37,6 +68,70 @@ pub struct SledCatalog {
     segment_leases: sled::Tree,
     agents: sled::Tree,
     write: Arc<Mutex<()>>,
+    /// Changes applied so far: the group commit's positions.
+    changes: Arc<AtomicU64>,
+    faults: Faults,
+}
+
+/// The trees of one change, inside its transaction.
+struct Tx<'a> {
+    segments: &'a TransactionalTree,
+    by_time: &'a TransactionalTree,
+    retired: &'a TransactionalTree,
+    leases: &'a TransactionalTree,
+    segment_leases: &'a TransactionalTree,
+    faults: &'a Faults,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<CatalogError>>;
+
+fn abort(e: CatalogError) -> ConflictableTransactionError<CatalogError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Tx<'_> {
+    fn put(&self, s: &SegmentRecord) -> TxResult<()> {
+        let value = serde_json::to_vec(s).map_err(|e| abort(storage(e)))?;
+        self.segments.insert(s.id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn insert_active(&self, s: &SegmentRecord) -> TxResult<()> {
+        let tkey = time_key(&s.tenant, &s.signal, Some(s.max_timestamp), Some(s.id));
+        self.by_time.insert(tkey, &[])?;
+        self.put(s)
+    }
+
+    fn retire(
+        &self,
+        mut s: SegmentRecord,
+        state: SegmentState,
+        replaced_by: Option<Uuid>,
+        at: i64,
+    ) -> TxResult<()> {
+        self.by_time.remove(time_key(
+            &s.tenant,
+            &s.signal,
+            Some(s.max_timestamp),
+            Some(s.id),
+        ))?;
+        s.state = state;
+        s.replaced_by = replaced_by;
+        s.retired_at = Some(at);
+        self.retired.insert(retired_key(at, s.id), &[])?;
+        self.segment_leases.remove(s.id.as_bytes())?;
+        self.put(&s)
+    }
+
+    fn put_lease(&self, id: Uuid, entry: &LeaseEntry) -> TxResult<()> {
+        let value = serde_json::to_vec(entry).map_err(|e| abort(storage(e)))?;
+        self.leases.insert(id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    fn fault(&self, point: FaultPoint) -> TxResult<()> {
+        self.faults.check(point).map_err(abort)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,12 +179,13 @@ fn storage<E: std::fmt::Display>(e: E) -> CatalogError {
 impl SledCatalog {
     /// Opens (or creates) the index in a directory of its own.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = crate::open_sled(&sled::Config::new().path(path).cache_capacity(32 << 20))?;
-        Self::with_db(db)
-    }
-
-    /// Uses the trees of an already open sled database.
-    pub fn with_db(db: sled::Db) -> Result<Self, CatalogError> {
+        let durable = DurableSled::open(
+            path,
+            sled::Config::new().cache_capacity(32 << 20),
+            Arc::new(OsSync),
+        )
+        .map_err(from_durable)?;
+        let db = durable.db();
         Ok(SledCatalog {
             segments: db.open_tree("segments")?,
             by_time: db.open_tree("segments_by_time")?,
@@ -97,9 +193,55 @@ impl SledCatalog {
             leases: db.open_tree("leases")?,
             segment_leases: db.open_tree("segment_leases")?,
             agents: db.open_tree("agents")?,
-            db,
+            durable: Arc::new(durable),
             write: Arc::new(Mutex::new(())),
+            changes: Arc::new(AtomicU64::new(0)),
+            faults: Faults::default(),
         })
+    }
+
+    /// Uses these armed fault points (tests: [`crate::faults`]).
+    #[doc(hidden)]
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Applies one change in one sled transaction over the index's trees (see the module
+    /// docs). The caller holds the write lock and has read what it needs; `f` only writes.
+    fn transact<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, CatalogError> {
+        self.durable.check_usable().map_err(from_durable)?;
+        let result = (
+            &self.segments,
+            &self.by_time,
+            &self.retired,
+            &self.leases,
+            &self.segment_leases,
+        )
+            .transaction(|(segments, by_time, retired, leases, segment_leases)| {
+                f(&Tx {
+                    segments,
+                    by_time,
+                    retired,
+                    leases,
+                    segment_leases,
+                    faults: &self.faults,
+                })
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => e.into(),
+            })?;
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        Ok(result)
+    }
+
+    /// Waits for a durable commit of every change applied so far (call without the lock).
+    fn durable(&self) -> Result<(), CatalogError> {
+        let applied = self.changes.load(Ordering::Acquire);
+        self.durable
+            .sync_through(applied, || self.changes.load(Ordering::Acquire))
+            .map_err(from_durable)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -117,12 +259,6 @@ impl SledCatalog {
                     reason: e.to_string(),
                 }),
         }
-    }
-
-    fn put(&self, s: &SegmentRecord) -> Result<(), CatalogError> {
-        let value = serde_json::to_vec(s).map_err(storage)?;
-        self.segments.insert(s.id.as_bytes(), value)?;
-        Ok(())
     }
 
     fn get_lease(&self, id: Uuid) -> Result<Option<LeaseEntry>, CatalogError> {
@@ -149,48 +285,37 @@ impl SledCatalog {
         })
     }
 
-    fn retire(
-        &self,
-        mut s: SegmentRecord,
-        state: SegmentState,
-        replaced_by: Option<Uuid>,
-        at: i64,
-    ) -> Result<(), CatalogError> {
-        self.by_time.remove(time_key(
-            &s.tenant,
-            &s.signal,
-            Some(s.max_timestamp),
-            Some(s.id),
-        ))?;
-        s.state = state;
-        s.replaced_by = replaced_by;
-        s.retired_at = Some(at);
-        self.retired.insert(retired_key(at, s.id), &[])?;
-        self.segment_leases.remove(s.id.as_bytes())?;
-        self.put(&s)
-    }
-
-    fn insert_active(&self, s: &SegmentRecord) -> Result<(), CatalogError> {
-        let tkey = time_key(&s.tenant, &s.signal, Some(s.max_timestamp), Some(s.id));
-        self.by_time.insert(tkey, &[])?;
-        self.put(s)
-    }
-
     fn register_blocking(&self, segments: &[SegmentRecord]) -> Result<(), CatalogError> {
         for s in segments {
             s.validate()?;
         }
-        let _g = self.lock();
-        for s in segments {
-            if let Some(existing) = self.get(s.id.as_bytes())? {
-                if same_registration(&existing, s) {
-                    continue;
+        {
+            let _g = self.lock();
+            let mut new: Vec<&SegmentRecord> = Vec::with_capacity(segments.len());
+            for s in segments {
+                match self.get(s.id.as_bytes())? {
+                    Some(existing) if same_registration(&existing, s) => {}
+                    Some(_) => return Err(CatalogError::Conflict(s.id)),
+                    // A batch that names a new id twice with different contents conflicts
+                    // with itself.
+                    None => match new.iter().find(|n| n.id == s.id) {
+                        Some(n) if *n != s => return Err(CatalogError::Conflict(s.id)),
+                        Some(_) => {}
+                        None => new.push(s),
+                    },
                 }
-                return Err(CatalogError::Conflict(s.id));
             }
-            self.insert_active(s)?;
+            if !new.is_empty() {
+                self.transact(|tx| {
+                    for s in &new {
+                        tx.insert_active(s)?;
+                        tx.fault(FaultPoint::RegisterPartway)?;
+                    }
+                    Ok(())
+                })?;
+            }
         }
-        Ok(())
+        self.durable()
     }
 
     /// Active segments in listing order, from a start key, while `prefix` matches.
@@ -269,7 +394,22 @@ impl SledCatalog {
         req.validate()?;
         let now = crate::now_ns();
         let created_before = now.saturating_sub((req.min_age_ms as i64).saturating_mul(1_000_000));
-        let _g = self.lock();
+        let lease = {
+            let _g = self.lock();
+            self.plan_and_lease(req, now, created_before)?
+        };
+        if lease.is_some() {
+            self.durable()?;
+        }
+        Ok(lease)
+    }
+
+    fn plan_and_lease(
+        &self,
+        req: &LeaseRequest,
+        now: i64,
+        created_before: i64,
+    ) -> Result<Option<CompactionLease>, CatalogError> {
         let prefix = match &req.tenant {
             Some(t) => {
                 let mut p = t.as_bytes().to_vec();
@@ -329,14 +469,15 @@ impl SledCatalog {
             abandoned: false,
             cleaned: false,
         };
-        self.leases.insert(
-            lease.lease_id.as_bytes(),
-            serde_json::to_vec(&entry).map_err(storage)?,
-        )?;
-        for s in &lease.inputs {
-            self.segment_leases
-                .insert(s.id.as_bytes(), lease.lease_id.as_bytes())?;
-        }
+        self.transact(|tx| {
+            tx.put_lease(lease.lease_id, &entry)?;
+            tx.fault(FaultPoint::LeaseRecorded)?;
+            for s in &lease.inputs {
+                tx.segment_leases
+                    .insert(s.id.as_bytes(), lease.lease_id.as_bytes())?;
+            }
+            Ok(())
+        })?;
         Ok(Some(lease))
     }
 
@@ -345,11 +486,18 @@ impl SledCatalog {
         lease_id: Uuid,
         outputs: &[SegmentRecord],
     ) -> Result<(), CatalogError> {
+        {
+            let _g = self.lock();
+            self.commit_locked(lease_id, outputs)?;
+        }
+        self.durable()
+    }
+
+    fn commit_locked(&self, lease_id: Uuid, outputs: &[SegmentRecord]) -> Result<(), CatalogError> {
         let lost = |reason: &str| CatalogError::LeaseLost {
             lease: lease_id,
             reason: reason.into(),
         };
-        let _g = self.lock();
         let Some(mut entry) = self.get_lease(lease_id)? else {
             return Err(lost("unknown lease"));
         };
@@ -391,20 +539,19 @@ impl SledCatalog {
         }
         let now = crate::now_ns();
         let first = outputs[0].id;
-        for o in outputs {
-            self.insert_active(o)?;
-        }
-        for s in inputs {
-            self.retire(s, SegmentState::Compacted, Some(first), now)?;
-        }
         entry.committed = true;
-        self.leases.insert(
-            lease_id.as_bytes(),
-            serde_json::to_vec(&entry).map_err(storage)?,
-        )?;
-        // The commit is one unit for readers only once it is on disk.
-        self.db.flush()?;
-        Ok(())
+        // One transaction: the swap is one unit for readers, and for recovery after a crash.
+        self.transact(|tx| {
+            for o in outputs {
+                tx.insert_active(o)?;
+            }
+            tx.fault(FaultPoint::CommitOutputsWritten)?;
+            for s in &inputs {
+                tx.retire(s.clone(), SegmentState::Compacted, Some(first), now)?;
+            }
+            tx.fault(FaultPoint::CommitInputsRetired)?;
+            tx.put_lease(lease_id, &entry)
+        })
     }
 
     fn expire_blocking(
@@ -416,19 +563,30 @@ impl SledCatalog {
         if policy.is_empty() {
             return Ok(Vec::new());
         }
-        let _g = self.lock();
-        let mut expired = Vec::new();
-        for seg in self.scan_active(&[], Vec::new()) {
-            let seg = seg?;
-            if policy.expired(&seg, now) {
-                expired.push(seg);
+        let expired = {
+            let _g = self.lock();
+            let mut expired = Vec::new();
+            for seg in self.scan_active(&[], Vec::new()) {
+                let seg = seg?;
+                if policy.expired(&seg, now) {
+                    expired.push(seg);
+                }
             }
-        }
+            if !dry_run {
+                for group in expired.chunks(EXPIRE_GROUP) {
+                    self.transact(|tx| {
+                        for s in group {
+                            tx.retire(s.clone(), SegmentState::Deleted, None, now)?;
+                            tx.fault(FaultPoint::ExpirePartway)?;
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+            expired
+        };
         if !dry_run {
-            for s in &expired {
-                self.retire(s.clone(), SegmentState::Deleted, None, now)?;
-            }
-            self.db.flush()?;
+            self.durable()?;
         }
         Ok(expired)
     }
@@ -438,63 +596,97 @@ impl SledCatalog {
         before: i64,
         limit: usize,
     ) -> Result<Vec<CompactionLease>, CatalogError> {
-        let _g = self.lock();
-        let mut out = Vec::new();
-        for item in self.leases.iter() {
-            let (k, v) = item?;
-            let mut e: LeaseEntry =
-                serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
-                    key: format!("lease {}", hex::encode(&k)),
-                    reason: e.to_string(),
-                })?;
-            if e.committed || e.cleaned {
-                continue;
-            }
-            if !e.abandoned {
-                if e.lease.expires_at >= before {
+        let out = {
+            let _g = self.lock();
+            // In lease order: (entry, newly abandoned).
+            let mut found: Vec<(LeaseEntry, bool)> = Vec::new();
+            for item in self.leases.iter() {
+                let (k, v) = item?;
+                let mut e: LeaseEntry =
+                    serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
+                        key: format!("lease {}", hex::encode(&k)),
+                        reason: e.to_string(),
+                    })?;
+                if e.committed || e.cleaned {
                     continue;
                 }
-                e.abandoned = true;
-                self.leases
-                    .insert(&k, serde_json::to_vec(&e).map_err(storage)?)?;
+                let newly = !e.abandoned;
+                if newly {
+                    if e.lease.expires_at >= before {
+                        continue;
+                    }
+                    e.abandoned = true;
+                }
+                found.push((e, newly));
+                if found.len() >= limit {
+                    break;
+                }
             }
-            out.push(e.lease);
-            if out.len() >= limit {
-                break;
+            // Durable before the sweeper deletes their outputs: a late commit of an
+            // abandoned lease must never find it open again after a crash.
+            if found.iter().any(|(_, newly)| *newly) {
+                self.transact(|tx| {
+                    for (e, _) in found.iter().filter(|(_, newly)| *newly) {
+                        tx.put_lease(e.lease.lease_id, e)?;
+                    }
+                    Ok(())
+                })?;
             }
-        }
-        self.db.flush()?;
+            found.into_iter().map(|(e, _)| e.lease).collect()
+        };
+        self.durable()?;
         Ok(out)
     }
 
     fn prune_leases_blocking(&self, before: i64) -> Result<u64, CatalogError> {
-        let _g = self.lock();
-        let mut n = 0;
-        for item in self.leases.iter() {
-            let (k, v) = item?;
-            let Ok(e) = serde_json::from_slice::<LeaseEntry>(&v) else {
-                continue;
-            };
-            if (e.committed || e.cleaned) && e.lease.expires_at < before {
-                self.leases.remove(&k)?;
-                n += 1;
+        let n = {
+            let _g = self.lock();
+            let mut finished = Vec::new();
+            for item in self.leases.iter() {
+                let (k, v) = item?;
+                let Ok(e) = serde_json::from_slice::<LeaseEntry>(&v) else {
+                    continue;
+                };
+                if (e.committed || e.cleaned) && e.lease.expires_at < before {
+                    finished.push(k);
+                }
             }
-        }
+            if !finished.is_empty() {
+                self.transact(|tx| {
+                    for k in &finished {
+                        tx.leases.remove(k)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            finished.len() as u64
+        };
+        self.durable()?;
         Ok(n)
     }
 
     fn cleaned_blocking(&self, ids: &[Uuid]) -> Result<(), CatalogError> {
-        let _g = self.lock();
-        for id in ids {
-            if let Some(mut e) = self.get_lease(*id)? {
-                if e.abandoned {
-                    e.cleaned = true;
-                    self.leases
-                        .insert(id.as_bytes(), serde_json::to_vec(&e).map_err(storage)?)?;
+        {
+            let _g = self.lock();
+            let mut cleaned = Vec::new();
+            for id in ids {
+                if let Some(mut e) = self.get_lease(*id)? {
+                    if e.abandoned {
+                        e.cleaned = true;
+                        cleaned.push((*id, e));
+                    }
                 }
             }
+            if !cleaned.is_empty() {
+                self.transact(|tx| {
+                    for (id, e) in &cleaned {
+                        tx.put_lease(*id, e)?;
+                    }
+                    Ok(())
+                })?;
+            }
         }
-        Ok(())
+        self.durable()
     }
 
     fn garbage_blocking(
@@ -524,23 +716,36 @@ impl SledCatalog {
     }
 
     fn purge_blocking(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {
-        let _g = self.lock();
-        for id in ids {
-            let Some(mut s) = self.get(id.as_bytes())? else {
-                continue;
-            };
-            if s.state == SegmentState::Active {
-                return Err(CatalogError::Invalid(format!(
-                    "segment {id} is active; only retired segments can be purged"
-                )));
+        {
+            let _g = self.lock();
+            let mut purged = Vec::with_capacity(ids.len());
+            for id in ids {
+                let Some(mut s) = self.get(id.as_bytes())? else {
+                    continue;
+                };
+                if s.state == SegmentState::Active {
+                    return Err(CatalogError::Invalid(format!(
+                        "segment {id} is active; only retired segments can be purged"
+                    )));
+                }
+                if s.purged_at.is_none() {
+                    s.purged_at = Some(at);
+                    purged.push(s);
+                }
             }
-            if let Some(r) = s.retired_at {
-                self.retired.remove(retired_key(r, s.id))?;
+            if !purged.is_empty() {
+                self.transact(|tx| {
+                    for s in &purged {
+                        if let Some(r) = s.retired_at {
+                            tx.retired.remove(retired_key(r, s.id))?;
+                        }
+                        tx.put(s)?;
+                    }
+                    Ok(())
+                })?;
             }
-            s.purged_at = Some(at);
-            self.put(&s)?;
         }
-        Ok(())
+        self.durable()
     }
 }
 
@@ -553,6 +758,15 @@ pub(crate) fn same_registration(stored: &SegmentRecord, new: &SegmentRecord) -> 
     s.retired_at = new.retired_at;
     s.purged_at = new.purged_at;
     &s == new
+}
+
+fn from_durable(e: DurableError) -> CatalogError {
+    match e {
+        DurableError::Failed(reason) => CatalogError::Storage(format!(
+            "the index refuses changes until it is reopened (restart the process): {reason}"
+        )),
+        other => CatalogError::Storage(format!("index: {other}")),
+    }
 }
 
 fn hex_id(id: &[u8]) -> String {
@@ -598,8 +812,8 @@ impl Catalog for SledCatalog {
     }
 
     async fn sync(&self) -> Result<(), CatalogError> {
-        self.run(|c| c.db.flush().map(|_| ()).map_err(Into::into))
-            .await
+        // A commit of everything, heartbeats included (they have no commit of their own).
+        self.run(|c| c.durable.commit().map_err(from_durable)).await
     }
 
     async fn lease_compaction(
@@ -607,11 +821,7 @@ impl Catalog for SledCatalog {
         request: &LeaseRequest,
     ) -> Result<Option<CompactionLease>, CatalogError> {
         let request = request.clone();
-        let lease = self.run(move |c| c.lease_blocking(&request)).await?;
-        if lease.is_some() {
-            self.sync().await?;
-        }
-        Ok(lease)
+        self.run(move |c| c.lease_blocking(&request)).await
     }
 
     async fn commit_compaction(
@@ -699,11 +909,6 @@ impl Catalog for SledCatalog {
 
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {
         let ids = ids.to_vec();
-        self.run(move |c| {
-            c.purge_blocking(&ids, at)?;
-            c.db.flush()?;
-            Ok(())
-        })
-        .await
+        self.run(move |c| c.purge_blocking(&ids, at)).await
     }
 }

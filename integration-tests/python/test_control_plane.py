@@ -200,14 +200,16 @@ def services(tmp_path):
             p.proc.wait(10)
 
 
-def agent(tmp_path, services, name, cp, lake_toml, command="agent", extra=""):
+def agent(tmp_path, services, name, cp, lake_toml, command="agent", extra="", agent_id=True):
+    """An agent (or compactor) process under tmp_path/name; `agent.id` is the name unless
+    `agent_id` is False (the data directory's persistent id then applies)."""
     root = tmp_path / name
     root.mkdir(exist_ok=True)
+    id_toml = f'[agent]\nid = "{name}"' if agent_id else ""
     w = Weir(
         root,
         f"""
-[agent]
-id = "{name}"
+{id_toml}
 [control_plane]
 url = "{cp.url}"
 token = "{AGENT_TOKEN}"
@@ -431,6 +433,43 @@ def test_two_compactor_processes_race_for_the_same_partitions(tmp_path, services
     committed = sum(metric(c, 'weir_compactions_total{result="committed"}') for c in compactors)
     assert committed >= 3
     check_lake(cp, s3, name, s3_endpoint, ["default"], {"default": expected})
+
+
+def test_agents_on_one_host_are_told_apart_by_their_data_dir(tmp_path, services):
+    """Without agent.id, each data directory gets a persistent id at its first start: two agents
+    on one host are two agents in the fleet view (the host name is a label), and a restart
+    keeps the id, in the fleet view and in the segments it writes."""
+    lake = f'[lake]\nurl = "file://{tmp_path / "lake"}"\nmax_file_age = "300ms"\n'
+    cp = services(ControlPlane(tmp_path / "cp", 'index = "sled"', lake)).start()
+    agents = [agent(tmp_path, services, f"node-{i}", cp, lake, agent_id=False).start() for i in range(2)]
+    ids = [(w.data / "agent_id").read_text() for w in agents]
+    assert all(i.endswith("\n") for i in ids)
+    ids = [str(uuid.UUID(i.strip())) for i in ids]
+    assert ids[0] != ids[1]
+    host = Path("/proc/sys/kernel/hostname").read_text().strip()
+
+    def fleet():
+        r = cp.api("GET", "/v1/agents")
+        assert r.status_code == 200, r.text
+        return {a["agent_id"]: a for a in r.json()["agents"]}
+
+    wait_for("both agents in the fleet view", lambda: set(fleet()) == set(ids), timeout=30, logs=[cp.log])
+    for i in ids:
+        assert fleet()[i]["labels"] == {"host.name": host}
+
+    # A restart keeps the id: still two agents, the restarted one under its old id.
+    first = agents[0]
+    started = fleet()[ids[0]]["started_at"]
+    assert first.stop() == 0
+    first.start()
+    assert (first.data / "agent_id").read_text().strip() == ids[0]
+    wait_for("the restarted agent's heartbeat", lambda: fleet()[ids[0]]["started_at"] > started, timeout=30)
+    assert set(fleet()) == set(ids)
+
+    # Its segments carry that id.
+    assert post_logs(first, logs_request(1, 5)).status_code == 200
+    wait_for("a registered segment", lambda: cp.segments("default"), timeout=30, logs=[first.log, cp.log])
+    assert {s["agent_id"] for s in cp.segments("default")} == {ids[0]}
 
 
 def test_control_plane_api_authentication(tmp_path, services, pg_url):

@@ -128,6 +128,36 @@ def test_full_buffer_answers_retryable_errors_and_recovers(weir_factory, tmp_pat
     assert post_logs(w, logs_request(5000, 5)).status_code == 200
 
 
+def test_the_agent_id_is_written_durably_at_the_first_start(weir_factory, tmp_path):
+    """The data directory's agent id is written to a temporary file, fsynced, renamed into
+    place and its directory fsynced, before the agent binds its sockets (listen.json)."""
+    trace = tmp_path / "strace.log"
+    w = weir_factory(
+        wrap=["strace", "-f", "-y", "-s", "256", "-e", "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2",
+              "-o", str(trace)],
+    )
+    # Stop weir itself (strace's child), then wait for strace to finish writing.
+    children = open(f"/proc/{w.proc.pid}/task/{w.proc.pid}/children").read().split()
+    os.kill(int(children[0]), signal.SIGTERM)
+    assert w.proc.wait(30) == 0
+    agent_id = (w.data / "agent_id").read_text()
+    lines = trace.read_text().splitlines()
+    tmp, final, data = str(w.data / "agent_id.tmp"), str(w.data / "agent_id"), str(w.data)
+
+    def first(pred, after=-1, what=""):
+        for i, line in enumerate(lines):
+            if i > after and pred(line):
+                return i
+        raise AssertionError(f"no {what} after line {after}:\n" + "\n".join(l for l in lines if "agent_id" in l))
+
+    wrote = first(lambda l: re.search(r"\bwrite\(\d+<" + re.escape(tmp) + ">", l) and agent_id.strip() in l, what="write of the id")
+    synced = first(lambda l: re.search(r"\bf(data)?sync\(\d+<" + re.escape(tmp) + ">", l), wrote, "fsync of the temporary file")
+    renamed = first(lambda l: "rename" in l and f'"{tmp}"' in l and f'"{final}"' in l, synced, "rename into place")
+    dir_synced = first(lambda l: re.search(r"\bf(data)?sync\(\d+<" + re.escape(data) + r">\)", l), renamed, "fsync of data_dir")
+    listen = re.escape(str(w.data / "listen.json.tmp"))
+    assert dir_synced < first(lambda l: re.search(r"\bwrite\(\d+<" + listen + ">", l), what="write of listen.json")
+
+
 def test_fdatasync_precedes_the_response(weir_factory, tmp_path):
     trace = tmp_path / "strace.log"
     w = weir_factory(

@@ -8,7 +8,10 @@
 //! - a compaction's output is durable the same way before the compactor goes on to commit it,
 //!   and so is a large object uploaded in parts;
 //! - every file sled writes for the entries an acknowledgement covers is fsynced before the
-//!   acknowledgement, including the blob files sled spills large leaf nodes to.
+//!   acknowledgement, including the blob files sled spills large leaf nodes to;
+//! - so is every change of the embedded segment index (a registration, a lease, a compaction
+//!   commit, a retention pass, a lease abandoned) before its call returns: sled's own `flush()`
+//!   is not durable on Linux.
 //!
 //! strace must be installed (`scripts/test.sh` installs it).
 
@@ -23,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use weir_catalog::layout::{self, SegmentKey};
-use weir_catalog::Catalog;
+use weir_catalog::{Catalog, LeaseRequest, RetentionPolicy, SegmentRecord, SegmentState};
 use weir_control_plane::SledCatalog;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
@@ -330,22 +333,23 @@ fn a_large_put_uploaded_in_parts_is_durable_before_it_returns() {
     assert_published_durably(&calls, &lake, rename, returned);
 }
 
-#[test]
-fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
-    let Some((dir, calls)) = traced(
-        "every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack",
-        scenario_large_entries,
-    ) else {
-        return;
-    };
-    let buffer = dir.path().join("buffer");
-    let blobs = buffer.join("blobs");
-    let db = buffer.join("db");
-    let acks_file = dir.path().join("acks");
+/// Asserts that before each acknowledgement (a write to the file `acks` under `dir`; `n` of
+/// them), every file of the sled database in `sled_dir` written since the last sync was
+/// fsynced: its data file, each blob file that was not unlinked, and the blobs directory after
+/// a blob was created. Returns the blob files sled wrote.
+fn assert_durable_at_acks<'a>(
+    calls: &'a [Call],
+    dir: &Path,
+    sled_dir: &Path,
+    n: usize,
+) -> std::collections::BTreeSet<&'a Path> {
+    let blobs = sled_dir.join("blobs");
+    let db = sled_dir.join("db");
+    let acks_file = dir.join("acks");
     let acks: Vec<usize> = (0..calls.len())
         .filter(|&i| calls[i].writes(&acks_file))
         .collect();
-    assert_eq!(acks.len(), 12, "one ack per entry");
+    assert_eq!(acks.len(), n, "one ack per acknowledged change");
     let mut blob_files = std::collections::BTreeSet::new();
     for &ack in &acks {
         let at = calls[ack].start;
@@ -374,10 +378,10 @@ fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
                 calls[..ack]
                     .iter()
                     .any(|c| c.syncs(blob) && c.start > last_write && c.end < at),
-                "blob file {} holds acknowledged entries but was not fsynced before the ack \
+                "blob file {} holds acknowledged data but was not fsynced before the ack \
                  at line {at}:\n{}",
                 blob.display(),
-                excerpt(&calls, dir.path())
+                excerpt(calls, dir)
             );
             let created = calls[..ack]
                 .iter()
@@ -392,7 +396,7 @@ fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
                 "the blobs directory was not fsynced after {} was created and before the ack \
                  at line {at}:\n{}",
                 blob.display(),
-                excerpt(&calls, dir.path())
+                excerpt(calls, dir)
             );
         }
         let last_db_write = calls[..ack]
@@ -405,15 +409,46 @@ fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
             calls[..ack]
                 .iter()
                 .any(|c| c.syncs(&db) && c.start > last_db_write && c.end < at),
-            "the buffer's data file was not fsynced before the ack at line {at}"
+            "{} was not fsynced after its last write and before the ack at line {at}:\n{}",
+            db.display(),
+            excerpt(calls, dir)
         );
     }
+    blob_files
+}
+
+#[test]
+fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
+    let Some((dir, calls)) = traced(
+        "every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack",
+        scenario_large_entries,
+    ) else {
+        return;
+    };
+    let blob_files = assert_durable_at_acks(&calls, dir.path(), &dir.path().join("buffer"), 12);
     // sled writes leaves as blob files once they outgrow a quarter of a segment: a dozen
     // 400 KiB entries are enough, although each is far below that (the scenario covers blobs).
     assert!(
         !blob_files.is_empty(),
         "sled wrote no blob file: this scenario no longer covers blobs"
     );
+}
+
+#[test]
+fn every_index_change_is_fsynced_before_its_call_returns() {
+    let Some((dir, calls)) = traced(
+        "every_index_change_is_fsynced_before_its_call_returns",
+        scenario_index,
+    ) else {
+        return;
+    };
+    let index = dir.path().join("index");
+    assert!(
+        calls.iter().any(|c| c.writes(&index.join("db"))),
+        "the scenario wrote nothing to the index:\n{}",
+        excerpt(&calls, dir.path())
+    );
+    assert_durable_at_acks(&calls, dir.path(), &index, 7);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,4 +629,89 @@ fn scenario_large_entries() {
         // The acknowledgement, as a marker in the trace.
         acks.write_all(format!("{i}\n").as_bytes()).unwrap();
     }
+}
+
+/// Changes of the embedded index, each followed by a write to `acks` once its call returned.
+fn scenario_index() {
+    use std::io::Write;
+    let Some(dir) = scenario_dir() else { return };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let catalog = SledCatalog::open(&dir.join("index")).unwrap();
+        let mut acks = std::fs::File::create(dir.join("acks")).unwrap();
+        let mut ack = |what: &str| acks.write_all(format!("{what}\n").as_bytes()).unwrap();
+        let segment = |i: i64| {
+            let id = Uuid::now_v7();
+            SegmentRecord {
+                id,
+                tenant: "acme".into(),
+                signal: "logs".into(),
+                object_key: segment_key(id).to_string(),
+                partition: PARTITION.into(),
+                min_timestamp: BASE + i,
+                max_timestamp: BASE + i + 1,
+                row_count: 10,
+                bytes: 100,
+                services: vec!["api".into()],
+                schema_version: 1,
+                agent_id: "test".into(),
+                created_at: 0,
+                state: SegmentState::Active,
+                replaced_by: None,
+                retired_at: None,
+                purged_at: None,
+            }
+        };
+        let inputs: Vec<SegmentRecord> = (0..3).map(segment).collect();
+        catalog.register(&inputs).await.unwrap();
+        ack("registered");
+        let request = |ttl_ms: u64| LeaseRequest {
+            agent_id: "compactor".into(),
+            ttl_ms,
+            target_bytes: 1 << 20,
+            min_inputs: 2,
+            max_inputs: 256,
+            min_age_ms: 0,
+            tenant: Some("acme".into()),
+            schema_version: None,
+        };
+        let lease = catalog
+            .lease_compaction(&request(60_000))
+            .await
+            .unwrap()
+            .expect("a plan over three small segments");
+        ack("leased");
+        let mut output = segment(0);
+        output.max_timestamp = BASE + 3;
+        output.row_count = 30;
+        catalog
+            .commit_compaction(lease.lease_id, &[output])
+            .await
+            .unwrap();
+        ack("committed");
+        let policy = RetentionPolicy {
+            default_max_age_ns: Some(1),
+            rules: Vec::new(),
+        };
+        let expired = catalog.expire(&policy, i64::MAX, false).await.unwrap();
+        assert_eq!(expired.len(), 1);
+        ack("expired");
+        // A lease that expires unused, then is abandoned (the sweeper deletes its output next).
+        catalog.register(&[segment(10), segment(11)]).await.unwrap();
+        ack("registered again");
+        let open = catalog
+            .lease_compaction(&request(1_000))
+            .await
+            .unwrap()
+            .expect("a plan over two small segments");
+        ack("leased again");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let abandoned = catalog
+            .abandon_expired_leases(weir_catalog::now_ns(), 10)
+            .await
+            .unwrap();
+        assert_eq!(abandoned.len(), 1);
+        assert_eq!(abandoned[0].lease_id, open.lease_id);
+        ack("abandoned");
+    });
 }

@@ -8,7 +8,7 @@ use tracing::info;
 use weir_pipelines::metrics::Metrics;
 
 use super::{
-    absolute, agent_id, compactor, heartbeats, open_lake, remote_catalog, shutdown_signal,
+    absolute, compactor, heartbeats, identity, open_lake, remote_catalog, shutdown_signal,
 };
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
@@ -17,6 +17,7 @@ use crate::config::ValidConfig;
 pub async fn serve(valid: ValidConfig) -> Result<()> {
     let cfg = &valid.config;
     let data_dir = absolute(&cfg.data_dir)?;
+    let identity = identity(cfg, &data_dir)?;
     let catalog = remote_catalog(cfg)?;
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();
@@ -26,19 +27,20 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
         ..Admin::new(metrics.clone())
     };
     let stop = CancellationToken::new();
-    let compactor = compactor(cfg, lake, catalog.clone(), metrics.clone());
+    let agent_id = identity.id.clone();
+    let compactor = compactor(cfg, lake, catalog.clone(), metrics.clone(), &agent_id);
     let compactor_task = tokio::spawn(compactor.run(stop.clone()));
     let hb = tokio::spawn(heartbeats(
         catalog,
         None,
         metrics,
-        agent_id(cfg),
+        identity,
         "compactor",
         cfg.control_plane.heartbeat_interval.0,
         stop.clone(),
     ));
     let server = admin::serve(listener, admin.router(), stop.clone(), "admin");
-    info!("compactor running");
+    info!(%agent_id, "compactor running");
     shutdown_signal().await;
     admin.set_ready(false);
     stop.cancel();

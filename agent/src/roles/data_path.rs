@@ -30,7 +30,8 @@ use weir_sources::auth::ApiKeys;
 use weir_sources::{ServeError, SourceContext, ValidSource};
 use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
 
-use super::{absolute, agent_id, compactor, heartbeats, open_lake, shutdown_signal, sweeper};
+use super::identity::Identity;
+use super::{absolute, compactor, heartbeats, identity, open_lake, shutdown_signal, sweeper};
 use crate::admin::{self, Admin};
 use crate::config::{Config, PipelineConfig, ValidConfig};
 
@@ -174,6 +175,7 @@ struct Background {
 impl Background {
     fn start(
         cfg: &Config,
+        identity: &Identity,
         index: &Index,
         buffer: &Arc<dyn Buffer>,
         lake: &Lake,
@@ -181,7 +183,7 @@ impl Background {
         wake: Arc<Notify>,
     ) -> Background {
         let catalog = &index.catalog;
-        let agent_id = agent_id(cfg);
+        let agent_id = identity.id.clone();
         let timeout = cfg.shutdown.timeout.0;
         let outbox_wake = Arc::new(Notify::new());
         let flusher = Flusher::new(
@@ -229,7 +231,13 @@ impl Background {
             tokio::spawn(async move { outbox.run(stop, timeout / 4).await })
         };
         if cfg.compaction.enabled {
-            let c = compactor(cfg, lake.clone(), catalog.clone(), metrics.clone());
+            let c = compactor(
+                cfg,
+                lake.clone(),
+                catalog.clone(),
+                metrics.clone(),
+                &agent_id,
+            );
             tasks.spawn(c.run(stop_tasks.clone()));
         }
         if index.embedded {
@@ -240,7 +248,7 @@ impl Background {
             catalog.clone(),
             Some(buffer.clone()),
             metrics.clone(),
-            agent_id,
+            identity.clone(),
             index.role,
             cfg.control_plane.heartbeat_interval.0,
             stop_tasks.clone(),
@@ -306,10 +314,13 @@ pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) ->
         ..
     } = valid;
     let data_dir = absolute(&cfg.data_dir)?;
+    // After the buffer is open: its lock makes this process the only one on data_dir, so
+    // the id is created once.
+    let identity = identity(&cfg, &data_dir)?;
     let metrics = Metrics::new();
     let lake = open_lake(&cfg, &data_dir)?;
     let stats = buffer.stats();
-    info!(data_dir = %data_dir.display(), lake = %lake.url(), buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
+    info!(data_dir = %data_dir.display(), agent_id = %identity.id, lake = %lake.url(), buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
 
     let wake = Arc::new(Notify::new());
     let ingest = ingest(&cfg, &buffer, &metrics, wake.clone())?;
@@ -343,7 +354,7 @@ pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) ->
     let stop_admin = CancellationToken::new();
     let admin_task = admin::serve(admin_listener, app, stop_admin.clone(), "admin");
 
-    let background = Background::start(&cfg, &index, &buffer, &lake, &metrics, wake);
+    let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake);
     admin.set_ready(true);
     info!("weir is ready");
 

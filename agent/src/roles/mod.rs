@@ -8,6 +8,7 @@ pub mod agent;
 pub mod compactor;
 pub mod control_plane;
 pub mod data_path;
+pub mod identity;
 pub mod retention;
 pub mod run;
 
@@ -38,18 +39,11 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The machine's host name (the default agent id).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "weir".into())
-}
-
-/// This process's agent id.
-pub fn agent_id(cfg: &Config) -> String {
-    cfg.agent.id.clone().unwrap_or_else(host_name)
+/// This process's identity: `agent.id`, else the persistent id of `data_dir`
+/// ([`identity`]).
+pub fn identity(cfg: &Config, data_dir: &Path) -> Result<identity::Identity> {
+    identity::resolve(cfg.agent.id.as_deref(), data_dir)
+        .context("cannot establish this agent's id (set agent.id, or fix data_dir)")
 }
 
 /// Opens the lake of `lake.url` (default `{data_dir}/lake`).
@@ -110,19 +104,20 @@ pub async fn open_index(cfg: &Config, data_dir: &Path) -> Result<Arc<dyn Catalog
     }
 }
 
-/// A compactor configured from `[compaction]` and `[lake]`.
+/// A compactor configured from `[compaction]` and `[lake]`, leasing as `agent_id`.
 pub fn compactor(
     cfg: &Config,
     lake: Lake,
     catalog: Arc<dyn Catalog>,
     metrics: Metrics,
+    agent_id: &str,
 ) -> Compactor {
     Compactor::new(
         lake,
         catalog,
         metrics,
         CompactorConfig {
-            agent_id: agent_id(cfg),
+            agent_id: agent_id.to_string(),
             target_bytes: cfg.lake.target_file_bytes.0,
             lease_ttl: cfg.compaction.lease_ttl.0,
             interval: cfg.compaction.interval.0,
@@ -163,7 +158,7 @@ pub async fn heartbeats(
     catalog: Arc<dyn Catalog>,
     buffer: Option<Arc<dyn Buffer>>,
     metrics: Metrics,
-    agent_id: String,
+    identity: identity::Identity,
     role: &'static str,
     interval: Duration,
     shutdown: CancellationToken,
@@ -173,7 +168,8 @@ pub async fn heartbeats(
         let stats = buffer.as_ref().map(|b| b.stats()).unwrap_or_default();
         let last = metrics.flush.last_flush_seconds.get();
         let hb = AgentHeartbeat {
-            agent_id: agent_id.clone(),
+            agent_id: identity.id.clone(),
+            labels: identity.labels.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             role: role.into(),
             buffer_bytes: stats.bytes,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_control_plane::api::{ApiState, ApiToken, Auth, Scope};
+use weir_control_plane::faults::Faults;
 use weir_control_plane::{Catalog, PgCatalog, PgConfig, RemoteCatalog, RemoteConfig, SledCatalog};
 
 pub async fn sled() -> Option<(Arc<dyn Catalog>, tempfile::TempDir)> {
@@ -63,4 +64,40 @@ pub async fn pg() -> Option<(Arc<dyn Catalog>, ())> {
         .await
         .unwrap();
     Some((Arc::new(cat), ()))
+}
+
+/// An index that can be closed and opened again, to look at what a crash leaves behind.
+pub enum Store {
+    /// A sled database's directory.
+    Sled(tempfile::TempDir),
+    /// A PostgreSQL URL.
+    Pg(String),
+}
+
+impl Store {
+    /// Opens the index with these fault points.
+    pub async fn open(&self, faults: Faults) -> Arc<dyn Catalog> {
+        match self {
+            Store::Sled(dir) => {
+                Arc::new(SledCatalog::open(dir.path()).unwrap().with_faults(faults))
+            }
+            Store::Pg(url) => Arc::new(
+                PgCatalog::connect(&PgConfig {
+                    url: url.clone(),
+                    pool_size: 4,
+                })
+                .await
+                .unwrap()
+                .with_faults(faults),
+            ),
+        }
+    }
+}
+
+pub async fn sled_store() -> Option<(Store, ())> {
+    Some((Store::Sled(tempfile::tempdir().unwrap()), ()))
+}
+
+pub async fn pg_store() -> Option<(Store, ())> {
+    Some((Store::Pg(pg_url()?), ()))
 }

@@ -16,8 +16,10 @@ use weir_control_plane::{
 };
 
 mod backends;
+mod crash;
 mod leases;
 
+use crash::a_failed_change_leaves_nothing_behind;
 use leases::{
     abandoned_leases_cannot_commit, expired_leases_are_reoffered, lease_and_commit,
     racing_compactors,
@@ -333,8 +335,10 @@ async fn retention(cat: Arc<dyn Catalog>) {
 
 async fn heartbeats(cat: Arc<dyn Catalog>) {
     let id = tenant("node");
+    let host = tenant("host");
     let mut hb = AgentHeartbeat {
         agent_id: id.clone(),
+        labels: [("host.name".to_string(), host.clone())].into(),
         version: "0.1.0".into(),
         role: "agent".into(),
         buffer_bytes: 10,
@@ -353,6 +357,33 @@ async fn heartbeats(cat: Arc<dyn Catalog>) {
         .collect();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].heartbeat, hb);
+    // A second agent on the same host (another data directory) is another entry.
+    let mut neighbour = hb.clone();
+    neighbour.agent_id = tenant("node");
+    cat.heartbeat(&neighbour).await.unwrap();
+    let on_host: HashSet<String> = cat
+        .agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.heartbeat.labels.get("host.name") == Some(&host))
+        .map(|a| a.heartbeat.agent_id)
+        .collect();
+    assert_eq!(on_host, HashSet::from([id, neighbour.agent_id.clone()]));
+    for bad in [
+        (0..=weir_control_plane::MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect(),
+        [(String::new(), "v".to_string())].into(),
+        [("k".to_string(), "v".repeat(257))].into(),
+    ] {
+        let mut labelled = hb.clone();
+        labelled.labels = bad;
+        assert!(matches!(
+            cat.heartbeat(&labelled).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
     hb.agent_id = String::new();
     assert!(matches!(
         cat.heartbeat(&hb).await,
@@ -402,14 +433,24 @@ macro_rules! index_scenarios {
     };
 }
 
+/// What a crash inside a change leaves behind: the index implementations, closed and opened
+/// again between the steps.
+macro_rules! restart_scenarios {
+    ($backend:ident) => {
+        conformance!($backend: a_failed_change_leaves_nothing_behind);
+    };
+}
+
 mod sled_backend {
     client_scenarios!(sled);
     index_scenarios!(sled);
+    restart_scenarios!(sled_store);
 }
 
 mod pg_backend {
     client_scenarios!(pg);
     index_scenarios!(pg);
+    restart_scenarios!(pg_store);
 }
 
 mod remote_client {

@@ -31,9 +31,11 @@ mod sled_buffer;
 mod tests;
 
 pub use format::{decode_entry, encode_entry};
+#[cfg(test)]
+use sled_buffer::SEGMENT_SIZE;
 pub use sled_buffer::{split_for_entries, SledBuffer, SledBufferConfig, MAX_ENTRY_BYTES};
 #[cfg(test)]
-use sled_buffer::{FileSync, SEGMENT_SIZE};
+use weir_catalog::sled_durable::FileSync;
 
 use crate::{Batch, Partition};
 

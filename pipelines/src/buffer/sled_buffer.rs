@@ -2,31 +2,13 @@
 //!
 //! # Durability
 //!
-//! What sled 0.34 writes, and does not make durable (measured with strace, and read in sled's
-//! `pagecache/iobuf.rs`, `logger.rs` and `blob_io.rs`):
-//! - its log, in the data file `db`, with `pwrite` and `sync_file_range`: not a durable commit
-//!   on Linux (no metadata, no device cache flush). sled fsyncs `db` only from a background
-//!   thread, every 500 ms.
-//! - every log message over a quarter of the segment size (2 MiB here) as a file of its own
-//!   under `blobs/`, named by its log sequence number, written once and never fsynced. Such a
-//!   message is a large value, but also a whole leaf node: sled rewrites a page whole after
-//!   about ten updates, and a leaf holds up to 16 entries, so a few entries of a few hundred KiB
-//!   spill although each is far below the threshold. sled writes a blob before the log message
-//!   that points to it.
-//!
-//! So a durable commit is, in this order:
-//! 1. `Db::flush()`: the log up to now is written, and so is every blob it points to;
-//! 2. `fdatasync` of every blob file not synced before at its current size (the buffer
-//!    remembers the name and size of what it synced: sled writes a blob once, front to back,
-//!    and never rewrites it, so a blob caught while sled was still writing it has grown by the
-//!    commit that covers it), then `fsync` of `blobs/` if a name was new;
-//! 3. `fdatasync` of `db`, through a descriptor opened with the buffer, so that a writeback
-//!    error on it is reported here.
-//!
-//! Opening the buffer makes one such commit, which also covers blobs left by an earlier run,
-//! and fsyncs `conf` and the directories (`blobs/`, the buffer's, its parent), so that the names
-//! are durable too. Concurrent [`SledBuffer::sync`] calls are grouped: one caller (the leader)
-//! commits everything appended so far while the others wait for it (group commit).
+//! A durable commit of sled 0.34 is more than its `flush()`, which on Linux is not durable and
+//! leaves the blob files sled spills large leaf nodes to unsynced: the buffer commits through
+//! [`DurableSled`] (`weir_catalog::sled_durable`, where the commit and its order are documented),
+//! as the embedded segment index does. Opening the buffer makes one commit, which also covers
+//! blobs left by an earlier run, and fsyncs the names of sled's files. Concurrent
+//! [`SledBuffer::sync`] calls are grouped: one caller (the leader) commits everything appended
+//! so far while the others wait for it (group commit), by sequence number.
 //!
 //! A failed commit is final ("fsyncgate"): Linux reports a writeback error once and may have
 //! dropped the dirty pages, so a retry that succeeds proves nothing. The leader and every
@@ -34,17 +16,14 @@
 //! with [`BufferError::SyncFailed`], which names the failed call, until the buffer is reopened
 //! (the agent restarted), which recovers what is really on disk. Reads still work.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tracing::{debug, error};
+use tracing::error;
+use weir_catalog::sled_durable::{DurableError, DurableSled, FileSync, OsSync};
 
 use super::format::{decode_entry, encode_entry};
 use super::{Buffer, BufferError, BufferStats, Entry, JournalEntry, Ledger};
@@ -68,51 +47,14 @@ pub struct SledBufferConfig {
     pub max_bytes: u64,
 }
 
-/// How the buffer makes files durable: the operating system's `fdatasync`/`fsync`, or in tests
-/// a double that records the files or fails on demand (fault injection).
-pub(crate) trait FileSync: Send + Sync + 'static {
-    /// `fdatasync` of an open file; `path` names it.
-    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
-    /// `fsync` of a directory, so the entries created in it are durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-}
-
-/// The real [`FileSync`].
-pub(crate) struct OsSync;
-
-impl FileSync for OsSync {
-    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
-        file.sync_data()
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Every sequence number below this is durable.
-    synced_below: u64,
-    /// A leader is syncing.
-    in_progress: bool,
-}
-
 /// The durable buffer on sled.
 pub struct SledBuffer {
-    db: sled::Db,
+    durable: DurableSled,
     pub(super) entries: sled::Tree,
     pub(super) corrupt: sled::Tree,
     journal: sled::Tree,
     outbox: sled::Tree,
     checkpoints: sled::Tree,
-    data_file: File,
-    syncer: Arc<dyn FileSync>,
-    /// The blob files fsynced so far (those that still exist), with the size each had when it
-    /// was: a blob that sled was still writing then has grown since, and is synced again.
-    synced_blobs: Mutex<HashMap<OsString, u64>>,
-    /// The first failed commit: set once, never cleared (see the module docs).
-    failure: OnceLock<String>,
     path: PathBuf,
     max_bytes: u64,
     next_seq: AtomicU64,
@@ -122,8 +64,6 @@ pub struct SledBuffer {
     /// Held while a sequence number is taken and its entry inserted, so entries appear in
     /// sequence order and `next_seq` read under it covers only inserted entries.
     append_lock: Mutex<()>,
-    sync_state: Mutex<SyncState>,
-    sync_done: Condvar,
 }
 
 fn key(seq: u64) -> [u8; 8] {
@@ -146,21 +86,22 @@ impl SledBuffer {
         config: &SledBufferConfig,
         syncer: Arc<dyn FileSync>,
     ) -> Result<SledBuffer, BufferError> {
-        std::fs::create_dir_all(&config.path)?;
         // Entries are read once by the flusher, so a large page cache only costs memory
         // (sled's default is 1 GiB).
-        let db = weir_catalog::open_sled(
-            &sled::Config::new()
-                .path(&config.path)
+        let durable = DurableSled::open(
+            &config.path,
+            sled::Config::new()
                 .segment_size(SEGMENT_SIZE)
                 .cache_capacity(CACHE_BYTES),
-        )?;
+            syncer,
+        )
+        .map_err(from_durable)?;
+        let db = durable.db();
         let entries = db.open_tree("entries")?;
         let corrupt = db.open_tree("corrupt")?;
         let journal = db.open_tree("flush_journal")?;
         let outbox = db.open_tree("outbox")?;
         let checkpoints = db.open_tree("checkpoints")?;
-        let data_file = File::open(config.path.join("db"))?;
         let mut bytes = 0u64;
         let mut count = 0u64;
         let mut next_seq = 0u64;
@@ -172,58 +113,23 @@ impl SledBuffer {
                 next_seq = next_seq.max(s + 1);
             }
         }
+        durable.set_synced_below(next_seq);
         let buffer = SledBuffer {
-            db,
+            durable,
             entries,
             corrupt_count: AtomicU64::new(corrupt.len() as u64),
             corrupt,
             journal,
             outbox,
             checkpoints,
-            data_file,
-            syncer,
-            synced_blobs: Mutex::new(HashMap::new()),
-            failure: OnceLock::new(),
             path: config.path.clone(),
             max_bytes: config.max_bytes,
             next_seq: AtomicU64::new(next_seq),
             live_bytes: AtomicU64::new(bytes),
             live_entries: AtomicU64::new(count),
             append_lock: Mutex::new(()),
-            sync_state: Mutex::new(SyncState {
-                synced_below: next_seq,
-                in_progress: false,
-            }),
-            sync_done: Condvar::new(),
         };
-        buffer.sync_at_open()?;
         Ok(buffer)
-    }
-
-    /// Makes what an earlier run left durable (it may have been killed before fsyncing, and
-    /// sled fsyncs no blob), and the names of sled's files.
-    fn sync_at_open(&self) -> Result<(), BufferError> {
-        self.commit().map_err(BufferError::Storage)?;
-        let dir_failed = |dir: &Path, e: io::Error| {
-            BufferError::Storage(format!("fsync of directory {} failed: {e}", dir.display()))
-        };
-        let conf = self.path.join("conf");
-        if let Ok(f) = File::open(&conf) {
-            self.syncer.sync_data(&f, &conf).map_err(|e| {
-                BufferError::Storage(format!("fdatasync of {} failed: {e}", conf.display()))
-            })?;
-        }
-        let blobs = self.path.join("blobs");
-        let parent = self.path.parent().filter(|p| !p.as_os_str().is_empty());
-        for dir in [Some(blobs.as_path()), Some(self.path.as_path()), parent]
-            .into_iter()
-            .flatten()
-        {
-            if dir.is_dir() {
-                self.syncer.sync_dir(dir).map_err(|e| dir_failed(dir, e))?;
-            }
-        }
-        Ok(())
     }
 
     /// Total size of sled's files on disk (what the soak test bounds).
@@ -233,114 +139,23 @@ impl SledBuffer {
 
     /// Fails once a commit has failed (see the module docs).
     fn check_usable(&self) -> Result<(), BufferError> {
-        match self.failure.get() {
-            Some(reason) => Err(BufferError::SyncFailed(reason.clone())),
-            None => Ok(()),
-        }
+        self.durable.check_usable().map_err(from_durable)
     }
 
     /// A durable commit of everything written so far; a failure is final.
     fn durable_commit(&self) -> Result<(), BufferError> {
-        self.check_usable()?;
-        self.commit().map_err(|reason| {
-            if self.failure.set(reason.clone()).is_ok() {
-                error!(%reason, "buffer commit failed: no acknowledgements until the buffer is reopened");
-            }
-            BufferError::SyncFailed(self.failure.get().cloned().unwrap_or(reason))
-        })
+        self.durable.commit().map_err(from_durable)
     }
 
-    /// `flush()`, the new blob files and their directory, then the data file (in this order:
-    /// see the module docs). The error names the call that failed.
-    fn commit(&self) -> Result<(), String> {
-        self.db
-            .flush()
-            .map_err(|e| format!("sled flush (write of its log) failed: {e}"))?;
-        self.sync_new_blobs()?;
-        let db = self.path.join("db");
-        self.syncer
-            .sync_data(&self.data_file, &db)
-            .map_err(|e| format!("fdatasync of {} failed: {e}", db.display()))
-    }
-
-    /// `fdatasync` of each blob file not synced yet at its current size, then `fsync` of
-    /// `blobs/` if one of them is new.
-    fn sync_new_blobs(&self) -> Result<(), String> {
-        let dir = self.path.join("blobs");
-        let listing = match std::fs::read_dir(&dir) {
-            Ok(listing) => listing,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-        };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut present = HashMap::with_capacity(synced.len());
-        let (mut synced_now, mut new_names) = (0usize, 0usize);
-        for item in listing {
-            let item = item.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-            let (name, path) = (item.file_name(), item.path());
-            // The size is read before the sync, so the sync covers at least that much.
-            let size = match item.metadata() {
-                Ok(m) => m.len(),
-                // Removed by sled since the listing: nothing points to it any more.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(format!("cannot stat {}: {e}", path.display())),
-            };
-            let before = synced.get(&name).copied();
-            if before != Some(size) {
-                let file = match File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
-                };
-                self.syncer
-                    .sync_data(&file, &path)
-                    .map_err(|e| format!("fdatasync of {} failed: {e}", path.display()))?;
-                synced_now += 1;
-                new_names += usize::from(before.is_none());
-            }
-            present.insert(name, size);
-        }
-        if new_names > 0 {
-            self.syncer
-                .sync_dir(&dir)
-                .map_err(|e| format!("fsync of directory {} failed: {e}", dir.display()))?;
-        }
-        if synced_now > 0 {
-            debug!(blobs = synced_now, "fsynced sled blob files");
-        }
-        *synced = present;
-        Ok(())
-    }
-
+    /// Makes every entry below `target_below` durable, in a group commit (see the module
+    /// docs): a leader covers every entry appended when its commit starts.
     fn sync_through(&self, target_below: u64) -> Result<(), BufferError> {
-        let mut state = self.sync_state.lock().map_err(|_| poisoned())?;
-        loop {
-            // A failed commit fails every request waiting on it: none of them may take over
-            // and acknowledge after a retry.
-            self.check_usable()?;
-            if state.synced_below >= target_below {
-                return Ok(());
-            }
-            if !state.in_progress {
-                break;
-            }
-            state = self.sync_done.wait(state).map_err(|_| poisoned())?;
-        }
-        // Leader: cover everything appended so far, for every waiter at once.
-        state.in_progress = true;
-        drop(state);
-        let covering = {
-            let _g = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.next_seq.load(Ordering::Acquire)
-        };
-        let result = self.durable_commit();
-        let mut state = self.sync_state.lock().map_err(|_| poisoned())?;
-        state.in_progress = false;
-        if result.is_ok() {
-            state.synced_below = state.synced_below.max(covering);
-        }
-        self.sync_done.notify_all();
-        result
+        self.durable
+            .sync_through(target_below, || {
+                let _g = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
+                self.next_seq.load(Ordering::Acquire)
+            })
+            .map_err(from_durable)
     }
 
     fn move_aside(&self, k: &[u8], v: &[u8], err: &BufferError) {
@@ -353,8 +168,11 @@ impl SledBuffer {
     }
 }
 
-fn poisoned() -> BufferError {
-    BufferError::Storage("buffer sync state poisoned by a panic".into())
+fn from_durable(e: DurableError) -> BufferError {
+    match e {
+        DurableError::Failed(reason) => BufferError::SyncFailed(reason),
+        other => BufferError::Storage(other.to_string()),
+    }
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -520,7 +338,7 @@ impl Buffer for SledBuffer {
     }
 
     fn failure(&self) -> Option<String> {
-        self.failure.get().cloned()
+        self.durable.failure()
     }
 
     fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
