@@ -780,6 +780,10 @@ impl SledCatalog {
         &self,
         f: impl FnOnce(SledCatalog) -> Result<T, CatalogError> + Send + 'static,
     ) -> Result<T, CatalogError> {
+        // After a failed fsync the trees in memory may hold changes the disk does not: no
+        // answer (a listing, a lookup, the sweeper's garbage) may come from them, or the
+        // sweeper could delete objects of a retirement a restart will not have.
+        self.durable.check_usable().map_err(from_durable)?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(this))
             .await

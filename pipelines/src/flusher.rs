@@ -94,10 +94,14 @@ struct Pending {
     sealed: Option<Sealed>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A journaled flush: retries upload exactly these bytes and commit exactly this record.
 struct Sealed {
-    id: Uuid,
+    /// How many of the partition's first batches (and seqs) it holds.
     batches: usize,
+    /// The segment record written in the journal.
+    segment: SegmentRecord,
+    /// The encoded file.
+    bytes: Vec<u8>,
 }
 
 /// The journal record of a flush in progress.
@@ -443,17 +447,26 @@ impl Flusher {
         key: &Key,
         p: &mut Pending,
     ) -> Result<(SegmentRecord, usize), FlushError> {
-        let sealed = p.sealed.unwrap_or(Sealed {
-            id: Uuid::now_v7(),
-            batches: p.batches.len(),
-        });
-        let id = sealed.id;
-        let seqs = p.seqs[..sealed.batches].to_vec();
+        if let Some(sealed) = &p.sealed {
+            // A retry: the same bytes to the same key, the same record committed, whatever
+            // the first attempt left behind.
+            let seqs = p.seqs[..sealed.batches].to_vec();
+            self.lake
+                .put(&sealed.segment.object_key, sealed.bytes.clone())
+                .await?;
+            debug!(segment = %sealed.segment.id, "uploaded (retry)");
+            self.commit_flush(&sealed.segment, key.dead_letter, seqs)
+                .await?;
+            return Ok((sealed.segment.clone(), sealed.batches));
+        }
+        let id = Uuid::now_v7();
+        let count = p.batches.len();
+        let seqs = p.seqs.clone();
         let (cfg, signal, tenant, batches) = (
             self.config.parquet.clone(),
             key.signal,
             key.tenant.clone(),
-            p.batches[..sealed.batches].to_vec(),
+            p.batches.clone(),
         );
         let mut extra: Vec<(String, String)> =
             vec![(META_AGENT_ID.into(), self.config.agent_id.clone())];
@@ -489,10 +502,14 @@ impl Flusher {
         // From here on the rows belong to this id: a failed or ambiguous upload (the object
         // may exist after an error), or a failed commit, is retried under it, and the journal
         // record stays, so a restart finds the object by its key.
-        p.sealed = Some(sealed);
+        p.sealed = Some(Sealed {
+            batches: count,
+            segment: segment.clone(),
+            bytes: bytes.clone(),
+        });
         self.lake.put(&segment.object_key, bytes).await?;
         debug!(segment = %id, "uploaded");
         self.commit_flush(&segment, key.dead_letter, seqs).await?;
-        Ok((segment, sealed.batches))
+        Ok((segment, count))
     }
 }

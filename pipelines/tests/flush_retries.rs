@@ -287,7 +287,11 @@ async fn an_upload_that_fails_after_storing_is_retried_under_the_same_id() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(f.run(shutdown.clone(), Duration::from_secs(10)));
     // Rows arriving while the failed flush waits for its retry go to a later file.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while faulty.put_then_fail.load(Ordering::SeqCst) == 2 {
+        assert!(Instant::now() < deadline, "the first upload never happened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     append(&buffer, 300, 200);
     until_empty(&buffer, "after two ambiguous uploads").await;
     shutdown.cancel();

@@ -61,14 +61,27 @@ pub fn bind_tcp(
     Ok((listener, bound))
 }
 
-/// Binds a claimed UDP address, as [`bind_tcp`] does.
+/// Binds a claimed UDP address, as [`bind_tcp`] does, with a receive buffer of
+/// `receive_buffer` bytes (the kernel caps it at `net.core.rmem_max`: a smaller one is said).
 pub fn bind_udp(
     claim: &Claim,
     what: &str,
+    receive_buffer: usize,
 ) -> Result<(tokio::net::UdpSocket, SocketAddr), BuildError> {
     let bind = || -> std::io::Result<tokio::net::UdpSocket> {
         let std = std::net::UdpSocket::bind(claim.addr())?;
         std.set_nonblocking(true)?;
+        let sock = socket2::SockRef::from(&std);
+        sock.set_recv_buffer_size(receive_buffer)?;
+        // Linux reports twice what it grants (the other half is its bookkeeping).
+        let got = sock.recv_buffer_size()? / 2;
+        if got < receive_buffer {
+            tracing::info!(
+                asked = receive_buffer,
+                got,
+                "{what}: the kernel capped the receive buffer (raise net.core.rmem_max for more)"
+            );
+        }
         tokio::net::UdpSocket::from_std(std)
     };
     let socket = bind().map_err(|source| bind_error(claim, true, source))?;

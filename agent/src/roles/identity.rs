@@ -8,8 +8,11 @@
 //! flush journal and the outbox the id vouches for. `agent.id` in the configuration still
 //! wins. The host name is reported beside the id, as the fleet view's `host.name` label.
 //!
-//! The file is written durably before the id is used: a temporary file, fsynced, renamed into
-//! place, then the directory fsynced (and every directory this start created, up from
+//! A data directory an earlier version wrote (it has a buffer but no id file) keeps that
+//! version's id, the host name, so reconciliation still recognizes its files.
+//!
+//! The file is written durably before the id is used: a temporary file, fsynced, linked into
+//! place (never over a file another process created first), then the directory fsynced (and every directory this start created, up from
 //! `data_dir`), so that a file written under an id never outlives the record of that id. The
 //! data path resolves its identity after it holds the buffer's lock, so two processes never
 //! create the id of one data directory at once.
@@ -94,15 +97,38 @@ fn create(data_dir: &Path, path: &Path) -> Result<String> {
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let tmp = data_dir.join(format!("{ID_FILE}.tmp"));
+    // A data_dir an earlier version wrote (it has a buffer) keeps that version's id, the host
+    // name, so that its files not yet registered are still recognized as its own.
+    let id = if data_dir.join("buffer").exists() {
+        let legacy = host_name();
+        info!(agent_id = %legacy, "this data_dir predates persistent agent ids: it keeps the host name as its id");
+        legacy
+    } else {
+        uuid::Uuid::now_v7().to_string()
+    };
+    let tmp = data_dir.join(format!("{ID_FILE}.tmp.{}", std::process::id()));
     let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(format!("{id}\n").as_bytes())?;
         f.sync_all()
     });
     written.with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    // A link, not a rename: it never replaces a file another process created meanwhile; the
+    // first id written wins and every process reads that one.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            return parse(&text)
+                .with_context(|| format!("{} is not a valid agent id", path.display()));
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot link {} to {}", tmp.display(), path.display()))
+        }
+    }
     sync_dir(data_dir)?;
     // The directories this start created, so the path to the file survives a power cut too.
     for created in &missing {
@@ -182,11 +208,33 @@ mod tests {
     }
 
     #[test]
-    fn a_leftover_temporary_file_is_replaced() {
+    fn a_leftover_temporary_file_does_not_matter() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("agent_id.tmp"), "half").unwrap();
+        let leftover = root
+            .path()
+            .join(format!("agent_id.tmp.{}", std::process::id()));
+        std::fs::write(&leftover, "half").unwrap();
         let id = persistent_id(root.path()).unwrap();
         assert_eq!(persistent_id(root.path()).unwrap(), id);
-        assert!(!root.path().join("agent_id.tmp").exists());
+        assert!(!leftover.exists());
+    }
+
+    #[test]
+    fn an_id_file_created_first_by_another_process_wins() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join(ID_FILE);
+        // Another process created the file between this one's read and its write.
+        std::fs::write(&path, "first-writer\n").unwrap();
+        assert_eq!(create(root.path(), &path).unwrap(), "first-writer");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first-writer\n");
+    }
+
+    #[test]
+    fn a_data_dir_of_an_earlier_version_keeps_the_host_name() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("buffer")).unwrap();
+        assert_eq!(persistent_id(root.path()).unwrap(), host_name());
+        let fresh = tempfile::tempdir().unwrap();
+        assert_ne!(persistent_id(fresh.path()).unwrap(), host_name());
     }
 }

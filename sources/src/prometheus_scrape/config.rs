@@ -128,8 +128,6 @@ pub struct ValidPrometheusScrape {
     pub config: PrometheusScrapeConfig,
     /// The static targets.
     pub targets: Vec<Target>,
-    /// This node's name, when pods are watched.
-    pub node_name: Option<String>,
 }
 
 impl SourceConfig for PrometheusScrapeConfig {
@@ -185,25 +183,16 @@ impl SourceConfig for PrometheusScrapeConfig {
                 problems.push(format!("{KEY}.files[{i}] = {f:?} is not a valid pattern: {e}"));
             }
         }
-        let node_name = if self.kubernetes.enabled {
-            let node = self
-                .kubernetes
-                .node_name
-                .clone()
-                .or_else(|| std::env::var("K8S_NODE_NAME").ok())
-                .filter(|n| !n.is_empty());
-            if node.is_none() {
-                problems.push(format!("{KEY}.kubernetes.node_name is unset and K8S_NODE_NAME is not in the environment (set it from the downward API: spec.nodeName)"));
-            }
-            if self.kubernetes.annotation_prefix.is_empty() {
-                problems.push(format!(
-                    "{KEY}.kubernetes.annotation_prefix must not be empty"
-                ));
-            }
-            node
-        } else {
-            None
-        };
+        if self.kubernetes.enabled && self.kubernetes.annotation_prefix.is_empty() {
+            problems.push(format!(
+                "{KEY}.kubernetes.annotation_prefix must not be empty"
+            ));
+        }
+        if self.kubernetes.node_name.as_deref() == Some("") {
+            problems.push(format!(
+                "{KEY}.kubernetes.node_name must not be empty (leave it unset)"
+            ));
+        }
         if self.targets.is_empty() && self.files.is_empty() && !self.kubernetes.enabled {
             problems.push(format!("{KEY}: nothing to scrape: set targets, files or kubernetes.enabled (or disable the source)"));
         }
@@ -232,7 +221,6 @@ impl SourceConfig for PrometheusScrapeConfig {
             Ok(Box::new(ValidPrometheusScrape {
                 config: self.clone(),
                 targets: valid,
-                node_name,
             }))
         } else {
             Err(problems)
@@ -305,15 +293,20 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_needs_a_node_name() {
-        let c = PrometheusScrapeConfig {
+    fn kubernetes_alone_is_something_to_scrape() {
+        let mut c = PrometheusScrapeConfig {
             kubernetes: KubernetesTargets {
                 enabled: true,
-                node_name: Some("node-1".into()),
                 ..Default::default()
             },
             ..Default::default()
         };
+        // The node name may come from K8S_NODE_NAME at start, so it is not required here.
         assert!(c.validate().is_ok());
+        c.kubernetes.node_name = Some(String::new());
+        assert!(c.validate().err().unwrap()[0].contains("node_name must not be empty"));
+        c.kubernetes.node_name = None;
+        c.kubernetes.annotation_prefix = String::new();
+        assert!(c.validate().is_err());
     }
 }

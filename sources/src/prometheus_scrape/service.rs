@@ -60,7 +60,15 @@ impl ValidSource for ValidPrometheusScrape {
             )));
         }
         let (pods_tx, pods_rx) = watch::channel(Vec::new());
-        if let Some(node) = self.node_name {
+        let node = c
+            .kubernetes
+            .node_name
+            .clone()
+            .or_else(|| std::env::var("K8S_NODE_NAME").ok().filter(|v| !v.is_empty()));
+        if c.kubernetes.enabled && node.is_none() {
+            warn!("{KEY}.kubernetes: no node name (set K8S_NODE_NAME from spec.nodeName, or kubernetes.node_name); no pod targets");
+        }
+        if let Some(node) = node.filter(|_| c.kubernetes.enabled) {
             running.tasks.push(Box::pin(discover::watch_pods(
                 node,
                 c.kubernetes.annotation_prefix.clone(),

@@ -153,6 +153,9 @@ fn message_attributes(a: &mut AttributesBuilder, m: &parse::Message<'_>, utf8_er
     }
 }
 
+/// Batches of datagrams a UDP socket gathers while its writer is busy, before it drops.
+pub const UDP_MAX_PENDING_BATCHES: usize = 8;
+
 impl SyslogService {
     /// A service writing to `ingest` with the source's settings.
     pub fn new(ingest: Ingest, cfg: &SyslogConfig, tls: Option<TlsAcceptor>) -> SyslogService {
@@ -212,18 +215,41 @@ impl SyslogService {
         }
     }
 
-    /// Receives datagrams until `stop`.
+    /// Receives datagrams until `stop`. The receive loop never waits for the buffer: batches
+    /// go over a bounded channel to a writer task, and while it is busy datagrams gather (up
+    /// to [`UDP_MAX_PENDING_BATCHES`] batches); past that they are dropped and counted
+    /// (`weir_rejected_requests_total{source="syslog_udp",reason="overflow"}`), instead of
+    /// overflowing the socket's receive queue where the kernel drops them uncounted.
     pub async fn serve_udp(self, socket: UdpSocket, stop: CancellationToken) -> Result<(), ServeError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(2);
+        let writer = {
+            let this = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    this.write(batch, SOURCE_UDP, false, &stop).await;
+                }
+            })
+        };
+        let max_pending = self.max_batch.saturating_mul(UDP_MAX_PENDING_BATCHES);
         let mut buf = vec![0u8; 65_535];
         let mut pending: Vec<Bytes> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut backoff = ErrorBackoff::new();
+        // Hands the gathered datagrams to the writer if it can take them now.
+        let hand_over = |pending: &mut Vec<Bytes>, deadline: &mut Option<Instant>| {
+            if pending.is_empty() {
+                return;
+            }
+            // When the writer is busy, keep gathering, and try again at the next datagram.
+            if let Ok(permit) = tx.try_reserve() {
+                permit.send(std::mem::take(pending));
+                *deadline = None;
+            }
+        };
         loop {
             tokio::select! {
-                _ = stop.cancelled() => {
-                    self.write(std::mem::take(&mut pending), SOURCE_UDP, false, &stop).await;
-                    return Ok(());
-                }
+                _ = stop.cancelled() => break,
                 r = socket.recv_from(&mut buf) => {
                     let len = match r {
                         Ok((len, _)) => {
@@ -239,19 +265,35 @@ impl SyslogService {
                         self.ingest.reject(SOURCE_UDP, "too_large");
                         continue;
                     }
+                    if pending.len() >= max_pending {
+                        self.ingest.reject(SOURCE_UDP, "overflow");
+                        hand_over(&mut pending, &mut deadline);
+                        continue;
+                    }
                     pending.push(Bytes::copy_from_slice(&buf[..len]));
                     deadline.get_or_insert_with(|| Instant::now() + self.batch_timeout);
                     if pending.len() >= self.max_batch {
-                        deadline = None;
-                        self.write(std::mem::take(&mut pending), SOURCE_UDP, false, &stop).await;
+                        hand_over(&mut pending, &mut deadline);
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    deadline = None;
-                    self.write(std::mem::take(&mut pending), SOURCE_UDP, false, &stop).await;
+                    hand_over(&mut pending, &mut deadline);
+                    if !pending.is_empty() {
+                        // Still busy: look again shortly rather than spin.
+                        deadline = Some(Instant::now() + Duration::from_millis(10));
+                    }
                 }
             }
         }
+        // What was gathered goes to the writer, which then ends with the channel.
+        if !pending.is_empty() {
+            let _ = tx.send(pending).await;
+        }
+        drop(tx);
+        if let Err(e) = writer.await {
+            warn!(error = %e, "syslog UDP writer task failed");
+        }
+        Ok(())
     }
 
     /// Accepts connections until `stop`, then lets open connections finish what they read.
@@ -347,7 +389,10 @@ impl ValidSource for ValidSyslog {
         let udp = self
             .udp
             .as_ref()
-            .map(|c| Ok::<_, BuildError>((c, bind_udp(c, "syslog/UDP")?)))
+            .map(|c| {
+                let buffer = self.config.udp_receive_buffer.0 as usize;
+                Ok::<_, BuildError>((c, bind_udp(c, "syslog/UDP", buffer)?))
+            })
             .transpose()?;
         let tls = match &tcp {
             Some(_) => self
