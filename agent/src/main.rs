@@ -29,13 +29,13 @@ enum Command {
     /// Run the agent with its embedded control plane (defaults: every source on its default
     /// port, buffer, index and lake under ./weir-data).
     Run {
-        /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
+        /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Run the agent against a remote control plane (`control_plane.url`): the DaemonSet role.
     Agent {
-        /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
+        /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
