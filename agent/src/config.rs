@@ -507,6 +507,7 @@ impl fmt::Debug for ValidConfig {
 
 mod control;
 pub mod env;
+mod interpolate;
 pub mod load;
 
 pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};

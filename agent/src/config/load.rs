@@ -14,7 +14,7 @@
 //! text is first read as figment reads it (`10042` a number, `true` a boolean, `[..]` a list),
 //! and where the key wants a string, the text as written is used instead. So
 //! `WEIR_AGENT__ID=10042` is the id `"10042"`, not a type error, and `WEIR_LAKE__ZSTD_LEVEL=9`
-//! is a number.
+//! is a number. File values that held `${VAR}` are typed the same way ([`interpolate`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -27,7 +27,7 @@ use figment::{Profile, Provider};
 use serde::Deserialize;
 
 use super::env::Variable;
-use super::Config;
+use super::{interpolate, Config};
 
 /// Most passes over the tree; each takes out at least one value.
 const MAX_PASSES: usize = 200;
@@ -112,11 +112,33 @@ pub(crate) fn load(
         Ok(Value::Dict(_, d)) => d,
         _ => Dict::new(),
     };
+    let all: Vec<(String, String)> = vars.into_iter().collect();
+    let lookup = |name: &str| {
+        all.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut problems = Vec::new();
+    let mut typed = BTreeMap::new();
     let file_layer = match file {
-        Some(path) => Some(read_file(path)?),
+        Some(path) => {
+            let mut layer = read_file(path)?;
+            let (values, failed) = interpolate::interpolate(&mut layer.dict, &lookup);
+            let tree = Value::from(layer.dict.clone());
+            for (path, message) in failed {
+                problems.push(LoadProblem {
+                    origin: layer.shown.clone(),
+                    key: key_string(&tree, &path),
+                    message,
+                });
+            }
+            typed.extend(values);
+            Some(layer)
+        }
         None => None,
     };
-    let vars = super::env::variables(vars);
+    let vars = super::env::variables(all.iter().cloned());
     let env_layer = env_dict(&vars);
     let mut tree = defaults;
     if let Some(layer) = &file_layer {
@@ -127,8 +149,9 @@ pub(crate) fn load(
         file: file_layer,
         env: env_layer,
         vars,
+        typed,
     };
-    resolve(Value::from(tree), &layers)
+    resolve(Value::from(tree), &layers, problems)
 }
 
 /// The file, parsed.
@@ -143,6 +166,8 @@ struct Layers {
     file: Option<FileLayer>,
     env: Dict,
     vars: Vec<Variable>,
+    /// File values that held `${…}`, by key path: their text after interpolation.
+    typed: BTreeMap<Vec<String>, String>,
 }
 
 impl Layers {
@@ -168,13 +193,14 @@ impl Layers {
         }
     }
 
-    /// The text of the variable that set exactly `path`, if one did.
+    /// The text of the variable, or of the interpolated file value, that set exactly `path`.
     fn raw_text(&self, path: &[String]) -> Option<&str> {
         self.vars
             .iter()
             .rev()
             .find(|v| v.path == path)
             .map(|v| v.value.as_str())
+            .or_else(|| self.typed.get(path).map(String::as_str))
     }
 }
 
@@ -264,10 +290,13 @@ fn depth(dict: &Dict, path: &[String]) -> usize {
 
 /// Deserializes `tree`, taking out what fails until the rest deserializes; every failure
 /// becomes a problem.
-fn resolve(mut tree: Value, layers: &Layers) -> Result<Config, LoadErrors> {
+fn resolve(
+    mut tree: Value,
+    layers: &Layers,
+    mut problems: Vec<LoadProblem>,
+) -> Result<Config, LoadErrors> {
     let original = tree.clone();
     let mut edits = Edits::default();
-    let mut problems = Vec::new();
     for _ in 0..MAX_PASSES {
         let errors = match Config::deserialize(&tree) {
             Ok(config) if problems.is_empty() => return Ok(config),
@@ -473,9 +502,7 @@ fn describe(kind: &Kind) -> String {
         Kind::UnknownVariant(v, allowed) => {
             format!("{v:?} is not one of {}", one_of(allowed))
         }
-        Kind::UnknownField(_, allowed) if allowed.is_empty() => {
-            "unknown key: this table takes no keys".into()
-        }
+        Kind::UnknownField(_, []) => "unknown key: this table takes no keys".into(),
         Kind::UnknownField(field, allowed) => match closest(field, allowed) {
             Some(near) => format!(
                 "unknown key (did you mean `{near}`? the keys here are {})",

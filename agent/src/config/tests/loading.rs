@@ -256,3 +256,87 @@ fn a_valid_load_equals_the_defaults_plus_what_is_set() {
     want.lake.zstd_level = 5;
     assert_eq!(c, want);
 }
+
+#[test]
+fn file_values_interpolate_variables() {
+    let (_dir, path) = file(
+        "weir.toml",
+        r#"
+        # A comment with ${NOT_SET} is not interpolated.
+        data_dir = "${DATA_ROOT}/weir"
+        [agent]
+        id = "${NODE_ID}"
+        [lake]
+        url = "s3://${BUCKET:-default-bucket}/$${literal}"
+        zstd_level = "${ZSTD:-7}"
+        max_file_age = "${AGE:-90}"
+        [control_plane]
+        url = "http://${CP_HOST}:8700"
+        "#,
+    );
+    let c = load(
+        Some(&path),
+        vars(&[
+            ("DATA_ROOT", "/var/lib"),
+            ("NODE_ID", "000123"),
+            ("CP_HOST", "weir-control-plane"),
+            ("ZSTD", ""),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/weir"));
+    assert_eq!(c.agent.id.as_deref(), Some("000123"));
+    assert_eq!(
+        c.lake.url.as_deref(),
+        Some("s3://default-bucket/${literal}")
+    );
+    assert_eq!(c.lake.zstd_level, 7);
+    assert_eq!(c.lake.max_file_age.0, Duration::from_secs(90));
+    assert_eq!(
+        c.control_plane.url.as_deref(),
+        Some("http://weir-control-plane:8700")
+    );
+}
+
+#[test]
+fn yaml_values_interpolate_variables() {
+    let (_dir, path) = file(
+        "weir.yaml",
+        "agent:\n  id: ${NODE_ID}\nlake:\n  zstd_level: ${ZSTD}\npipelines:\n  - name: p\n    sources: [\"${SRC:-otlp}\"]\n    transforms:\n      - name: t\n        module: ${MODULES}/t.wasm\n",
+    );
+    let c = load(
+        Some(&path),
+        vars(&[("NODE_ID", "42"), ("ZSTD", "5"), ("MODULES", "/opt")]),
+    )
+    .unwrap();
+    assert_eq!(c.agent.id.as_deref(), Some("42"));
+    assert_eq!(c.lake.zstd_level, 5);
+    assert_eq!(c.pipelines[0].sources, vec!["otlp".to_string()]);
+    assert_eq!(
+        c.pipelines[0].transforms[0].module,
+        PathBuf::from("/opt/t.wasm")
+    );
+}
+
+#[test]
+fn an_unset_variable_is_an_error_naming_it_and_the_file() {
+    let (_dir, path) = file(
+        "weir.toml",
+        "[lake]\nurl = \"s3://${BUCKET}/x\"\nzstd_level = \"${LEVEL}\"\nrow_group_rows = \"x\"\n",
+    );
+    let err = load_err(Some(&path), &[]);
+    let text = err.to_string();
+    assert_eq!(err.0.len(), 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}: lake.url: environment variable BUCKET is not set",
+            path.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("lake.zstd_level: environment variable LEVEL is not set"),
+        "{text}"
+    );
+    assert!(text.contains("lake.row_group_rows: expected"), "{text}");
+}
