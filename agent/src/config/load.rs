@@ -27,7 +27,7 @@ use figment::{Profile, Provider};
 use serde::Deserialize;
 
 use super::env::Variable;
-use super::{interpolate, Config};
+use super::{interpolate, secrets, Config};
 
 /// Most passes over the tree; each takes out at least one value.
 const MAX_PASSES: usize = 200;
@@ -145,13 +145,29 @@ pub(crate) fn load(
         merge(&mut tree, layer.dict.clone());
     }
     merge(&mut tree, env_layer.clone());
+    let secret_problems = secrets::read_files(&mut tree, &|p| std::fs::read_to_string(p));
     let layers = Layers {
         file: file_layer,
         env: env_layer,
         vars,
         typed,
     };
-    resolve(Value::from(tree), &layers, problems)
+    let tree = Value::from(tree);
+    // A secret whose file failed is not reported again as missing.
+    let mut reported = BTreeSet::new();
+    for (path, message) in secret_problems {
+        problems.push(LoadProblem {
+            origin: layers.origin(&path),
+            key: key_string(&tree, &path),
+            message,
+        });
+        if let Some((last, parents)) = path.split_last() {
+            let mut secret = parents.to_vec();
+            secret.push(last.trim_end_matches("_file").to_owned());
+            reported.insert(secret);
+        }
+    }
+    resolve(tree, &layers, problems, reported)
 }
 
 /// The file, parsed.
@@ -294,9 +310,13 @@ fn resolve(
     mut tree: Value,
     layers: &Layers,
     mut problems: Vec<LoadProblem>,
+    reported: BTreeSet<Vec<String>>,
 ) -> Result<Config, LoadErrors> {
     let original = tree.clone();
-    let mut edits = Edits::default();
+    let mut edits = Edits {
+        taken_out: reported,
+        ..Edits::default()
+    };
     for _ in 0..MAX_PASSES {
         let errors = match Config::deserialize(&tree) {
             Ok(config) if problems.is_empty() => return Ok(config),

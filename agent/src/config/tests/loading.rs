@@ -183,6 +183,7 @@ fn environment_values_take_the_type_of_their_key() {
             ("WEIR_BUFFER__MAX_BYTES", "4Gi"),
             ("WEIR_COMPACTION__ENABLED", "false"),
             ("WEIR_DATA_DIR", "2024"),
+            ("WEIR_AUTH__API_KEYS", "{key-a=\"team-a\", 0042=\"b\"}"),
         ]),
     )
     .unwrap();
@@ -200,6 +201,11 @@ fn environment_values_take_the_type_of_their_key() {
     assert_eq!(c.buffer.max_bytes, ByteSize(4 << 30));
     assert!(!c.compaction.enabled);
     assert_eq!(c.data_dir, PathBuf::from("2024"));
+    assert_eq!(
+        c.auth.api_keys.get("key-a").map(String::as_str),
+        Some("team-a")
+    );
+    assert_eq!(c.auth.api_keys.get("0042").map(String::as_str), Some("b"));
 }
 
 #[test]
@@ -339,4 +345,101 @@ fn an_unset_variable_is_an_error_naming_it_and_the_file() {
         "{text}"
     );
     assert!(text.contains("lake.row_group_rows: expected"), "{text}");
+}
+
+#[test]
+fn secrets_are_read_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0000111122223333agent\n").unwrap();
+    let admin = dir.path().join("admin");
+    std::fs::write(&admin, "admin-token-0123456789\r\n").unwrap();
+    let pg = dir.path().join("pg");
+    std::fs::write(&pg, "postgres://weir:s3cret@db/weir").unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::write(&shared, "fluent-key").unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+            [control_plane]
+            token_file = "{}"
+            postgres_url_file = "${{PG_FILE}}"
+            [[control_plane.tokens]]
+            token_file = "{}"
+            [[control_plane.tokens]]
+            token = "inline-token-0123456789"
+            "#,
+            token.display(),
+            admin.display()
+        ),
+    )
+    .unwrap();
+    let shared_var = shared.display().to_string();
+    let pg_var = pg.display().to_string();
+    let c = load(
+        Some(&cfg),
+        vars(&[
+            ("PG_FILE", &pg_var),
+            ("WEIR_SOURCES__FLUENT__SHARED_KEY_FILE", &shared_var),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.control_plane.token.as_deref(),
+        Some("0000111122223333agent")
+    );
+    assert_eq!(c.control_plane.tokens[0].token, "admin-token-0123456789");
+    assert_eq!(c.control_plane.tokens[1].token, "inline-token-0123456789");
+    assert_eq!(
+        c.control_plane.postgres_url.as_deref(),
+        Some("postgres://weir:s3cret@db/weir")
+    );
+    assert_eq!(c.sources.fluent.shared_key.as_deref(), Some("fluent-key"));
+}
+
+#[test]
+fn secret_file_problems_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let cfg = dir.path().join("weir.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "control_plane:\n  token: abc\n  token_file: /x\n  postgres_url_file: {}\n  tokens:\n    - token_file: /nonexistent/admin-token\n",
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let err = load_err(Some(&cfg), &[]);
+    let text = err.to_string();
+    assert_eq!(err.0.len(), 3, "{text}");
+    let shown = cfg.display().to_string();
+    assert!(
+        text.contains(&format!(
+            "{shown}: control_plane.token_file: set either token or token_file, not both"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{shown}: control_plane.tokens[0].token_file: cannot read /nonexistent/admin-token"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "control_plane.postgres_url_file: {} is empty",
+            empty.display()
+        )),
+        "{text}"
+    );
+    // `_file` exists only for secrets.
+    let err = load_err(None, &[("WEIR_LAKE__URL_FILE", "/x")]);
+    assert!(
+        err.to_string().contains("lake.url_file: unknown key"),
+        "{err}"
+    );
 }
