@@ -509,6 +509,7 @@ mod control;
 pub mod env;
 mod interpolate;
 pub mod load;
+pub mod print;
 pub mod secrets;
 
 pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};

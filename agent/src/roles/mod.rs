@@ -8,6 +8,7 @@ pub mod agent;
 pub mod compactor;
 pub mod control_plane;
 pub mod data_path;
+pub mod preflight;
 pub mod retention;
 pub mod run;
 
