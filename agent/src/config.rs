@@ -3,7 +3,9 @@
 //! errors that name the key path; the variables Kubernetes injects for Services named
 //! `weir…` (`WEIR_CONTROL_PLANE_PORT`, `WEIR_SERVICE_HOST`, ...) are not keys and are left out
 //! ([`env`]). Sizes (`"16MiB"`, `"4Gi"`) and durations (`"60s"`, or `30` seconds) are
-//! human-readable. Loading reports every problem at once ([`load`]).
+//! human-readable. File values may hold `${VAR}` ([`interpolate`]), secrets may be given as
+//! `<key>_file` ([`secrets`]), and loading reports every problem at once ([`load`]).
+//! `weir validate --print` shows the result with secrets masked ([`print`]).
 //!
 //! [`Config::validate`] is pure (no I/O): it checks every value and the listen addresses for
 //! conflicts, and returns a [`ValidConfig`] that `weir run` builds from.

@@ -547,7 +547,7 @@ fn expected_in_words(expected: &str) -> String {
         "a sequence" => "a list".into(),
         "a map" => "a table of keys and values".into(),
         e if e.starts_with("struct ") => "a table of keys and values".into(),
-        e if e.starts_with("enum ") => "one of the names this key takes".into(),
+        e if e.starts_with("enum ") => "a name (a string)".into(),
         e if e.starts_with("a sequence") => e.replacen("a sequence", "a list", 1),
         other => other.into(),
     }
