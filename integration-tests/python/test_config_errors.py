@@ -63,3 +63,19 @@ def test_role_checks_and_file_types(tmp_path):
     other.write_text(cfg.read_text())
     r = validate(other)
     assert r.returncode == 2 and "must end in .toml, .yaml or .yml" in r.stderr, r.stderr
+
+
+def test_roles_refuse_to_start_with_the_checks_validate_runs(tmp_path):
+    cfg = tmp_path / "weir.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[admin]\naddress = "127.0.0.1:0"\n')
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    for role, message in [
+        ("control-plane", "[[control_plane.tokens]]"),
+        ("compactor", "control_plane.url must be set for weir compactor"),
+        ("retention", "no retention configured"),
+    ]:
+        r = subprocess.run([WEIR_BIN, role, "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+        assert r.returncode == 2 and f"cannot start weir {role}" in r.stderr and message in r.stderr, (role, r.stderr)
+        v = validate(cfg, "--role", role)
+        assert v.returncode == 2 and message in v.stderr, (role, v.stderr)
+    assert not (tmp_path / "data").exists()  # nothing was opened
