@@ -2,7 +2,10 @@
 //! variables with `__` for nesting (`WEIR_LAKE__URL=s3://bucket/prefix`). Unknown keys are
 //! errors that name the key path; the variables Kubernetes injects for Services named
 //! `weir…` (`WEIR_CONTROL_PLANE_PORT`, `WEIR_SERVICE_HOST`, ...) are not keys and are left out
-//! ([`env`]). Sizes ("16MiB") and durations ("60s") are human-readable.
+//! ([`env`]). Sizes (`"16MiB"`, `"4Gi"`) and durations (`"60s"`, or `30` seconds) are
+//! human-readable. File values may hold `${VAR}` ([`interpolate`]), secrets may be given as
+//! `<key>_file` ([`secrets`]), and loading reports every problem at once ([`load`]).
+//! `weir validate --print` shows the result with secrets masked ([`print`]).
 //!
 //! [`Config::validate`] is pure (no I/O): it checks every value and the listen addresses for
 //! conflicts, and returns a [`ValidConfig`] that `weir run` builds from.
@@ -13,8 +16,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Serialized, Toml, Yaml};
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::buffer::AckMode;
 pub use weir_pipelines::units::{ByteSize, HumanDuration};
@@ -281,38 +282,21 @@ pub enum LogFormat {
 /// A configuration that could not be loaded or is not valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file or environment could not be read or parsed (the message names the key path
-    /// and where the value came from).
+    /// The file or environment could not be read or parsed: every problem, each naming where
+    /// the value came from and its key path.
     #[error("{0}")]
-    Load(Box<figment::Error>),
+    Load(#[from] LoadErrors),
     /// Values are invalid.
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<String>),
 }
 
 impl Config {
-    /// Loads defaults, then `file` (TOML, or YAML by extension), then `WEIR_` variables
-    /// (less Kubernetes service-link variables, see [`env`]).
+    /// Loads defaults, then `file` (`.toml`, `.yaml` or `.yml`), then `WEIR_` variables
+    /// (less Kubernetes service-link variables, see [`env`]); every problem is reported at
+    /// once (see [`load`]).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::figment(file)
-            .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))
-    }
-
-    fn figment(file: Option<&Path>) -> Figment {
-        let mut f = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            let yaml = matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            );
-            f = if yaml {
-                f.merge(Yaml::file_exact(path))
-            } else {
-                f.merge(Toml::file_exact(path))
-            };
-        }
-        f.merge(env::provider())
+        Ok(load::load(file, env::process_variables())?)
     }
 
     /// Checks every value; no I/O.
@@ -530,8 +514,13 @@ impl fmt::Debug for ValidConfig {
 
 mod control;
 pub mod env;
+mod interpolate;
+pub mod load;
+pub mod print;
+pub mod secrets;
 
 pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};
+pub use load::LoadErrors;
 pub use weir_sources::SourcesConfig;
 
 #[cfg(test)]

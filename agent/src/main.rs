@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat, ValidConfig};
+use crate::roles::preflight::Role;
 
 #[derive(Parser)]
 #[command(
@@ -29,13 +30,13 @@ enum Command {
     /// Run the agent with its embedded control plane (defaults: every source on its default
     /// port, buffer, index and lake under ./weir-data).
     Run {
-        /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
+        /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Run the agent against a remote control plane (`control_plane.url`): the DaemonSet role.
     Agent {
-        /// Configuration file (TOML, or YAML by extension); WEIR_* variables apply on top.
+        /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -61,11 +62,19 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Check a configuration file and print what is wrong with it.
+    /// Check a configuration file and print everything wrong with it (exit status 2).
     Validate {
-        /// Configuration file.
+        /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also run the start-up checks of this role (what it needs set, the files it reads),
+        /// without binding ports or opening stores.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+        /// Print the effective configuration (defaults, file and environment merged) as TOML
+        /// on stdout, secrets masked; the verdict goes to stderr.
+        #[arg(long)]
+        print: bool,
     },
     /// Print the version, the lake schema version and the transform ABI version.
     Version,
@@ -151,41 +160,97 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Validate { config } => {
-            let ignored = config::env::ignored();
-            if !ignored.is_empty() {
-                eprintln!(
-                    "note: ignored Kubernetes service variables (not configuration keys): {}",
-                    ignored.join(", ")
-                );
-            }
-            match Config::load(Some(&config)).and_then(Config::validate) {
-                Ok(_) => {
-                    println!("{}: valid", config.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
-                    ExitCode::from(2)
-                }
-            }
+        Command::Validate {
+            config,
+            role,
+            print,
+        } => validate(&config, role, print),
+        Command::Run { config } => serve(Role::Run, config, |v| Box::pin(roles::run::serve(v))),
+        Command::Agent { config } => {
+            serve(Role::Agent, config, |v| Box::pin(roles::agent::serve(v)))
         }
-        Command::Run { config } => serve(config, |v| Box::pin(roles::run::serve(v))),
-        Command::Agent { config } => serve(config, |v| Box::pin(roles::agent::serve(v))),
-        Command::ControlPlane { config } => {
-            serve(config, |v| Box::pin(roles::control_plane::serve(v)))
-        }
-        Command::Compactor { config } => serve(config, |v| Box::pin(roles::compactor::serve(v))),
-        Command::Retention { config, dry_run } => serve(config, move |v| {
+        Command::ControlPlane { config } => serve(Role::ControlPlane, config, |v| {
+            Box::pin(roles::control_plane::serve(v))
+        }),
+        Command::Compactor { config } => serve(Role::Compactor, config, |v| {
+            Box::pin(roles::compactor::serve(v))
+        }),
+        Command::Retention { config, dry_run } => serve(Role::Retention, config, move |v| {
             Box::pin(roles::retention::once(v, dry_run))
         }),
     }
 }
 
+/// `weir validate`: load, validate, and with `role` that role's start-up checks; with
+/// `print` the effective configuration on stdout.
+fn validate(config: &std::path::Path, role: Option<Role>, print: bool) -> ExitCode {
+    let ignored = config::env::ignored();
+    if !ignored.is_empty() {
+        eprintln!(
+            "note: ignored Kubernetes service variables (not configuration keys): {}",
+            ignored.join(", ")
+        );
+    }
+    let loaded = match Config::load(Some(config)) {
+        Ok(c) => c,
+        Err(e) => {
+            // Each problem names its file or variable.
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print {
+        match config::print::masked_toml(&loaded) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let problems = match loaded.validate() {
+        Ok(valid) => role
+            .map(|r| roles::preflight::check(r, &valid.config))
+            .unwrap_or_default(),
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
+            return ExitCode::from(2);
+        }
+    };
+    if !problems.is_empty() {
+        let role = role.map(|r| r.to_string()).unwrap_or_default();
+        eprintln!(
+            "{}: cannot start weir {role}:\n{}",
+            config.display(),
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        return ExitCode::from(2);
+    }
+    let verdict = match role {
+        Some(r) => format!("{}: valid for weir {r}", config.display()),
+        None => format!("{}: valid", config.display()),
+    };
+    if print {
+        eprintln!("{verdict}");
+    } else {
+        println!("{verdict}");
+    }
+    ExitCode::SUCCESS
+}
+
 type RoleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
-/// Loads and validates the config, then runs a role on a multi-threaded runtime.
-fn serve(config: Option<PathBuf>, role: impl FnOnce(ValidConfig) -> RoleFuture) -> ExitCode {
+/// Loads and validates the config, runs the role's start-up checks (those of `weir validate
+/// --role`), then runs the role on a multi-threaded runtime.
+fn serve(
+    which: Role,
+    config: Option<PathBuf>,
+    role: impl FnOnce(ValidConfig) -> RoleFuture,
+) -> ExitCode {
     let valid = match Config::load(config.as_deref()).and_then(Config::validate) {
         Ok(v) => v,
         Err(e) => {
@@ -193,6 +258,14 @@ fn serve(config: Option<PathBuf>, role: impl FnOnce(ValidConfig) -> RoleFuture) 
             return ExitCode::from(2);
         }
     };
+    let problems = roles::preflight::check(which, &valid.config);
+    if !problems.is_empty() {
+        eprintln!("error: cannot start weir {which}:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        return ExitCode::from(2);
+    }
     init_tracing(&valid.config);
     for variable in config::env::ignored() {
         tracing::debug!(%variable, "ignored a Kubernetes service variable");

@@ -25,7 +25,8 @@ pub enum IndexBackend {
 pub struct ControlPlaneConfig {
     /// `weir agent` / `weir compactor`: base URL of the control plane.
     pub url: Option<String>,
-    /// `weir agent` / `weir compactor`: bearer token sent to the control plane.
+    /// `weir agent` / `weir compactor`: bearer token sent to the control plane (or
+    /// `token_file`: a file holding it).
     pub token: Option<String>,
     /// Timeout of one request to the control plane.
     pub timeout: HumanDuration,
@@ -35,7 +36,8 @@ pub struct ControlPlaneConfig {
     pub address: String,
     /// `weir control-plane`: index backend.
     pub index: IndexBackend,
-    /// PostgreSQL connection URL (`index = "postgres"`).
+    /// PostgreSQL connection URL (`index = "postgres"`), or `postgres_url_file`: a file holding
+    /// it.
     pub postgres_url: Option<String>,
     /// Most PostgreSQL connections.
     pub pool_size: usize,
@@ -66,8 +68,8 @@ impl Default for ControlPlaneConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// The secret (put it in the environment: `WEIR_CONTROL_PLANE__TOKENS=...` or a file
-    /// readable only by weir).
+    /// The secret; or `token_file`, a file holding it (a mounted Secret), or the whole list in
+    /// the environment (`WEIR_CONTROL_PLANE__TOKENS=...`).
     pub token: String,
     /// Tenants it may touch; `["*"]` (the default) for all.
     #[serde(default = "all_tenants")]

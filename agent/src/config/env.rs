@@ -31,7 +31,6 @@
 //! `__` and is still read (and refused): set `enableServiceLinks: false` on the pod, as every
 //! example and the Helm chart do.
 
-use figment::providers::Env;
 use figment::value::Value;
 
 use super::Config;
@@ -39,13 +38,57 @@ use super::Config;
 /// The prefix of configuration variables.
 const PREFIX: &str = "WEIR_";
 
-/// The environment provider of the configuration: `WEIR_` variables, `__` for nesting,
-/// Kubernetes service-link variables left out (see the module docs).
-pub(super) fn provider() -> Env {
+/// One configuration variable: `WEIR_LAKE__URL=s3://b/p` is the key path `["lake", "url"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Variable {
+    /// The variable's name, as set.
+    pub name: String,
+    /// The key path it sets, lowercased.
+    pub path: Vec<String>,
+    /// Its text, not yet typed: the key's type decides (see `load`).
+    pub value: String,
+}
+
+/// The configuration variables among `vars`: `WEIR_` variables (the prefix matched without
+/// regard to case), `__` for nesting, Kubernetes service-link variables left out (see the
+/// module docs), sorted by name.
+pub(super) fn variables(vars: impl IntoIterator<Item = (String, String)>) -> Vec<Variable> {
     let top = top_level_keys();
-    Env::prefixed(PREFIX)
-        .filter(move |key| !is_service_link(key.as_str(), &top))
-        .split("__")
+    let mut out: Vec<Variable> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let name = name.trim();
+            let rest = name
+                .get(..PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(PREFIX))
+                .and_then(|_| name.get(PREFIX.len()..))?;
+            if is_service_link(rest, &top) {
+                return None;
+            }
+            let path: Vec<String> = rest
+                .to_ascii_lowercase()
+                .split("__")
+                .map(str::to_owned)
+                .collect();
+            if path.iter().any(|s| s.is_empty()) {
+                return None;
+            }
+            Some(Variable {
+                name: name.to_owned(),
+                path,
+                value,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The variables of this process, as text (a name or value that is not UTF-8 is skipped, or
+/// its value read lossily).
+pub(super) fn process_variables() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
 }
 
 /// The `WEIR_` variables of this process that [`provider`] leaves out, sorted.

@@ -116,8 +116,7 @@ fn every_example_config_is_valid() {
         if !matches!(ext, "toml" | "yaml" | "yml") {
             continue;
         }
-        let loaded = Config::figment(Some(&path))
-            .extract::<Config>()
+        let loaded = super::load::load(Some(&path), std::iter::empty())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         loaded
             .validate()
@@ -265,3 +264,5 @@ fn unknown_environment_keys_are_still_refused() {
         Ok(())
     });
 }
+
+mod loading;

@@ -9,6 +9,7 @@ pub mod compactor;
 pub mod control_plane;
 pub mod data_path;
 pub mod identity;
+pub mod preflight;
 pub mod retention;
 pub mod run;
 
