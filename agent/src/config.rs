@@ -166,6 +166,10 @@ pub struct BufferConfig {
     pub max_bytes: ByteSize,
     /// `durable` (fsync before the response, the default) or `buffered`.
     pub ack: AckMode,
+    /// Hours (tenant, signal and hour partitions) the records of one request may fall in;
+    /// a request over it is refused as bad (400, gRPC `INVALID_ARGUMENT`), since each hour
+    /// becomes a buffer entry, a file and a registration of its own.
+    pub max_partitions_per_request: usize,
 }
 
 impl Default for BufferConfig {
@@ -173,6 +177,7 @@ impl Default for BufferConfig {
         BufferConfig {
             max_bytes: ByteSize(1 << 30),
             ack: AckMode::Durable,
+            max_partitions_per_request: weir_pipelines::ingest::DEFAULT_MAX_PARTITIONS,
         }
     }
 }
@@ -328,6 +333,9 @@ impl Config {
             }
         }
         self.check_pipelines(&mut problems);
+        if self.buffer.max_partitions_per_request == 0 {
+            problems.push("buffer.max_partitions_per_request must be at least 1".into());
+        }
         if self.buffer.max_bytes.0 < (1 << 20) {
             problems.push(format!(
                 "buffer.max_bytes = {} is below 1MiB",

@@ -124,3 +124,34 @@ def test_wrong_tenant_and_partial_success(weir):
     # Earlier accepted data is still there.
     still_serving(weir)
     weir.wait_rows("logs", 3)
+
+
+def test_records_over_too_many_hours_are_refused_whole(weir_factory):
+    """One request whose records fall in more hours than buffer.max_partitions_per_request is
+    a clear 400 (over OTLP/HTTP and gRPC) and stores nothing; one within the bound is taken."""
+    w = weir_factory('[buffer]\nmax_partitions_per_request = 24\n')
+    hour = 3_600_000_000_000
+    base = 1_767_225_600_000_000_000
+
+    def request(hours):
+        return logs_service_pb2.ExportLogsServiceRequest(resource_logs=[logs_pb2.ResourceLogs(scope_logs=[
+            logs_pb2.ScopeLogs(log_records=[
+                logs_pb2.LogRecord(time_unix_nano=base + h * hour, body=common_pb2.AnyValue(string_value=f"hour {h}"))
+                for h in range(hours)])])])
+
+    r = post(w, "/v1/logs", request(200).SerializeToString())
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "buffer.max_partitions_per_request (24)" in r.text, r.text
+    with grpc.insecure_channel(w.grpc) as ch:
+        stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+        try:
+            stub.Export(request(100), timeout=10)
+            raise AssertionError("the gRPC export was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
+            assert "max_partitions_per_request" in e.details()
+    r = post(w, "/v1/logs", request(24).SerializeToString())
+    assert r.status_code == 200, r.text
+    w.wait_rows("logs", 24)
+    assert 'reason="too_many_hours"' in w.metrics()
+    assert len(w.segments("default", "logs")) == 24

@@ -32,6 +32,15 @@ pub enum IngestError {
     /// (like [`IngestError::Full`]; the batch is neither transformed nor stored).
     #[error("{0}; retry later")]
     Busy(String),
+    /// The request's records fall in more hours than one request may (each hour is a
+    /// buffer entry, a file and a registration of its own); never retryable as it is.
+    #[error("the request's records span more than {max} hours (buffer.max_partitions_per_request; {hours} counted so far); send them in requests of fewer hours")]
+    TooManyPartitions {
+        /// Distinct hours (tenant, signal and hour partitions) of the request.
+        hours: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// A processor that cannot take a batch now (every instance of a transform stayed busy):
@@ -68,7 +77,13 @@ pub struct Ingest {
     metrics: Metrics,
     wake: Arc<Notify>,
     processor: Option<Arc<dyn BatchProcessor>>,
+    max_partitions: usize,
 }
+
+/// Hours one write may span by default (three days): a client's request of records from more
+/// hours is refused (400) instead of becoming a buffer entry, a file and a registration per
+/// hour.
+pub const DEFAULT_MAX_PARTITIONS: usize = 72;
 
 impl Ingest {
     /// A handle over a buffer; `wake` is notified after each append.
@@ -84,7 +99,14 @@ impl Ingest {
             metrics,
             wake,
             processor: None,
+            max_partitions: DEFAULT_MAX_PARTITIONS,
         }
+    }
+
+    /// Bounds the hours one write may span (default [`DEFAULT_MAX_PARTITIONS`]).
+    pub fn with_max_partitions(mut self, max: usize) -> Ingest {
+        self.max_partitions = max.max(1);
+        self
     }
 
     /// Runs every batch through `processor` before buffering it.
@@ -126,11 +148,34 @@ impl Ingest {
             _ => vec![batch],
         };
         let mut entries = Vec::new();
+        let mut hours = std::collections::BTreeSet::new();
         for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
+            // Counted before the split, which would build a batch per hour.
+            if let Some(ts) = batch.timestamps() {
+                let mut seen = std::collections::HashSet::new();
+                for &t in ts.values() {
+                    seen.insert(crate::Partition::of(t));
+                    if seen.len() > self.max_partitions {
+                        self.metrics.rejected_request(&source, "too_many_hours");
+                        return Err(IngestError::TooManyPartitions {
+                            hours: seen.len(),
+                            max: self.max_partitions,
+                        });
+                    }
+                }
+            }
             let parts = batch
                 .split_by_partition()
                 .map_err(|e| IngestError::Partition(e.to_string()))?;
             for (p, b) in parts {
+                hours.insert((b.tenant.clone(), b.signal, b.dead_letter.is_some(), p));
+                if hours.len() > self.max_partitions {
+                    self.metrics.rejected_request(&source, "too_many_hours");
+                    return Err(IngestError::TooManyPartitions {
+                        hours: hours.len(),
+                        max: self.max_partitions,
+                    });
+                }
                 for piece in split_for_entries(b) {
                     entries.push((p, piece));
                 }

@@ -15,11 +15,13 @@ use weir_catalog::{Catalog, RetentionPolicy, SegmentQuery, SegmentRecord, Segmen
 use weir_control_plane::SledCatalog;
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
 use weir_pipelines::lake::Lake;
-use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
 use weir_pipelines::sweeper::{Sweeper, SweeperConfig};
 use weir_schema::Signal;
+
+mod common;
+use common::log_batch;
 
 const BASE: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const PARTITION: &str = "dt=2026-01-01/hour=00";
@@ -41,33 +43,12 @@ impl Lcg {
 }
 
 fn batch(rng: &mut Lcg, file: usize, rows: usize) -> RecordBatch {
-    let mut b = LogsBuilder::with_capacity(rows);
     let services = ["api", "web", "db", "queue"];
-    for i in 0..rows {
+    log_batch((0..rows).map(|i| {
         let svc = services[(rng.next() % 4) as usize];
         let ts = BASE + (rng.next() % 3_000_000_000_000) as i64;
-        let body = format!("file {file} row {i}");
-        b.append(
-            &LogFields {
-                timestamp: ts,
-                observed: ts,
-                severity_number: 9,
-                severity_text: None,
-                body: Some(&body),
-                trace_id: None,
-                span_id: None,
-                flags: 0,
-                event_name: None,
-                service_name: Some(svc),
-                scope_name: None,
-            },
-            None,
-            0,
-            |_| {},
-            |_| {},
-        );
-    }
-    b.finish().unwrap()
+        (ts, format!("file {file} row {i}"), svc)
+    }))
 }
 
 async fn write_segment(lake: &Lake, tenant: &str, rows: RecordBatch) -> SegmentRecord {
@@ -496,34 +477,13 @@ impl object_store::ObjectStore for FailingReads {
 
 /// Rows with incompressible bodies, so a few files make an output past the multipart size.
 fn bulky(rng: &mut Lcg, file: usize, rows: usize) -> RecordBatch {
-    let mut b = LogsBuilder::with_capacity(rows);
-    for i in 0..rows {
+    log_batch((0..rows).map(|i| {
         let ts = BASE + (rng.next() % 3_000_000_000_000) as i64;
         let body: String = (0..2048)
             .map(|_| char::from(b'!' + (rng.next() % 94) as u8))
             .collect();
-        let body = format!("file {file} row {i} {body}");
-        b.append(
-            &LogFields {
-                timestamp: ts,
-                observed: ts,
-                severity_number: 9,
-                severity_text: None,
-                body: Some(&body),
-                trace_id: None,
-                span_id: None,
-                flags: 0,
-                event_name: None,
-                service_name: Some("api"),
-                scope_name: None,
-            },
-            None,
-            0,
-            |_| {},
-            |_| {},
-        );
-    }
-    b.finish().unwrap()
+        (ts, format!("file {file} row {i} {body}"), "api")
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

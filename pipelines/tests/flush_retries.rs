@@ -22,9 +22,11 @@ use weir_catalog::SegmentRecord;
 use weir_pipelines::buffer::{Buffer, Ledger, SledBuffer, SledBufferConfig};
 use weir_pipelines::flusher::{Flusher, FlusherConfig};
 use weir_pipelines::lake::Lake;
-use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::{Batch, Signal};
+
+mod common;
+use common::log_batch;
 
 /// A store that misbehaves on purpose: `put_then_fail` uploads then answers an error,
 /// `put_then_hang` uploads then never answers, `head_fail` fails existence checks.
@@ -134,32 +136,10 @@ impl ObjectStore for Faulty {
 }
 
 fn logs(first: usize, rows: usize) -> RecordBatch {
-    let mut b = LogsBuilder::with_capacity(rows);
     let base = 1_700_000_000_000_000_000i64;
-    for i in first..first + rows {
-        let ts = base + i as i64 * 1_000;
-        let body = format!("record {i}");
-        b.append(
-            &LogFields {
-                timestamp: ts,
-                observed: ts,
-                severity_number: 9,
-                severity_text: None,
-                body: Some(&body),
-                trace_id: None,
-                span_id: None,
-                flags: 0,
-                event_name: None,
-                service_name: Some("api"),
-                scope_name: None,
-            },
-            None,
-            0,
-            |_| {},
-            |_| {},
-        );
-    }
-    b.finish().unwrap()
+    log_batch(
+        (first..first + rows).map(|i| (base + i as i64 * 1_000, format!("record {i}"), "api")),
+    )
 }
 
 fn open_buffer(dir: &std::path::Path) -> Arc<SledBuffer> {

@@ -32,10 +32,12 @@ use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig}
 use weir_pipelines::compactor::{Compactor, CompactorConfig};
 use weir_pipelines::flusher::{Flusher, FlusherConfig};
 use weir_pipelines::lake::Lake;
-use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
 use weir_pipelines::{Batch, Partition, Signal};
+
+mod common;
+use common::log_batch;
 
 /// Set for a scenario run under strace: the directory it works in.
 const SCENARIO_DIR: &str = "WEIR_TEST_STRACE_SCENARIO_DIR";
@@ -473,33 +475,13 @@ impl Rng {
 /// Logs rows within one hour; `body_bytes` of random printable characters each (which LZ4
 /// cannot compress).
 fn logs(rng: &mut Rng, rows: usize, body_bytes: usize) -> RecordBatch {
-    let mut b = LogsBuilder::with_capacity(rows);
-    for i in 0..rows {
+    log_batch((0..rows).map(|i| {
         let ts = BASE + (rng.next() % 3_000_000_000_000) as i64;
         let body: String = (0..body_bytes)
             .map(|_| char::from(b'!' + (rng.next() % 94) as u8))
             .collect();
-        b.append(
-            &LogFields {
-                timestamp: ts,
-                observed: ts,
-                severity_number: 9,
-                severity_text: None,
-                body: Some(&body),
-                trace_id: None,
-                span_id: None,
-                flags: 0,
-                event_name: None,
-                service_name: Some(if i % 2 == 0 { "api" } else { "web" }),
-                scope_name: None,
-            },
-            None,
-            0,
-            |_| {},
-            |_| {},
-        );
-    }
-    b.finish().unwrap()
+        (ts, body, if i % 2 == 0 { "api" } else { "web" })
+    }))
 }
 
 fn open_buffer(dir: &Path) -> Arc<SledBuffer> {

@@ -102,7 +102,8 @@ fn ingest(
     metrics: &Metrics,
     wake: Arc<Notify>,
 ) -> Result<Ingest> {
-    let ingest = Ingest::new(buffer.clone(), cfg.buffer.ack, metrics.clone(), wake);
+    let ingest = Ingest::new(buffer.clone(), cfg.buffer.ack, metrics.clone(), wake)
+        .with_max_partitions(cfg.buffer.max_partitions_per_request);
     if cfg.pipelines.is_empty() {
         return Ok(ingest);
     }

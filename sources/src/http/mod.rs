@@ -100,6 +100,7 @@ impl Refusal {
         match e {
             IngestError::Full(_) | IngestError::Busy(_) => Refusal::Full,
             IngestError::TooLarge(_) => Refusal::TooLarge,
+            IngestError::TooManyPartitions { .. } => Refusal::BadRequest,
             _ => Refusal::Unavailable,
         }
     }
