@@ -34,7 +34,7 @@ pub enum IngestError {
     Busy(String),
     /// The request's records fall in more hours than one request may (each hour is a
     /// buffer entry, a file and a registration of its own); never retryable as it is.
-    #[error("the request's records span more than {max} hours (buffer.max_partitions_per_request; {hours} counted so far); send them in requests of fewer hours")]
+    #[error("the request's records fall in more than buffer.max_partitions_per_request ({max}) hours ({hours} counted before stopping); send them in requests of fewer hours")]
     TooManyPartitions {
         /// Distinct hours (tenant, signal and hour partitions) of the request.
         hours: usize,
