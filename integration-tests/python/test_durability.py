@@ -129,11 +129,12 @@ def test_full_buffer_answers_retryable_errors_and_recovers(weir_factory, tmp_pat
 
 
 def test_the_agent_id_is_written_durably_at_the_first_start(weir_factory, tmp_path):
-    """The data directory's agent id is written to a temporary file, fsynced, renamed into
-    place and its directory fsynced, before the agent binds its sockets (listen.json)."""
+    """The data directory's agent id is written to a temporary file, fsynced, linked into
+    place (a link never replaces a file another process created first) and its directory
+    fsynced, before the agent binds its sockets (listen.json)."""
     trace = tmp_path / "strace.log"
     w = weir_factory(
-        wrap=["strace", "-f", "-y", "-s", "256", "-e", "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2",
+        wrap=["strace", "-f", "-y", "-s", "256", "-e", "trace=openat,write,fsync,fdatasync,link,linkat",
               "-o", str(trace)],
     )
     # Stop weir itself (strace's child), then wait for strace to finish writing.
@@ -142,7 +143,8 @@ def test_the_agent_id_is_written_durably_at_the_first_start(weir_factory, tmp_pa
     assert w.proc.wait(30) == 0
     agent_id = (w.data / "agent_id").read_text()
     lines = trace.read_text().splitlines()
-    tmp, final, data = str(w.data / "agent_id.tmp"), str(w.data / "agent_id"), str(w.data)
+    final, data = str(w.data / "agent_id"), str(w.data)
+    tmp = next(m.group(1) for l in lines for m in [re.search(r'"(' + re.escape(final) + r'\.tmp\.\d+)"', l)] if m)
 
     def first(pred, after=-1, what=""):
         for i, line in enumerate(lines):
@@ -152,8 +154,8 @@ def test_the_agent_id_is_written_durably_at_the_first_start(weir_factory, tmp_pa
 
     wrote = first(lambda l: re.search(r"\bwrite\(\d+<" + re.escape(tmp) + ">", l) and agent_id.strip() in l, what="write of the id")
     synced = first(lambda l: re.search(r"\bf(data)?sync\(\d+<" + re.escape(tmp) + ">", l), wrote, "fsync of the temporary file")
-    renamed = first(lambda l: "rename" in l and f'"{tmp}"' in l and f'"{final}"' in l, synced, "rename into place")
-    dir_synced = first(lambda l: re.search(r"\bf(data)?sync\(\d+<" + re.escape(data) + r">\)", l), renamed, "fsync of data_dir")
+    linked = first(lambda l: "link" in l and f'"{tmp}"' in l and f'"{final}"' in l, synced, "link into place")
+    dir_synced = first(lambda l: re.search(r"\bf(data)?sync\(\d+<" + re.escape(data) + r">\)", l), linked, "fsync of data_dir")
     listen = re.escape(str(w.data / "listen.json.tmp"))
     assert dir_synced < first(lambda l: re.search(r"\bwrite\(\d+<" + listen + ">", l), what="write of listen.json")
 

@@ -8,9 +8,6 @@
 //! flush journal and the outbox the id vouches for. `agent.id` in the configuration still
 //! wins. The host name is reported beside the id, as the fleet view's `host.name` label.
 //!
-//! A data directory an earlier version wrote (it has a buffer but no id file) keeps that
-//! version's id, the host name, so reconciliation still recognizes its files.
-//!
 //! The file is written durably before the id is used: a temporary file, fsynced, linked into
 //! place (never over a file another process created first), then the directory fsynced (and every directory this start created, up from
 //! `data_dir`), so that a file written under an id never outlives the record of that id. The
@@ -97,15 +94,7 @@ fn create(data_dir: &Path, path: &Path) -> Result<String> {
     }
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
-    // A data_dir an earlier version wrote (it has a buffer) keeps that version's id, the host
-    // name, so that its files not yet registered are still recognized as its own.
-    let id = if data_dir.join("buffer").exists() {
-        let legacy = host_name();
-        info!(agent_id = %legacy, "this data_dir predates persistent agent ids: it keeps the host name as its id");
-        legacy
-    } else {
-        uuid::Uuid::now_v7().to_string()
-    };
+    let id = uuid::Uuid::now_v7().to_string();
     let tmp = data_dir.join(format!("{ID_FILE}.tmp.{}", std::process::id()));
     let written = File::create(&tmp).and_then(|mut f| {
         f.write_all(format!("{id}\n").as_bytes())?;
@@ -227,14 +216,5 @@ mod tests {
         std::fs::write(&path, "first-writer\n").unwrap();
         assert_eq!(create(root.path(), &path).unwrap(), "first-writer");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "first-writer\n");
-    }
-
-    #[test]
-    fn a_data_dir_of_an_earlier_version_keeps_the_host_name() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("buffer")).unwrap();
-        assert_eq!(persistent_id(root.path()).unwrap(), host_name());
-        let fresh = tempfile::tempdir().unwrap();
-        assert_ne!(persistent_id(fresh.path()).unwrap(), host_name());
     }
 }
