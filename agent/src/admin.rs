@@ -68,11 +68,17 @@ impl Admin {
     fn buffer_failure(&self) -> Option<String> {
         self.buffer.as_ref().and_then(|b| b.failure())
     }
+
+    /// Why the index stopped answering, if it did (a failed fsync of the sled index).
+    fn index_failure(&self) -> Option<String> {
+        self.index.as_ref().and_then(|i| i.failure())
+    }
 }
 
 async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
     let failure = s.buffer_failure();
-    let status = match (&failure, s.is_ready()) {
+    let index_failure = s.index_failure();
+    let status = match (failure.as_ref().or(index_failure.as_ref()), s.is_ready()) {
         (Some(_), _) => "failed",
         (None, true) => "ok",
         (None, false) => "shutting_down",
@@ -90,6 +96,9 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
             "failure": failure,
         });
     }
+    if let Some(reason) = &index_failure {
+        body["index"] = serde_json::json!({ "failure": reason });
+    }
     let tail = s.metrics.tail.states();
     if !tail.is_empty() {
         body["tail"] = serde_json::json!(tail
@@ -99,10 +108,16 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
     Json(body)
 }
 
-/// Alive unless the buffer stopped acknowledging after a failed fsync: then only a restart
+/// Alive unless the buffer (or the sled index) stopped after a failed fsync: then only a restart
 /// (which reopens it and replays what is on disk) brings the agent back, so the liveness
 /// probe says so.
 async fn livez(State(s): State<Admin>) -> impl IntoResponse {
+    if let Some(reason) = s.index_failure() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: the index stopped after a failed fsync ({reason}); restart to reopen it\n"),
+        );
+    }
     match s.buffer_failure() {
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

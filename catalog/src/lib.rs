@@ -142,6 +142,13 @@ pub trait Catalog: Send + Sync + 'static {
     /// Makes everything written so far durable, heartbeats included (at shutdown).
     async fn sync(&self) -> Result<(), CatalogError>;
 
+    /// Why this index stopped answering for good (a failed fsync of an embedded index: only
+    /// a restart, which reopens it from disk, brings it back). `None` while it works, and
+    /// for indexes whose failures are not final (PostgreSQL, a remote control plane).
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Plans and leases one compaction: small active segments of one partition (same
     /// tenant, signal, hour and schema version), none leased by a live lease, together at
     /// most `target_bytes`. `None` when there is nothing to compact.

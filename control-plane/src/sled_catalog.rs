@@ -815,6 +815,10 @@ impl Catalog for SledCatalog {
         .await
     }
 
+    fn failure(&self) -> Option<String> {
+        self.durable.failure()
+    }
+
     async fn sync(&self) -> Result<(), CatalogError> {
         // A commit of everything, heartbeats included (they have no commit of their own).
         self.run(|c| c.durable.commit().map_err(from_durable)).await

@@ -342,6 +342,8 @@ pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) ->
 
     let admin = Admin {
         buffer: Some(buffer.clone()),
+        // `weir run`'s own index: its failure is this process's (health and liveness).
+        index: index.embedded.then(|| index.catalog.clone()),
         ..Admin::new(metrics.clone())
     };
     admin.set_ready(false);
