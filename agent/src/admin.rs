@@ -28,7 +28,8 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// The buffer of agent roles: health details and the buffer gauges.
     pub buffer: Option<Arc<dyn Buffer>>,
-    /// An index that must answer for the role to be ready (control plane, compactor).
+    /// An index that must answer for the role to be ready (control plane, compactor, and
+    /// `weir run`'s own); a failed fsync of a sled index also fails `/livez` and `/healthz`.
     pub index: Option<Arc<dyn Catalog>>,
 }
 

@@ -135,5 +135,6 @@ def test_udp_at_20k_datagrams_per_second_loses_nothing_uncounted(weir):
             break
         time.sleep(0.5)
     assert got + dropped == sent, (got, dropped)
+    assert got > sent // 2, (got, dropped)  # the writer keeps up with most of it
     assert udp_drops(weir.syslog_port) == 0
     weir.wait_rows("logs", got)

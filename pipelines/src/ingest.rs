@@ -126,6 +126,30 @@ impl Ingest {
         self.write_with_checkpoints(batch, request_bytes, &[])
     }
 
+    /// Writes one client request like [`Ingest::write`], refusing it whole when its records
+    /// fall in more hours than `max_partitions` (each hour is a buffer entry, a file and a
+    /// registration of its own). The hours are counted first, before transforms and the
+    /// split, so the refusal costs no more than reading the timestamps. For the protocols
+    /// whose request is one client's (OTLP, Loki, Datadog, remote write); sources that gather
+    /// many senders' or files' records into one batch use [`Ingest::write`].
+    pub fn write_request(&self, batch: Batch, request_bytes: usize) -> Result<(), IngestError> {
+        if let Some(ts) = batch.timestamps() {
+            let mut seen = std::collections::HashSet::new();
+            for &t in ts.values() {
+                seen.insert(crate::Partition::of(t));
+                if seen.len() > self.max_partitions {
+                    self.metrics
+                        .rejected_request(&batch.source, "too_many_hours");
+                    return Err(IngestError::TooManyPartitions {
+                        hours: seen.len(),
+                        max: self.max_partitions,
+                    });
+                }
+            }
+        }
+        self.write(batch, request_bytes)
+    }
+
     /// Writes a batch like [`Ingest::write`] together with the read positions it advances
     /// (`checkpoints`, records of [`Ledger::Checkpoints`]): both go into the buffer in one
     /// atomic write and are durable after the same sync, so a file source that resumes from
@@ -148,34 +172,11 @@ impl Ingest {
             _ => vec![batch],
         };
         let mut entries = Vec::new();
-        let mut hours = std::collections::BTreeSet::new();
         for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
-            // Counted before the split, which would build a batch per hour.
-            if let Some(ts) = batch.timestamps() {
-                let mut seen = std::collections::HashSet::new();
-                for &t in ts.values() {
-                    seen.insert(crate::Partition::of(t));
-                    if seen.len() > self.max_partitions {
-                        self.metrics.rejected_request(&source, "too_many_hours");
-                        return Err(IngestError::TooManyPartitions {
-                            hours: seen.len(),
-                            max: self.max_partitions,
-                        });
-                    }
-                }
-            }
             let parts = batch
                 .split_by_partition()
                 .map_err(|e| IngestError::Partition(e.to_string()))?;
             for (p, b) in parts {
-                hours.insert((b.tenant.clone(), b.signal, b.dead_letter.is_some(), p));
-                if hours.len() > self.max_partitions {
-                    self.metrics.rejected_request(&source, "too_many_hours");
-                    return Err(IngestError::TooManyPartitions {
-                        hours: hours.len(),
-                        max: self.max_partitions,
-                    });
-                }
                 for piece in split_for_entries(b) {
                     entries.push((p, piece));
                 }

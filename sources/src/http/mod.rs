@@ -428,7 +428,7 @@ pub async fn serve_request<P: Protocol>(
         if let Some(records) = decoded.records {
             let batch = Batch::new(tenant, decoded.signal, P::SOURCE, received_at, records);
             src.ingest
-                .write(batch, body)
+                .write_request(batch, body)
                 .map_err(|e| src.refuse(fmt, Refusal::of_ingest(&e), "", e.to_string()))?;
         }
         for (kind, n) in decoded.counted {

@@ -87,7 +87,7 @@ impl OtlpGrpc {
             if let Some(records) = decoded.records {
                 let batch = Batch::new(tenant, decoded.signal, SOURCE, received_at, records);
                 ingest
-                    .write(batch, size)
+                    .write_request(batch, size)
                     .map_err(|e| (Refusal::of_ingest(&e), e.to_string()))?;
             }
             Ok(Accepted {

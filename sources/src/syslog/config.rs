@@ -93,8 +93,8 @@ impl SourceConfig for SyslogConfig {
             480,
             "480 bytes (RFC 5424's minimum)",
         );
-        if self.udp_receive_buffer.0 < 4096 {
-            problems.push("sources.syslog.udp_receive_buffer must be at least 4KiB".into());
+        if !(4096..=1 << 30).contains(&self.udp_receive_buffer.0) {
+            problems.push("sources.syslog.udp_receive_buffer must be between 4KiB and 1GiB".into());
         }
         if self.max_batch_records == 0 {
             problems.push("sources.syslog.max_batch_records must be at least 1".into());

@@ -153,8 +153,12 @@ fn message_attributes(a: &mut AttributesBuilder, m: &parse::Message<'_>, utf8_er
     }
 }
 
-/// Batches of datagrams a UDP socket gathers while its writer is busy, before it drops.
+/// Batches of datagrams waiting for the UDP writer, at most.
 pub const UDP_MAX_PENDING_BATCHES: usize = 8;
+
+/// Bytes of datagrams received and not yet written, at most (past it they are dropped and
+/// counted): bounds a UDP socket's memory whatever the datagram size.
+pub const UDP_MAX_PENDING_BYTES: usize = 32 << 20;
 
 impl SyslogService {
     /// A service writing to `ingest` with the source's settings.
@@ -216,36 +220,49 @@ impl SyslogService {
     }
 
     /// Receives datagrams until `stop`. The receive loop never waits for the buffer: batches
-    /// go over a bounded channel to a writer task, and while it is busy datagrams gather (up
-    /// to [`UDP_MAX_PENDING_BATCHES`] batches); past that they are dropped and counted
+    /// of at most `max_batch_records` go over a bounded channel ([`UDP_MAX_PENDING_BATCHES`])
+    /// to a writer task, and datagrams waiting there take at most [`UDP_MAX_PENDING_BYTES`];
+    /// past either, a datagram is dropped and counted
     /// (`weir_rejected_requests_total{source="syslog_udp",reason="overflow"}`), instead of
-    /// overflowing the socket's receive queue where the kernel drops them uncounted.
+    /// overflowing the socket's receive queue where the kernel drops it uncounted.
     pub async fn serve_udp(self, socket: UdpSocket, stop: CancellationToken) -> Result<(), ServeError> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(2);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Bytes>, usize)>(UDP_MAX_PENDING_BATCHES);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = {
             let this = self.clone();
             let stop = stop.clone();
+            let queued = queued.clone();
             tokio::spawn(async move {
-                while let Some(batch) = rx.recv().await {
+                while let Some((batch, bytes)) = rx.recv().await {
                     this.write(batch, SOURCE_UDP, false, &stop).await;
+                    queued.fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
                 }
             })
         };
-        let max_pending = self.max_batch.saturating_mul(UDP_MAX_PENDING_BATCHES);
         let mut buf = vec![0u8; 65_535];
         let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_bytes = 0usize;
         let mut deadline: Option<Instant> = None;
         let mut backoff = ErrorBackoff::new();
-        // Hands the gathered datagrams to the writer if it can take them now.
-        let hand_over = |pending: &mut Vec<Bytes>, deadline: &mut Option<Instant>| {
+        // Hands the batch to the writer if it can take it now; false when the writer is gone.
+        let hand_over = |pending: &mut Vec<Bytes>, pending_bytes: &mut usize, deadline: &mut Option<Instant>| -> bool {
             if pending.is_empty() {
-                return;
+                return true;
             }
-            // When the writer is busy, keep gathering, and try again at the next datagram.
-            if let Ok(permit) = tx.try_reserve() {
-                permit.send(std::mem::take(pending));
-                *deadline = None;
+            match tx.try_reserve() {
+                Ok(permit) => {
+                    permit.send((std::mem::take(pending), std::mem::take(pending_bytes)));
+                    *deadline = None;
+                    true
+                }
+                // The writer is busy: the batch waits (and fills no further).
+                Err(tokio::sync::mpsc::error::TrySendError::Full(())) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => false,
             }
+        };
+        let writer_gone = || ServeError::Server {
+            what: "syslog/UDP",
+            message: "its writer task ended".into(),
         };
         loop {
             tokio::select! {
@@ -265,19 +282,30 @@ impl SyslogService {
                         self.ingest.reject(SOURCE_UDP, "too_large");
                         continue;
                     }
-                    if pending.len() >= max_pending {
+                    if pending.len() >= self.max_batch
+                        && !hand_over(&mut pending, &mut pending_bytes, &mut deadline)
+                    {
+                        return Err(writer_gone());
+                    }
+                    let total = queued.load(std::sync::atomic::Ordering::Acquire);
+                    if pending.len() >= self.max_batch || total + len > UDP_MAX_PENDING_BYTES {
                         self.ingest.reject(SOURCE_UDP, "overflow");
-                        hand_over(&mut pending, &mut deadline);
                         continue;
                     }
+                    queued.fetch_add(len, std::sync::atomic::Ordering::AcqRel);
+                    pending_bytes += len;
                     pending.push(Bytes::copy_from_slice(&buf[..len]));
                     deadline.get_or_insert_with(|| Instant::now() + self.batch_timeout);
-                    if pending.len() >= self.max_batch {
-                        hand_over(&mut pending, &mut deadline);
+                    if pending.len() >= self.max_batch
+                        && !hand_over(&mut pending, &mut pending_bytes, &mut deadline)
+                    {
+                        return Err(writer_gone());
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    hand_over(&mut pending, &mut deadline);
+                    if !hand_over(&mut pending, &mut pending_bytes, &mut deadline) {
+                        return Err(writer_gone());
+                    }
                     if !pending.is_empty() {
                         // Still busy: look again shortly rather than spin.
                         deadline = Some(Instant::now() + Duration::from_millis(10));
@@ -287,7 +315,7 @@ impl SyslogService {
         }
         // What was gathered goes to the writer, which then ends with the channel.
         if !pending.is_empty() {
-            let _ = tx.send(pending).await;
+            let _ = tx.send((pending, pending_bytes)).await;
         }
         drop(tx);
         if let Err(e) = writer.await {
