@@ -40,8 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionError;
 use sled::Transactional;
 use uuid::Uuid;
 use weir_catalog::sled_durable::{DurableError, DurableSled, OsSync};
@@ -73,104 +72,8 @@ pub struct SledCatalog {
     faults: Faults,
 }
 
-/// The trees of one change, inside its transaction.
-struct Tx<'a> {
-    segments: &'a TransactionalTree,
-    by_time: &'a TransactionalTree,
-    retired: &'a TransactionalTree,
-    leases: &'a TransactionalTree,
-    segment_leases: &'a TransactionalTree,
-    faults: &'a Faults,
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<CatalogError>>;
-
-fn abort(e: CatalogError) -> ConflictableTransactionError<CatalogError> {
-    ConflictableTransactionError::Abort(e)
-}
-
-impl Tx<'_> {
-    fn put(&self, s: &SegmentRecord) -> TxResult<()> {
-        let value = serde_json::to_vec(s).map_err(|e| abort(storage(e)))?;
-        self.segments.insert(s.id.as_bytes(), value)?;
-        Ok(())
-    }
-
-    fn insert_active(&self, s: &SegmentRecord) -> TxResult<()> {
-        let tkey = time_key(&s.tenant, &s.signal, Some(s.max_timestamp), Some(s.id));
-        self.by_time.insert(tkey, &[])?;
-        self.put(s)
-    }
-
-    fn retire(
-        &self,
-        mut s: SegmentRecord,
-        state: SegmentState,
-        replaced_by: Option<Uuid>,
-        at: i64,
-    ) -> TxResult<()> {
-        self.by_time.remove(time_key(
-            &s.tenant,
-            &s.signal,
-            Some(s.max_timestamp),
-            Some(s.id),
-        ))?;
-        s.state = state;
-        s.replaced_by = replaced_by;
-        s.retired_at = Some(at);
-        self.retired.insert(retired_key(at, s.id), &[])?;
-        self.segment_leases.remove(s.id.as_bytes())?;
-        self.put(&s)
-    }
-
-    fn put_lease(&self, id: Uuid, entry: &LeaseEntry) -> TxResult<()> {
-        let value = serde_json::to_vec(entry).map_err(|e| abort(storage(e)))?;
-        self.leases.insert(id.as_bytes(), value)?;
-        Ok(())
-    }
-
-    fn fault(&self, point: FaultPoint) -> TxResult<()> {
-        self.faults.check(point).map_err(abort)
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct LeaseEntry {
-    lease: CompactionLease,
-    agent_id: String,
-    committed: bool,
-    /// Expired without a commit and given up: a late commit is refused.
-    #[serde(default)]
-    abandoned: bool,
-    /// The abandoned lease's output is gone from the lake.
-    #[serde(default)]
-    cleaned: bool,
-}
-
-fn ordered_i64(v: i64) -> [u8; 8] {
-    ((v as u64) ^ (1u64 << 63)).to_be_bytes()
-}
-
-fn time_key(tenant: &str, signal: &str, max_ts: Option<i64>, id: Option<Uuid>) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tenant.len() + signal.len() + 26);
-    k.extend_from_slice(tenant.as_bytes());
-    k.push(0);
-    k.extend_from_slice(signal.as_bytes());
-    k.push(0);
-    if let Some(ts) = max_ts {
-        k.extend_from_slice(&ordered_i64(ts));
-        if let Some(id) = id {
-            k.extend_from_slice(id.as_bytes());
-        }
-    }
-    k
-}
-
-fn retired_key(at: i64, id: Uuid) -> Vec<u8> {
-    let mut k = ordered_i64(at).to_vec();
-    k.extend_from_slice(id.as_bytes());
-    k
-}
+mod tx;
+use tx::{retired_key, time_key, LeaseEntry, Tx, TxResult};
 
 fn storage<E: std::fmt::Display>(e: E) -> CatalogError {
     CatalogError::Storage(e.to_string())

@@ -100,8 +100,8 @@ struct Sealed {
     batches: usize,
     /// The segment record written in the journal.
     segment: SegmentRecord,
-    /// The encoded file.
-    bytes: Vec<u8>,
+    /// The encoded file (shared with the upload, not copied).
+    bytes: bytes::Bytes,
 }
 
 /// The journal record of a flush in progress.
@@ -502,6 +502,7 @@ impl Flusher {
         // From here on the rows belong to this id: a failed or ambiguous upload (the object
         // may exist after an error), or a failed commit, is retried under it, and the journal
         // record stays, so a restart finds the object by its key.
+        let bytes = bytes::Bytes::from(bytes);
         p.sealed = Some(Sealed {
             batches: count,
             segment: segment.clone(),

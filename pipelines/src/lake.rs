@@ -255,7 +255,8 @@ impl Lake {
     /// Writes an object (in parts when it is large). On a `file://` lake the object is durable
     /// when this returns: its data and every directory entry from the lake root down to it are
     /// fsynced, as an object store's success response promises.
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), LakeError> {
+    pub async fn put(&self, key: &str, bytes: impl Into<bytes::Bytes>) -> Result<(), LakeError> {
+        let bytes: bytes::Bytes = bytes.into();
         let path = self.full_path(key);
         if bytes.len() >= MULTIPART_THRESHOLD {
             let upload = self.store.put_multipart(&path).await?;

@@ -22,6 +22,7 @@ use super::exposition::{self, Shape};
 use super::text::{Bounds, PageError};
 use super::targets::Target;
 use super::{discover, SOURCE};
+use crate::http::body::error_chain;
 use crate::contract::{BuildError, RunningSource, ServeError, SourceContext, ValidSource};
 
 /// What a scrape asks for: OpenMetrics first, then the text format, as Prometheus does.
@@ -318,7 +319,7 @@ impl Scraper {
             .headers(headers)
             .send()
             .await
-            .map_err(|e| format!("request failed: {}", chain(&e)))?;
+            .map_err(|e| format!("request failed: {}", error_chain(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("the target answered HTTP {status}"));
@@ -338,7 +339,7 @@ impl Scraper {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| format!("reading the page failed: {}", chain(&e)))?
+            .map_err(|e| format!("reading the page failed: {}", error_chain(&e)))?
         {
             if (body.len() + chunk.len()) as u64 > max {
                 return Err(format!(
@@ -349,18 +350,6 @@ impl Scraper {
         }
         Ok(Fetched { body, openmetrics })
     }
-}
-
-/// An error with its causes (reqwest's own message says little: "error sending request").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Writes one scrape's rows as one batch; blocking. A refused write loses one scrape: the
