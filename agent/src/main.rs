@@ -165,17 +165,19 @@ fn main() -> ExitCode {
             role,
             print,
         } => validate(&config, role, print),
-        Command::Run { config } => serve(Role::Run, config, |v| Box::pin(roles::run::serve(v))),
-        Command::Agent { config } => {
-            serve(Role::Agent, config, |v| Box::pin(roles::agent::serve(v)))
-        }
-        Command::ControlPlane { config } => serve(Role::ControlPlane, config, |v| {
-            Box::pin(roles::control_plane::serve(v))
+        Command::Run { config } => serve(Role::Run, config, |v, from| {
+            Box::pin(roles::run::serve(v, from))
         }),
-        Command::Compactor { config } => serve(Role::Compactor, config, |v| {
-            Box::pin(roles::compactor::serve(v))
+        Command::Agent { config } => serve(Role::Agent, config, |v, from| {
+            Box::pin(roles::agent::serve(v, from))
         }),
-        Command::Retention { config, dry_run } => serve(Role::Retention, config, move |v| {
+        Command::ControlPlane { config } => serve(Role::ControlPlane, config, |v, from| {
+            Box::pin(roles::control_plane::serve(v, from))
+        }),
+        Command::Compactor { config } => serve(Role::Compactor, config, |v, from| {
+            Box::pin(roles::compactor::serve(v, from))
+        }),
+        Command::Retention { config, dry_run } => serve(Role::Retention, config, move |v, _| {
             Box::pin(roles::retention::once(v, dry_run))
         }),
     }
@@ -245,11 +247,12 @@ fn validate(config: &std::path::Path, role: Option<Role>, print: bool) -> ExitCo
 type RoleFuture = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>>>>;
 
 /// Loads and validates the config, runs the role's start-up checks (those of `weir validate
-/// --role`), then runs the role on a multi-threaded runtime.
+/// --role`), then runs the role on a multi-threaded runtime. The role gets where its
+/// configuration came from, to reload it on SIGHUP.
 fn serve(
     which: Role,
     config: Option<PathBuf>,
-    role: impl FnOnce(ValidConfig) -> RoleFuture,
+    role: impl FnOnce(ValidConfig, roles::reload::ConfigSource) -> RoleFuture,
 ) -> ExitCode {
     let valid = match Config::load(config.as_deref()).and_then(Config::validate) {
         Ok(v) => v,
@@ -280,7 +283,11 @@ fn serve(
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(role(valid)) {
+    let from = roles::reload::ConfigSource {
+        path: config,
+        role: which,
+    };
+    match rt.block_on(role(valid, from)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "weir failed");

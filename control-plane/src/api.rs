@@ -64,10 +64,11 @@ impl ApiToken {
 }
 
 /// Bearer-token authentication. With no tokens, every request is allowed (the embedded
-/// control plane of `weir run`, on its admin port).
-#[derive(Debug, Clone, Default)]
+/// control plane of `weir run`, on its admin port). The tokens may be replaced while serving
+/// ([`Auth::replace`], a configuration reload).
+#[derive(Debug, Default)]
 pub struct Auth {
-    tokens: Vec<ApiToken>,
+    tokens: std::sync::RwLock<Arc<Vec<ApiToken>>>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -101,16 +102,32 @@ impl Caller {
 impl Auth {
     /// Authentication with these tokens.
     pub fn new(tokens: Vec<ApiToken>) -> Auth {
-        Auth { tokens }
+        Auth {
+            tokens: std::sync::RwLock::new(Arc::new(tokens)),
+        }
+    }
+
+    /// Replaces the tokens: the next request is checked against the new ones (a revoked
+    /// token is refused from then on).
+    pub fn replace(&self, tokens: Vec<ApiToken>) {
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+    }
+
+    fn tokens(&self) -> Arc<Vec<ApiToken>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens().is_empty()
     }
 
     fn caller(&self, headers: &HeaderMap) -> Result<Caller, CatalogError> {
-        if self.tokens.is_empty() {
+        let tokens = self.tokens();
+        if tokens.is_empty() {
             return Ok(Caller(None));
         }
         let value = headers
@@ -129,7 +146,7 @@ impl Auth {
             .ok_or_else(|| {
                 CatalogError::Unauthorized("Authorization is not a Bearer token".into())
             })?;
-        self.tokens
+        tokens
             .iter()
             .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
             .cloned()
@@ -401,14 +418,11 @@ async fn agents(State(st): State<ApiState>, headers: HeaderMap) -> Result<Respon
 
 /// The read routes of the segment API (what `weir run` serves on its admin port). With no
 /// tokens in `auth`, they are open (the admin port of a single machine).
-pub fn segment_routes(catalog: Arc<dyn Catalog>, auth: Auth) -> Router {
+pub fn segment_routes(catalog: Arc<dyn Catalog>, auth: Arc<Auth>) -> Router {
     Router::new()
         .route("/v1/segments", get(list_segments))
         .route("/v1/agents", get(agents))
-        .with_state(ApiState {
-            catalog,
-            auth: Arc::new(auth),
-        })
+        .with_state(ApiState { catalog, auth })
 }
 
 /// Every route of the control-plane API. `max_body` bounds request bodies.
@@ -464,5 +478,15 @@ mod tests {
         ));
         assert!(c.tenant("a").is_ok());
         assert!(matches!(c.tenant("b"), Err(CatalogError::Forbidden(_))));
+        // A reload revokes the token: refused from the next request on.
+        auth.replace(vec![ApiToken {
+            token: "other".into(),
+            tenants: vec!["a".into()],
+            scopes: vec![Scope::Read],
+        }]);
+        assert!(matches!(
+            auth.caller(&h),
+            Err(CatalogError::Unauthorized(_))
+        ));
     }
 }

@@ -5,7 +5,7 @@
 //! records and wakes the flusher. It blocks: sources call it from a blocking task together
 //! with their decoding.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
@@ -76,8 +76,17 @@ pub struct Ingest {
     ack: AckMode,
     metrics: Metrics,
     wake: Arc<Notify>,
-    processor: Option<Arc<dyn BatchProcessor>>,
-    max_partitions: usize,
+    /// Shared by every clone, so a reload ([`Ingest::reconfigure`]) reaches every source.
+    settings: Arc<RwLock<Arc<IngestSettings>>>,
+}
+
+/// What a configuration reload may change on a running [`Ingest`].
+#[derive(Clone)]
+pub struct IngestSettings {
+    /// The transforms batches go through before the buffer (none: straight in).
+    pub processor: Option<Arc<dyn BatchProcessor>>,
+    /// Hours one client request may span ([`Ingest::write_request`]).
+    pub max_partitions: usize,
 }
 
 /// Hours one write may span by default (three days): a client's request of records from more
@@ -98,21 +107,42 @@ impl Ingest {
             ack,
             metrics,
             wake,
-            processor: None,
-            max_partitions: DEFAULT_MAX_PARTITIONS,
+            settings: Arc::new(RwLock::new(Arc::new(IngestSettings {
+                processor: None,
+                max_partitions: DEFAULT_MAX_PARTITIONS,
+            }))),
         }
     }
 
     /// Bounds the hours one write may span (default [`DEFAULT_MAX_PARTITIONS`]).
-    pub fn with_max_partitions(mut self, max: usize) -> Ingest {
-        self.max_partitions = max.max(1);
+    pub fn with_max_partitions(self, max: usize) -> Ingest {
+        let mut s = (*self.settings()).clone();
+        s.max_partitions = max;
+        self.reconfigure(s);
         self
     }
 
     /// Runs every batch through `processor` before buffering it.
-    pub fn with_processor(mut self, processor: Arc<dyn BatchProcessor>) -> Ingest {
-        self.processor = Some(processor);
+    pub fn with_processor(self, processor: Arc<dyn BatchProcessor>) -> Ingest {
+        let mut s = (*self.settings()).clone();
+        s.processor = Some(processor);
+        self.reconfigure(s);
         self
+    }
+
+    /// Replaces the transforms and limits for every clone of this handle (a configuration
+    /// reload). A write already past its settings finishes with the old ones.
+    pub fn reconfigure(&self, mut settings: IngestSettings) {
+        settings.max_partitions = settings.max_partitions.max(1);
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
+
+    /// The settings writes use now.
+    pub fn settings(&self) -> Arc<IngestSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The agent's metrics.
@@ -134,15 +164,16 @@ impl Ingest {
     /// many senders' or files' records into one batch use [`Ingest::write`].
     pub fn write_request(&self, batch: Batch, request_bytes: usize) -> Result<(), IngestError> {
         if let Some(ts) = batch.timestamps() {
+            let max = self.settings().max_partitions;
             let mut seen = std::collections::HashSet::new();
             for &t in ts.values() {
                 seen.insert(crate::Partition::of(t));
-                if seen.len() > self.max_partitions {
+                if seen.len() > max {
                     self.metrics
                         .rejected_request(&batch.source, "too_many_hours");
                     return Err(IngestError::TooManyPartitions {
                         hours: seen.len(),
-                        max: self.max_partitions,
+                        max,
                     });
                 }
             }
@@ -164,7 +195,8 @@ impl Ingest {
         let source = batch.source.clone();
         let signal = batch.signal;
         let rows = batch.num_rows() as u64;
-        let batches = match (&self.processor, rows) {
+        let settings = self.settings();
+        let batches = match (&settings.processor, rows) {
             (Some(p), 1..) => p.process(batch).map_err(|e| {
                 self.metrics.rejected_request(&source, "busy");
                 IngestError::Busy(e.0)

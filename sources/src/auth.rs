@@ -7,7 +7,7 @@
 //! Bearer <key>`, `X-API-Key`, or the protocol's own header (`DD-API-KEY`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use super::tenant_from;
 
@@ -39,31 +39,39 @@ impl AuthError {
     }
 }
 
-/// The configured API keys.
+/// The configured API keys. Clones share them, so [`ApiKeys::replace`] (a configuration
+/// reload) reaches every source at its next request.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
-    keys: Arc<HashMap<String, String>>,
+    keys: Arc<RwLock<Arc<HashMap<String, String>>>>,
 }
 
 impl ApiKeys {
     /// Keys mapped to tenants (empty: no authentication).
     pub fn new(keys: impl IntoIterator<Item = (String, String)>) -> ApiKeys {
         ApiKeys {
-            keys: Arc::new(keys.into_iter().collect()),
+            keys: Arc::new(RwLock::new(Arc::new(keys.into_iter().collect()))),
         }
+    }
+
+    /// Replaces the keys for every clone (requests already authenticated keep their tenant).
+    pub fn replace(&self, keys: impl IntoIterator<Item = (String, String)>) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(keys.into_iter().collect());
     }
 
     /// The tenant of a request with API key `key` and tenant header `org_id`.
     pub fn tenant(&self, key: Option<&str>, org_id: Option<&[u8]>) -> Result<String, AuthError> {
         let named = tenant_from(org_id).map_err(AuthError::BadTenant)?;
-        if self.keys.is_empty() {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if keys.is_empty() {
             return Ok(named);
         }
         let key = key
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(AuthError::Missing)?;
-        let tenant = self.keys.get(key).ok_or(AuthError::Invalid)?;
+        let tenant = keys.get(key).ok_or(AuthError::Invalid)?;
         if org_id.is_some() && &named != tenant {
             return Err(AuthError::WrongTenant(named));
         }
@@ -114,5 +122,18 @@ mod tests {
             k.tenant(Some("k1"), Some(b"../x")),
             Err(AuthError::BadTenant(_))
         ));
+    }
+
+    /// A reload's keys reach every clone (each source holds one): a revoked key is refused
+    /// at the next request, a new one accepted.
+    #[test]
+    fn replaced_keys_reach_every_clone() {
+        let k = ApiKeys::new([("old".to_string(), "a".to_string())]);
+        let source = k.clone();
+        k.replace([("new".to_string(), "b".to_string())]);
+        assert_eq!(source.tenant(Some("old"), None), Err(AuthError::Invalid));
+        assert_eq!(source.tenant(Some("new"), None).unwrap(), "b");
+        k.replace([]);
+        assert_eq!(source.tenant(None, Some(b"t")).unwrap(), "t");
     }
 }

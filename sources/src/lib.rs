@@ -38,7 +38,7 @@ pub mod tls;
 
 pub use contract::{
     check_claims, BuildError, Claim, ConnectionError, Resource, RunningSource, ServeError,
-    SourceConfig, SourceContext, ValidSource,
+    SourceConfig, SourceContext, SourceTask, ValidSource,
 };
 
 use weir_catalog::valid_tenant;
@@ -103,6 +103,18 @@ macro_rules! sources {
                     }
                 )*
                 (valid, problems)
+            }
+
+            /// The sources (`[sources.<name>]` names, which are also [`ValidSource::name`])
+            /// whose configuration differs between `self` and `new`: what a reload restarts.
+            pub fn changed(&self, new: &SourcesConfig) -> Vec<&'static str> {
+                let mut names = Vec::new();
+                $(
+                    if self.$name != new.$name {
+                        names.push(stringify!($name));
+                    }
+                )*
+                names
             }
 
             /// Every name a `[[pipelines]].sources` entry may use: each source's family

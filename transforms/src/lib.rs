@@ -16,7 +16,7 @@ mod ipc;
 pub mod pipeline;
 
 pub use host::{Limits, Transform, TransformHost, TransformSpec};
-pub use pipeline::{OnError, PipelineError, PipelineSpec, Pipelines, StepSpec};
+pub use pipeline::{OnError, PipelineError, PipelineSpec, Pipelines, StepMetrics, StepSpec};
 
 /// Why a transform call failed. The kind is the `kind` label of the error metrics.
 #[derive(Debug, thiserror::Error)]

@@ -140,8 +140,10 @@ impl Pipeline {
     }
 }
 
+/// The transforms' metrics (`weir_transform_*`), registered once per process and shared by
+/// every [`Pipelines`] built on it (a configuration reload builds new pipelines).
 #[derive(Clone)]
-struct StepMetrics {
+pub struct StepMetrics {
     batches: IntCounterVec,
     records_in: IntCounterVec,
     records_out: IntCounterVec,
@@ -151,7 +153,8 @@ struct StepMetrics {
 }
 
 impl StepMetrics {
-    fn new(m: &Metrics) -> Result<StepMetrics, PipelineError> {
+    /// Registers the metrics in `m`; a second call on the same registry fails.
+    pub fn new(m: &Metrics) -> Result<StepMetrics, PipelineError> {
         let c = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, PipelineError> {
             let v = IntCounterVec::new(Opts::new(name, help), labels)
                 .map_err(|e| PipelineError::Metrics(e.to_string()))?;
@@ -244,11 +247,19 @@ impl Pipelines {
         metrics: &Metrics,
         reload_interval: Duration,
     ) -> Result<Pipelines, PipelineError> {
+        Pipelines::with_metrics(specs, StepMetrics::new(metrics)?, reload_interval)
+    }
+
+    /// Like [`Pipelines::new`], counting into metrics registered earlier.
+    pub fn with_metrics(
+        specs: Vec<PipelineSpec>,
+        step_metrics: StepMetrics,
+        reload_interval: Duration,
+    ) -> Result<Pipelines, PipelineError> {
         let host = TransformHost::new().map_err(|error| PipelineError::Load {
             pipeline: "host".into(),
             error,
         })?;
-        let step_metrics = StepMetrics::new(metrics)?;
         let mut pipelines = Vec::new();
         for p in specs {
             let mut steps = Vec::new();

@@ -1,26 +1,46 @@
-//! `weir compactor`: compaction only, against a remote control plane, until a signal.
+//! `weir compactor`: compaction only, against a remote control plane, until a signal; SIGHUP
+//! reloads `[compaction]`.
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weir_pipelines::metrics::Metrics;
 
-use super::{
-    absolute, compactor, heartbeats, identity, open_lake, remote_catalog, shutdown_signal,
-};
+use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
+use super::{absolute, compactor, heartbeats, identity, open_lake, remote_catalog};
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
 
-/// Compacts until SIGTERM or SIGINT.
-pub async fn serve(valid: ValidConfig) -> Result<()> {
+/// What a reload applies on the compactor (it restarts with the new settings).
+const APPLIED: &[&str] = &["compaction", "lake.target_file_bytes"];
+
+/// What the compactor never reads.
+const UNUSED: &[&str] = &[
+    "sources",
+    "pipelines",
+    "auth",
+    "buffer",
+    "retention",
+    "control_plane.tokens",
+    "control_plane.address",
+    "control_plane.index",
+    "control_plane.postgres_url",
+    "control_plane.pool_size",
+    "control_plane.max_request_bytes",
+];
+
+/// Compacts until SIGTERM or SIGINT; SIGHUP reloads `[compaction]` from `from`.
+pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let cfg = &valid.config;
     let data_dir = absolute(&cfg.data_dir)?;
     let identity = identity(cfg, &data_dir)?;
     let catalog = remote_catalog(cfg)?;
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();
+    let reloads = ReloadMetrics::new(&metrics).context("cannot register the reload metrics")?;
     let listener = admin::bind("admin.address", valid.admin).await?;
     let admin = Admin {
         index: Some(catalog.clone()),
@@ -28,12 +48,24 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
     };
     let stop = CancellationToken::new();
     let agent_id = identity.id.clone();
-    let compactor = compactor(cfg, lake, catalog.clone(), metrics.clone(), &agent_id);
-    let compactor_task = tokio::spawn(compactor.run(stop.clone()));
+    let mut compactors = tokio::task::JoinSet::new();
+    let start = |cfg: &crate::config::Config, set: &mut tokio::task::JoinSet<()>| {
+        let token = stop.child_token();
+        let c = compactor(
+            cfg,
+            lake.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            &agent_id,
+        );
+        set.spawn(c.run(token.clone()));
+        token
+    };
+    let mut compactor_stop = start(cfg, &mut compactors);
     let hb = tokio::spawn(heartbeats(
-        catalog,
+        catalog.clone(),
         None,
-        metrics,
+        metrics.clone(),
         identity,
         "compactor",
         cfg.control_plane.heartbeat_interval.0,
@@ -41,11 +73,32 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
     ));
     let server = admin::serve(listener, admin.router(), stop.clone(), "admin");
     info!(%agent_id, "compactor running");
-    shutdown_signal().await;
+    let mut running = valid.config.clone();
+    while signals.next().await == Signal::Reload {
+        let new = match from.load() {
+            Ok(v) => v.config,
+            Err(problems) => {
+                reloads.refused(&problems);
+                continue;
+            }
+        };
+        let changes = Changes::between(&running, &new);
+        if changes.any("compaction") || changes.any("lake.target_file_bytes") {
+            // A merge in progress finishes beside the new compactor (each leases its own).
+            compactor_stop.cancel();
+            compactor_stop = start(&new, &mut compactors);
+        }
+        changes.log_applied(APPLIED, UNUSED);
+        reloads.applied();
+        running = new;
+    }
     admin.set_ready(false);
     stop.cancel();
     // A merge in flight is abandoned: its lease expires and the plan is offered again.
-    let _ = tokio::time::timeout(cfg.shutdown.timeout.0, compactor_task).await;
+    let _ = tokio::time::timeout(cfg.shutdown.timeout.0, async {
+        while compactors.join_next().await.is_some() {}
+    })
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), hb).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     info!("compactor stopped");

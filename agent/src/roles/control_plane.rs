@@ -1,10 +1,11 @@
-//! `weir control-plane`: the index service (API, retention sweeper), until a signal.
+//! `weir control-plane`: the index service (API, retention sweeper), until a signal; SIGHUP
+//! reloads its tokens and retention.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -14,7 +15,8 @@ use tracing::{info, warn};
 use weir_control_plane::api::{ApiState, Auth};
 use weir_pipelines::metrics::Metrics;
 
-use super::{absolute, open_index, open_lake, shutdown_signal, sweeper};
+use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
+use super::{absolute, open_index, open_lake, sweeper};
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
 
@@ -34,12 +36,32 @@ async fn record_latency(State(latency): State<HistogramVec>, req: Request, next:
     resp
 }
 
-/// Serves the control plane until SIGTERM or SIGINT.
-pub async fn serve(valid: ValidConfig) -> Result<()> {
+/// What a reload applies on the control plane: its API tokens, and retention (the sweeper
+/// restarts with the new policy).
+const APPLIED: &[&str] = &["control_plane.tokens", "retention", "compaction.grace"];
+
+/// What the control plane never reads.
+const UNUSED: &[&str] = &[
+    "sources",
+    "pipelines",
+    "auth",
+    "buffer",
+    "agent",
+    "compaction.enabled",
+    "compaction.interval",
+    "compaction.min_age",
+    "compaction.min_inputs",
+    "control_plane.url",
+    "control_plane.token",
+    "control_plane.timeout",
+    "control_plane.heartbeat_interval",
+];
+
+/// Serves the control plane until SIGTERM or SIGINT; SIGHUP reloads the tokens and retention
+/// from `from` (the start-up checks, which require tokens, have run in `main`).
+pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let cfg = &valid.config;
-    if cfg.control_plane.tokens.is_empty() {
-        bail!("weir control-plane needs at least one [[control_plane.tokens]] entry: every /v1 route is authenticated");
-    }
     let address: SocketAddr = cfg.control_plane.address.parse().with_context(|| {
         format!(
             "control_plane.address = {:?} is not an address",
@@ -53,14 +75,16 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
     let catalog = open_index(cfg, &data_dir).await?;
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();
+    let reloads = ReloadMetrics::new(&metrics).context("cannot register the reload metrics")?;
     let admin = Admin {
         index: Some(catalog.clone()),
         ..Admin::new(metrics.clone())
     };
+    let auth = Arc::new(Auth::new(cfg.control_plane.api_tokens()));
     let api = weir_control_plane::api::routes(
         ApiState {
             catalog: catalog.clone(),
-            auth: Arc::new(Auth::new(cfg.control_plane.api_tokens())),
+            auth: auth.clone(),
         },
         cfg.control_plane.max_request_bytes.0 as usize,
     );
@@ -78,11 +102,38 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
             record_latency,
         ));
     let stop = CancellationToken::new();
-    let sweeper = sweeper(cfg, lake, catalog.clone(), metrics.clone(), false);
-    let sweeper_task = tokio::spawn(sweeper.run(stop.clone()));
+    let mut sweepers = tokio::task::JoinSet::new();
+    let start_sweeper = |cfg: &crate::config::Config, sweepers: &mut tokio::task::JoinSet<()>| {
+        let token = stop.child_token();
+        let s = sweeper(cfg, lake.clone(), catalog.clone(), metrics.clone(), false);
+        sweepers.spawn(s.run(token.clone()));
+        token
+    };
+    let mut sweeper_stop = start_sweeper(cfg, &mut sweepers);
     info!(index = ?cfg.control_plane.index, "control plane starting");
     let server = admin::serve(listener, app, stop.clone(), "control plane");
-    shutdown_signal().await;
+    let mut running = valid.config.clone();
+    while signals.next().await == Signal::Reload {
+        let new = match from.load() {
+            Ok(v) => v.config,
+            Err(problems) => {
+                reloads.refused(&problems);
+                continue;
+            }
+        };
+        let changes = Changes::between(&running, &new);
+        if changes.any("control_plane.tokens") {
+            auth.replace(new.control_plane.api_tokens());
+        }
+        if changes.any("retention") || changes.any("compaction.grace") {
+            // A sweep in progress finishes beside the new sweeper (sweeps are idempotent).
+            sweeper_stop.cancel();
+            sweeper_stop = start_sweeper(&new, &mut sweepers);
+        }
+        changes.log_applied(APPLIED, UNUSED);
+        reloads.applied();
+        running = new;
+    }
     admin.set_ready(false);
     stop.cancel();
     if tokio::time::timeout(cfg.shutdown.timeout.0, server)
@@ -91,7 +142,10 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
     {
         warn!("API requests did not finish in time");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sweeper_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while sweepers.join_next().await.is_some() {}
+    })
+    .await;
     catalog.sync().await.context("final index sync failed")?;
     info!("control plane stopped");
     Ok(())

@@ -7,7 +7,19 @@
 //! SIGINT, or a source that fails): `/readyz` turns 503, the sources stop accepting and
 //! finish their in-flight requests, the flusher makes a last flush attempt, the outbox a last
 //! registration, the buffer is fsynced, and the process exits, all within `shutdown.timeout`.
+//!
+//! Reload (SIGHUP, [`super::reload`]): a configuration that loads, validates and passes the
+//! role's checks is applied without a restart and without dropping accepted data: new
+//! transform pipelines are built first (a module that fails refuses the reload before
+//! anything changed); changed sources are stopped (their in-flight requests finish) and
+//! started again with their new configuration (a source whose new address cannot be bound
+//! is started again on its old one and the reload is refused); API keys and the index's read
+//! tokens, `buffer.max_bytes` and `buffer.max_partitions_per_request` apply to the next
+//! request; the compactor and the sweeper restart with new `[compaction]`, `[retention]` and
+//! `lake.target_file_bytes`; `listen.json` is rewritten. Every other changed key is named in a
+//! warning and applies at the next restart ([`APPLIED`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,19 +31,22 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use weir_catalog::Catalog;
+use weir_control_plane::api::Auth;
 use weir_pipelines::buffer::{Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::flusher::{Flusher, FlusherConfig};
-use weir_pipelines::ingest::Ingest;
+use weir_pipelines::ingest::{Ingest, IngestSettings};
 use weir_pipelines::lake::Lake;
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::outbox::Outbox;
 use weir_pipelines::parquet_writer::ParquetConfig;
 use weir_sources::auth::ApiKeys;
-use weir_sources::{ServeError, SourceContext, ValidSource};
-use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
+use weir_sources::{SourceContext, ValidSource};
+use weir_transforms::{Limits, PipelineSpec, Pipelines, StepMetrics, StepSpec};
 
 use super::identity::Identity;
-use super::{absolute, compactor, heartbeats, identity, open_lake, shutdown_signal, sweeper};
+use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
+use super::sources::{ReplaceError, RunningSources};
+use super::{absolute, compactor, heartbeats, identity, open_lake, sweeper};
 use crate::admin::{self, Admin};
 use crate::config::{Config, PipelineConfig, ValidConfig};
 
@@ -94,64 +109,63 @@ fn pipeline_specs(cfg: &[PipelineConfig]) -> Vec<PipelineSpec> {
         .collect()
 }
 
-/// The ingest handle of the sources: transforms (when `[[pipelines]]` are configured), then
-/// the buffer, whose appends wake the flusher.
-fn ingest(
+/// The keys a reload applies on the data path (everything under them); other changed keys
+/// wait for a restart.
+pub const APPLIED: &[&str] = &[
+    "sources",
+    "pipelines",
+    "auth",
+    "buffer.max_bytes",
+    "buffer.max_partitions_per_request",
+    "compaction",
+    "retention",
+    "lake.target_file_bytes",
+    "control_plane.tokens",
+];
+
+/// Keys `weir agent` never reads (the control plane's own): changing them needs nothing.
+const UNUSED_BY_AGENT: &[&str] = &[
+    "retention",
+    "control_plane.tokens",
+    "control_plane.address",
+    "control_plane.index",
+    "control_plane.postgres_url",
+    "control_plane.pool_size",
+    "control_plane.max_request_bytes",
+];
+
+/// The transforms and limits `Ingest` applies: the pipelines of `[[pipelines]]` (built and
+/// their modules compiled here, so call it off the async threads) and the hours bound.
+/// `step_metrics` are the transforms' metrics, registered at the first build.
+fn ingest_settings(
     cfg: &Config,
-    buffer: &Arc<dyn Buffer>,
-    metrics: &Metrics,
-    wake: Arc<Notify>,
-) -> Result<Ingest> {
-    let ingest = Ingest::new(buffer.clone(), cfg.buffer.ack, metrics.clone(), wake)
-        .with_max_partitions(cfg.buffer.max_partitions_per_request);
-    if cfg.pipelines.is_empty() {
-        return Ok(ingest);
-    }
-    let pipelines = Pipelines::new(
-        pipeline_specs(&cfg.pipelines),
-        metrics,
-        Duration::from_secs(1),
-    )?;
-    info!(
-        pipelines = cfg.pipelines.len(),
-        "transform pipelines loaded"
-    );
-    Ok(ingest.with_processor(Arc::new(pipelines)))
-}
-
-/// The addresses this process listens on, by configuration key (the real port when the key
-/// asked for port 0).
-type Bound = Vec<(String, SocketAddr)>;
-
-/// Builds every source (binding its sockets), then starts them all.
-fn start_sources(
-    sources: Vec<Box<dyn ValidSource>>,
-    ctx: &SourceContext,
-    bound: &mut Bound,
-) -> Result<JoinSet<Result<(), ServeError>>> {
-    let mut running = Vec::with_capacity(sources.len());
-    for source in sources {
-        let name = source.name();
-        running.push(
-            source
-                .build(ctx)
-                .with_context(|| format!("cannot start source {name}"))?,
-        );
-    }
-    let mut tasks = JoinSet::new();
-    for r in running {
-        bound.extend(r.bound);
-        for task in r.tasks {
-            tasks.spawn(task);
-        }
-    }
-    Ok(tasks)
+    step_metrics: StepMetrics,
+) -> Result<IngestSettings, weir_transforms::PipelineError> {
+    let processor: Option<Arc<dyn weir_pipelines::ingest::BatchProcessor>> =
+        if cfg.pipelines.is_empty() {
+            None
+        } else {
+            let pipelines = Pipelines::with_metrics(
+                pipeline_specs(&cfg.pipelines),
+                step_metrics,
+                Duration::from_secs(1),
+            )?;
+            info!(
+                pipelines = cfg.pipelines.len(),
+                "transform pipelines loaded"
+            );
+            Some(Arc::new(pipelines))
+        };
+    Ok(IngestSettings {
+        processor,
+        max_partitions: cfg.buffer.max_partitions_per_request,
+    })
 }
 
 /// Writes the bound addresses to `{data_dir}/listen.json` (`{"admin.address":
 /// "127.0.0.1:8686", ...}`), replacing the file atomically, for operators and test harnesses
-/// that start the agent on port 0.
-fn write_listen_file(data_dir: &Path, bound: &Bound) -> Result<()> {
+/// that start the agent on port 0. Rewritten after a reload that moved a source.
+fn write_listen_file(data_dir: &Path, bound: &BTreeMap<String, SocketAddr>) -> Result<()> {
     let map: serde_json::Map<String, serde_json::Value> = bound
         .iter()
         .map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string())))
@@ -171,6 +185,15 @@ struct Background {
     stop_outbox: CancellationToken,
     tasks: JoinSet<()>,
     stop_tasks: CancellationToken,
+    /// The compactor's and the sweeper's own tokens (under `stop_tasks`): a reload stops them
+    /// and starts them again with new settings.
+    compactor: Option<CancellationToken>,
+    sweeper: Option<CancellationToken>,
+    lake: Lake,
+    catalog: Arc<dyn Catalog>,
+    metrics: Metrics,
+    agent_id: String,
+    embedded: bool,
 }
 
 impl Background {
@@ -231,20 +254,6 @@ impl Background {
             let stop = stop_outbox.clone();
             tokio::spawn(async move { outbox.run(stop, timeout / 4).await })
         };
-        if cfg.compaction.enabled {
-            let c = compactor(
-                cfg,
-                lake.clone(),
-                catalog.clone(),
-                metrics.clone(),
-                &agent_id,
-            );
-            tasks.spawn(c.run(stop_tasks.clone()));
-        }
-        if index.embedded {
-            let s = sweeper(cfg, lake.clone(), catalog.clone(), metrics.clone(), false);
-            tasks.spawn(s.run(stop_tasks.clone()));
-        }
         tasks.spawn(heartbeats(
             catalog.clone(),
             Some(buffer.clone()),
@@ -254,13 +263,80 @@ impl Background {
             cfg.control_plane.heartbeat_interval.0,
             stop_tasks.clone(),
         ));
-        Background {
+        let mut background = Background {
             flusher,
             stop_flusher,
             outbox,
             stop_outbox,
             tasks,
             stop_tasks,
+            compactor: None,
+            sweeper: None,
+            lake: lake.clone(),
+            catalog: catalog.clone(),
+            metrics: metrics.clone(),
+            agent_id,
+            embedded: index.embedded,
+        };
+        background.start_compactor(cfg);
+        background.start_sweeper(cfg);
+        background
+    }
+
+    /// Starts the compactor when `compaction.enabled`.
+    fn start_compactor(&mut self, cfg: &Config) {
+        if !cfg.compaction.enabled {
+            return;
+        }
+        let c = compactor(
+            cfg,
+            self.lake.clone(),
+            self.catalog.clone(),
+            self.metrics.clone(),
+            &self.agent_id,
+        );
+        let stop = self.stop_tasks.child_token();
+        self.tasks.spawn(c.run(stop.clone()));
+        self.compactor = Some(stop);
+    }
+
+    /// Starts the retention sweeper of an embedded index.
+    fn start_sweeper(&mut self, cfg: &Config) {
+        if !self.embedded {
+            return;
+        }
+        let s = sweeper(
+            cfg,
+            self.lake.clone(),
+            self.catalog.clone(),
+            self.metrics.clone(),
+            false,
+        );
+        let stop = self.stop_tasks.child_token();
+        self.tasks.spawn(s.run(stop.clone()));
+        self.sweeper = Some(stop);
+    }
+
+    /// Applies a reload: the compactor and the sweeper whose settings changed stop (a merge
+    /// or sweep in progress finishes first, beside the new one: compactors lease distinct
+    /// work, and a sweep is idempotent) and start again with the new settings.
+    fn reconfigure(&mut self, cfg: &Config, changes: &Changes) {
+        if changes.any("compaction") || changes.any("lake.target_file_bytes") {
+            if let Some(stop) = self.compactor.take() {
+                stop.cancel();
+            }
+            self.start_compactor(cfg);
+            info!(
+                enabled = cfg.compaction.enabled,
+                "compactor restarted with the new configuration"
+            );
+        }
+        if self.embedded && (changes.any("retention") || changes.any("compaction.grace")) {
+            if let Some(stop) = self.sweeper.take() {
+                stop.cancel();
+            }
+            self.start_sweeper(cfg);
+            info!("retention sweeper restarted with the new configuration");
         }
     }
 
@@ -290,55 +366,167 @@ impl Background {
     }
 }
 
-/// Waits for a shutdown signal or a source that stops; the error of a failed source.
-async fn until_stopped(sources: &mut JoinSet<Result<(), ServeError>>) -> Option<anyhow::Error> {
-    tokio::select! {
-        _ = shutdown_signal() => None,
-        Some(res) = sources.join_next() => {
-            let err = match res {
-                Ok(Ok(())) => anyhow::anyhow!("a source stopped unexpectedly"),
-                Ok(Err(e)) => e.into(),
-                Err(e) => anyhow::anyhow!("a source task failed: {e}"),
-            };
-            error!(error = %err, "source failed, shutting down");
-            Some(err)
+/// The running data path: what a reload changes.
+struct Live {
+    /// The configuration applied last.
+    cfg: Config,
+    role: &'static str,
+    data_dir: PathBuf,
+    buffer: Arc<dyn Buffer>,
+    ingest: Ingest,
+    step_metrics: StepMetrics,
+    keys: ApiKeys,
+    /// Who may read the embedded index on the admin port (`weir run`).
+    index_auth: Option<Arc<Auth>>,
+    admin_bound: (String, SocketAddr),
+    sources: RunningSources,
+    background: Background,
+    reloads: ReloadMetrics,
+}
+
+impl Live {
+    fn write_listen_file(&self) -> Result<()> {
+        let mut bound = self.sources.bound();
+        bound.insert(self.admin_bound.0.clone(), self.admin_bound.1);
+        write_listen_file(&self.data_dir, &bound)
+    }
+
+    /// Reads the configuration again and applies it; a configuration that fails is refused
+    /// and the running one stays. An error only when the agent cannot go on (a source lost:
+    /// its new configuration and its old one both failed to start).
+    async fn reload(&mut self, from: &ConfigSource) -> Result<()> {
+        let new = match from.load() {
+            Ok(v) => v,
+            Err(problems) => {
+                self.reloads.refused(&problems);
+                return Ok(());
+            }
+        };
+        let changes = Changes::between(&self.cfg, &new.config);
+        if changes.is_empty() {
+            info!("configuration reloaded: nothing changed");
+            self.reloads.applied();
+            return Ok(());
         }
+        // Transforms first: a module that does not load refuses the reload before anything
+        // changed.
+        let settings =
+            if changes.any("pipelines") || changes.any("buffer.max_partitions_per_request") {
+                let (cfg, m) = (new.config.clone(), self.step_metrics.clone());
+                match tokio::task::spawn_blocking(move || ingest_settings(&cfg, m)).await {
+                    Ok(Ok(s)) => Some(s),
+                    Ok(Err(e)) => {
+                        self.reloads.refused(&[e.to_string()]);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        self.reloads
+                            .refused(&[format!("loading the transforms failed: {e}")]);
+                        return Ok(());
+                    }
+                }
+            } else {
+                None
+            };
+        let names = self.cfg.sources.changed(&new.config.sources);
+        if !names.is_empty() {
+            let (old, _) = self.cfg.sources.validate();
+            let pick = |v: Vec<Box<dyn ValidSource>>| -> Vec<Box<dyn ValidSource>> {
+                v.into_iter()
+                    .filter(|s| names.contains(&s.name()))
+                    .collect()
+            };
+            match self
+                .sources
+                .replace(&names, pick(new.sources), pick(old))
+                .await
+            {
+                Ok(()) => {}
+                Err(ReplaceError::RolledBack(e)) => {
+                    self.reloads.refused(&[e]);
+                    return Ok(());
+                }
+                Err(ReplaceError::Lost(e)) => {
+                    self.reloads.refused(std::slice::from_ref(&e));
+                    anyhow::bail!("a source could not be started again after a reload: {e}");
+                }
+            }
+            self.write_listen_file()?;
+        }
+        let cfg = new.config;
+        if let Some(s) = settings {
+            self.ingest.reconfigure(s);
+        }
+        if changes.any("auth") {
+            self.keys.replace(cfg.auth.api_keys.clone());
+        }
+        if let Some(auth) = &self.index_auth {
+            auth.replace(cfg.admin_tokens());
+        }
+        if changes.any("buffer.max_bytes") {
+            self.buffer.set_max_bytes(cfg.buffer.max_bytes.0);
+        }
+        self.background.reconfigure(&cfg, &changes);
+        let unused: &[&str] = if self.role == "agent" {
+            UNUSED_BY_AGENT
+        } else {
+            &[]
+        };
+        changes.log_applied(APPLIED, unused);
+        self.reloads.applied();
+        self.cfg = cfg;
+        Ok(())
     }
 }
 
-/// Runs the data path until a signal (or a source failure), then shuts down in order.
-pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) -> Result<()> {
+/// Runs the data path until a signal (or a source failure), then shuts down in order;
+/// SIGHUP reloads the configuration from `from`.
+pub async fn serve(
+    valid: ValidConfig,
+    index: Index,
+    buffer: Arc<dyn Buffer>,
+    from: ConfigSource,
+) -> Result<()> {
     let ValidConfig {
         config: cfg,
         admin: admin_address,
         sources,
         ..
     } = valid;
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let data_dir = absolute(&cfg.data_dir)?;
     // After the buffer is open: its lock makes this process the only one on data_dir, so
     // the id is created once.
     let identity = identity(&cfg, &data_dir)?;
     let metrics = Metrics::new();
+    let reloads = ReloadMetrics::new(&metrics).context("cannot register the reload metrics")?;
     let lake = open_lake(&cfg, &data_dir)?;
     let stats = buffer.stats();
     info!(data_dir = %data_dir.display(), agent_id = %identity.id, lake = %lake.url(), buffered_bytes = stats.bytes, buffered_entries = stats.entries, "starting weir");
 
     let wake = Arc::new(Notify::new());
-    let ingest = ingest(&cfg, &buffer, &metrics, wake.clone())?;
+    let step_metrics = StepMetrics::new(&metrics)?;
+    let ingest = Ingest::new(
+        buffer.clone(),
+        cfg.buffer.ack,
+        metrics.clone(),
+        wake.clone(),
+    );
+    ingest.reconfigure(ingest_settings(&cfg, step_metrics.clone())?);
     let admin_listener = admin::bind("admin.address", admin_address).await?;
-    let mut bound: Bound = vec![(
-        "admin.address".into(),
+    let admin_bound = (
+        "admin.address".to_string(),
         admin_listener.local_addr().unwrap_or(admin_address),
-    )];
-    let stop_sources = CancellationToken::new();
+    );
+    let keys = ApiKeys::new(cfg.auth.api_keys.clone());
     let ctx = SourceContext {
-        ingest,
+        ingest: ingest.clone(),
         metrics: metrics.clone(),
-        keys: ApiKeys::new(cfg.auth.api_keys.clone()),
-        shutdown: stop_sources.clone(),
+        keys: keys.clone(),
+        shutdown: CancellationToken::new(),
     };
-    let mut sources = start_sources(sources, &ctx, &mut bound)?;
-    write_listen_file(&data_dir, &bound)?;
+    let timeout = cfg.shutdown.timeout.0;
+    let running = RunningSources::start(sources, ctx, timeout / 2)?;
 
     let admin = Admin {
         buffer: Some(buffer.clone()),
@@ -348,34 +536,66 @@ pub async fn serve(valid: ValidConfig, index: Index, buffer: Arc<dyn Buffer>) ->
     };
     admin.set_ready(false);
     let mut app = admin.router();
-    if index.embedded {
+    let index_auth = index
+        .embedded
+        .then(|| Arc::new(Auth::new(cfg.admin_tokens())));
+    if let Some(auth) = &index_auth {
         app = app.merge(weir_control_plane::api::segment_routes(
             index.catalog.clone(),
-            weir_control_plane::api::Auth::new(cfg.admin_tokens()),
+            auth.clone(),
         ));
     }
     let stop_admin = CancellationToken::new();
     let admin_task = admin::serve(admin_listener, app, stop_admin.clone(), "admin");
 
     let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake);
+    let mut live = Live {
+        cfg,
+        role: index.role,
+        data_dir,
+        buffer: buffer.clone(),
+        ingest,
+        step_metrics,
+        keys,
+        index_auth,
+        admin_bound,
+        sources: running,
+        background,
+        reloads,
+    };
+    live.write_listen_file()?;
     admin.set_ready(true);
     info!("weir is ready");
 
-    let failed = until_stopped(&mut sources).await;
+    let failed = loop {
+        let event = tokio::select! {
+            s = signals.next() => Ok(s),
+            e = live.sources.failed() => Err(e),
+        };
+        match event {
+            Ok(Signal::Stop) => break None,
+            Ok(Signal::Reload) => {
+                if let Err(e) = live.reload(&from).await {
+                    error!(error = %format!("{e:#}"), "shutting down");
+                    break Some(e);
+                }
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "source failed, shutting down");
+                break Some(e);
+            }
+        }
+    };
 
-    let timeout = cfg.shutdown.timeout.0;
+    let Live {
+        sources,
+        background,
+        ..
+    } = live;
     let deadline = Instant::now() + timeout;
     admin.set_ready(false);
     metrics.shutting_down.inc();
-    stop_sources.cancel();
-    let drained = tokio::time::timeout(timeout / 2, async {
-        while sources.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!("in-flight requests did not finish in time; aborting them");
-        sources.abort_all();
-    }
+    sources.shutdown(timeout / 2).await;
     background.stop(deadline).await;
     let b = buffer.clone();
     tokio::task::spawn_blocking(move || b.sync_all())

@@ -10,8 +10,10 @@ pub mod control_plane;
 pub mod data_path;
 pub mod identity;
 pub mod preflight;
+pub mod reload;
 pub mod retention;
 pub mod run;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 use weir_catalog::{AgentHeartbeat, Catalog};
 use weir_control_plane::{PgCatalog, PgConfig, RemoteCatalog, RemoteConfig, SledCatalog};
 use weir_pipelines::buffer::{Buffer, Ledger};
@@ -188,26 +189,6 @@ pub async fn heartbeats(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// Resolves once SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received, shutting down"),
-                _ = int.recv() => info!("SIGINT received, shutting down"),
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            std::future::pending::<()>().await;
         }
     }
 }

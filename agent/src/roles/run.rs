@@ -5,10 +5,11 @@ use anyhow::Result;
 
 use super::data_path::{self, open_buffer, Index};
 use super::open_index;
+use super::reload::ConfigSource;
 use crate::config::ValidConfig;
 
-/// Runs until SIGTERM or SIGINT.
-pub async fn serve(valid: ValidConfig) -> Result<()> {
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration from `from`.
+pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let (data_dir, buffer) = open_buffer(&valid.config)?;
     let catalog = open_index(&valid.config, &data_dir).await?;
     let index = Index {
@@ -16,5 +17,5 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
         embedded: true,
         role: "run",
     };
-    data_path::serve(valid, index, buffer).await
+    data_path::serve(valid, index, buffer, from).await
 }

@@ -188,6 +188,11 @@ pub trait Buffer: Send + Sync + 'static {
     /// Live bytes and entries.
     fn stats(&self) -> BufferStats;
 
+    /// Changes the bound on live bytes (a configuration reload). Below the live bytes,
+    /// appends are refused as full until flushes bring the buffer under it; nothing buffered
+    /// is dropped.
+    fn set_max_bytes(&self, max_bytes: u64);
+
     /// Entries moved aside because they failed their checks.
     fn corrupt_entries(&self) -> u64;
 

@@ -56,7 +56,8 @@ pub struct SledBuffer {
     outbox: sled::Tree,
     checkpoints: sled::Tree,
     path: PathBuf,
-    max_bytes: u64,
+    /// `buffer.max_bytes`; a configuration reload may change it ([`Buffer::set_max_bytes`]).
+    max_bytes: AtomicU64,
     next_seq: AtomicU64,
     live_bytes: AtomicU64,
     live_entries: AtomicU64,
@@ -123,7 +124,7 @@ impl SledBuffer {
             outbox,
             checkpoints,
             path: config.path.clone(),
-            max_bytes: config.max_bytes,
+            max_bytes: AtomicU64::new(config.max_bytes),
             next_seq: AtomicU64::new(next_seq),
             live_bytes: AtomicU64::new(bytes),
             live_entries: AtomicU64::new(count),
@@ -219,20 +220,14 @@ impl Buffer for SledBuffer {
             return Ok(None);
         }
         let needed: u64 = values.iter().map(|v| v.len() as u64).sum();
-        if needed > self.max_bytes {
-            return Err(BufferError::TooLarge {
-                needed,
-                max: self.max_bytes,
-            });
+        let max = self.max_bytes.load(Ordering::Relaxed);
+        if needed > max {
+            return Err(BufferError::TooLarge { needed, max });
         }
         let used = self.live_bytes.fetch_add(needed, Ordering::AcqRel);
-        if used + needed > self.max_bytes {
+        if used + needed > max {
             self.live_bytes.fetch_sub(needed, Ordering::AcqRel);
-            return Err(BufferError::Full {
-                used,
-                max: self.max_bytes,
-                needed,
-            });
+            return Err(BufferError::Full { used, max, needed });
         }
         let guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         let first = self.next_seq.load(Ordering::Acquire);
@@ -331,6 +326,10 @@ impl Buffer for SledBuffer {
             bytes: self.live_bytes.load(Ordering::Acquire),
             entries: self.live_entries.load(Ordering::Acquire),
         }
+    }
+
+    fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
     }
 
     fn corrupt_entries(&self) -> u64 {

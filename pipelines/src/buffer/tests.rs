@@ -130,6 +130,28 @@ fn full_and_too_large() {
     app(&buf, 0, &logs_batch(3, 0)).unwrap();
 }
 
+/// A reload's new `buffer.max_bytes` applies to the next append: lowered under the live
+/// bytes, appends are refused as full and nothing buffered goes; raised, they fit again.
+#[test]
+fn max_bytes_changes_on_a_live_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = encode_entry(Partition { hour: 0 }, &logs_batch(3, 0))
+        .unwrap()
+        .len() as u64;
+    let buf = open(dir.path(), one * 10);
+    app(&buf, 0, &logs_batch(3, 0)).unwrap();
+    app(&buf, 0, &logs_batch(3, 0)).unwrap();
+    buf.set_max_bytes(one);
+    assert!(matches!(
+        app(&buf, 0, &logs_batch(3, 0)),
+        Err(BufferError::Full { max, .. }) if max == one
+    ));
+    assert_eq!(buf.stats().entries, 2);
+    buf.set_max_bytes(one * 3 + one / 2);
+    app(&buf, 0, &logs_batch(3, 0)).unwrap();
+    assert_eq!(buf.stats().entries, 3);
+}
+
 #[test]
 fn split_keeps_every_row_in_order() {
     let big = logs_batch(20_000, 1);
