@@ -114,27 +114,15 @@ impl Ingest {
         }
     }
 
-    /// Bounds the hours one write may span (default [`DEFAULT_MAX_PARTITIONS`]).
-    pub fn with_max_partitions(self, max: usize) -> Ingest {
-        let mut s = (*self.settings()).clone();
-        s.max_partitions = max;
-        self.reconfigure(s);
-        self
-    }
-
-    /// Runs every batch through `processor` before buffering it.
-    pub fn with_processor(self, processor: Arc<dyn BatchProcessor>) -> Ingest {
-        let mut s = (*self.settings()).clone();
-        s.processor = Some(processor);
-        self.reconfigure(s);
-        self
-    }
-
-    /// Replaces the transforms and limits for every clone of this handle (a configuration
-    /// reload). A write already past its settings finishes with the old ones.
-    pub fn reconfigure(&self, mut settings: IngestSettings) {
+    /// Replaces the transforms and limits for every clone of this handle (at start, and on a
+    /// configuration reload). A write already past its settings finishes with the old ones.
+    /// Returns the settings replaced: dropping them may join a transform watcher thread, so
+    /// drop them off the async threads.
+    #[must_use = "drop the replaced settings off the async threads"]
+    pub fn reconfigure(&self, mut settings: IngestSettings) -> Arc<IngestSettings> {
         settings.max_partitions = settings.max_partitions.max(1);
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+        let mut guard = self.settings.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *guard, Arc::new(settings))
     }
 
     /// The settings writes use now.

@@ -95,6 +95,9 @@ impl TcpServer {
                 }
             }
         }
+        // Stop listening now, not after the open connections end: a reload that rebinds
+        // this address, or a restart, must not find it taken.
+        drop(listener);
         while conns.join_next().await.is_some() {}
         Ok(())
     }

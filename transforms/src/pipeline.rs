@@ -290,9 +290,18 @@ impl Pipelines {
         let watcher = std::thread::Builder::new()
             .name("weir-transform-reload".into())
             .spawn(move || {
+                // Parked rather than asleep, so a drop (a configuration reload replacing
+                // these pipelines) wakes it at once instead of waiting out the interval.
+                let deadline = || std::time::Instant::now() + reload_interval;
+                let mut next = deadline();
                 while !s2.load(Ordering::Acquire) {
-                    std::thread::sleep(reload_interval);
+                    let left = next.saturating_duration_since(std::time::Instant::now());
+                    if !left.is_zero() {
+                        std::thread::park_timeout(left);
+                        continue;
+                    }
                     i2.reload_changed();
+                    next = deadline();
                 }
             })
             .ok();
@@ -308,6 +317,7 @@ impl Drop for Pipelines {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(w) = self.watcher.take() {
+            w.thread().unpark();
             let _ = w.join();
         }
     }

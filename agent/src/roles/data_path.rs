@@ -123,6 +123,16 @@ pub const APPLIED: &[&str] = &[
     "control_plane.tokens",
 ];
 
+/// Keys `weir run` never reads (a remote control plane's, and the control plane's own
+/// listener): changing them needs nothing.
+const UNUSED_BY_RUN: &[&str] = &[
+    "control_plane.url",
+    "control_plane.token",
+    "control_plane.timeout",
+    "control_plane.address",
+    "control_plane.max_request_bytes",
+];
+
 /// Keys `weir agent` never reads (the control plane's own): changing them needs nothing.
 const UNUSED_BY_AGENT: &[&str] = &[
     "retention",
@@ -376,6 +386,8 @@ struct Live {
     ingest: Ingest,
     step_metrics: StepMetrics,
     keys: ApiKeys,
+    /// The TLS files of the running sources, as they were when they started.
+    tls: TlsStamps,
     /// Who may read the embedded index on the admin port (`weir run`).
     index_auth: Option<Arc<Auth>>,
     admin_bound: (String, SocketAddr),
@@ -385,10 +397,14 @@ struct Live {
 }
 
 impl Live {
-    fn write_listen_file(&self) -> Result<()> {
+    /// Rewrites `listen.json` after a reload moved sources; a failure is logged (the file
+    /// is for operators and harnesses, the agent goes on).
+    fn write_listen_file(&self) {
         let mut bound = self.sources.bound();
         bound.insert(self.admin_bound.0.clone(), self.admin_bound.1);
-        write_listen_file(&self.data_dir, &bound)
+        if let Err(e) = write_listen_file(&self.data_dir, &bound) {
+            warn!(error = %format!("{e:#}"), "cannot rewrite listen.json after the reload");
+        }
     }
 
     /// Reads the configuration again and applies it; a configuration that fails is refused
@@ -403,59 +419,88 @@ impl Live {
             }
         };
         let changes = Changes::between(&self.cfg, &new.config);
-        if changes.is_empty() {
+        // Sources whose section changed, and those whose TLS files changed on disk (a
+        // certificate rotated in place: the same paths, new contents).
+        let tls = tls_stamps(&new.config.sources);
+        let mut names = self.cfg.sources.changed(&new.config.sources);
+        for (name, stamps) in &tls {
+            if self.tls.get(name) != Some(stamps) && !names.contains(name) {
+                info!(
+                    source = name,
+                    "TLS files changed; the source restarts to read them"
+                );
+                names.push(name);
+            }
+        }
+        if changes.is_empty() && names.is_empty() {
             info!("configuration reloaded: nothing changed");
             self.reloads.applied();
             return Ok(());
         }
         // Transforms first: a module that does not load refuses the reload before anything
-        // changed.
-        let settings =
-            if changes.any("pipelines") || changes.any("buffer.max_partitions_per_request") {
-                let (cfg, m) = (new.config.clone(), self.step_metrics.clone());
-                match tokio::task::spawn_blocking(move || ingest_settings(&cfg, m)).await {
-                    Ok(Ok(s)) => Some(s),
-                    Ok(Err(e)) => {
-                        self.reloads.refused(&[e.to_string()]);
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        self.reloads
-                            .refused(&[format!("loading the transforms failed: {e}")]);
-                        return Ok(());
-                    }
+        // changed. Only a change of `[[pipelines]]` rebuilds them.
+        let settings = if changes.any("pipelines") {
+            let (cfg, m) = (new.config.clone(), self.step_metrics.clone());
+            match tokio::task::spawn_blocking(move || ingest_settings(&cfg, m)).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    self.reloads.refused(&[e.to_string()]);
+                    return Ok(());
                 }
-            } else {
-                None
-            };
-        let names = self.cfg.sources.changed(&new.config.sources);
-        if !names.is_empty() {
+                Err(e) => {
+                    self.reloads
+                        .refused(&[format!("loading the transforms failed: {e}")]);
+                    return Ok(());
+                }
+            }
+        } else if changes.any("buffer.max_partitions_per_request") {
+            Some(IngestSettings {
+                processor: self.ingest.settings().processor.clone(),
+                max_partitions: new.config.buffer.max_partitions_per_request,
+            })
+        } else {
+            None
+        };
+        // The changed sources stop and their replacements bind; they start serving only
+        // after the settings they share are in place.
+        let prepared = if names.is_empty() {
+            None
+        } else {
             let (old, _) = self.cfg.sources.validate();
             let pick = |v: Vec<Box<dyn ValidSource>>| -> Vec<Box<dyn ValidSource>> {
                 v.into_iter()
                     .filter(|s| names.contains(&s.name()))
                     .collect()
             };
-            match self
+            let result = self
                 .sources
-                .replace(&names, pick(new.sources), pick(old))
-                .await
-            {
-                Ok(()) => {}
-                Err(ReplaceError::RolledBack(e)) => {
-                    self.reloads.refused(&[e]);
-                    return Ok(());
-                }
-                Err(ReplaceError::Lost(e)) => {
-                    self.reloads.refused(std::slice::from_ref(&e));
-                    anyhow::bail!("a source could not be started again after a reload: {e}");
+                .prepare(&names, pick(new.sources), pick(old))
+                .await;
+            match result {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.write_listen_file();
+                    if let Some(s) = settings {
+                        drop_off_thread(Arc::new(s));
+                    }
+                    return match e {
+                        ReplaceError::RolledBack(e) => {
+                            self.reloads.refused(&[e]);
+                            Ok(())
+                        }
+                        ReplaceError::Lost(e) => {
+                            self.reloads.refused(std::slice::from_ref(&e));
+                            Err(anyhow::anyhow!(
+                                "a source could not be started again after a reload: {e}"
+                            ))
+                        }
+                    };
                 }
             }
-            self.write_listen_file()?;
-        }
+        };
         let cfg = new.config;
         if let Some(s) = settings {
-            self.ingest.reconfigure(s);
+            drop_off_thread(self.ingest.reconfigure(s));
         }
         if changes.any("auth") {
             self.keys.replace(cfg.auth.api_keys.clone());
@@ -466,17 +511,53 @@ impl Live {
         if changes.any("buffer.max_bytes") {
             self.buffer.set_max_bytes(cfg.buffer.max_bytes.0);
         }
+        if let Some(p) = prepared {
+            self.sources.start_prepared(p);
+            self.write_listen_file();
+        }
         self.background.reconfigure(&cfg, &changes);
         let unused: &[&str] = if self.role == "agent" {
             UNUSED_BY_AGENT
         } else {
-            &[]
+            UNUSED_BY_RUN
         };
         changes.log_applied(APPLIED, unused);
         self.reloads.applied();
         self.cfg = cfg;
+        self.tls = tls;
         Ok(())
     }
+}
+
+/// Drops replaced ingest settings on a blocking thread: the transform pipelines' drop joins
+/// their watcher thread.
+fn drop_off_thread(settings: Arc<IngestSettings>) {
+    tokio::task::spawn_blocking(move || drop(settings));
+}
+
+/// What a source's TLS files looked like when it started (path, modification time, size),
+/// for the sources that read TLS files: a reload restarts a source whose files changed.
+type TlsStamps = BTreeMap<&'static str, Vec<(PathBuf, Option<std::time::SystemTime>, Option<u64>)>>;
+
+fn tls_stamps(s: &weir_sources::SourcesConfig) -> TlsStamps {
+    let stamp = |p: &PathBuf| {
+        let m = std::fs::metadata(p).ok();
+        (
+            p.clone(),
+            m.as_ref().and_then(|m| m.modified().ok()),
+            m.map(|m| m.len()),
+        )
+    };
+    [
+        ("fluent", s.fluent.enabled, &s.fluent.tls),
+        ("syslog", s.syslog.enabled, &s.syslog.tls),
+    ]
+    .into_iter()
+    .filter_map(|(name, enabled, tls)| match (enabled, tls) {
+        (true, Some(t)) => Some((name, vec![stamp(&t.cert_file), stamp(&t.key_file)])),
+        _ => None,
+    })
+    .collect()
 }
 
 /// Runs the data path until a signal (or a source failure), then shuts down in order;
@@ -486,6 +567,7 @@ pub async fn serve(
     index: Index,
     buffer: Arc<dyn Buffer>,
     from: ConfigSource,
+    mut signals: Signals,
 ) -> Result<()> {
     let ValidConfig {
         config: cfg,
@@ -493,7 +575,6 @@ pub async fn serve(
         sources,
         ..
     } = valid;
-    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     let data_dir = absolute(&cfg.data_dir)?;
     // After the buffer is open: its lock makes this process the only one on data_dir, so
     // the id is created once.
@@ -512,7 +593,8 @@ pub async fn serve(
         metrics.clone(),
         wake.clone(),
     );
-    ingest.reconfigure(ingest_settings(&cfg, step_metrics.clone())?);
+    // Replaces the defaults, which hold no transforms.
+    drop(ingest.reconfigure(ingest_settings(&cfg, step_metrics.clone())?));
     let admin_listener = admin::bind("admin.address", admin_address).await?;
     let admin_bound = (
         "admin.address".to_string(),
@@ -550,6 +632,7 @@ pub async fn serve(
 
     let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake);
     let mut live = Live {
+        tls: tls_stamps(&cfg.sources),
         cfg,
         role: index.role,
         data_dir,
@@ -563,7 +646,9 @@ pub async fn serve(
         background,
         reloads,
     };
-    live.write_listen_file()?;
+    let mut bound = live.sources.bound();
+    bound.insert(live.admin_bound.0.clone(), live.admin_bound.1);
+    write_listen_file(&live.data_dir, &bound)?;
     admin.set_ready(true);
     info!("weir is ready");
 

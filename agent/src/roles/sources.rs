@@ -33,10 +33,15 @@ pub enum ReplaceError {
 struct Current {
     generation: u64,
     stop: CancellationToken,
+    /// Aborts the source's tasks (after the drain time), then `done` follows.
+    kill: CancellationToken,
     done: CancellationToken,
     abort: AbortHandle,
     bound: Vec<(String, SocketAddr)>,
 }
+
+/// Sources built for a reload (their sockets bound), not serving yet.
+pub struct Prepared(Vec<(RunningSource, CancellationToken)>);
 
 /// How a supervisor ended.
 struct Ended {
@@ -101,19 +106,24 @@ impl RunningSources {
             self.generation += 1;
             let generation = self.generation;
             let done = CancellationToken::new();
+            let kill = CancellationToken::new();
             let name = source.name;
             let abort = self.supervisors.spawn(supervise(
                 name,
                 generation,
                 source.tasks,
-                stop.clone(),
-                done.clone(),
+                Tokens {
+                    stop: stop.clone(),
+                    kill: kill.clone(),
+                    done: done.clone(),
+                },
             ));
             self.current.insert(
                 name,
                 Current {
                     generation,
                     stop,
+                    kill,
                     done,
                     abort,
                     bound: source.bound,
@@ -149,54 +159,69 @@ impl RunningSources {
                 .current
                 .get(ended.name)
                 .is_some_and(|c| c.generation == ended.generation);
-            // A source without tasks (nothing to serve) ends at once, without an error.
-            if let (true, Some(e)) = (current, ended.error) {
-                return e;
+            match (current, ended.error) {
+                (true, Some(e)) => return e,
+                // A source without tasks (nothing to serve) ends at once, without an error.
+                (true, None) => {}
+                (false, Some(e)) => warn!(
+                    source = ended.name,
+                    error = %format!("{e:#}"),
+                    "a source replaced by a reload ended with an error"
+                ),
+                (false, None) => {}
             }
         }
     }
 
-    /// Stops the sources `names` that run, waiting up to the drain time for their in-flight
-    /// requests (then aborting them).
+    /// Stops the sources `names` that run, all at once: they stop accepting and their
+    /// in-flight requests finish, for up to the drain time; then what is left is aborted and
+    /// waited for, so their sockets are closed and nothing of theirs runs when this returns.
     async fn stop(&mut self, names: &[&'static str]) {
-        for name in names {
-            let Some(c) = self.current.remove(name) else {
-                continue;
-            };
+        let stopping: Vec<(&'static str, Current)> = names
+            .iter()
+            .filter_map(|n| self.current.remove(n).map(|c| (*n, c)))
+            .collect();
+        for (_, c) in &stopping {
             c.stop.cancel();
-            if tokio::time::timeout(self.drain, c.done.cancelled())
+        }
+        let deadline = tokio::time::Instant::now() + self.drain;
+        for (name, c) in &stopping {
+            if tokio::time::timeout_at(deadline, c.done.cancelled())
+                .await
+                .is_ok()
+            {
+                info!(source = name, "source stopped for the reload");
+                continue;
+            }
+            warn!(
+                source = name,
+                "requests still in flight after the drain time (half of shutdown.timeout); cancelling them unanswered"
+            );
+            c.kill.cancel();
+            if tokio::time::timeout(KILL_WAIT, c.done.cancelled())
                 .await
                 .is_err()
             {
-                warn!(
-                    source = name,
-                    "in-flight requests did not finish within the drain time; aborting them"
-                );
                 c.abort.abort();
             }
-            info!(source = name, "source stopped for the reload");
         }
     }
 
-    /// Replaces the sources `names`: the running ones stop (their requests finish), then
-    /// `new` (the enabled ones of the new configuration) are built and started. When one
-    /// cannot be built (its address is taken, its TLS files unreadable), `old` (the same
-    /// names under the running configuration) are started again and the reload is refused.
-    pub async fn replace(
+    /// The first half of a reload of the sources `names`: the running ones stop (their
+    /// requests finish), then `new` (the enabled ones of the new configuration) are built,
+    /// their sockets bound, to be started by [`RunningSources::start_prepared`] once the
+    /// settings they share are applied. When one cannot be built (its address is taken, its
+    /// TLS files unreadable), `old` (the same names under the running configuration) are
+    /// started again and the reload is refused.
+    pub async fn prepare(
         &mut self,
         names: &[&'static str],
         new: Vec<Box<dyn ValidSource>>,
         old: Vec<Box<dyn ValidSource>>,
-    ) -> Result<(), ReplaceError> {
+    ) -> Result<Prepared, ReplaceError> {
         self.stop(names).await;
         match self.build(new) {
-            Ok(built) => {
-                for (s, _) in &built {
-                    info!(source = s.name, "source started with the new configuration");
-                }
-                self.spawn(built);
-                Ok(())
-            }
+            Ok(built) => Ok(Prepared(built)),
             Err(e) => match self.build(old) {
                 Ok(built) => {
                     self.spawn(built);
@@ -209,6 +234,14 @@ impl RunningSources {
                 ))),
             },
         }
+    }
+
+    /// Starts the sources a reload prepared.
+    pub fn start_prepared(&mut self, prepared: Prepared) {
+        for (s, _) in &prepared.0 {
+            info!(source = s.name, "source started with the new configuration");
+        }
+        self.spawn(prepared.0);
     }
 
     /// Stops every source (the shared token): they stop accepting and finish their in-flight
@@ -227,28 +260,51 @@ impl RunningSources {
     }
 }
 
+/// How long aborted tasks get to finish being cancelled.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// A supervisor's tokens: `stop` (stop accepting, finish requests), `kill` (abort the tasks
+/// now) and `done` (cancelled by the supervisor when none of its tasks runs any more).
+struct Tokens {
+    stop: CancellationToken,
+    kill: CancellationToken,
+    done: CancellationToken,
+}
+
 /// Runs a source's tasks until they all end. A task that ends while the source is not being
 /// stopped is a failure: the source's other tasks are stopped (their requests finish) and
-/// the first error is the supervisor's.
+/// the first error is the supervisor's. `kill` aborts them all.
 async fn supervise(
     name: &'static str,
     generation: u64,
     tasks: Vec<weir_sources::SourceTask>,
-    stop: CancellationToken,
-    done: CancellationToken,
+    tokens: Tokens,
 ) -> Ended {
+    let Tokens { stop, kill, done } = tokens;
     let mut set = JoinSet::new();
     for t in tasks {
         set.spawn(t);
     }
     let mut error = None;
-    while let Some(res) = set.join_next().await {
+    loop {
+        let res = tokio::select! {
+            r = set.join_next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            _ = kill.cancelled(), if !set.is_empty() => {
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                break;
+            }
+        };
         if stop.is_cancelled() && matches!(res, Ok(Ok(()))) {
             continue;
         }
         let e = match res {
             Ok(Ok(())) => anyhow::anyhow!("source {name} stopped unexpectedly"),
             Ok(Err(e)) => anyhow::Error::from(e).context(format!("source {name} failed")),
+            Err(e) if e.is_cancelled() => continue,
             Err(e) => anyhow::anyhow!("a task of source {name} failed: {e}"),
         };
         if error.is_none() {
