@@ -9,6 +9,7 @@ use weir_pipelines::metrics::Metrics;
 
 use super::{
     absolute, compactor, heartbeats, identity, open_lake, remote_catalog, shutdown_signal,
+    write_listen_file,
 };
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
@@ -22,6 +23,8 @@ pub async fn serve(valid: ValidConfig) -> Result<()> {
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();
     let listener = admin::bind("admin.address", valid.admin).await?;
+    let bound = listener.local_addr().unwrap_or(valid.admin);
+    write_listen_file(&data_dir, &[("admin.address".into(), bound)])?;
     let admin = Admin {
         index: Some(catalog.clone()),
         ..Admin::new(metrics.clone())

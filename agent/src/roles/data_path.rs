@@ -9,7 +9,7 @@
 //! registration, the buffer is fsynced, and the process exits, all within `shutdown.timeout`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,10 @@ use weir_sources::{ServeError, SourceContext, ValidSource};
 use weir_transforms::{Limits, PipelineSpec, Pipelines, StepSpec};
 
 use super::identity::Identity;
-use super::{absolute, compactor, heartbeats, identity, open_lake, shutdown_signal, sweeper};
+use super::{
+    absolute, compactor, heartbeats, identity, open_lake, shutdown_signal, sweeper,
+    write_listen_file,
+};
 use crate::admin::{self, Admin};
 use crate::config::{Config, PipelineConfig, ValidConfig};
 
@@ -146,21 +149,6 @@ fn start_sources(
         }
     }
     Ok(tasks)
-}
-
-/// Writes the bound addresses to `{data_dir}/listen.json` (`{"admin.address":
-/// "127.0.0.1:8686", ...}`), replacing the file atomically, for operators and test harnesses
-/// that start the agent on port 0.
-fn write_listen_file(data_dir: &Path, bound: &Bound) -> Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> = bound
-        .iter()
-        .map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string())))
-        .collect();
-    let path = data_dir.join("listen.json");
-    let tmp = data_dir.join("listen.json.tmp");
-    std::fs::write(&tmp, serde_json::Value::Object(map).to_string())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The flusher, the outbox and the background work, with their stop tokens.
