@@ -6,8 +6,10 @@ port 0 itself and reports what the kernel gave it in `{data_dir}/listen.json`, w
 reads after every start (the ports change at a restart). Nothing picks a number for `weir` in
 advance, so no other process can take it between the pick and the bind. `free_port()` remains
 only for third-party servers that cannot report the port they bound (moto, azurite, Prometheus,
-node_exporter, PostgreSQL in scripts/test.sh), and for the rare restart that must keep its
-number (a client configured once with the address)."""
+node_exporter; PostgreSQL in scripts/test.sh). A `weir` process whose address other processes
+were configured with once must keep its port across a restart: it asks at the restart for the
+number it was given at its first start (`ControlPlane` in test_control_plane.py, whose URL the
+agents hold)."""
 
 import json
 import os
