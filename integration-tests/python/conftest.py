@@ -1,5 +1,15 @@
-"""Harness for end-to-end tests: runs the real `weir` binary on free ports with its own data
-directory, and reads the lake with DuckDB and pyarrow (readers we did not write)."""
+"""Harness for end-to-end tests: runs the real `weir` binary with its own data directory, and
+reads the lake with DuckDB and pyarrow (readers we did not write).
+
+Ports: every address of a `weir` process the harness starts is `127.0.0.1:0`; the process binds
+port 0 itself and reports what the kernel gave it in `{data_dir}/listen.json`, which the harness
+reads after every start (the ports change at a restart). Nothing picks a number for `weir` in
+advance, so no other process can take it between the pick and the bind. `free_port()` remains
+only for third-party servers that cannot report the port they bound (moto, azurite, Prometheus,
+node_exporter; PostgreSQL in scripts/test.sh). A `weir` process whose address other processes
+were configured with once must keep its port across a restart: it asks at the restart for the
+number it was given at its first start (`ControlPlane` in test_control_plane.py, whose URL the
+agents hold)."""
 
 import json
 import os
@@ -24,7 +34,9 @@ _HANDED_OUT = set()
 
 def free_port():
     """A loopback TCP and UDP port no other caller of this session got. The kernel picks it
-    (port 0) while every earlier pick is still held open, so two picks never collide."""
+    (port 0) while every earlier pick is still held open, so two picks never collide. Another
+    process can still take it before the server binds it: use it only for servers that cannot
+    bind port 0 and report the port (not for `weir`: see `read_listen`)."""
     held = []
     try:
         while True:
@@ -45,6 +57,33 @@ def free_port():
     finally:
         for s in held:
             s.close()
+
+
+def read_listen(data_dir: Path, proc, log: Path, timeout=30):
+    """The addresses a `weir` process bound, by configuration key, from `{data_dir}/listen.json`
+    (written atomically once every socket is bound). The caller deletes a stale file before it
+    starts the process, so the file that appears is this process's."""
+    path = data_dir / "listen.json"
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"weir exited with {proc.returncode} before writing {path}:\n{log.read_text()}")
+        if time.time() > deadline:
+            raise RuntimeError(f"weir did not write {path}:\n{log.read_text()}")
+        time.sleep(0.02)
+
+
+def remove_listen(data_dir: Path):
+    """Deletes a listen.json an earlier process left, so the next read waits for the new one."""
+    (data_dir / "listen.json").unlink(missing_ok=True)
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def wait_listening(url, proc, what, timeout=30):
@@ -69,31 +108,28 @@ class Weir:
         self.root = root
         self.data = root / "data"
         self.lake = self.data / "lake"
-        self.grpc_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.syslog_port, self.loki_port, self.fluent_port = free_port(), free_port(), free_port()
-        self.datadog_port = free_port()
         self.config = root / "weir.toml"
         self.config.write_text(
             f"""
 data_dir = "{self.data}"
 [sources.otlp]
-grpc_address = "127.0.0.1:{self.grpc_port}"
-http_address = "127.0.0.1:{self.http_port}"
+grpc_address = "127.0.0.1:0"
+http_address = "127.0.0.1:0"
 {otlp}
 [sources.syslog]
-udp_address = "127.0.0.1:{self.syslog_port}"
-tcp_address = "127.0.0.1:{self.syslog_port}"
+udp_address = "127.0.0.1:0"
+tcp_address = "127.0.0.1:0"
 batch_timeout = "50ms"
 {syslog}
 [sources.loki]
-address = "127.0.0.1:{self.loki_port}"
+address = "127.0.0.1:0"
 [sources.datadog]
-address = "127.0.0.1:{self.datadog_port}"
+address = "127.0.0.1:0"
 [sources.fluent]
-address = "127.0.0.1:{self.fluent_port}"
+address = "127.0.0.1:0"
 {fluent}
 [admin]
-address = "127.0.0.1:{self.admin_port}"
+address = "127.0.0.1:0"
 [shutdown]
 timeout = "10s"
 {extra_toml}
@@ -104,24 +140,75 @@ timeout = "10s"
                 f.write('[lake]\nmax_file_age = "1s"\n')
         self.wrap = wrap or []
         self.proc = None
+        self._listen = None
         self.log = root / "weir.log"
+
+    def address(self, key):
+        """`host:port` the current process bound for configuration key `key` (as in
+        listen.json: `admin.address`, `sources.otlp.http_address`, ...), read once per start."""
+        if self._listen is None:
+            if self.proc is None:
+                raise RuntimeError("weir is not started: its ports are chosen when it binds them")
+            self._listen = read_listen(self.data, self.proc, self.log)
+        try:
+            return self._listen[key]
+        except KeyError:
+            raise KeyError(f"{key} is not in listen.json (is that address configured?): {self._listen}") from None
+
+    def port(self, key):
+        return port_of(self.address(key))
+
+    @property
+    def http_port(self):
+        return self.port("sources.otlp.http_address")
+
+    @property
+    def grpc_port(self):
+        return self.port("sources.otlp.grpc_address")
+
+    @property
+    def admin_port(self):
+        return self.port("admin.address")
+
+    @property
+    def syslog_udp_port(self):
+        return self.port("sources.syslog.udp_address")
+
+    @property
+    def syslog_tcp_port(self):
+        return self.port("sources.syslog.tcp_address")
+
+    @property
+    def loki_port(self):
+        return self.port("sources.loki.address")
+
+    @property
+    def fluent_port(self):
+        return self.port("sources.fluent.address")
+
+    @property
+    def datadog_port(self):
+        return self.port("sources.datadog.address")
 
     @property
     def http(self):
-        return f"http://127.0.0.1:{self.http_port}"
+        return "http://" + self.address("sources.otlp.http_address")
 
     @property
     def grpc(self):
-        return f"127.0.0.1:{self.grpc_port}"
+        return self.address("sources.otlp.grpc_address")
 
     @property
     def admin(self):
-        return f"http://127.0.0.1:{self.admin_port}"
+        return "http://" + self.address("admin.address")
 
     def start(self, wait=True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
         env.setdefault("RUST_LOG", "info")
         self.logf = self.log.open("ab")
+        # The ports change at every start: forget the last ones, and the file that told them.
+        self._listen = None
+        remove_listen(self.data)
         self.proc = subprocess.Popen(
             self.wrap + [WEIR_BIN, getattr(self, "command", "run"), "--config", str(self.config)],
             stdout=self.logf,
@@ -133,12 +220,14 @@ timeout = "10s"
         return self
 
     def wait_ready(self, timeout=30):
+        """Waits for this process's listen.json (its admin address), then for /readyz."""
         deadline = time.time() + timeout
+        admin = self.admin  # waits for listen.json (or raises if the process exits first)
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weir exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                with urllib.request.urlopen(self.admin + "/readyz", timeout=1) as r:
+                with urllib.request.urlopen(admin + "/readyz", timeout=1) as r:
                     if r.status == 200:
                         return
             except OSError:

@@ -24,7 +24,7 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from conftest import WEIR_BIN, Weir, free_port, wait_listening
+from conftest import WEIR_BIN, Weir, free_port, port_of, read_listen, remove_listen, wait_listening
 from test_durability import logs_request, post_logs
 
 AGENT_TOKEN = "agent-token-0123456789abcdef"
@@ -103,20 +103,23 @@ aws_virtual_hosted_style_request = "false"
 
 
 class ControlPlane:
-    """One `weir control-plane` process."""
+    """One `weir control-plane` process. It binds port 0 and reports the port in
+    `{data_dir}/listen.json`; agents are configured with its URL once, so a restart keeps
+    the port of the first start (`start()` after a kill asks for that number again)."""
 
     def __init__(self, root: Path, index_toml: str, lake_toml: str, extra: str = ""):
         root.mkdir(exist_ok=True)
         self.root = root
-        self.port = free_port()
+        self.data = root / "data"
+        self.port = None
         self.config = root / "cp.toml"
         self.config.write_text(
             f"""
-data_dir = "{root / 'data'}"
+data_dir = "{self.data}"
 [admin]
-address = "127.0.0.1:{free_port()}"
+address = "127.0.0.1:0"
 [control_plane]
-address = "127.0.0.1:{self.port}"
+address = "127.0.0.1:0"
 {index_toml}
 {TOKENS}
 [compaction]
@@ -132,15 +135,23 @@ interval = "1s"
 
     @property
     def url(self):
+        assert self.port is not None, "the control plane is not started"
         return f"http://127.0.0.1:{self.port}"
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
         env.setdefault("RUST_LOG", "info")
+        if self.port is not None:
+            # A restart: the agents know this URL, so take the same number again. The only
+            # window for another process to take it is while the control plane is down.
+            self.config.write_text(self.config.read_text().replace('[control_plane]\naddress = "127.0.0.1:0"',
+                f'[control_plane]\naddress = "127.0.0.1:{self.port}"'))
+        remove_listen(self.data)
         self.logf = self.log.open("ab")
         self.proc = subprocess.Popen(
             [WEIR_BIN, "control-plane", "--config", str(self.config)], stdout=self.logf, stderr=subprocess.STDOUT, env=env
         )
+        self.port = port_of(read_listen(self.data, self.proc, self.log)["control_plane.address"])
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -545,7 +556,7 @@ def test_agent_with_a_bad_token_keeps_data_and_says_why(tmp_path, services, pg_u
 
 def test_control_plane_refuses_to_start_without_tokens(tmp_path):
     cfg = tmp_path / "cp.toml"
-    cfg.write_text(f'data_dir = "{tmp_path}/d"\n[control_plane]\naddress = "127.0.0.1:{free_port()}"\n')
+    cfg.write_text(f'data_dir = "{tmp_path}/d"\n[control_plane]\naddress = "127.0.0.1:0"\n')
     r = subprocess.run([WEIR_BIN, "control-plane", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert "control_plane.tokens" in r.stderr

@@ -9,9 +9,13 @@ directory. What the test changes, and the page says so in its leading comment:
 
 - PATH starts with a directory holding `weir` (the binary under test) and the venv's bin
   (`python3` with DuckDB, `moto_server`);
-- the ports 4317, 4318, 8686 and 5000 become free ones (`127.0.0.1:PORT` and `-p PORT`);
+- the agent's ports 4317, 4318 and 8686 become 0 in the steps that write its configuration
+  (`127.0.0.1:PORT`): the agent binds free ones itself, and once it has started the test reads
+  them from its `{data_dir}/listen.json` and puts them in the steps that follow, so no other
+  process can take a port between its choice and the bind. The S3 server's port 5000 (moto,
+  which cannot report the port it bound) becomes a free one picked by the test (`-p PORT`);
 - the default sources the page does not configure (Loki, Datadog, Fluent forward, syslog) are
-  moved to free loopback ports with WEIR_SOURCES__* variables, so parallel runs do not collide;
+  moved to port 0 on loopback with WEIR_SOURCES__* variables, so parallel runs do not collide;
 - `INSTALL httpfs; LOAD httpfs` becomes a LOAD of the extension file in the
   `duckdb-extension-httpfs` wheel (these machines cannot download extensions).
 
@@ -30,12 +34,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import WEIR_BIN, free_port
+from conftest import WEIR_BIN, free_port, port_of, read_listen, remove_listen
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "getting-started.md"
 MARKER = re.compile(r"<!-- test: (?P<spec>[^>]*?) -->\n(?:```sh\n(?P<body>.*?)\n```\n)?", re.S)
 PORTS = (4317, 4318, 8686, 5000)
+# The agent's default ports in the page, by the listen.json key that reports the bound one.
+AGENT_PORTS = {4317: "sources.otlp.grpc_address", 4318: "sources.otlp.http_address", 8686: "admin.address"}
 HTTPFS = "INSTALL httpfs; LOAD httpfs"
 RETRY = {"lake", "s3-segments"}
 SEGMENT = r"tenant={tenant}/signal=logs/dt=\d{{4}}-\d\d-\d\d/hour=\d\d/[0-9a-f-]{{36}}\.parquet"
@@ -136,6 +142,17 @@ CHECKS = {
 }
 
 
+def agent_data_dir(script, cwd):
+    """The data_dir of the `weir run --config FILE` a background step starts (None for
+    another server)."""
+    import tomllib
+
+    m = re.search(r"\bweir run --config (\S+)", script)
+    if not m:
+        return None
+    return cwd / tomllib.loads((cwd / m[1]).read_text())["data_dir"]
+
+
 def substitute(body, ports):
     for default, port in ports.items():
         body = re.sub(rf"(?<=127\.0\.0\.1:){default}\b|(?<=-p ){default}\b", str(port), body)
@@ -177,15 +194,17 @@ def test_getting_started_walks_as_written(tmp_path):
     (bin_dir / "weir").symlink_to(WEIR_BIN)
     cwd = tmp_path / "guide"
     cwd.mkdir()
-    ports = {p: free_port() for p in PORTS}
+    # While no agent runs, its ports are 0 (the configuration steps); while one runs, the
+    # ports it reported in listen.json.
+    ports = {p: 0 for p in AGENT_PORTS} | {5000: free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WEIR_", "AWS_"))}
     env["PATH"] = f"{bin_dir}:{Path(sys.executable).parent}:{env['PATH']}"
     env.update({
-        "WEIR_SOURCES__LOKI__ADDRESS": f"127.0.0.1:{free_port()}",
-        "WEIR_SOURCES__DATADOG__ADDRESS": f"127.0.0.1:{free_port()}",
-        "WEIR_SOURCES__FLUENT__ADDRESS": f"127.0.0.1:{free_port()}",
-        "WEIR_SOURCES__SYSLOG__UDP_ADDRESS": f"127.0.0.1:{free_port()}",
-        "WEIR_SOURCES__SYSLOG__TCP_ADDRESS": f"127.0.0.1:{free_port()}",
+        "WEIR_SOURCES__LOKI__ADDRESS": "127.0.0.1:0",
+        "WEIR_SOURCES__DATADOG__ADDRESS": "127.0.0.1:0",
+        "WEIR_SOURCES__FLUENT__ADDRESS": "127.0.0.1:0",
+        "WEIR_SOURCES__SYSLOG__UDP_ADDRESS": "127.0.0.1:0",
+        "WEIR_SOURCES__SYSLOG__TCP_ADDRESS": "127.0.0.1:0",
     })
     state = {"ports": ports, "cwd": cwd}
     background = {}
@@ -196,16 +215,23 @@ def test_getting_started_walks_as_written(tmp_path):
                 os.killpg(proc.pid, signal.SIGINT)
                 assert proc.wait(30) == 0, f"{name} exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
                 assert "SIGINT received, shutting down" in log.read_text()
+                if name != "s3-server":
+                    ports.update({p: 0 for p in AGENT_PORTS})
                 continue
             script = substitute(body, ports)
             if kind == "background":
+                data_dir = agent_data_dir(script, cwd)
+                if data_dir:
+                    remove_listen(data_dir)  # a file an earlier run left is not this one's
                 log = tmp_path / f"{name}.log"
                 proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
                                         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
                 background[name] = (proc, log)
-                if name == "s3-server":
+                if data_dir is None:
                     wait_http(f"http://127.0.0.1:{ports[5000]}/", proc, log)
                 else:
+                    listen = read_listen(data_dir, proc, log)
+                    ports.update({p: port_of(listen[key]) for p, key in AGENT_PORTS.items()})
                     wait_http(f"http://127.0.0.1:{ports[8686]}/readyz", proc, log, ok=lambda s: s == 200)
                 continue
             for attempt in range(4 if name in RETRY else 1):

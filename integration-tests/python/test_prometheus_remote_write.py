@@ -101,9 +101,8 @@ def post(url, body, content_type="application/x-protobuf", encoding="snappy", he
 
 
 def weir_with_rw(weir_factory, name="w", extra=""):
-    port = free_port()
-    w = weir_factory(f'[sources.prometheus_remote_write]\nenabled = true\naddress = "127.0.0.1:{port}"\n{extra}', name=name)
-    w.rw_url = f"http://127.0.0.1:{port}/api/v1/write"
+    w = weir_factory(f'[sources.prometheus_remote_write]\nenabled = true\naddress = "127.0.0.1:0"\n{extra}', name=name)
+    w.rw_url = f"http://{w.address('sources.prometheus_remote_write.address')}/api/v1/write"
     return w
 
 

@@ -9,7 +9,9 @@ import time
 
 
 def logger(weir, *args):
-    subprocess.run(["logger", "-n", "127.0.0.1", "-P", str(weir.syslog_port), *args], check=True, timeout=10)
+    # UDP and TCP listen on separate ports (each bound on port 0).
+    port = weir.syslog_tcp_port if "--tcp" in args else weir.syslog_udp_port
+    subprocess.run(["logger", "-n", "127.0.0.1", "-P", str(port), *args], check=True, timeout=10)
 
 
 def by_body(weir, n, tenant="default"):
@@ -57,8 +59,8 @@ def test_logger_rfc5424_and_rfc3164_over_udp_and_tcp(weir):
 def test_python_sysloghandler_and_unparseable_lines(weir):
     log = logging.getLogger("weir.syslog.test")
     log.propagate = False
-    udp = logging.handlers.SysLogHandler(address=("127.0.0.1", weir.syslog_port), facility="local1")
-    tcp = logging.handlers.SysLogHandler(address=("127.0.0.1", weir.syslog_port), socktype=socket.SOCK_STREAM)
+    udp = logging.handlers.SysLogHandler(address=("127.0.0.1", weir.syslog_udp_port), facility="local1")
+    tcp = logging.handlers.SysLogHandler(address=("127.0.0.1", weir.syslog_tcp_port), socktype=socket.SOCK_STREAM)
     log.addHandler(udp)
     log.addHandler(tcp)
     log.error("python says hello")
@@ -67,7 +69,7 @@ def test_python_sysloghandler_and_unparseable_lines(weir):
     udp.close()
     tcp.close()
     # Garbage over TCP: kept as the raw body with the reason, not dropped.
-    with socket.create_connection(("127.0.0.1", weir.syslog_port)) as s:
+    with socket.create_connection(("127.0.0.1", weir.syslog_tcp_port)) as s:
         s.sendall(b"this is not syslog at all\n<13>1 not-a-time h a - - - bad time\n")
     got = weir.wait_rows("logs", 4)
     rows = weir.rows()
@@ -87,7 +89,7 @@ def test_python_sysloghandler_and_unparseable_lines(weir):
 
 def test_oversize_frame_closes_only_that_connection(weir_factory):
     w = weir_factory(syslog='max_frame_bytes = "1KiB"')
-    with socket.create_connection(("127.0.0.1", w.syslog_port)) as bad:
+    with socket.create_connection(("127.0.0.1", w.syslog_tcp_port)) as bad:
         bad.sendall(b"<13>" + b"x" * 5000 + b"\n")
         bad.settimeout(5)
         assert bad.recv(1) == b""  # closed by the agent
@@ -114,14 +116,14 @@ def test_udp_at_20k_datagrams_per_second_loses_nothing_uncounted(weir):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     start = time.perf_counter()
     for i in range(sent):
-        s.sendto(b"<14>1 2026-11-30T12:00:00Z host app - - - burst %d" % i, ("127.0.0.1", weir.syslog_port))
+        s.sendto(b"<14>1 2026-11-30T12:00:00Z host app - - - burst %d" % i, ("127.0.0.1", weir.syslog_udp_port))
         if i % 200 == 199:
             # Paced at 20k/s: 200 datagrams per 10 ms.
             ahead = start + (i + 1) / 20_000 - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
     s.close()
-    assert udp_drops(weir.syslog_port) == 0
+    assert udp_drops(weir.syslog_udp_port) == 0
     deadline = time.time() + 60
     while True:
         m = weir.metrics()
@@ -136,5 +138,5 @@ def test_udp_at_20k_datagrams_per_second_loses_nothing_uncounted(weir):
         time.sleep(0.5)
     assert got + dropped == sent, (got, dropped)
     assert got > sent // 2, (got, dropped)  # the writer keeps up with most of it
-    assert udp_drops(weir.syslog_port) == 0
+    assert udp_drops(weir.syslog_udp_port) == 0
     weir.wait_rows("logs", got)

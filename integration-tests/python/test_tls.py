@@ -29,7 +29,7 @@ def test_fluent_and_syslog_over_tls(weir_factory, tmp_path):
             unpacker = msgpack.Unpacker(raw=False)
             unpacker.feed(s.recv(4096))
             assert list(unpacker) == [{"ack": "t1"}]
-    with socket.create_connection(("127.0.0.1", w.syslog_port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", w.syslog_tcp_port), timeout=10) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(b"<14>1 2026-11-22T10:00:00Z h app - - - syslog over tls\n")
     # Plain TCP to the TLS port: the handshake fails and nothing is stored.

@@ -9,7 +9,9 @@ use tracing::info;
 use weir_pipelines::metrics::Metrics;
 
 use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
-use super::{absolute, compactor, heartbeats, identity, open_lake, remote_catalog};
+use super::{
+    absolute, compactor, heartbeats, identity, open_lake, remote_catalog, write_listen_file,
+};
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
 
@@ -42,6 +44,8 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let metrics = Metrics::new();
     let reloads = ReloadMetrics::new(&metrics).context("cannot register the reload metrics")?;
     let listener = admin::bind("admin.address", valid.admin).await?;
+    let bound = listener.local_addr().unwrap_or(valid.admin);
+    write_listen_file(&data_dir, &[("admin.address".into(), bound)])?;
     let admin = Admin {
         index: Some(catalog.clone()),
         ..Admin::new(metrics.clone())

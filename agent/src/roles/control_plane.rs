@@ -16,7 +16,7 @@ use weir_control_plane::api::{ApiState, Auth};
 use weir_pipelines::metrics::Metrics;
 
 use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
-use super::{absolute, open_index, open_lake, sweeper};
+use super::{absolute, open_index, open_lake, sweeper, write_listen_file};
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
 
@@ -72,6 +72,9 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
     let listener = admin::bind("control_plane.address", address).await?;
+    // The API and the admin routes share this one address.
+    let bound = listener.local_addr().unwrap_or(address);
+    write_listen_file(&data_dir, &[("control_plane.address".into(), bound)])?;
     let catalog = open_index(cfg, &data_dir).await?;
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ use weir_transforms::{Limits, PipelineSpec, Pipelines, StepMetrics, StepSpec};
 use super::identity::Identity;
 use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
 use super::sources::{ReplaceError, RunningSources};
-use super::{absolute, compactor, heartbeats, identity, open_lake, sweeper};
+use super::{absolute, compactor, heartbeats, identity, open_lake, sweeper, write_listen_file};
 use crate::admin::{self, Admin};
 use crate::config::{Config, PipelineConfig, ValidConfig};
 
@@ -170,21 +170,6 @@ fn ingest_settings(
         processor,
         max_partitions: cfg.buffer.max_partitions_per_request,
     })
-}
-
-/// Writes the bound addresses to `{data_dir}/listen.json` (`{"admin.address":
-/// "127.0.0.1:8686", ...}`), replacing the file atomically, for operators and test harnesses
-/// that start the agent on port 0. Rewritten after a reload that moved a source.
-fn write_listen_file(data_dir: &Path, bound: &BTreeMap<String, SocketAddr>) -> Result<()> {
-    let map: serde_json::Map<String, serde_json::Value> = bound
-        .iter()
-        .map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string())))
-        .collect();
-    let path = data_dir.join("listen.json");
-    let tmp = data_dir.join("listen.json.tmp");
-    std::fs::write(&tmp, serde_json::Value::Object(map).to_string())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The flusher, the outbox and the background work, with their stop tokens.
@@ -402,6 +387,7 @@ impl Live {
     fn write_listen_file(&self) {
         let mut bound = self.sources.bound();
         bound.insert(self.admin_bound.0.clone(), self.admin_bound.1);
+        let bound: Vec<(String, SocketAddr)> = bound.into_iter().collect();
         if let Err(e) = write_listen_file(&self.data_dir, &bound) {
             warn!(error = %format!("{e:#}"), "cannot rewrite listen.json after the reload");
         }
@@ -648,7 +634,7 @@ pub async fn serve(
     };
     let mut bound = live.sources.bound();
     bound.insert(live.admin_bound.0.clone(), live.admin_bound.1);
-    write_listen_file(&live.data_dir, &bound)?;
+    write_listen_file(&live.data_dir, &bound.into_iter().collect::<Vec<_>>())?;
     admin.set_ready(true);
     info!("weir is ready");
 

@@ -15,6 +15,7 @@ pub mod retention;
 pub mod run;
 pub mod sources;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,24 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
     } else {
         Ok(std::env::current_dir()?.join(p))
     }
+}
+
+/// Writes the addresses this process bound, by configuration key, to `{data_dir}/listen.json`
+/// (`{"admin.address": "127.0.0.1:8686", ...}`; the real port when the key asked for port 0),
+/// replacing the file atomically (a reader sees the old file or the new one, never a part),
+/// for operators and test harnesses that start a role on port 0. Every role that listens
+/// writes it once all its sockets are bound, before it serves.
+pub fn write_listen_file(data_dir: &Path, bound: &[(String, SocketAddr)]) -> Result<()> {
+    let map: serde_json::Map<String, serde_json::Value> = bound
+        .iter()
+        .map(|(k, a)| (k.clone(), serde_json::Value::String(a.to_string())))
+        .collect();
+    let path = data_dir.join("listen.json");
+    let tmp = data_dir.join("listen.json.tmp");
+    std::fs::create_dir_all(data_dir)
+        .and_then(|()| std::fs::write(&tmp, serde_json::Value::Object(map).to_string()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// This process's identity: `agent.id`, else the persistent id of `data_dir`
