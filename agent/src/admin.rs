@@ -16,8 +16,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weir_catalog::Catalog;
-use weir_pipelines::buffer::Buffer;
+use weir_pipelines::buffer::{Buffer, Ledger};
 use weir_pipelines::metrics::Metrics;
+use weir_pipelines::outbox::Outbox;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -96,6 +97,16 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
             "corrupt_entries": buffer.corrupt_entries(),
             "failure": failure,
         });
+        // Segments the control plane refused for good: in the lake, not in the index.
+        let refused = buffer.ledger_len(Ledger::OutboxRefused);
+        body["outbox"] = serde_json::json!({
+            "waiting": buffer.ledger_len(Ledger::Outbox),
+            "refused": refused,
+            "refused_examples": Outbox::refused(buffer.as_ref(), 10),
+        });
+        if refused > 0 && status == "ok" {
+            body["status"] = "degraded".into();
+        }
     }
     if let Some(reason) = &index_failure {
         body["index"] = serde_json::json!({ "failure": reason });

@@ -125,15 +125,19 @@ impl SegmentKey {
         self
     }
 
-    /// The key a segment record's tenant, signal, partition and id derive (`None` when one
-    /// of them is not valid).
+    /// The key a segment record's tenant, signal, partition and id derive, under the
+    /// dead-letter prefix when the record is a dead-letter file's (`None` when one of them is
+    /// not valid).
     pub fn of_record(s: &SegmentRecord) -> Option<SegmentKey> {
-        Some(SegmentKey::new(
-            &s.tenant,
-            Signal::parse(&s.signal)?,
-            Partition::parse(&s.partition)?,
-            s.id,
-        ))
+        Some(
+            SegmentKey::new(
+                &s.tenant,
+                Signal::parse(&s.signal)?,
+                Partition::parse(&s.partition)?,
+                s.id,
+            )
+            .with_dead_letter(s.is_dead_letter()),
+        )
     }
 
     /// Parses a key relative to the lake's prefix.
@@ -221,10 +225,11 @@ impl FileFacts {
             bytes,
             min_timestamp: kv.get(META_MIN_TIMESTAMP)?.parse().ok()?,
             max_timestamp: kv.get(META_MAX_TIMESTAMP)?.parse().ok()?,
-            services: kv
-                .get(META_SERVICES)
-                .and_then(|v| serde_json::from_str(v).ok())
-                .unwrap_or_default(),
+            services: crate::bound_services(
+                kv.get(META_SERVICES)
+                    .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+                    .unwrap_or_default(),
+            ),
             schema_version: kv.get(META_SCHEMA_VERSION)?.parse().ok()?,
         })
     }

@@ -24,7 +24,10 @@ pub use model::{
     AgentHeartbeat, AgentStatus, CompactionLease, LeaseRequest, RetentionPolicy, RetentionRule,
     MAX_LABELS,
 };
-pub use segment::{valid_tenant, SegmentQuery, SegmentRecord, SegmentState};
+pub use segment::{
+    bound_services, valid_tenant, SegmentQuery, SegmentRecord, SegmentState, MANY_SERVICES,
+    MAX_SERVICES, MAX_SERVICES_BYTES,
+};
 
 use async_trait::async_trait;
 use uuid::Uuid;

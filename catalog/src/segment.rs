@@ -17,6 +17,42 @@ pub enum SegmentState {
     Deleted,
 }
 
+/// Most service names a segment record lists: a file with more (a client sending a distinct
+/// `service.name` per record) lists [`MANY_SERVICES`] instead, so its record stays small
+/// enough to register.
+pub const MAX_SERVICES: usize = 256;
+/// Most bytes of service names a segment record lists (the same fallback past it).
+pub const MAX_SERVICES_BYTES: usize = 16 * 1024;
+/// The `services` entry of a file with too many services to list: it matches every service
+/// filter (a reader filtering on a service still reads the file).
+pub const MANY_SERVICES: &str = "*";
+
+/// A file's distinct service names as a segment record lists them: sorted, or
+/// `[MANY_SERVICES]` when there are more than [`MAX_SERVICES`] or [`MAX_SERVICES_BYTES`] (or
+/// one of them already stands for many, as when compacting such a file).
+pub fn bound_services<I, S>(names: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut set = std::collections::BTreeSet::new();
+    let mut bytes = 0usize;
+    for name in names {
+        let name = name.as_ref();
+        if name == MANY_SERVICES {
+            return vec![MANY_SERVICES.to_string()];
+        }
+        if !set.contains(name) {
+            bytes += name.len();
+            if set.len() == MAX_SERVICES || bytes > MAX_SERVICES_BYTES {
+                return vec![MANY_SERVICES.to_string()];
+            }
+            set.insert(name.to_string());
+        }
+    }
+    set.into_iter().collect()
+}
+
 /// One Parquet file of the lake, as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +75,8 @@ pub struct SegmentRecord {
     pub row_count: u64,
     /// Size of the object in bytes.
     pub bytes: u64,
-    /// Distinct `service_name` values in the file (sorted).
+    /// Distinct `service_name` values in the file (sorted), or [`MANY_SERVICES`] alone when
+    /// they are more than a record lists ([`bound_services`]).
     pub services: Vec<String>,
     /// Lake schema version of the file.
     pub schema_version: u32,
@@ -61,6 +98,14 @@ pub struct SegmentRecord {
 }
 
 impl SegmentRecord {
+    /// Whether the file holds rows a transform failed on (`on_error = "dead_letter"`), kept
+    /// under the lake's dead-letter prefix: indexed, listed only on request
+    /// ([`SegmentQuery::dead_letter`]), never compacted, expired like any segment.
+    pub fn is_dead_letter(&self) -> bool {
+        self.object_key
+            .starts_with(crate::layout::DEAD_LETTER_PREFIX)
+    }
+
     /// Checks the record before it enters the index.
     pub fn validate(&self) -> Result<(), CatalogError> {
         if !valid_tenant(&self.tenant) {
@@ -137,6 +182,9 @@ pub struct SegmentQuery {
     /// Only segments that contain this service.
     #[serde(default)]
     pub service: Option<String>,
+    /// List the dead-letter files (rows a transform failed on) instead of the lake's.
+    #[serde(default)]
+    pub dead_letter: bool,
     /// Page size (default 1000, at most 10000).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -167,13 +215,14 @@ impl SegmentQuery {
     pub fn matches(&self, s: &SegmentRecord) -> bool {
         s.state == SegmentState::Active
             && s.tenant == self.tenant
+            && s.is_dead_letter() == self.dead_letter
             && self.signal.as_ref().is_none_or(|sig| &s.signal == sig)
             && self.from.is_none_or(|from| s.max_timestamp >= from)
             && self.to.is_none_or(|to| s.min_timestamp <= to)
             && self
                 .service
                 .as_ref()
-                .is_none_or(|svc| s.services.iter().any(|x| x == svc))
+                .is_none_or(|svc| s.services.iter().any(|x| x == svc || x == MANY_SERVICES))
     }
 
     /// Checks the query's parameters.
@@ -214,5 +263,48 @@ mod tests {
         assert!(!valid_tenant("../etc"));
         assert!(!valid_tenant("a/b"));
         assert!(!valid_tenant(&"x".repeat(65)));
+    }
+
+    /// A file with 100,000 distinct services still gets a record small enough to register,
+    /// and that record still matches a filter on any of them.
+    #[test]
+    fn services_are_bounded() {
+        assert_eq!(bound_services(["b", "a", "b"]), ["a", "b"]);
+        let many: Vec<String> = (0..100_000).map(|i| format!("svc-{i}")).collect();
+        assert_eq!(bound_services(&many), [MANY_SERVICES]);
+        let just: Vec<String> = many[..MAX_SERVICES].to_vec();
+        assert_eq!(bound_services(&just).len(), MAX_SERVICES);
+        let long = vec!["x".repeat(MAX_SERVICES_BYTES + 1)];
+        assert_eq!(bound_services(&long), [MANY_SERVICES]);
+        assert_eq!(bound_services(["a", MANY_SERVICES]), [MANY_SERVICES]);
+
+        let mut record = SegmentRecord {
+            id: Uuid::now_v7(),
+            tenant: "t".into(),
+            signal: "logs".into(),
+            object_key: String::new(),
+            partition: "dt=2026-01-01/hour=00".into(),
+            min_timestamp: 0,
+            max_timestamp: 0,
+            row_count: 100_000,
+            bytes: 1,
+            services: bound_services(&many),
+            schema_version: 1,
+            agent_id: "a".into(),
+            created_at: 0,
+            state: SegmentState::Active,
+            replaced_by: None,
+            retired_at: None,
+            purged_at: None,
+        };
+        assert!(serde_json::to_vec(&record).unwrap().len() < 1024);
+        let q = SegmentQuery {
+            tenant: "t".into(),
+            service: Some("svc-77".into()),
+            ..Default::default()
+        };
+        assert!(q.matches(&record));
+        record.services = vec!["other".into()];
+        assert!(!q.matches(&record));
     }
 }

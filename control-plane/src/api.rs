@@ -164,6 +164,8 @@ pub struct ListParams {
     from: Option<String>,
     to: Option<String>,
     service: Option<String>,
+    /// `true`: the dead-letter files (rows a transform failed on) instead of the lake's.
+    dead_letter: Option<bool>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -199,6 +201,7 @@ impl ListParams {
                 .map(|v| parse_time("to", v))
                 .transpose()?,
             service: self.service,
+            dead_letter: self.dead_letter.unwrap_or(false),
             limit: self.limit,
             cursor: self.cursor,
         })

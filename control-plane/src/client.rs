@@ -151,6 +151,7 @@ impl Catalog for RemoteCatalog {
             ("service", q.service.clone()),
             ("limit", q.limit.map(|v| v.to_string())),
             ("cursor", q.cursor.clone()),
+            ("dead_letter", q.dead_letter.then(|| "true".to_string())),
         ];
         params.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         let resp = self

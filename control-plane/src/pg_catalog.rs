@@ -247,6 +247,7 @@ impl PgCatalog {
                 "SELECT tenant, signal, partition, schema_version FROM weir_segments \
                  WHERE state = 'active' AND bytes < $1 AND created_at <= $2 \
                    AND (lease_id IS NULL OR lease_expires_at <= $3) \
+                   AND NOT starts_with(object_key, '_dead_letter/') \
                    AND ($4::text IS NULL OR tenant = $4) \
                    AND ($6::integer IS NULL OR schema_version = $6) \
                  GROUP BY tenant, signal, partition, schema_version \
@@ -276,6 +277,7 @@ impl PgCatalog {
                          WHERE tenant = $1 AND signal = $2 AND partition = $3 AND schema_version = $4 \
                            AND state = 'active' AND bytes < $5 AND created_at <= $6 \
                            AND (lease_id IS NULL OR lease_expires_at <= $7) \
+                           AND NOT starts_with(object_key, '_dead_letter/') \
                          ORDER BY min_timestamp, id FOR UPDATE SKIP LOCKED"
                     ),
                     &[&tenant, &signal, &partition, &schema_version, &target, &cutoff, &now],
@@ -384,8 +386,9 @@ impl Catalog for PgCatalog {
                        AND ($2::text IS NULL OR signal = $2) \
                        AND ($3::bigint IS NULL OR max_timestamp >= $3) \
                        AND ($4::bigint IS NULL OR min_timestamp <= $4) \
-                       AND ($5::text IS NULL OR services @> ARRAY[$5::text]) \
+                       AND ($5::text IS NULL OR services && ARRAY[$5::text, '*']) \
                        AND ($6::text IS NULL OR (signal, max_timestamp, id) > ($6::text, $7::bigint, $8::uuid)) \
+                       AND starts_with(object_key, '_dead_letter/') = $10 \
                      ORDER BY signal, max_timestamp, id LIMIT $9"
                 ),
                 &[
@@ -398,6 +401,7 @@ impl Catalog for PgCatalog {
                     &c_ts,
                     &c_id,
                     &(limit as i64 + 1),
+                    &q.dead_letter,
                 ],
             )
             .await

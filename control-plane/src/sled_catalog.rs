@@ -327,6 +327,7 @@ impl SledCatalog {
         for seg in self.scan_active(&prefix, prefix.clone()) {
             let seg = seg?;
             if seg.bytes >= req.target_bytes
+                || seg.is_dead_letter()
                 || seg.created_at > created_before
                 || req.schema_version.is_some_and(|v| v != seg.schema_version)
                 || self.leased(seg.id, now)?.is_some()

@@ -91,7 +91,8 @@ def test_pipelines_dead_letter_drop_and_identity(weir_factory, tmp_path):
     assert r.status_code == 204
     w.wait_rows("logs", 101)
     assert sorted(r["body"] for r in w.rows()) == sorted([f"b{b}-r{i}-" + "x" * 40 for b in range(5) for i in range(20)] + ["through the hog"])
-    # The spans are in the dead-letter prefix with the reason, not in the lake or the index.
+    # The spans are in the dead-letter prefix with the reason, not in the lake; the index
+    # lists the file only when asked for dead letters.
     deadline = time.time() + 30
     dead = []
     while time.time() < deadline and not dead:
@@ -104,6 +105,13 @@ def test_pipelines_dead_letter_drop_and_identity(weir_factory, tmp_path):
     assert "pipeline traces" in reasons and "timed out after 100 ms" in reasons
     assert w.files("default", "traces") == []
     assert w.segments("default", "traces") == []
+    deadline = time.time() + 30
+    listed = []
+    while time.time() < deadline and not listed:
+        listed = w.get_json("/v1/segments?tenant=default&signal=traces&dead_letter=true")["segments"]
+        time.sleep(0.2)
+    assert [s["object_key"] for s in listed] == [str(dead[0].relative_to(w.lake))], listed
+    assert listed[0]["row_count"] == 1
     # The metrics batch was dropped by policy, and counted.
     time.sleep(1.5)
     assert w.files("default", "metrics") == []

@@ -444,13 +444,7 @@ fn sort_key_converter(signal: Signal) -> Result<RowConverter, CompactError> {
 
 /// What the output of a plan holds, by the index: the inputs' rows, time range and services.
 fn plan_summary(lease: &CompactionLease) -> FileSummary {
-    let mut services: Vec<String> = lease
-        .inputs
-        .iter()
-        .flat_map(|s| s.services.iter().cloned())
-        .collect();
-    services.sort();
-    services.dedup();
+    let services = weir_catalog::bound_services(lease.inputs.iter().flat_map(|s| &s.services));
     FileSummary {
         rows: lease.inputs.iter().map(|s| s.row_count).sum(),
         min_timestamp: lease

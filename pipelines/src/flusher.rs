@@ -231,16 +231,10 @@ impl Flusher {
             };
             let segment = rec.segment.id;
             if self.lake.exists(&rec.segment.object_key).await? {
-                // Dead-lettered files are kept for operators but are not part of the queryable
-                // lake: they skip the outbox. A key the layout cannot read is never registered
-                // (the index would refuse it anyway), so it counts as dead-lettered.
-                let dead_letter = rec.dead_letter.unwrap_or_else(|| {
-                    SegmentKey::parse(&rec.segment.object_key)
-                        .map(|k| k.dead_letter)
-                        .unwrap_or(true)
-                });
-                self.commit_flush(&rec.segment, dead_letter, rec.seqs)
-                    .await?;
+                // Dead-letter files are registered too, under their marker (the prefix of
+                // their key); a record the index refuses is kept in the outbox's refused
+                // ledger with the reason.
+                self.commit_flush(&rec.segment, rec.seqs).await?;
                 info!(%segment, "recovered a segment written before a restart");
             } else {
                 let buffer = self.buffer.clone();
@@ -412,25 +406,18 @@ impl Flusher {
         }
     }
 
-    /// After the upload: outbox the segment, remove its entries and its journal record, in
-    /// one fsync.
+    /// After the upload: outbox the segment (a dead-letter file's too: the index lists it
+    /// under its marker), remove its entries and its journal record, in one fsync.
     async fn commit_flush(
         &self,
         segment: &SegmentRecord,
-        dead_letter: bool,
         seqs: Vec<u64>,
     ) -> Result<(), FlushError> {
         let buffer = self.buffer.clone();
         let id = segment.id;
-        let outboxed = if dead_letter {
-            None
-        } else {
-            Some(serde_json::to_vec(segment).map_err(|e| FlushError::Task(e.to_string()))?)
-        };
+        let record = serde_json::to_vec(segment).map_err(|e| FlushError::Task(e.to_string()))?;
         blocking(move || {
-            if let Some(record) = outboxed {
-                buffer.ledger_put(Ledger::Outbox, id.as_bytes(), &record)?;
-            }
+            buffer.ledger_put(Ledger::Outbox, id.as_bytes(), &record)?;
             buffer.remove(&seqs)?;
             buffer.ledger_remove(Ledger::FlushJournal, id.as_bytes())?;
             buffer.sync_all()
@@ -455,8 +442,7 @@ impl Flusher {
                 .put(&sealed.segment.object_key, sealed.bytes.clone())
                 .await?;
             debug!(segment = %sealed.segment.id, "uploaded (retry)");
-            self.commit_flush(&sealed.segment, key.dead_letter, seqs)
-                .await?;
+            self.commit_flush(&sealed.segment, seqs).await?;
             return Ok((sealed.segment.clone(), sealed.batches));
         }
         let id = Uuid::now_v7();
@@ -510,7 +496,7 @@ impl Flusher {
         });
         self.lake.put(&segment.object_key, bytes).await?;
         debug!(segment = %id, "uploaded");
-        self.commit_flush(&segment, key.dead_letter, seqs).await?;
+        self.commit_flush(&segment, seqs).await?;
         Ok((segment, count))
     }
 }

@@ -85,8 +85,10 @@ pub struct OutboxMetrics {
     pub registered: IntCounter,
     /// Attempts to retry later (control plane unreachable or failing).
     pub retried: IntCounter,
-    /// Segments refused for good.
+    /// Segments refused for good (kept in the buffer's refused ledger).
     pub rejected: IntCounter,
+    /// Segments kept in the refused ledger: in the lake, not in the index.
+    pub refused_segments: IntGauge,
 }
 
 /// Compactions, by result.
@@ -374,6 +376,10 @@ impl Metrics {
                 registered: outbox.with_label_values(&["ok"]),
                 retried: outbox.with_label_values(&["retry"]),
                 rejected: outbox.with_label_values(&["rejected"]),
+                refused_segments: gauge(
+                    "outbox_refused_segments",
+                    "Segments the control plane refused for good, kept with their reason (in the lake, not in the index)",
+                ),
             },
             compactions: CompactionMetrics {
                 committed: compactions.with_label_values(&["committed"]),

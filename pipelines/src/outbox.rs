@@ -20,6 +20,40 @@ const BATCH: usize = 256;
 /// Longest wait between attempts while the control plane is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A segment the control plane refused for good, as the refused ledger keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Refused {
+    /// The segment record (or the unreadable outbox record, as text).
+    pub record: serde_json::Value,
+    /// The control plane's answer.
+    pub reason: String,
+    /// When it was refused, unix nanoseconds.
+    pub refused_at: i64,
+}
+
+impl Refused {
+    fn new(record: serde_json::Value, reason: String) -> Refused {
+        Refused {
+            record,
+            reason,
+            refused_at: weir_catalog::now_ns(),
+        }
+    }
+}
+
+/// Refusals a segment itself may cause, which retrying the same request cannot change:
+/// invalid, conflicting (another record under its id), too large, or a tenant the token may
+/// not write. An unknown token (401) or an unreachable control plane is retried instead.
+fn refused_for_good(e: &CatalogError) -> bool {
+    matches!(
+        e,
+        CatalogError::Invalid(_)
+            | CatalogError::Conflict(_)
+            | CatalogError::TooLarge(_)
+            | CatalogError::Forbidden(_)
+    )
+}
+
 /// Registers outboxed segments with the control plane. Clones share the ledger and the
 /// wake-up, so a clone can push (reconciliation) while the original runs.
 #[derive(Clone)]
@@ -81,81 +115,162 @@ impl Outbox {
         Ok(())
     }
 
-    /// One pass: registers up to a batch. Returns how many segments left the outbox, or the
-    /// error that should delay the next attempt.
+    /// One pass: registers up to a batch, one request per tenant (so a tenant the control
+    /// plane refuses, or fails on, holds back no other). A batch refused for something one of
+    /// its segments may cause (invalid, conflicting, too large, forbidden) is registered one
+    /// segment at a time, and each segment refused for good moves to the refused ledger with
+    /// its reason ([`Ledger::OutboxRefused`]). Returns how many segments left the outbox, or
+    /// the error that should delay the next attempt when none did.
     pub async fn send_once(&self) -> Result<usize, CatalogError> {
         let buffer = self.buffer.clone();
         let records = blocking(move || buffer.ledger_list(Ledger::Outbox))
             .await
             .map_err(|e| CatalogError::Storage(e.to_string()))?;
-        let mut batch = Vec::new();
-        let mut unreadable = Vec::new();
+        let mut by_tenant: std::collections::BTreeMap<String, Vec<SegmentRecord>> =
+            Default::default();
+        let mut refused: Vec<(Vec<u8>, Refused)> = Vec::new();
         for (k, v) in records.into_iter().take(BATCH) {
             match serde_json::from_slice::<SegmentRecord>(&v) {
-                Ok(s) => batch.push(s),
+                Ok(s) => by_tenant.entry(s.tenant.clone()).or_default().push(s),
                 Err(e) => {
-                    error!(error = %e, "unreadable outbox record dropped");
-                    unreadable.push(k);
+                    error!(error = %e, "unreadable outbox record moved to the refused ledger");
+                    refused.push((
+                        k,
+                        Refused::new(
+                            serde_json::Value::String(String::from_utf8_lossy(&v).into()),
+                            format!("unreadable outbox record: {e}"),
+                        ),
+                    ));
                 }
             }
         }
-        if batch.is_empty() && unreadable.is_empty() {
-            return Ok(0);
-        }
-        let mut done: Vec<Vec<u8>> = unreadable;
-        match self.catalog.register(&batch).await {
-            Ok(()) => {
-                self.metrics.outbox.registered.inc_by(batch.len() as u64);
-                done.extend(batch.iter().map(|s| s.id.as_bytes().to_vec()));
-            }
-            Err(
-                e @ (CatalogError::Invalid(_)
-                | CatalogError::Conflict(_)
-                | CatalogError::TooLarge(_)),
-            ) => {
-                // One bad record must not hold back the others: register one by one.
-                warn!(error = %e, "batch registration refused; registering one at a time");
-                for s in &batch {
-                    match self.catalog.register(std::slice::from_ref(s)).await {
-                        Ok(()) => {
-                            self.metrics.outbox.registered.inc();
-                            done.push(s.id.as_bytes().to_vec());
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut failed = None;
+        for (tenant, batch) in by_tenant {
+            match self.catalog.register(&batch).await {
+                Ok(()) => {
+                    self.metrics.outbox.registered.inc_by(batch.len() as u64);
+                    done.extend(batch.iter().map(|s| s.id.as_bytes().to_vec()));
+                }
+                Err(e) if refused_for_good(&e) => {
+                    warn!(error = %e, %tenant, "batch registration refused; registering one at a time");
+                    for s in &batch {
+                        match self.catalog.register(std::slice::from_ref(s)).await {
+                            Ok(()) => {
+                                self.metrics.outbox.registered.inc();
+                                done.push(s.id.as_bytes().to_vec());
+                            }
+                            Err(e) if refused_for_good(&e) => {
+                                self.metrics.outbox.rejected.inc();
+                                error!(error = %e, segment = %s.id, key = %s.object_key, "the control plane refused a segment; it is kept in the refused ledger (its object stays in the lake, unindexed) and sent again at the next start");
+                                let record =
+                                    serde_json::to_value(s).unwrap_or(serde_json::Value::Null);
+                                refused.push((
+                                    s.id.as_bytes().to_vec(),
+                                    Refused::new(record, e.to_string()),
+                                ));
+                            }
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                                break;
+                            }
                         }
-                        Err(
-                            e @ (CatalogError::Invalid(_)
-                            | CatalogError::Conflict(_)
-                            | CatalogError::TooLarge(_)),
-                        ) => {
-                            self.metrics.outbox.rejected.inc();
-                            error!(error = %e, segment = %s.id, key = %s.object_key, "the control plane refused a segment; its object stays in the lake unindexed");
-                            done.push(s.id.as_bytes().to_vec());
-                        }
-                        Err(e) => return Err(e),
                     }
                 }
-            }
-            Err(e) => {
-                self.metrics.outbox.retried.inc();
-                return Err(e);
+                Err(e) => {
+                    self.metrics.outbox.retried.inc();
+                    failed.get_or_insert(e);
+                }
             }
         }
-        let n = done.len();
+        let n = done.len() + refused.len();
+        if n == 0 {
+            return match failed {
+                Some(e) => Err(e),
+                None => Ok(0),
+            };
+        }
         let buffer = self.buffer.clone();
         blocking(move || {
+            for (k, r) in &refused {
+                let v = serde_json::to_vec(r).map_err(|e| BufferError::Storage(e.to_string()))?;
+                buffer.ledger_put(Ledger::OutboxRefused, k, &v)?;
+                buffer.ledger_remove(Ledger::Outbox, k)?;
+            }
             for k in &done {
                 buffer.ledger_remove(Ledger::Outbox, k)?;
             }
-            // Not fsynced: a removal lost in a crash only re-sends an idempotent registration.
+            // A refused segment's move is made durable; a removal after a registration need
+            // not be: lost in a crash, it only re-sends an idempotent registration.
+            if !refused.is_empty() {
+                buffer.sync_all()?;
+            }
             Ok(())
         })
         .await
         .map_err(|e| CatalogError::Storage(e.to_string()))?;
+        self.metrics
+            .outbox
+            .refused_segments
+            .set(self.buffer.ledger_len(Ledger::OutboxRefused) as i64);
+        Ok(n)
+    }
+
+    /// Segments refused for good, with their reasons (for `/healthz`), at most `max`.
+    pub fn refused(buffer: &dyn Buffer, max: usize) -> Vec<Refused> {
+        buffer
+            .ledger_list(Ledger::OutboxRefused)
+            .unwrap_or_default()
+            .into_iter()
+            .take(max)
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    /// Puts the segments refused earlier back in the outbox (at start: the control plane's
+    /// tokens or limits may have changed since). Unreadable records stay where they are.
+    pub async fn requeue_refused(&self) -> Result<usize, BufferError> {
+        let buffer = self.buffer.clone();
+        let n = blocking(move || {
+            let mut n = 0;
+            for (k, v) in buffer.ledger_list(Ledger::OutboxRefused)? {
+                let Ok(r) = serde_json::from_slice::<Refused>(&v) else {
+                    continue;
+                };
+                let Ok(segment) = serde_json::from_value::<SegmentRecord>(r.record) else {
+                    continue;
+                };
+                let v = serde_json::to_vec(&segment)
+                    .map_err(|e| BufferError::Storage(e.to_string()))?;
+                buffer.ledger_put(Ledger::Outbox, &k, &v)?;
+                buffer.ledger_remove(Ledger::OutboxRefused, &k)?;
+                n += 1;
+            }
+            if n > 0 {
+                buffer.sync_all()?;
+            }
+            Ok(n)
+        })
+        .await?;
+        self.metrics
+            .outbox
+            .refused_segments
+            .set(self.buffer.ledger_len(Ledger::OutboxRefused) as i64);
+        if n > 0 {
+            info!(
+                segments = n,
+                "segments the control plane refused before are sent again"
+            );
+        }
         Ok(n)
     }
 
     /// Sends until `shutdown`, backing off while the control plane fails; one last pass at
     /// shutdown, bounded by `final_timeout`.
     pub async fn run(self, shutdown: CancellationToken, final_timeout: Duration) {
+        if let Err(e) = self.requeue_refused().await {
+            warn!(error = %e, "cannot put refused segments back in the outbox");
+        }
         let mut failures = 0u32;
         loop {
             let sent = self.send_once().await;

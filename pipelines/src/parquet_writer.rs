@@ -1,9 +1,7 @@
 //! Parquet encoding of the lake: one sorted file per partition flush.
 
-use std::collections::BTreeSet;
-
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_schema::ArrowError;
 use arrow_select::take::take_record_batch;
@@ -140,22 +138,18 @@ pub(crate) fn writer_properties(
 
 fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
     let (min_timestamp, max_timestamp) = time_bounds(signal, rows).unwrap_or((0, 0));
-    let mut services = BTreeSet::new();
-    if let Some(col) = rows
+    let services = match rows
         .column_by_name("service_name")
         .and_then(|c| c.as_string_opt::<i32>())
     {
-        for i in 0..col.len() {
-            if col.is_valid(i) {
-                services.insert(col.value(i));
-            }
-        }
-    }
+        Some(col) => weir_catalog::bound_services(col.iter().flatten()),
+        None => Vec::new(),
+    };
     FileSummary {
         rows: rows.num_rows() as u64,
         min_timestamp,
         max_timestamp,
-        services: services.into_iter().map(str::to_string).collect(),
+        services,
     }
 }
 

@@ -39,9 +39,10 @@ pub enum ReconcileError {
     Buffer(#[from] crate::buffer::BufferError),
 }
 
-/// The key of a flushed segment of the queryable lake (not dead-lettered), if `key` is one.
+/// The key of a flushed segment (of the queryable lake or a dead-letter file, which the
+/// index lists under its marker), if `key` is one.
 fn segment_key(key: &str) -> Option<SegmentKey> {
-    SegmentKey::parse(key).ok().filter(|k| !k.dead_letter)
+    SegmentKey::parse(key).ok()
 }
 
 /// Rebuilds a segment record from an object's footer; `None` if the object is not this
@@ -193,7 +194,11 @@ mod tests {
             segment_key(&key).map(|k| k.partition.path()).as_deref(),
             Some("dt=2026-01-01/hour=03")
         );
-        assert_eq!(segment_key(&format!("_dead_letter/{key}")), None);
+        let dead = segment_key(&format!("_dead_letter/{key}"));
+        assert_eq!(
+            dead.as_ref().map(|k| (k.id, k.dead_letter)),
+            Some((id, true))
+        );
         assert_eq!(segment_key("tenant=a/signal=logs/x.txt"), None);
     }
 }

@@ -116,7 +116,8 @@ async fn register_and_query(cat: Arc<dyn Catalog>) {
     let p = "dt=2026-01-01/hour=00";
     let a = seg(&t1, "logs", p, 0, 100, "api");
     let b = seg(&t1, "logs", p, 200, 300, "web");
-    let c = seg(&t1, "traces", p, 0, 100, "api");
+    // A file with more services than a record lists matches every service filter.
+    let c = seg(&t1, "traces", p, 0, 100, weir_catalog::MANY_SERVICES);
     let d = seg(&t2, "logs", p, 0, 100, "api");
     cat.register(&[a.clone(), b.clone(), c.clone(), d.clone()])
         .await
@@ -158,7 +159,7 @@ async fn register_and_query(cat: Arc<dyn Catalog>) {
         .list(&q(&|q| q.service = Some("web".into())))
         .await
         .unwrap();
-    assert_eq!(web.segments, vec![b.clone()]);
+    assert_eq!(web.segments, vec![b.clone(), c.clone()]);
 
     // Paging walks every segment once, in order.
     let paged: Vec<Uuid> = list_all(cat.as_ref(), &t1)
@@ -242,8 +243,9 @@ async fn object_keys_follow_the_layout(cat: Arc<dyn Catalog>) {
             "tenant={a}/signal=logs/dt=2026-01-01/hour=01/{}.parquet",
             attack.id
         ),
+        // Its own dead-letter key is fine (`dead_letters`); another tenant's is not.
         format!(
-            "_dead_letter/tenant={a}/signal=logs/{p}/{}.parquet",
+            "_dead_letter/tenant={b}/signal=logs/{p}/{}.parquet",
             attack.id
         ),
     ] {
@@ -394,6 +396,46 @@ async fn heartbeats(cat: Arc<dyn Catalog>) {
 /// Runs each scenario against the backends named: `sled` and `pg` are the index
 /// implementations; `remote` is a sled index behind the HTTP API, through the client agents
 /// and compactors use.
+/// Dead-letter files (rows a transform failed on) are indexed under their marker: listed
+/// only when asked for, never compacted, and bound to their tenant like any segment.
+async fn dead_letters(cat: Arc<dyn Catalog>) {
+    let t = tenant("dl");
+    let p = "dt=2026-01-01/hour=00";
+    let lake = seg(&t, "logs", p, 0, 1, "api");
+    let dead: Vec<SegmentRecord> = (0..3)
+        .map(|i| {
+            let mut s = seg(&t, "logs", p, i, i + 1, "api");
+            s.object_key = format!("_dead_letter/{}", s.object_key);
+            s
+        })
+        .collect();
+    let mut all = vec![lake.clone()];
+    all.extend(dead.iter().cloned());
+    cat.register(&all).await.unwrap();
+    let q = |dead_letter| SegmentQuery {
+        tenant: t.clone(),
+        dead_letter,
+        ..Default::default()
+    };
+    assert_eq!(cat.list(&q(false)).await.unwrap().segments, vec![lake]);
+    assert_eq!(cat.list(&q(true)).await.unwrap().segments, dead);
+    // Three dead-letter files and one lake file in a partition: nothing to compact.
+    assert!(cat
+        .lease_compaction(&lease_req(&t, 1 << 30))
+        .await
+        .unwrap()
+        .is_none());
+    let mut elsewhere = seg(&t, "logs", p, 0, 1, "api");
+    elsewhere.object_key = format!(
+        "_dead_letter/tenant=other/signal=logs/{p}/{}.parquet",
+        elsewhere.id
+    );
+    assert!(matches!(
+        cat.register(&[elsewhere]).await,
+        Err(CatalogError::Invalid(_))
+    ));
+}
+
 macro_rules! conformance {
     ($backend:ident: $($name:ident),* $(,)?) => {
         $(
@@ -412,6 +454,7 @@ macro_rules! client_scenarios {
     ($backend:ident) => {
         conformance!(
             $backend: register_and_query,
+            dead_letters,
             invalid_requests,
             object_keys_follow_the_layout,
             racing_compactors,

@@ -137,6 +137,10 @@ pub enum Ledger {
     FlushJournal,
     /// Segments uploaded but not yet acknowledged by the control plane.
     Outbox,
+    /// Segments the control plane refused for good (invalid, conflicting, too large, or a
+    /// tenant the token may not write), each with its reason: kept, never dropped, and put
+    /// back in the outbox at the next start.
+    OutboxRefused,
     /// Read positions of the file-tailing sources: written by [`Buffer::append_with`] in the
     /// same atomic commit as the entries holding the lines read up to them.
     Checkpoints,

@@ -54,6 +54,7 @@ pub struct SledBuffer {
     pub(super) corrupt: sled::Tree,
     journal: sled::Tree,
     outbox: sled::Tree,
+    outbox_refused: sled::Tree,
     checkpoints: sled::Tree,
     path: PathBuf,
     /// `buffer.max_bytes`; a configuration reload may change it ([`Buffer::set_max_bytes`]).
@@ -102,6 +103,7 @@ impl SledBuffer {
         let corrupt = db.open_tree("corrupt")?;
         let journal = db.open_tree("flush_journal")?;
         let outbox = db.open_tree("outbox")?;
+        let outbox_refused = db.open_tree("outbox_refused")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let mut bytes = 0u64;
         let mut count = 0u64;
@@ -122,6 +124,7 @@ impl SledBuffer {
             corrupt,
             journal,
             outbox,
+            outbox_refused,
             checkpoints,
             path: config.path.clone(),
             max_bytes: AtomicU64::new(config.max_bytes),
@@ -369,6 +372,7 @@ impl SledBuffer {
         match ledger {
             Ledger::FlushJournal => &self.journal,
             Ledger::Outbox => &self.outbox,
+            Ledger::OutboxRefused => &self.outbox_refused,
             Ledger::Checkpoints => &self.checkpoints,
         }
     }
