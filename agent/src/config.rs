@@ -193,6 +193,9 @@ pub struct LakeConfig {
     pub options: BTreeMap<String, String>,
     /// Flush a partition once its rows take this much memory (uncompressed Arrow).
     pub flush_bytes: ByteSize,
+    /// Most memory (uncompressed Arrow) the flusher holds across every partition: it stops
+    /// reading the buffer there and flushes the largest partitions early.
+    pub max_pending_bytes: ByteSize,
     /// Flush a partition once its oldest rows are this old.
     pub max_file_age: HumanDuration,
     /// ZSTD level of Parquet pages (1-22).
@@ -213,6 +216,7 @@ impl Default for LakeConfig {
             url: None,
             options: BTreeMap::new(),
             flush_bytes: ByteSize(64 << 20),
+            max_pending_bytes: ByteSize(weir_pipelines::flusher::DEFAULT_MAX_PENDING_BYTES),
             max_file_age: HumanDuration(Duration::from_secs(60)),
             zstd_level: 3,
             row_group_rows: 128 * 1024,
@@ -353,6 +357,12 @@ impl Config {
         }
         if self.lake.flush_bytes.0 == 0 {
             problems.push("lake.flush_bytes must be above 0".into());
+        }
+        if self.lake.max_pending_bytes.0 < (1 << 20) {
+            problems.push(format!(
+                "lake.max_pending_bytes = {} is below 1MiB",
+                self.lake.max_pending_bytes
+            ));
         }
         if self.lake.max_file_age.0.is_zero() {
             problems.push("lake.max_file_age must be above 0".into());

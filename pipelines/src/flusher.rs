@@ -47,6 +47,10 @@ use crate::Partition;
 pub struct FlusherConfig {
     /// Flush a partition once its rows take this many bytes in memory (uncompressed Arrow).
     pub flush_bytes: u64,
+    /// Most bytes of rows held in memory across every partition: reading the buffer stops
+    /// there, and the largest partitions are flushed early until half of it is left. So a
+    /// restart over a full buffer of many small partitions streams it instead of loading it.
+    pub max_pending_bytes: u64,
     /// Flush a partition once its oldest rows are this old.
     pub max_file_age: Duration,
     /// How often the buffer is polled when no append wakes the flusher.
@@ -61,6 +65,7 @@ impl Default for FlusherConfig {
     fn default() -> Self {
         FlusherConfig {
             flush_bytes: 64 << 20,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             max_file_age: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             parquet: ParquetConfig::default(),
@@ -68,6 +73,9 @@ impl Default for FlusherConfig {
         }
     }
 }
+
+/// Default bound on the rows the flusher holds in memory, across partitions.
+pub const DEFAULT_MAX_PENDING_BYTES: u64 = 256 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key {
@@ -296,6 +304,10 @@ impl Flusher {
                 .get(signal)
                 .set(n as i64);
         }
+        self.metrics
+            .flush
+            .pending_bytes
+            .set(self.pending_bytes() as i64);
     }
 
     /// Reads new buffer entries into the per-partition accumulators, stopping once a
@@ -306,6 +318,7 @@ impl Flusher {
                 .pending
                 .values()
                 .any(|p| p.bytes >= self.config.flush_bytes)
+                || self.pending_bytes() >= self.config.max_pending_bytes
             {
                 return Ok(());
             }
@@ -345,6 +358,11 @@ impl Flusher {
         }
     }
 
+    /// Bytes of rows held across every partition.
+    fn pending_bytes(&self) -> u64 {
+        self.pending.values().map(|p| p.bytes).sum()
+    }
+
     async fn flush_due(&mut self, all: bool) {
         let now = Instant::now();
         let mut due: Vec<Key> = self
@@ -357,6 +375,30 @@ impl Flusher {
             })
             .map(|(k, _)| k.clone())
             .collect();
+        // Over the memory bound: the largest partitions too, until half of it is left.
+        let mut held = self.pending_bytes();
+        if !all && held >= self.config.max_pending_bytes {
+            held -= due
+                .iter()
+                .filter_map(|k| self.pending.get(k))
+                .map(|p| p.bytes)
+                .sum::<u64>();
+            let mut rest: Vec<(&Key, &Pending)> = self
+                .pending
+                .iter()
+                .filter(|(k, p)| p.retry_at.is_none_or(|t| t <= now) && !due.contains(k))
+                .collect();
+            rest.sort_by_key(|(_, p)| std::cmp::Reverse(p.bytes));
+            let mut early = Vec::new();
+            for (k, p) in rest {
+                if held < self.config.max_pending_bytes / 2 {
+                    break;
+                }
+                held = held.saturating_sub(p.bytes);
+                early.push(k.clone());
+            }
+            due.extend(early);
+        }
         due.sort();
         for key in due {
             let Some(mut p) = self.pending.remove(&key) else {
@@ -498,5 +540,98 @@ impl Flusher {
         debug!(segment = %id, "uploaded");
         self.commit_flush(&segment, seqs).await?;
         Ok((segment, count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::{SledBuffer, SledBufferConfig};
+    use crate::logrows::{LogFields, LogsBuilder};
+    use crate::Batch;
+
+    /// One batch of `rows` log rows in hour `hour`.
+    fn hour_batch(hour: i64, rows: usize) -> (Partition, Batch) {
+        let mut b = LogsBuilder::with_capacity(0);
+        let ts = hour * 3_600_000_000_000;
+        let body = "x".repeat(200);
+        for _ in 0..rows {
+            b.append(
+                &LogFields {
+                    timestamp: ts,
+                    observed: ts,
+                    severity_number: 9,
+                    severity_text: None,
+                    body: Some(&body),
+                    trace_id: None,
+                    span_id: None,
+                    flags: 0,
+                    event_name: None,
+                    service_name: Some("api"),
+                    scope_name: None,
+                },
+                None,
+                0,
+                |_| {},
+                |_| {},
+            );
+        }
+        let batch = Batch::new("acme", Signal::Logs, "test", 0, b.finish().unwrap());
+        (Partition { hour }, batch)
+    }
+
+    /// A restart over a buffer of many small partitions (none due by size or age) reads it
+    /// a bounded amount at a time: reading stops at `max_pending_bytes`, and the largest
+    /// partitions are flushed early down to half of it, until the buffer is drained.
+    #[tokio::test]
+    async fn a_buffer_of_many_partitions_is_streamed_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer: Arc<dyn Buffer> = Arc::new(
+            SledBuffer::open(&SledBufferConfig {
+                path: dir.path().join("buffer"),
+                max_bytes: 1 << 30,
+            })
+            .unwrap(),
+        );
+        for hour in 0..200 {
+            let seq = buffer.append(&[hour_batch(480_000 + hour, 50)]).unwrap();
+            buffer.sync(seq).unwrap();
+        }
+        let one = hour_batch(0, 50).1.records.get_array_memory_size() as u64;
+        let budget = one * 20;
+        let lake = Lake::open("memory://", &HashMap::new()).unwrap();
+        let mut f = Flusher::new(
+            buffer.clone(),
+            lake.clone(),
+            Metrics::new(),
+            FlusherConfig {
+                flush_bytes: 1 << 30,
+                max_pending_bytes: budget,
+                max_file_age: Duration::from_secs(3600),
+                ..FlusherConfig::default()
+            },
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
+        let held = |f: &Flusher| f.pending.values().map(|p| p.seqs.len()).sum::<usize>();
+        let mut rounds = 0;
+        // Until every entry was read (the last ones wait in memory for their age).
+        while buffer.stats().entries as usize > held(&f) {
+            rounds += 1;
+            assert!(rounds < 100, "the buffer was not read through");
+            f.poll().await.unwrap();
+            // At most one read of 64 entries past the bound.
+            assert!(
+                f.pending_bytes() <= budget + 64 * one,
+                "{} bytes held, bound {budget}",
+                f.pending_bytes()
+            );
+            f.flush_due(false).await;
+            assert!(f.pending_bytes() < budget, "{}", f.pending_bytes());
+        }
+        assert!(rounds > 1, "read in one go");
+        f.flush_due(true).await;
+        assert_eq!(buffer.stats().entries, 0);
+        assert_eq!(lake.list("").await.unwrap().len(), 200);
     }
 }

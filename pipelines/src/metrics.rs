@@ -62,6 +62,9 @@ pub struct FlushMetrics {
     pub bytes: BySignal<IntCounter>,
     /// Partitions accumulating rows, by signal.
     pub pending_partitions: BySignal<IntGauge>,
+    /// Bytes (in-memory Arrow) of the rows read from the buffer and not yet flushed, across
+    /// every partition; bounded by `lake.max_pending_bytes`.
+    pub pending_bytes: IntGauge,
     /// Time from the start of a flush to its registration.
     pub duration: Histogram,
     /// Unix seconds of the last segment flushed.
@@ -365,6 +368,10 @@ impl Metrics {
                 rows: flushed("rows_flushed_total", "Rows written to the lake"),
                 bytes: flushed("flushed_bytes_total", "Parquet bytes written to the lake"),
                 pending_partitions: BySignal::new(|sig| pending.with_label_values(&[sig.as_str()])),
+                pending_bytes: gauge(
+                    "flush_pending_bytes",
+                    "In-memory bytes of rows read from the buffer and not flushed yet (bounded by lake.max_pending_bytes)",
+                ),
                 duration: flush_duration,
                 last_flush_seconds: gauge("last_flush_seconds", "Unix time of the last flush"),
                 errors: ["encode", "journal", "upload", "buffer", "task"]

@@ -211,6 +211,7 @@ impl Background {
             metrics.clone(),
             FlusherConfig {
                 flush_bytes: cfg.lake.flush_bytes.0,
+                max_pending_bytes: cfg.lake.max_pending_bytes.0,
                 max_file_age: cfg.lake.max_file_age.0,
                 poll_interval: Duration::from_millis(250).min(cfg.lake.max_file_age.0),
                 parquet: ParquetConfig {
