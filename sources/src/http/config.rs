@@ -115,3 +115,62 @@ impl<K: HttpSourceKind> SourceConfig for HttpSourceConfig<K> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_pipelines::units::ByteSize;
+
+    use crate::contract::SourceConfig;
+    use crate::fluent::FluentConfig;
+    use crate::loki::LokiConfig;
+    use crate::otlp::OtlpConfig;
+
+    /// `max_row_bytes` of every source that has it: 8 × the request (or frame) limit by
+    /// default, within 1 MiB ..= 1 GiB, and a set value outside that range is refused with
+    /// its key.
+    #[test]
+    fn max_row_bytes_defaults_and_bounds() {
+        let loki = LokiConfig::default();
+        assert_eq!(loki.limits().max_row_bytes, 128 << 20);
+        assert_eq!(OtlpConfig::default().max_row_bytes(), 128 << 20);
+        assert_eq!(FluentConfig::default().max_row_bytes(), 128 << 20);
+        let small = LokiConfig {
+            max_request_bytes: ByteSize(4 << 10),
+            ..LokiConfig::default()
+        };
+        assert_eq!(small.limits().max_row_bytes, 1 << 20);
+        let huge = OtlpConfig {
+            max_request_bytes: ByteSize(1 << 30),
+            ..OtlpConfig::default()
+        };
+        assert_eq!(huge.max_row_bytes(), 1 << 30);
+        let problems = |r: Result<_, Vec<String>>| r.err().unwrap_or_default().join("; ");
+        let p = problems(
+            LokiConfig {
+                max_row_bytes: Some(ByteSize(2 << 30)),
+                ..LokiConfig::default()
+            }
+            .validate(),
+        );
+        assert!(
+            p.contains("sources.loki.max_row_bytes = 2GiB is above 1GiB"),
+            "{p}"
+        );
+        let p = problems(
+            OtlpConfig {
+                max_row_bytes: Some(ByteSize(1024)),
+                ..OtlpConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.otlp.max_row_bytes"), "{p}");
+        let p = problems(
+            FluentConfig {
+                max_row_bytes: Some(ByteSize(2 << 30)),
+                ..FluentConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.fluent.max_row_bytes"), "{p}");
+    }
+}
