@@ -27,10 +27,12 @@ pub fn test(module: &Path, input: &Path, config: Option<&str>) -> Result<()> {
         bail!("{}: expected an OTLP JSON export request (resourceLogs, resourceMetrics or resourceSpans)", input.display());
     };
     let request = decode_body(signal, Encoding::Json, &bytes).map_err(anyhow::Error::msg)?;
+    // The operator's own file: no budget on its rows.
+    let budget = weir_pipelines::DecodeBudget::unlimited();
     let decoded = match &request {
-        ExportRequest::Logs(r) => weir_pipelines::otlp::decode_logs(r, 0),
-        ExportRequest::Metrics(r) => weir_pipelines::otlp::decode_metrics(r, 0),
-        ExportRequest::Traces(r) => weir_pipelines::otlp::decode_traces(r, 0),
+        ExportRequest::Logs(r) => weir_pipelines::otlp::decode_logs(r, 0, &budget),
+        ExportRequest::Metrics(r) => weir_pipelines::otlp::decode_metrics(r, 0, &budget),
+        ExportRequest::Traces(r) => weir_pipelines::otlp::decode_traces(r, 0, &budget),
     }?;
     let config = config.unwrap_or("{}");
     serde_json::from_str::<serde_json::Value>(config).context("--config is not JSON")?;

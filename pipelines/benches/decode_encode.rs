@@ -35,6 +35,7 @@ use prost::Message;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
 use weir_pipelines::otlp::{decode_logs, decode_metrics};
 use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
+use weir_pipelines::DecodeBudget;
 use weir_pipelines::{Batch, Partition, Signal};
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -130,7 +131,10 @@ fn metrics(c: &mut Criterion) {
     g.bench_function("otlp_to_arrow", |b| {
         b.iter(|| {
             let req = ExportMetricsServiceRequest::decode(&bytes[..]).expect("valid request");
-            decode_metrics(&req, 0).expect("decodes").records.num_rows()
+            decode_metrics(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
         })
     });
     g.finish();
@@ -147,10 +151,15 @@ fn benches(c: &mut Criterion) {
     g.bench_function("otlp_to_arrow", |b| {
         b.iter(|| {
             let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("valid request");
-            decode_logs(&req, 0).expect("decodes").records.num_rows()
+            decode_logs(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
         })
     });
-    let records = decode_logs(&request(N), 0).expect("decodes").records;
+    let records = decode_logs(&request(N), 0, &DecodeBudget::unlimited())
+        .expect("decodes")
+        .records;
     let batch = Batch::new("default", Signal::Logs, "bench", 0, records.clone());
     g.bench_function("buffer_entry_encode", |b| {
         b.iter(|| encode_entry(Partition { hour: 0 }, &batch).map(|v| v.len()))
@@ -189,7 +198,9 @@ fn incompressible(bytes: usize) -> Batch {
     req.resource_logs[0].scope_logs[0].log_records[0].body = Some(AnyValue {
         value: Some(Value::StringValue(body)),
     });
-    let records = decode_logs(&req, 0).expect("decodes").records;
+    let records = decode_logs(&req, 0, &DecodeBudget::unlimited())
+        .expect("decodes")
+        .records;
     Batch::new("default", Signal::Logs, "bench", 0, records)
 }
 
@@ -201,7 +212,9 @@ fn durable_append(c: &mut Criterion) {
         Signal::Logs,
         "bench",
         0,
-        decode_logs(&request(1000), 0).expect("decodes").records,
+        decode_logs(&request(1000), 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records,
     );
     let partition = Partition::of(1_700_000_000_000_000_000);
     for (name, batch) in [

@@ -16,6 +16,11 @@ pub fn timestamp_builder(capacity: usize) -> TimestampNanosecondBuilder {
     TimestampNanosecondBuilder::with_capacity(capacity).with_timezone("UTC")
 }
 
+/// Bytes a string column holds so far: its values and their offsets.
+pub fn string_bytes(b: &StringBuilder) -> usize {
+    b.values_slice().len() + 4 * b.len()
+}
+
 /// Builds a `MAP<STRING, STRING>` attribute column.
 #[derive(Debug)]
 pub struct AttributesBuilder {
@@ -63,6 +68,11 @@ impl AttributesBuilder {
         self.len() == 0
     }
 
+    /// Bytes the column holds so far: keys, values and offsets.
+    pub fn bytes(&self) -> usize {
+        string_bytes(&self.keys) + string_bytes(&self.values) + 4 * self.offsets.len()
+    }
+
     /// The map column.
     pub fn finish(&mut self) -> ArrayRef {
         let keys: ArrayRef = Arc::new(self.keys.finish());
@@ -100,6 +110,11 @@ impl ListOffsets {
     pub fn push(&mut self, child_len: usize) {
         self.offsets.push(child_len as i32);
         self.nulls.append_non_null();
+    }
+
+    /// Bytes of the offsets so far (the child is counted by its own builder).
+    pub fn bytes(&self) -> usize {
+        4 * self.offsets.len()
     }
 
     /// Adds a null row (no list).

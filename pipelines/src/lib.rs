@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod budget;
 pub mod buffer;
 pub mod columns;
 pub mod compactor;
@@ -21,5 +22,6 @@ pub mod sweeper;
 pub mod units;
 
 pub use batch::{Batch, Partition};
+pub use budget::{DecodeBudget, OverBudget};
 pub use parquet_writer::ParquetConfig;
 pub use weir_schema::Signal;

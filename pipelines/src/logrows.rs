@@ -11,7 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::ArrowError;
 use weir_schema::logs_schema;
 
-use crate::columns::{timestamp_builder, AttributesBuilder};
+use crate::columns::{string_bytes, timestamp_builder, AttributesBuilder};
 
 /// The scalar fields of one log record.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +39,10 @@ pub struct LogFields<'a> {
     /// Instrumentation scope name (for non-OTLP sources: the source, like `syslog`).
     pub scope_name: Option<&'a str>,
 }
+
+/// Bytes of the fixed-width columns of one log row (two timestamps, severity number, flags,
+/// dropped count).
+pub const LOG_ROW_BYTES: usize = 28;
 
 /// Builds a logs record batch row by row.
 pub struct LogsBuilder {
@@ -97,6 +101,25 @@ impl LogsBuilder {
     /// Whether no row was appended.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// Bytes of the rows appended so far (values and offsets of every column), what a
+    /// [`DecodeBudget`](crate::DecodeBudget) is checked against after each record.
+    pub fn bytes(&self) -> usize {
+        let strings = [
+            &self.sev_text,
+            &self.body,
+            &self.trace_id,
+            &self.span_id,
+            &self.event_name,
+            &self.service,
+            &self.scope_name,
+            &self.scope_version,
+        ];
+        self.rows * LOG_ROW_BYTES
+            + strings.into_iter().map(string_bytes).sum::<usize>()
+            + self.res_attrs.bytes()
+            + self.attrs.bytes()
     }
 
     /// Appends one record. `resource` and `attributes` add the entries of the row's two

@@ -14,7 +14,7 @@ use arrow_array::{ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{ArrowError, DataType};
 use weir_schema::{metrics_schema, quantile_fields};
 
-use crate::columns::{timestamp_builder, AttributesBuilder, ListOffsets};
+use crate::columns::{string_bytes, timestamp_builder, AttributesBuilder, ListOffsets};
 
 /// The fields every data point has.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,6 +124,10 @@ pub enum Point<'a> {
     },
 }
 
+/// Bytes of the fixed-width columns of one metrics row (timestamps, values, counts, the
+/// exponential histogram scalars, flags).
+pub const METRIC_ROW_BYTES: usize = 110;
+
 /// Builds a metrics record batch point by point.
 #[derive(Default)]
 pub struct MetricsBuilder {
@@ -175,6 +179,39 @@ impl MetricsBuilder {
     /// Whether no point was appended.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// Bytes of the rows appended so far (values and offsets of every column, list items
+    /// included), what a [`DecodeBudget`](crate::DecodeBudget) is checked against after each
+    /// point.
+    pub fn bytes(&self) -> usize {
+        let strings = [
+            &self.name,
+            &self.kind,
+            &self.unit,
+            &self.description,
+            &self.service,
+            &self.scope_name,
+            &self.scope_version,
+        ];
+        let lists = [
+            &self.bucket_offsets,
+            &self.bounds_offsets,
+            &self.exp_pos_offsets,
+            &self.exp_neg_offsets,
+            &self.q_offsets,
+        ];
+        let items = self.bucket_counts.len()
+            + self.bounds.len()
+            + self.exp_pos_counts.len()
+            + self.exp_neg_counts.len()
+            + 2 * self.q_quantile.len();
+        self.rows * METRIC_ROW_BYTES
+            + strings.into_iter().map(string_bytes).sum::<usize>()
+            + lists.into_iter().map(ListOffsets::bytes).sum::<usize>()
+            + 8 * items
+            + self.res_attrs.bytes()
+            + self.attrs.bytes()
     }
 
     /// Appends one point. `resource` and `attributes` add the entries of the row's two

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use weir_pipelines::metricrows::MetricsBuilder;
 use weir_pipelines::otlp::decode_metrics;
+use weir_pipelines::DecodeBudget;
 use weir_sources::prometheus_remote_write::decode::{decode_v1, decode_v2, Limits};
 use weir_sources::prometheus_remote_write::proto::{
     Label, RequestV2, Sample, TimeSeries, TimeSeriesV2, WriteRequest,
@@ -164,7 +165,10 @@ fn benches(c: &mut Criterion) {
     g.bench_function("otlp_to_arrow", |b| {
         b.iter(|| {
             let req = ExportMetricsServiceRequest::decode(&otlp[..]).expect("valid request");
-            decode_metrics(&req, 0).expect("decodes").records.num_rows()
+            decode_metrics(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
         })
     });
     let rows = |f: &dyn Fn(&mut MetricsBuilder)| {

@@ -164,10 +164,12 @@ fn all_decoders(bytes: &[u8]) {
     let _ = prw::decode_v2(bytes, 0, &limits, &mut b);
     let _ = b.finish();
     let _ = syslog::to_batch(&[bytes::Bytes::copy_from_slice(bytes)], 0, "t", "fuzz");
+    // A small budget, so that the over-budget exits are exercised too.
+    let budget = weir_pipelines::DecodeBudget::new(1 << 20, "fuzz");
     let mut b = LogsBuilder::default();
-    let _ = loki::decode_json(bytes, 0, &mut b);
-    let _ = loki::decode_protobuf(bytes, 0, &mut b);
-    let _ = dd_logs::decode(bytes, 0, &mut b);
+    let _ = loki::decode_json(bytes, 0, &budget, &mut b);
+    let _ = loki::decode_protobuf(bytes, 0, &budget, &mut b);
+    let _ = dd_logs::decode(bytes, 0, &budget, &mut b);
     let _ = b.finish();
     for parsed in [
         dd_series::parse_v1(bytes),
@@ -178,14 +180,14 @@ fn all_decoders(bytes: &[u8]) {
     .flatten()
     {
         let mut b = weir_pipelines::metricrows::MetricsBuilder::default();
-        dd_series::append_series(&parsed, 0, &mut b);
+        let _ = dd_series::append_series(&parsed, 0, &budget, &mut b);
         let _ = b.finish();
     }
     if let Ok(Some(len)) = frame::value_len(bytes) {
         assert!(len <= bytes.len());
         if let Ok(v) = rmpv::decode::read_value(&mut &bytes[..len]) {
             let mut b = LogsBuilder::default();
-            let _ = fluent_decode::decode_message(&v, 0, 1 << 16, &mut b);
+            let _ = fluent_decode::decode_message(&v, 0, 1 << 16, &budget, &mut b);
             let _ = b.finish();
         }
     }

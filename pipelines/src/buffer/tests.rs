@@ -40,7 +40,9 @@ fn logs_batch(rows: usize, tag: u64) -> Batch {
         signal: Signal::Logs,
         source: "test".into(),
         received_at: tag as i64,
-        records: decode_logs(&req, 0).unwrap().records,
+        records: decode_logs(&req, 0, &crate::DecodeBudget::unlimited())
+            .unwrap()
+            .records,
         // Some entries carry a dead-letter reason, so round trips cover that field too.
         dead_letter: tag
             .is_multiple_of(5)

@@ -11,21 +11,24 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::anyvalue::{any_value_to_string, attributes_into, service_name};
-use super::{hex_id, pick_time, Decoded, Rejections};
-use crate::logrows::{LogFields, LogsBuilder};
+use super::{hex_id, pick_time, DecodeError, Decoded, Rejections};
+use crate::budget::DecodeBudget;
+use crate::logrows::{LogFields, LogsBuilder, LOG_ROW_BYTES};
 
-/// Decodes an OTLP logs request into one record batch of the logs schema.
+/// Decodes an OTLP logs request into one record batch of the logs schema; refused whole as
+/// soon as its rows are over `budget`.
 pub fn decode_logs(
     req: &ExportLogsServiceRequest,
     received_at: i64,
-) -> Result<Decoded, ArrowError> {
+    budget: &DecodeBudget,
+) -> Result<Decoded, DecodeError> {
     let n: usize = req
         .resource_logs
         .iter()
         .flat_map(|r| &r.scope_logs)
         .map(|s| s.log_records.len())
         .sum();
-    let mut out = LogsBuilder::with_capacity(n);
+    let mut out = LogsBuilder::with_capacity(budget.capacity(n, LOG_ROW_BYTES));
     let mut rejected = Rejections::default();
     for rl in &req.resource_logs {
         let resource_attrs: &[KeyValue] = rl
@@ -87,6 +90,7 @@ pub fn decode_logs(
                     |b| attributes_into(b, resource_attrs),
                     |b| attributes_into(b, &lr.attributes),
                 );
+                budget.check(out.bytes())?;
             }
         }
     }
@@ -271,7 +275,7 @@ mod tests {
     #[test]
     fn logs_round_trip_through_arrow() {
         let req = request(3);
-        let d = decode_logs(&req, 5).unwrap();
+        let d = decode_logs(&req, 5, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 3);
         assert_eq!(d.rejected, 0);
         let back = logs_to_otlp(&d.records).unwrap();
@@ -282,10 +286,31 @@ mod tests {
     fn bad_ids_are_rejected_one_by_one() {
         let mut req = request(3);
         req.resource_logs[0].scope_logs[0].log_records[1].trace_id = vec![1, 2, 3];
-        let d = decode_logs(&req, 5).unwrap();
+        let d = decode_logs(&req, 5, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 2);
         assert_eq!(d.rejected, 1);
         assert!(d.error.unwrap().contains("trace_id has 3 bytes"));
+    }
+
+    #[test]
+    fn a_resource_attribute_copied_to_every_row_is_over_budget() {
+        let budget = DecodeBudget::new(8 << 20, "sources.otlp.max_row_bytes");
+        let mut req = request(0);
+        let rl = &mut req.resource_logs[0];
+        if let Some(r) = rl.resource.as_mut() {
+            r.attributes.push(kv("big", &"x".repeat(1 << 20)));
+        }
+        rl.scope_logs[0].log_records = vec![LogRecord::default(); 20_000];
+        match decode_logs(&req, 5, &budget) {
+            Err(DecodeError::OverBudget(e)) => {
+                assert_eq!((e.key, e.limit), ("sources.otlp.max_row_bytes", 8 << 20));
+            }
+            other => panic!("expected over budget, got {other:?}"),
+        }
+        // The same resource over a few records fits.
+        req.resource_logs[0].scope_logs[0].log_records.truncate(5);
+        let d = decode_logs(&req, 5, &budget).unwrap();
+        assert_eq!(d.records.num_rows(), 5);
     }
 
     #[test]
@@ -295,7 +320,7 @@ mod tests {
         recs[0].time_unix_nano = 0;
         recs[1].time_unix_nano = 0;
         recs[1].observed_time_unix_nano = 0;
-        let d = decode_logs(&req, 77).unwrap();
+        let d = decode_logs(&req, 77, &DecodeBudget::unlimited()).unwrap();
         let ts = d
             .records
             .column(0)

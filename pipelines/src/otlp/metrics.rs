@@ -1,7 +1,6 @@
 //! OTLP metrics → the metrics lake schema: one row per data point of any of the five types,
 //! through the shared [`MetricsBuilder`].
 
-use arrow_schema::ArrowError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
@@ -11,7 +10,8 @@ use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint};
 
 use super::anyvalue::{attributes_into, service_name};
 use super::logs::non_empty;
-use super::{pick_time, Decoded};
+use super::{pick_time, DecodeError, Decoded};
+use crate::budget::{DecodeBudget, OverBudget};
 use crate::metricrows::{ExpBuckets, MetricFields, MetricsBuilder, Number, Point};
 
 /// Where a metric sits: its resource and scope.
@@ -21,6 +21,7 @@ struct Context<'a> {
     service: Option<&'a str>,
     scope: Option<&'a InstrumentationScope>,
     received_at: i64,
+    budget: &'a DecodeBudget,
 }
 
 impl Context<'_> {
@@ -46,13 +47,14 @@ impl Context<'_> {
         f: &MetricFields<'_>,
         point: &Point<'_>,
         attributes: &[KeyValue],
-    ) {
+    ) -> Result<(), OverBudget> {
         b.append(
             f,
             point,
             |r| attributes_into(r, self.resource_attrs),
             |a| attributes_into(a, attributes),
         );
+        self.budget.check(b.bytes())
     }
 }
 
@@ -71,16 +73,16 @@ fn exp_buckets(b: Option<&Buckets>) -> Option<ExpBuckets<'_>> {
     })
 }
 
-/// Appends every point of a metric.
-fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
+/// Appends every point of a metric; stops when the rows are over the budget.
+fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) -> Result<(), OverBudget> {
     let Some(data) = cx.metric.data.as_ref() else {
-        return;
+        return Ok(());
     };
     match data {
         Data::Gauge(g) => {
             for p in &g.data_points {
                 let f = cx.fields(p.time_unix_nano, p.start_time_unix_nano, p.flags);
-                cx.append(b, &f, &Point::Gauge(number(p)), &p.attributes);
+                cx.append(b, &f, &Point::Gauge(number(p)), &p.attributes)?;
             }
         }
         Data::Sum(s) => {
@@ -91,7 +93,7 @@ fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
                     monotonic: s.is_monotonic,
                     temporality: s.aggregation_temporality,
                 };
-                cx.append(b, &f, &point, &p.attributes);
+                cx.append(b, &f, &point, &p.attributes)?;
             }
         }
         Data::Histogram(h) => {
@@ -106,7 +108,7 @@ fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
                     bucket_counts: &p.bucket_counts,
                     bounds: &p.explicit_bounds,
                 };
-                cx.append(b, &f, &point, &p.attributes);
+                cx.append(b, &f, &point, &p.attributes)?;
             }
         }
         Data::ExponentialHistogram(h) => {
@@ -124,7 +126,7 @@ fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
                     positive: exp_buckets(p.positive.as_ref()),
                     negative: exp_buckets(p.negative.as_ref()),
                 };
-                cx.append(b, &f, &point, &p.attributes);
+                cx.append(b, &f, &point, &p.attributes)?;
             }
         }
         Data::Summary(s) => {
@@ -140,17 +142,20 @@ fn add_metric(b: &mut MetricsBuilder, cx: &Context<'_>) {
                     sum: p.sum,
                     quantiles: &quantiles,
                 };
-                cx.append(b, &f, &point, &p.attributes);
+                cx.append(b, &f, &point, &p.attributes)?;
             }
         }
     }
+    Ok(())
 }
 
-/// Decodes an OTLP metrics request into one record batch of the metrics schema.
+/// Decodes an OTLP metrics request into one record batch of the metrics schema; refused
+/// whole as soon as its rows are over `budget`.
 pub fn decode_metrics(
     req: &ExportMetricsServiceRequest,
     received_at: i64,
-) -> Result<Decoded, ArrowError> {
+    budget: &DecodeBudget,
+) -> Result<Decoded, DecodeError> {
     let mut b = MetricsBuilder::default();
     for rm in &req.resource_metrics {
         let resource_attrs: &[KeyValue] = rm
@@ -167,8 +172,9 @@ pub fn decode_metrics(
                     service,
                     scope: sm.scope.as_ref(),
                     received_at,
+                    budget,
                 };
-                add_metric(&mut b, &cx);
+                add_metric(&mut b, &cx)?;
             }
         }
     }
@@ -292,8 +298,52 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_attribute_copied_to_every_point_is_over_budget() {
+        let budget = DecodeBudget::new(8 << 20, "sources.otlp.max_row_bytes");
+        let big = KeyValue {
+            key: "big".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "x".repeat(1 << 20),
+                    ),
+                ),
+            }),
+            ..Default::default()
+        };
+        let gauge = |n: usize| {
+            metric(
+                "g",
+                Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint::default(); n],
+                }),
+            )
+        };
+        let mut req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![big],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![gauge(20_000)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        match decode_metrics(&req, 1, &budget) {
+            Err(DecodeError::OverBudget(e)) => assert_eq!(e.limit, 8 << 20),
+            other => panic!("expected over budget, got {other:?}"),
+        }
+        req.resource_metrics[0].scope_metrics[0].metrics = vec![gauge(5)];
+        let d = decode_metrics(&req, 1, &budget).unwrap();
+        assert_eq!(d.records.num_rows(), 5);
+    }
+
+    #[test]
     fn all_five_point_types_decode() {
-        let d = decode_metrics(&all_types(), 1).unwrap();
+        let d = decode_metrics(&all_types(), 1, &DecodeBudget::unlimited()).unwrap();
         let b = &d.records;
         assert_eq!(b.num_rows(), 5);
         let value = b

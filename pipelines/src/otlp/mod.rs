@@ -2,7 +2,9 @@
 //!
 //! The mapping of every OTLP field to a lake column is written out in `docs/schemas.md`.
 //! Records that cannot be stored (a trace or span id of the wrong length) are rejected one by
-//! one and reported as the OTLP partial success; the rest of the request is kept.
+//! one and reported as the OTLP partial success; the rest of the request is kept. A request
+//! whose rows grow over its [`DecodeBudget`](crate::DecodeBudget) is refused whole
+//! ([`DecodeError::OverBudget`]), checked after each record.
 
 mod anyvalue;
 mod logs;
@@ -15,6 +17,20 @@ pub use metrics::decode_metrics;
 pub use traces::decode_traces;
 
 use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+
+use crate::budget::OverBudget;
+
+/// Why a request could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The rows do not form a batch of the lake schema.
+    #[error("cannot map request to the lake schema: {0}")]
+    Arrow(#[from] ArrowError),
+    /// The rows are over the request's budget.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
+}
 
 /// A decoded request: the rows that were kept and what was rejected.
 #[derive(Debug)]

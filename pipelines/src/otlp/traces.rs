@@ -15,8 +15,12 @@ use weir_schema::{span_event_fields, span_link_fields, traces_schema};
 
 use super::anyvalue::{attributes_into, service_name};
 use super::logs::non_empty;
-use super::{hex_id, pick_time, Decoded, Rejections};
-use crate::columns::{timestamp_builder, AttributesBuilder, ListOffsets};
+use super::{hex_id, pick_time, DecodeError, Decoded, Rejections};
+use crate::budget::DecodeBudget;
+use crate::columns::{string_bytes, timestamp_builder, AttributesBuilder, ListOffsets};
+
+/// Bytes of the fixed-width columns of one span (kind, three times, status code, flags).
+const SPAN_ROW_BYTES: usize = 36;
 
 /// The columns of the traces schema, filled one span at a time.
 struct SpanColumns {
@@ -90,6 +94,37 @@ impl SpanColumns {
             scope_version: StringBuilder::new(),
             attrs: AttributesBuilder::default(),
         }
+    }
+
+    /// Bytes of the spans appended so far (values and offsets of every column, events and
+    /// links included).
+    fn bytes(&self) -> usize {
+        let strings = [
+            &self.trace_id,
+            &self.span_id,
+            &self.parent,
+            &self.trace_state,
+            &self.name,
+            &self.status_message,
+            &self.ev_name,
+            &self.ln_trace,
+            &self.ln_span,
+            &self.ln_state,
+            &self.service,
+            &self.scope_name,
+            &self.scope_version,
+        ];
+        let attrs = [&self.ev_attrs, &self.ln_attrs, &self.res_attrs, &self.attrs];
+        self.kind.len() * SPAN_ROW_BYTES
+            + strings.into_iter().map(string_bytes).sum::<usize>()
+            + attrs
+                .into_iter()
+                .map(AttributesBuilder::bytes)
+                .sum::<usize>()
+            + self.ev_offsets.bytes()
+            + self.ln_offsets.bytes()
+            + 12 * self.ev_ts.len()
+            + 4 * self.ln_flags.len()
     }
 
     /// Appends a span whose ids were checked.
@@ -216,11 +251,13 @@ fn refusal(sp: &Span) -> Option<String> {
     None
 }
 
-/// Decodes an OTLP traces request into one record batch of the traces schema.
+/// Decodes an OTLP traces request into one record batch of the traces schema; refused whole
+/// as soon as its rows are over `budget`.
 pub fn decode_traces(
     req: &ExportTraceServiceRequest,
     received_at: i64,
-) -> Result<Decoded, ArrowError> {
+    budget: &DecodeBudget,
+) -> Result<Decoded, DecodeError> {
     let mut cols = SpanColumns::new();
     let mut rejected = Rejections::default();
     for rs in &req.resource_spans {
@@ -239,7 +276,10 @@ pub fn decode_traces(
             for sp in &ss.spans {
                 match refusal(sp) {
                     Some(reason) => rejected.reject(|| reason),
-                    None => cols.append(sp, &cx),
+                    None => {
+                        cols.append(sp, &cx);
+                        budget.check(cols.bytes())?;
+                    }
                 }
             }
         }
@@ -258,6 +298,43 @@ mod tests {
     use arrow_array::Array;
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    #[test]
+    fn a_resource_attribute_copied_to_every_span_is_over_budget() {
+        use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
+        let budget = DecodeBudget::new(8 << 20, "sources.otlp.max_row_bytes");
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        };
+        let mut req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                    attributes: vec![KeyValue {
+                        key: "big".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue("x".repeat(1 << 20))),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span; 20_000],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        match decode_traces(&req, 0, &budget) {
+            Err(DecodeError::OverBudget(e)) => assert_eq!(e.limit, 8 << 20),
+            other => panic!("expected over budget, got {other:?}"),
+        }
+        req.resource_spans[0].scope_spans[0].spans.truncate(5);
+        let d = decode_traces(&req, 0, &budget).unwrap();
+        assert_eq!(d.records.num_rows(), 5);
+    }
 
     #[test]
     fn spans_with_events_and_links() {
@@ -295,7 +372,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let d = decode_traces(&req, 0).unwrap();
+        let d = decode_traces(&req, 0, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 1);
         assert_eq!(d.rejected, 1);
         let b = &d.records;

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
+use weir_pipelines::DecodeBudget;
 
+use crate::http::DecodeFailure;
 use crate::severity::severity_number;
 
 fn text(v: &Value) -> String {
@@ -36,8 +38,14 @@ const KNOWN: [&str; 7] = [
     "ddtags",
 ];
 
-/// Decodes a (decompressed) JSON body: an array of log items, or one item.
-pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usize, String> {
+/// Decodes a (decompressed) JSON body: an array of log items, or one item; refused as soon as
+/// the rows are over `budget`.
+pub fn decode(
+    body: &[u8],
+    received_at: i64,
+    budget: &DecodeBudget,
+    b: &mut LogsBuilder,
+) -> Result<usize, DecodeFailure> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("malformed Datadog logs payload: {e}"))?;
     let items = match v {
@@ -47,7 +55,7 @@ pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usiz
     };
     for (i, item) in items.iter().enumerate() {
         let Value::Object(fields) = item else {
-            return Err(format!("log item {i} is not a JSON object"));
+            return Err(format!("log item {i} is not a JSON object").into());
         };
         let get = |k: &str| fields.get(k).map(text);
         // Fluent Bit's datadog output keeps the record's `log` key unless `dd_message_key` is set.
@@ -72,7 +80,8 @@ pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usiz
             Some(other) => {
                 return Err(format!(
                     "log item {i}: timestamp {other} is not a number of milliseconds"
-                ))
+                )
+                .into())
             }
         };
         let f = LogFields {
@@ -114,6 +123,7 @@ pub fn decode(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<usiz
                 }
             },
         );
+        budget.check(b.bytes())?;
     }
     Ok(items.len())
 }
@@ -127,7 +137,10 @@ mod tests {
     fn items_map_like_the_collector() {
         let body = br#"[{"message":"hi","status":"error","hostname":"h1","service":"api","ddsource":"python","ddtags":"env:prod,version:1.2,flag","timestamp":1700000000123,"custom":{"a":1}}]"#;
         let mut b = LogsBuilder::default();
-        assert_eq!(decode(body, 7, &mut b).unwrap(), 1);
+        assert_eq!(
+            decode(body, 7, &DecodeBudget::unlimited(), &mut b).unwrap(),
+            1
+        );
         let rb = b.finish().unwrap();
         let ts = rb
             .column(0)
@@ -149,14 +162,13 @@ mod tests {
     #[test]
     fn bad_payloads() {
         let mut b = LogsBuilder::default();
-        assert!(decode(b"[1]", 0, &mut b)
-            .unwrap_err()
-            .contains("not a JSON object"));
-        assert!(decode(b"{", 0, &mut b)
-            .unwrap_err()
-            .contains("malformed Datadog logs payload"));
-        assert!(decode(br#"[{"timestamp":"now"}]"#, 0, &mut b)
-            .unwrap_err()
-            .contains("milliseconds"));
+        let mut err = |body: &[u8]| {
+            decode(body, 0, &DecodeBudget::unlimited(), &mut b)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(b"[1]").contains("not a JSON object"));
+        assert!(err(b"{").contains("malformed Datadog logs payload"));
+        assert!(err(br#"[{"timestamp":"now"}]"#).contains("milliseconds"));
     }
 }

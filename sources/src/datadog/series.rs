@@ -6,10 +6,11 @@
 //! default). Tags `k:v` become point attributes; the host becomes the resource's `host.name`,
 //! a `service:` tag also `service.name`, and v2 resources `{type, name}` resource attributes.
 
-use weir_pipelines::columns::AttributesBuilder;
-use weir_pipelines::metricrows::{MetricFields, MetricsBuilder, Number, Point};
 use prost::Message;
 use serde::Deserialize;
+use weir_pipelines::columns::AttributesBuilder;
+use weir_pipelines::metricrows::{MetricFields, MetricsBuilder, Number, Point};
+use weir_pipelines::{DecodeBudget, OverBudget};
 
 use super::logs::split_tags;
 
@@ -297,14 +298,18 @@ pub fn parse_v2_protobuf(body: &[u8]) -> Result<Vec<Series>, String> {
 
 /// Appends the series' points to a metrics batch (the same mapping as the Collector's
 /// datadog receiver, see the module docs): the host, the `service:` tag, v2 resources and
-/// the source type become resource attributes, every `k:v` tag a point attribute.
-pub fn append_series(series: &[Series], received_at: i64, b: &mut MetricsBuilder) {
+/// the source type become resource attributes, every `k:v` tag a point attribute. A series'
+/// tags are copied to the row of each of its points: refused as soon as the rows are over
+/// `budget`.
+pub fn append_series(
+    series: &[Series],
+    received_at: i64,
+    budget: &DecodeBudget,
+    b: &mut MetricsBuilder,
+) -> Result<(), OverBudget> {
     for s in series {
         let pairs = split_tags(s.tags.iter().map(String::as_str));
-        let service = pairs
-            .iter()
-            .find(|(k, _)| *k == "service")
-            .map(|(_, v)| *v);
+        let service = pairs.iter().find(|(k, _)| *k == "service").map(|(_, v)| *v);
         let resource = |r: &mut AttributesBuilder| {
             if let Some(h) = &s.host {
                 r.entry("host.name", Some(h));
@@ -351,8 +356,10 @@ pub fn append_series(series: &[Series], received_at: i64, b: &mut MetricsBuilder
                     a.entry(k, Some(v));
                 }
             });
+            budget.check(b.bytes())?;
         }
     }
+    Ok(())
 }
 
 /// OTLP `AGGREGATION_TEMPORALITY_DELTA`.
@@ -388,7 +395,7 @@ mod tests {
         };
         let batch = |series: Vec<Series>| {
             let mut b = MetricsBuilder::default();
-            append_series(&series, 0, &mut b);
+            append_series(&series, 0, &DecodeBudget::unlimited(), &mut b).unwrap();
             b.finish().unwrap()
         };
         let a = batch(parse_v1(v1).unwrap());
@@ -397,7 +404,11 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(b, c);
         let col = |name: &str| a.column_by_name(name).unwrap().clone();
-        assert_eq!(col("metric_type").as_string::<i32>().value(0), "sum", "rate is a sum");
+        assert_eq!(
+            col("metric_type").as_string::<i32>().value(0),
+            "sum",
+            "rate is a sum"
+        );
         assert_eq!(col("value").as_primitive::<Float64Type>().value(0), 25.0);
         assert_eq!(
             col("start_timestamp")
@@ -411,6 +422,26 @@ mod tests {
                 .value(0),
             DELTA
         );
+    }
+
+    #[test]
+    fn tags_copied_to_every_point_are_over_budget() {
+        let budget = DecodeBudget::new(8 << 20, "sources.datadog.max_row_bytes");
+        let payload = |points: usize| MetricPayload {
+            series: vec![MetricSeries {
+                metric: "req".into(),
+                tags: vec![format!("big:{}", "x".repeat(1 << 20))],
+                points: vec![MetricPoint::default(); points],
+                ..Default::default()
+            }],
+        };
+        let series = parse_v2_protobuf(&payload(20_000).encode_to_vec()).unwrap();
+        let e = append_series(&series, 0, &budget, &mut MetricsBuilder::default()).unwrap_err();
+        assert_eq!((e.key, e.limit), ("sources.datadog.max_row_bytes", 8 << 20));
+        let series = parse_v2_protobuf(&payload(5).encode_to_vec()).unwrap();
+        let mut b = MetricsBuilder::default();
+        append_series(&series, 0, &budget, &mut b).unwrap();
+        assert_eq!(b.finish().unwrap().num_rows(), 5);
     }
 
     #[test]

@@ -9,16 +9,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use weir_pipelines::logrows::LogsBuilder;
-use weir_pipelines::metrics::Metrics;
 use weir_pipelines::metricrows::MetricsBuilder;
-use weir_pipelines::Signal;
+use weir_pipelines::metrics::Metrics;
+use weir_pipelines::{DecodeBudget, Signal};
 
 use super::{logs, series};
 use crate::auth::ApiKeys;
 use crate::contract::SourceContext;
 use crate::http::{
-    body, serve_request, Accepted, Coding, Decoded, ErrorBody, HttpLimits, HttpSource, Protocol,
-    SourceError,
+    body, serve_request, Accepted, Coding, DecodeFailure, Decoded, ErrorBody, HttpLimits,
+    HttpSource, Protocol, SourceError,
 };
 
 /// Source name in metrics and buffer entries.
@@ -49,6 +49,7 @@ impl Protocol for Datadog {
     type Format = bool;
     const SOURCE: &'static str = SOURCE;
     const LIMIT_KEY: &'static str = "sources.datadog.max_request_bytes";
+    const ROW_LIMIT_KEY: &'static str = "sources.datadog.max_row_bytes";
 
     fn format(&self, _: Endpoint, headers: &HeaderMap) -> Result<bool, String> {
         Ok(matches!(
@@ -66,11 +67,7 @@ impl Protocol for Datadog {
     }
 
     /// `DD-API-KEY`, or the `api_key` query parameter older clients use (form-decoded).
-    fn api_key<'a>(
-        &self,
-        headers: &'a HeaderMap,
-        query: Option<&'a str>,
-    ) -> Option<Cow<'a, str>> {
+    fn api_key<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, str>> {
         if let Some(k) = ApiKeys::key_from_headers(headers, &[DD_API_KEY]) {
             return Some(Cow::Borrowed(k));
         }
@@ -85,7 +82,8 @@ impl Protocol for Datadog {
         protobuf: bool,
         body: &[u8],
         received_at: i64,
-    ) -> Result<Decoded, String> {
+        budget: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure> {
         match endpoint {
             Endpoint::CheckRun => {
                 let checks: serde_json::Value = serde_json::from_slice(body)
@@ -98,12 +96,12 @@ impl Protocol for Datadog {
                     rejected: 0,
                     error: None,
                     headers: Vec::new(),
-            counted: Vec::new(),
+                    counted: Vec::new(),
                 })
             }
             Endpoint::Logs => {
                 let mut b = LogsBuilder::default();
-                logs::decode(body, received_at, &mut b)?;
+                logs::decode(body, received_at, budget, &mut b)?;
                 Ok(Decoded::rows(
                     Signal::Logs,
                     b.finish().map_err(|e| e.to_string())?,
@@ -116,7 +114,7 @@ impl Protocol for Datadog {
                     (_, false) => series::parse_v2_json(body),
                 }?;
                 let mut b = MetricsBuilder::default();
-                series::append_series(&parsed, received_at, &mut b);
+                series::append_series(&parsed, received_at, budget, &mut b)?;
                 Ok(Decoded::rows(
                     Signal::Metrics,
                     b.finish().map_err(|e| e.to_string())?,
@@ -175,9 +173,15 @@ mod tests {
             metrics: Metrics::new(),
         };
         let mut headers = HeaderMap::new();
-        assert_eq!(dd.api_key(&headers, Some("api_key=a%2Bb+c&x=1")).as_deref(), Some("a+b c"));
+        assert_eq!(
+            dd.api_key(&headers, Some("api_key=a%2Bb+c&x=1")).as_deref(),
+            Some("a+b c")
+        );
         assert_eq!(dd.api_key(&headers, Some("x=1")), None);
         headers.insert("dd-api-key", "k1".parse().unwrap());
-        assert_eq!(dd.api_key(&headers, Some("api_key=other")).as_deref(), Some("k1"));
+        assert_eq!(
+            dd.api_key(&headers, Some("api_key=other")).as_deref(),
+            Some("k1")
+        );
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use weir_pipelines::units::ByteSize;
 
 use crate::contract::{at_least, claim, tenant_valid, Claim, SourceConfig, ValidSource};
+use crate::http::{check_row_bytes, default_max_row_bytes};
 use crate::tls::TlsConfig;
 
 /// The Fluent forward source.
@@ -17,6 +18,14 @@ pub struct FluentConfig {
     /// Largest forward message, and largest decompressed CompressedPackedForward payload; a
     /// larger one closes that connection.
     pub max_frame_bytes: ByteSize,
+    /// Largest size of the rows one forward message decodes to: the tag is copied to the row
+    /// of each of its entries, so a small message can expand a thousandfold. Checked while the
+    /// rows are built; a message over it is not acknowledged, counted as
+    /// `weir_rejected_requests_total{source="fluent",reason="too_many_row_bytes"}`, and closes
+    /// the connection (messages before it are written and acknowledged). Also the most rows
+    /// one read gathers before they are written. Default: 8 × `max_frame_bytes` (128 MiB),
+    /// within 1 MiB ..= 1 GiB.
+    pub max_row_bytes: Option<ByteSize>,
     /// Open connections allowed.
     pub max_connections: usize,
     /// Tenant of every record (the forward protocol carries none).
@@ -35,12 +44,21 @@ impl Default for FluentConfig {
             enabled: true,
             address: "0.0.0.0:24224".into(),
             max_frame_bytes: ByteSize(16 << 20),
+            max_row_bytes: None,
             max_connections: 1024,
             tenant: "default".into(),
             shared_key: None,
             self_hostname: "weir".into(),
             tls: None,
         }
+    }
+}
+
+impl FluentConfig {
+    /// The budget of one message's rows (`max_row_bytes` or its default).
+    pub fn max_row_bytes(&self) -> usize {
+        self.max_row_bytes
+            .map_or_else(|| default_max_row_bytes(self.max_frame_bytes.0), |b| b.0) as usize
     }
 }
 
@@ -74,6 +92,11 @@ impl SourceConfig for FluentConfig {
             self.max_frame_bytes.0,
             1024,
             "1KiB",
+        );
+        check_row_bytes(
+            &mut problems,
+            "sources.fluent.max_row_bytes",
+            self.max_row_bytes() as u64,
         );
         if self.max_connections == 0 {
             problems.push("sources.fluent.max_connections must be at least 1".into());

@@ -10,6 +10,9 @@
 //! attributes (strings as they are, other values as JSON); a `level`/`severity`/`log_level`
 //! key also sets the severity; the tag becomes attribute `fluent.tag`, Fluent Bit metadata
 //! becomes `fluent.meta.{key}`.
+//!
+//! The tag is copied to the row of every entry of a message, so the rows are checked against
+//! the message's budget after each entry.
 
 use std::io::Read;
 
@@ -18,8 +21,10 @@ use rmpv::Value;
 use serde_json::Value as Json;
 use weir_pipelines::columns::AttributesBuilder;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
+use weir_pipelines::DecodeBudget;
 
 use super::frame;
+use crate::http::DecodeFailure;
 use crate::severity::{severity_number, LEVEL_KEYS};
 
 /// What one message asked for.
@@ -117,16 +122,19 @@ fn entry_time(v: &Value) -> Result<(i64, Option<&MsgMap>), String> {
     }
 }
 
-fn append_entry(
-    b: &mut LogsBuilder,
-    tag: &str,
-    time: &Value,
-    record: &Value,
+/// Where entries go: the builder, the budget of its rows, the message's tag.
+struct Sink<'a> {
+    b: &'a mut LogsBuilder,
+    budget: &'a DecodeBudget,
+    tag: &'a str,
     received_at: i64,
-) -> Result<(), String> {
+}
+
+fn append_entry(sink: &mut Sink<'_>, time: &Value, record: &Value) -> Result<(), DecodeFailure> {
+    let (tag, received_at) = (sink.tag, sink.received_at);
     let (ts, meta) = entry_time(time)?;
     let Value::Map(fields) = record else {
-        return Err(format!("record is not a map: {record}"));
+        return Err(format!("record is not a map: {record}").into());
     };
     let text = |k: &Value| match k {
         Value::String(s) => s.as_str().map(str::to_string),
@@ -176,16 +184,12 @@ fn append_entry(
             r.entry("service.name", Some(s));
         }
     };
-    b.append(&f, None, 0, resource, attrs);
+    sink.b.append(&f, None, 0, resource, attrs);
+    sink.budget.check(sink.b.bytes())?;
     Ok(())
 }
 
-fn packed_entries(
-    b: &mut LogsBuilder,
-    tag: &str,
-    mut bytes: &[u8],
-    received_at: i64,
-) -> Result<usize, String> {
+fn packed_entries(sink: &mut Sink<'_>, mut bytes: &[u8]) -> Result<usize, DecodeFailure> {
     let mut n = 0;
     while !bytes.is_empty() {
         let len = frame::value_len(bytes)
@@ -198,9 +202,9 @@ fn packed_entries(
             return Err("packed entry is not an array".into());
         };
         if e.len() != 2 {
-            return Err(format!("packed entry has {} elements, expected 2", e.len()));
+            return Err(format!("packed entry has {} elements, expected 2", e.len()).into());
         }
-        append_entry(b, tag, &e[0], &e[1], received_at)?;
+        append_entry(sink, &e[0], &e[1])?;
         n += 1;
     }
     Ok(n)
@@ -216,19 +220,27 @@ fn option_text(option: Option<&Value>, key: &str) -> Option<String> {
 }
 
 /// Decodes one forward-protocol message, appending its entries to `b`. `max_decompressed`
-/// bounds a CompressedPackedForward payload.
+/// bounds a CompressedPackedForward payload; the message is refused as soon as the rows of
+/// `b` are over `budget`.
 pub fn decode_message(
     msg: &Value,
     received_at: i64,
     max_decompressed: usize,
+    budget: &DecodeBudget,
     b: &mut LogsBuilder,
-) -> Result<MessageInfo, String> {
+) -> Result<MessageInfo, DecodeFailure> {
     let Value::Array(parts) = msg else {
         return Err("forward message is not an array".into());
     };
     let tag = match parts.first() {
-        Some(Value::String(s)) => s.as_str().ok_or("tag is not UTF-8")?.to_string(),
+        Some(Value::String(s)) => s.as_str().ok_or("tag is not UTF-8")?,
         _ => return Err("forward message does not start with a tag string".into()),
+    };
+    let sink = &mut Sink {
+        b,
+        budget,
+        tag,
+        received_at,
     };
     let second = parts.get(1).ok_or("forward message has no entries")?;
     let mut info = MessageInfo::default();
@@ -239,12 +251,11 @@ pub fn decode_message(
                     return Err("forward entry is not an array".into());
                 };
                 if pair.len() != 2 {
-                    return Err(format!(
-                        "forward entry has {} elements, expected 2",
-                        pair.len()
-                    ));
+                    return Err(
+                        format!("forward entry has {} elements, expected 2", pair.len()).into(),
+                    );
                 }
-                append_entry(b, &tag, &pair[0], &pair[1], received_at)?;
+                append_entry(sink, &pair[0], &pair[1])?;
                 info.entries += 1;
             }
             parts.get(2)
@@ -265,18 +276,18 @@ pub fn decode_message(
                         .read_to_end(&mut out)
                         .map_err(|e| format!("invalid gzip in CompressedPackedForward: {e}"))?;
                     if out.len() > max_decompressed {
-                        return Err(format!("decompressed payload exceeds sources.fluent.max_frame_bytes ({max_decompressed} bytes)"));
+                        return Err(format!("decompressed payload exceeds sources.fluent.max_frame_bytes ({max_decompressed} bytes)").into());
                     }
-                    packed_entries(b, &tag, &out, received_at)?
+                    packed_entries(sink, &out)?
                 }
-                None | Some("text") => packed_entries(b, &tag, raw, received_at)?,
-                Some(other) => return Err(format!("unsupported compression {other:?}")),
+                None | Some("text") => packed_entries(sink, raw)?,
+                Some(other) => return Err(format!("unsupported compression {other:?}").into()),
             };
             option
         }
         time => {
             let record = parts.get(2).ok_or("message mode without a record")?;
-            append_entry(b, &tag, time, record, received_at)?;
+            append_entry(sink, time, record)?;
             info.entries = 1;
             parts.get(3)
         }
@@ -351,7 +362,7 @@ mod tests {
         let mut b = LogsBuilder::default();
         let infos: Vec<_> = msgs
             .iter()
-            .map(|m| decode_message(m, 9, 1 << 20, &mut b).unwrap())
+            .map(|m| decode_message(m, 9, 1 << 20, &DecodeBudget::unlimited(), &mut b).unwrap())
             .collect();
         assert_eq!(
             infos.iter().map(|i| i.entries).collect::<Vec<_>>(),
@@ -373,9 +384,41 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_copied_to_every_entry_is_over_budget() {
+        let budget = DecodeBudget::new(8 << 20, "sources.fluent.max_row_bytes");
+        let tag = "t".repeat(1 << 20);
+        let entry = V::Array(vec![V::from(0), V::Map(Vec::new())]);
+        let forward = |n: usize| {
+            V::Array(vec![
+                V::from(tag.as_str()),
+                V::Array(vec![entry.clone(); n]),
+            ])
+        };
+        let packed = V::Array(vec![
+            V::from(tag.as_str()),
+            V::Binary(pack(&vec![entry.clone(); 20_000])),
+        ]);
+        for m in [forward(20_000), packed] {
+            match decode_message(&m, 0, 1 << 20, &budget, &mut LogsBuilder::default()) {
+                Err(DecodeFailure::OverBudget(e)) => {
+                    assert_eq!((e.key, e.limit), ("sources.fluent.max_row_bytes", 8 << 20))
+                }
+                other => panic!("expected over budget, got {other:?}"),
+            }
+        }
+        let mut b = LogsBuilder::default();
+        let info = decode_message(&forward(5), 0, 1 << 20, &budget, &mut b).unwrap();
+        assert_eq!(info.entries, 5);
+    }
+
+    #[test]
     fn bad_messages_name_the_problem() {
         let mut b = LogsBuilder::default();
-        let mut err = |m: V| decode_message(&m, 0, 100, &mut b).unwrap_err();
+        let mut err = |m: V| {
+            decode_message(&m, 0, 100, &DecodeBudget::unlimited(), &mut b)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(V::from(1)).contains("not an array"));
         assert!(err(V::Array(vec![V::from(1)])).contains("tag string"));
         assert!(err(V::Array(vec![V::from("t"), V::from(1), V::from("x")])).contains("not a map"));

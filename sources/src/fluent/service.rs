@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::logrows::{self, LogsBuilder};
-use weir_pipelines::{Batch, Signal};
+use weir_pipelines::{Batch, DecodeBudget, Signal};
 
 use super::config::{FluentConfig, ValidFluent};
 use super::{decode, frame, handshake};
 use crate::contract::{
     BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext, ValidSource,
 };
+use crate::http::DecodeFailure;
 use crate::listen::bind_tcp;
 use crate::now_nanos;
 use crate::tcp::{BoxStream, TcpServer};
@@ -36,6 +37,7 @@ pub struct FluentService {
     tls: Option<TlsAcceptor>,
     tenant: String,
     max_frame: usize,
+    budget: DecodeBudget,
     max_connections: usize,
 }
 
@@ -45,7 +47,12 @@ struct Pending {
     chunks: Vec<String>,
     messages: usize,
     bytes: usize,
+    /// Bytes of the decoded rows.
+    row_bytes: usize,
 }
+
+/// What stops a connection: the reason it is counted under, and the message.
+type Broken = (&'static str, String);
 
 impl FluentService {
     /// A service writing to `ingest`.
@@ -57,12 +64,17 @@ impl FluentService {
             hostname: cfg.self_hostname.clone(),
             tenant: cfg.tenant.clone(),
             max_frame: cfg.max_frame_bytes.0 as usize,
+            budget: DecodeBudget::new(cfg.max_row_bytes(), "sources.fluent.max_row_bytes"),
             max_connections: cfg.max_connections,
         }
     }
 
     /// Accepts connections until `stop`, then lets open connections finish what they read.
-    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) -> Result<(), ServeError> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), ServeError> {
         let server = TcpServer {
             source: SOURCE,
             max_connections: self.max_connections,
@@ -77,45 +89,57 @@ impl FluentService {
             .await
     }
 
-    /// Decodes every complete message in `buf`. Stops at the first broken one and returns its
-    /// error alongside what was decoded before it.
-    fn take_messages(&self, buf: &mut BytesMut, received_at: i64) -> (Pending, Option<String>) {
+    /// Decodes the complete messages in `buf` until their rows reach the budget. Stops at the
+    /// first broken one and returns its error alongside what was decoded before it; `true`
+    /// when it stopped at the budget and complete messages may be left in `buf`.
+    fn take_messages(
+        &self,
+        buf: &mut BytesMut,
+        received_at: i64,
+    ) -> (Pending, Option<Broken>, bool) {
         let mut p = Pending {
             batches: Vec::new(),
             chunks: Vec::new(),
             messages: 0,
             bytes: 0,
+            row_bytes: 0,
         };
+        let malformed = |m: String| Some(("malformed", m));
         loop {
+            if p.row_bytes >= self.budget.limit() {
+                return (p, None, true);
+            }
             let len = match frame::value_len(buf) {
                 Ok(Some(len)) => len,
                 Ok(None) if buf.len() > self.max_frame => {
-                    return (
-                        p,
-                        Some(format!(
-                            "forward message exceeds sources.fluent.max_frame_bytes ({} bytes)",
-                            self.max_frame
-                        )),
-                    )
+                    let m = format!(
+                        "forward message exceeds sources.fluent.max_frame_bytes ({} bytes)",
+                        self.max_frame
+                    );
+                    return (p, malformed(m), false);
                 }
-                Ok(None) => return (p, None),
-                Err(e) => return (p, Some(e.to_string())),
+                Ok(None) => return (p, None, false),
+                Err(e) => return (p, malformed(e.to_string()), false),
             };
             if len > self.max_frame {
-                return (p, Some(format!("forward message of {len} bytes exceeds sources.fluent.max_frame_bytes ({} bytes)", self.max_frame)));
+                let m = format!("forward message of {len} bytes exceeds sources.fluent.max_frame_bytes ({} bytes)", self.max_frame);
+                return (p, malformed(m), false);
             }
             let msg = match rmpv::decode::read_value(&mut &buf[..len]) {
                 Ok(v) => v,
-                Err(e) => return (p, Some(format!("invalid msgpack: {e}"))),
+                Err(e) => return (p, malformed(format!("invalid msgpack: {e}")), false),
             };
             buf.advance(len);
             // Keep rows of a broken message out of the batch.
             let mut one = LogsBuilder::default();
-            match decode::decode_message(&msg, received_at, self.max_frame, &mut one) {
+            let decoded =
+                decode::decode_message(&msg, received_at, self.max_frame, &self.budget, &mut one);
+            match decoded {
                 Ok(info) => {
+                    p.row_bytes += one.bytes();
                     match one.finish() {
                         Ok(rows) => p.batches.push(rows),
-                        Err(e) => return (p, Some(e.to_string())),
+                        Err(e) => return (p, malformed(e.to_string()), false),
                     }
                     p.messages += 1;
                     p.bytes += len;
@@ -123,7 +147,11 @@ impl FluentService {
                         p.chunks.push(c);
                     }
                 }
-                Err(e) => return (p, Some(e)),
+                Err(DecodeFailure::OverBudget(e)) => {
+                    warn!(error = %e, "fluent: forward message refused");
+                    return (p, Some(("too_many_row_bytes", e.to_string())), false);
+                }
+                Err(DecodeFailure::Malformed(m)) => return (p, malformed(m), false),
             }
         }
     }
@@ -226,24 +254,30 @@ impl FluentService {
                 r = stream.read_buf(&mut buf) => r?,
             };
             let received_at = now_nanos();
-            let (mut pending, broken) = self.take_messages(&mut buf, received_at);
-            if self.write(&mut pending, received_at, stop).await {
-                for chunk in &pending.chunks {
-                    let ack = rmpv::Value::Map(vec![(
-                        rmpv::Value::from("ack"),
-                        rmpv::Value::from(chunk.as_str()),
-                    )]);
-                    let mut out = Vec::with_capacity(chunk.len() + 8);
-                    rmpv::encode::write_value(&mut out, &ack)
-                        .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
-                    stream.write_all(&out).await?;
+            // One read may hold more messages than one budget of rows: write them in turns.
+            loop {
+                let (mut pending, broken, more) = self.take_messages(&mut buf, received_at);
+                if self.write(&mut pending, received_at, stop).await {
+                    for chunk in &pending.chunks {
+                        let ack = rmpv::Value::Map(vec![(
+                            rmpv::Value::from("ack"),
+                            rmpv::Value::from(chunk.as_str()),
+                        )]);
+                        let mut out = Vec::with_capacity(chunk.len() + 8);
+                        rmpv::encode::write_value(&mut out, &ack)
+                            .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                        stream.write_all(&out).await?;
+                    }
+                } else if !pending.chunks.is_empty() {
+                    self.ingest.reject(SOURCE, "buffer_full");
                 }
-            } else if !pending.chunks.is_empty() {
-                self.ingest.reject(SOURCE, "buffer_full");
-            }
-            if let Some(e) = broken {
-                self.ingest.reject(SOURCE, "malformed");
-                return Err(ConnectionError::Protocol(e));
+                if let Some((reason, e)) = broken {
+                    self.ingest.reject(SOURCE, reason);
+                    return Err(ConnectionError::Protocol(e));
+                }
+                if !more {
+                    break;
+                }
             }
             if n == 0 {
                 if !buf.is_empty() {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
-use super::{max_concurrent_decodes, HttpLimits, ValidHttp};
+use super::{
+    check_row_bytes, default_max_row_bytes, max_concurrent_decodes, HttpLimits, ValidHttp,
+};
 use crate::contract::{SourceConfig, SourceContext, ValidSource};
 
 /// What differs between single-address HTTP sources.
@@ -36,6 +38,12 @@ pub struct HttpSourceConfig<K: HttpSourceKind> {
     pub address: String,
     /// Largest request body, compressed or decompressed (413 above it).
     pub max_request_bytes: ByteSize,
+    /// Largest size of the rows one request decodes to (413 above it, naming this key): a
+    /// value sent once for many records (Loki stream labels, Datadog series tags) is copied to
+    /// the row of each, so a small body can expand a thousandfold. Checked while the rows are
+    /// built, so a refused request never holds more. Default: 8 × `max_request_bytes`
+    /// (128 MiB), within 1 MiB ..= 1 GiB.
+    pub max_row_bytes: Option<ByteSize>,
     /// Longest wait for a request's body (408 after it).
     pub request_timeout: HumanDuration,
     /// Requests decoded at once; more wait their turn, up to `request_timeout`, then get 503.
@@ -53,6 +61,7 @@ impl<K: HttpSourceKind> Default for HttpSourceConfig<K> {
             enabled: true,
             address: K::ADDRESS.into(),
             max_request_bytes: ByteSize(16 << 20),
+            max_row_bytes: None,
             request_timeout: HumanDuration(Duration::from_secs(30)),
             max_concurrent_decodes: max_concurrent_decodes(),
             retry_after: HumanDuration(Duration::from_secs(5)),
@@ -66,6 +75,10 @@ impl<K: HttpSourceKind> HttpSourceConfig<K> {
     pub fn limits(&self) -> HttpLimits {
         HttpLimits {
             max_request_bytes: self.max_request_bytes.0 as usize,
+            max_row_bytes: self
+                .max_row_bytes
+                .map_or_else(|| default_max_row_bytes(self.max_request_bytes.0), |b| b.0)
+                as usize,
             request_timeout: self.request_timeout.0,
             max_concurrent_decodes: self.max_concurrent_decodes,
             retry_after: self.retry_after.0,
@@ -85,6 +98,11 @@ impl<K: HttpSourceKind> SourceConfig for HttpSourceConfig<K> {
         let limits = self.limits();
         let prefix = format!("sources.{}", K::NAME);
         let address = ValidHttp::check(&mut problems, &prefix, &self.address, &limits);
+        check_row_bytes(
+            &mut problems,
+            &format!("{prefix}.max_row_bytes"),
+            limits.max_row_bytes as u64,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -95,5 +113,64 @@ impl<K: HttpSourceKind> SourceConfig for HttpSourceConfig<K> {
             limits,
             router: K::routes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_pipelines::units::ByteSize;
+
+    use crate::contract::SourceConfig;
+    use crate::fluent::FluentConfig;
+    use crate::loki::LokiConfig;
+    use crate::otlp::OtlpConfig;
+
+    /// `max_row_bytes` of every source that has it: 8 × the request (or frame) limit by
+    /// default, within 1 MiB ..= 1 GiB, and a set value outside that range is refused with
+    /// its key.
+    #[test]
+    fn max_row_bytes_defaults_and_bounds() {
+        let loki = LokiConfig::default();
+        assert_eq!(loki.limits().max_row_bytes, 128 << 20);
+        assert_eq!(OtlpConfig::default().max_row_bytes(), 128 << 20);
+        assert_eq!(FluentConfig::default().max_row_bytes(), 128 << 20);
+        let small = LokiConfig {
+            max_request_bytes: ByteSize(4 << 10),
+            ..LokiConfig::default()
+        };
+        assert_eq!(small.limits().max_row_bytes, 1 << 20);
+        let huge = OtlpConfig {
+            max_request_bytes: ByteSize(1 << 30),
+            ..OtlpConfig::default()
+        };
+        assert_eq!(huge.max_row_bytes(), 1 << 30);
+        let problems = |r: Result<_, Vec<String>>| r.err().unwrap_or_default().join("; ");
+        let p = problems(
+            LokiConfig {
+                max_row_bytes: Some(ByteSize(2 << 30)),
+                ..LokiConfig::default()
+            }
+            .validate(),
+        );
+        assert!(
+            p.contains("sources.loki.max_row_bytes = 2GiB is above 1GiB"),
+            "{p}"
+        );
+        let p = problems(
+            OtlpConfig {
+                max_row_bytes: Some(ByteSize(1024)),
+                ..OtlpConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.otlp.max_row_bytes"), "{p}");
+        let p = problems(
+            FluentConfig {
+                max_row_bytes: Some(ByteSize(2 << 30)),
+                ..FluentConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.fluent.max_row_bytes"), "{p}");
     }
 }

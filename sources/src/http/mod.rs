@@ -6,7 +6,8 @@
 //! 4. the body, read up to `max_request_bytes` (413) within `request_timeout` (408);
 //! 5. decompression (bounded by the same limit) and decoding, off the async threads, at most
 //!    `max_concurrent_decodes` at once (a request that waits longer than `request_timeout`
-//!    for its turn gets 503);
+//!    for its turn gets 503); the rows of one request are bounded by `max_row_bytes` (413
+//!    when a value sent once is copied to so many rows that they would be larger);
 //! 6. the buffer write, whose fate becomes the response: success in the protocol's shape, or
 //!    a [`Refusal`] mapped once to HTTP and OTLP/gRPC statuses ([`Refusal::status`],
 //!    [`Refusal::grpc_code`]), with `Retry-After` on retryable ones.
@@ -30,7 +31,7 @@ use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use weir_pipelines::ingest::{Ingest, IngestError};
-use weir_pipelines::{Batch, Signal};
+use weir_pipelines::{Batch, DecodeBudget, OverBudget, Signal};
 
 use crate::auth::{ApiKeys, AuthError};
 use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
@@ -52,8 +53,8 @@ pub enum Refusal {
     Forbidden,
     /// The body took longer than `request_timeout` (408 / DEADLINE_EXCEEDED).
     Timeout,
-    /// The body is over the limit, or can never fit the buffer (413 / RESOURCE_EXHAUSTED
-    /// without retry).
+    /// The body is over the limit, its rows are over the request's budget, or it can never
+    /// fit the buffer (413 / RESOURCE_EXHAUSTED without retry).
     TooLarge,
     /// Unknown content type or encoding (415 / INVALID_ARGUMENT).
     Unsupported,
@@ -124,6 +125,41 @@ impl Refusal {
     }
 }
 
+/// Why a decoder refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeFailure {
+    /// The body is malformed; the message names the problem (400 / INVALID_ARGUMENT).
+    #[error("{0}")]
+    Malformed(String),
+    /// Its rows would be over the request's budget (413 / RESOURCE_EXHAUSTED).
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
+}
+
+impl From<String> for DecodeFailure {
+    fn from(message: String) -> DecodeFailure {
+        DecodeFailure::Malformed(message)
+    }
+}
+
+impl From<&str> for DecodeFailure {
+    fn from(message: &str) -> DecodeFailure {
+        DecodeFailure::Malformed(message.to_string())
+    }
+}
+
+impl DecodeFailure {
+    /// The refusal, the reason it is counted under, and the message.
+    pub fn refusal(self) -> (Refusal, &'static str, String) {
+        match self {
+            DecodeFailure::Malformed(m) => (Refusal::BadRequest, "malformed", m),
+            DecodeFailure::OverBudget(e) => {
+                (Refusal::TooLarge, "too_many_row_bytes", e.to_string())
+            }
+        }
+    }
+}
+
 /// A decoded request, ready for the buffer.
 #[derive(Debug)]
 pub struct Decoded {
@@ -179,6 +215,8 @@ pub trait Protocol: Send + Sync + 'static {
     const SOURCE: &'static str;
     /// Key of the body limit, named in messages.
     const LIMIT_KEY: &'static str;
+    /// Key of the limit on a request's rows ([`HttpLimits::max_row_bytes`]), named in messages.
+    const ROW_LIMIT_KEY: &'static str;
 
     /// The body format of a request; the error names what is supported (415).
     fn format(&self, endpoint: Self::Endpoint, headers: &HeaderMap)
@@ -210,14 +248,16 @@ pub trait Protocol: Send + Sync + 'static {
     }
 
     /// Decodes a (decompressed) body. Blocking: runs off the async threads. The error is
-    /// a 400 whose message names the problem.
+    /// a 400 whose message names the problem, or a 413 when the rows are over `budget`
+    /// (checked while they are built, after each record).
     fn decode(
         &self,
         endpoint: Self::Endpoint,
         format: Self::Format,
         body: &[u8],
         received_at: i64,
-    ) -> Result<Decoded, String>;
+        budget: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure>;
 
     /// The success response.
     fn respond(
@@ -234,6 +274,8 @@ pub trait Protocol: Send + Sync + 'static {
 pub struct HttpLimits {
     /// Largest body, compressed or decompressed.
     pub max_request_bytes: usize,
+    /// Largest size of the rows one request decodes to.
+    pub max_row_bytes: usize,
     /// Longest wait for a request's body, and for its turn to be decoded.
     pub request_timeout: Duration,
     /// Requests decoded at once.
@@ -274,6 +316,26 @@ pub struct HttpSource<P: Protocol> {
     /// Limits.
     pub limits: HttpLimits,
     decodes: Arc<Semaphore>,
+}
+
+/// The default of `max_row_bytes` (OTLP, Loki, Datadog, Fluent): 8 × the request (or frame)
+/// limit, within 1 MiB ..= 1 GiB.
+pub fn default_max_row_bytes(max_request_bytes: u64) -> u64 {
+    max_request_bytes
+        .saturating_mul(8)
+        .clamp(1 << 20, weir_pipelines::budget::MAX_DECODE_BUDGET)
+}
+
+/// Checks a `max_row_bytes` key: at least 1 MiB (as remote write's), at most 1 GiB (so that
+/// one string column of a request's rows stays far from the 2 GiB its offsets can address).
+pub(crate) fn check_row_bytes(problems: &mut Vec<String>, key: &str, value: u64) {
+    crate::contract::at_least(problems, key, value, 1 << 20, "1MiB");
+    if value > weir_pipelines::budget::MAX_DECODE_BUDGET {
+        problems.push(format!(
+            "{key} = {} is above 1GiB (one string column of a batch must stay under 2GiB)",
+            weir_pipelines::units::ByteSize(value)
+        ));
+    }
 }
 
 /// The default of `max_concurrent_decodes`: two per core, so a burst of large bodies waits
@@ -374,6 +436,7 @@ pub async fn serve_request<P: Protocol>(
         coding = implicit;
     }
     let limit = src.limits.max_request_bytes;
+    let budget = DecodeBudget::new(src.limits.max_row_bytes, P::ROW_LIMIT_KEY);
     let read = body::read(&parts.headers, Body::new(body), limit, P::LIMIT_KEY);
     let raw = match tokio::time::timeout(src.limits.request_timeout, read).await {
         Ok(r) => r.map_err(|e| src.body_refusal(fmt, e))?,
@@ -418,8 +481,11 @@ pub async fn serve_request<P: Protocol>(
                 .map_err(|e| src.body_refusal(fmt, e))?;
             let decoded = src
                 .protocol
-                .decode(endpoint, format, &body, received_at)
-                .map_err(|m| src.refuse(fmt, Refusal::BadRequest, "malformed", m))?;
+                .decode(endpoint, format, &body, received_at, &budget)
+                .map_err(|e| {
+                    let (refusal, reason, message) = e.refusal();
+                    src.refuse(fmt, refusal, reason, message)
+                })?;
             (body.len(), decoded)
         };
         src.ingest

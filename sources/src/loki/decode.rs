@@ -5,13 +5,18 @@
 //! mapping: stream labels become resource attributes (`service_name` also becomes
 //! `service.name`), structured metadata becomes log attributes, the line is the body, and a
 //! `level`/`detected_level`/`severity` label or metadata sets the severity.
+//!
+//! A stream's labels are copied to the row of each of its entries, so the rows are checked
+//! against the request's budget after each entry.
 
 use std::collections::BTreeMap;
 
 use prost::Message;
 use serde::Deserialize;
 use weir_pipelines::logrows::{LogFields, LogsBuilder};
+use weir_pipelines::{DecodeBudget, OverBudget};
 
+use crate::http::DecodeFailure;
 use crate::severity::{severity_number, LEVEL_KEYS};
 
 /// `logproto.PushRequest`.
@@ -144,14 +149,16 @@ impl<'a> Stream<'a> {
         }
     }
 
+    /// Appends one entry; refused when the rows are then over `budget`.
     fn append(
         &self,
         b: &mut LogsBuilder,
+        budget: &DecodeBudget,
         ts: i64,
         received_at: i64,
         line: &str,
         meta: &[(&str, &str)],
-    ) {
+    ) -> Result<(), OverBudget> {
         let level = meta
             .iter()
             .find(|(k, _)| LEVEL_KEYS.contains(k))
@@ -186,11 +193,18 @@ impl<'a> Stream<'a> {
                 }
             },
         );
+        budget.check(b.bytes())
     }
 }
 
-/// Decodes a (decompressed) protobuf push request.
-pub fn decode_protobuf(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<(), String> {
+/// Decodes a (decompressed) protobuf push request, refused as soon as its rows are over
+/// `budget`.
+pub fn decode_protobuf(
+    body: &[u8],
+    received_at: i64,
+    budget: &DecodeBudget,
+    b: &mut LogsBuilder,
+) -> Result<(), DecodeFailure> {
     let req = PushRequest::decode(body)
         .map_err(|e| format!("malformed Loki protobuf push request: {e}"))?;
     for s in &req.streams {
@@ -211,7 +225,7 @@ pub fn decode_protobuf(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Re
                 .iter()
                 .map(|p| (p.name.as_str(), p.value.as_str()))
                 .collect();
-            stream.append(b, ts, received_at, &e.line, &meta);
+            stream.append(b, budget, ts, received_at, &e.line, &meta)?;
         }
     }
     Ok(())
@@ -265,8 +279,13 @@ fn json_time(t: &JsonTime) -> Result<i64, String> {
     }
 }
 
-/// Decodes a (decompressed) JSON push request.
-pub fn decode_json(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result<(), String> {
+/// Decodes a (decompressed) JSON push request, refused as soon as its rows are over `budget`.
+pub fn decode_json(
+    body: &[u8],
+    received_at: i64,
+    budget: &DecodeBudget,
+    b: &mut LogsBuilder,
+) -> Result<(), DecodeFailure> {
     let req: JsonPush = serde_json::from_slice(body)
         .map_err(|e| format!("malformed Loki JSON push request: {e}"))?;
     for s in &req.streams {
@@ -282,14 +301,14 @@ pub fn decode_json(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result
                     .flatten()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-            stream.append(b, json_time(&v.0)?, received_at, &v.1, &meta);
+            stream.append(b, budget, json_time(&v.0)?, received_at, &v.1, &meta)?;
         }
         for e in &s.entries {
             let ts = chrono::DateTime::parse_from_rfc3339(&e.ts)
                 .ok()
                 .and_then(|t| t.timestamp_nanos_opt())
                 .ok_or_else(|| format!("entry ts {:?} is not an RFC 3339 time", e.ts))?;
-            stream.append(b, ts, received_at, &e.line, &[]);
+            stream.append(b, budget, ts, received_at, &e.line, &[])?;
         }
     }
     Ok(())
@@ -298,6 +317,8 @@ pub fn decode_json(body: &[u8], received_at: i64, b: &mut LogsBuilder) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NONE: DecodeBudget = DecodeBudget::unlimited();
 
     #[test]
     fn labels() {
@@ -319,7 +340,7 @@ mod tests {
     fn json_and_protobuf_map_alike() {
         let json = br#"{"streams":[{"stream":{"service_name":"api","level":"warn"},"values":[["1700000000000000001","hello",{"trace_id":"abc"}]]}]}"#;
         let mut b = LogsBuilder::default();
-        decode_json(json, 5, &mut b).unwrap();
+        decode_json(json, 5, &NONE, &mut b).unwrap();
         let from_json = b.finish().unwrap();
         let req = PushRequest {
             streams: vec![StreamAdapter {
@@ -339,7 +360,7 @@ mod tests {
             }],
         };
         let mut b = LogsBuilder::default();
-        decode_protobuf(&req.encode_to_vec(), 5, &mut b).unwrap();
+        decode_protobuf(&req.encode_to_vec(), 5, &NONE, &mut b).unwrap();
         let from_proto = b.finish().unwrap();
         assert_eq!(from_json.num_rows(), 1);
         assert_eq!(from_json, from_proto);
@@ -348,18 +369,61 @@ mod tests {
     #[test]
     fn bad_payloads_name_the_problem() {
         let mut b = LogsBuilder::default();
-        assert!(decode_json(b"{", 0, &mut b)
+        assert!(decode_json(b"{", 0, &NONE, &mut b)
             .unwrap_err()
+            .to_string()
             .contains("malformed Loki JSON"));
         assert!(decode_json(
             br#"{"streams":[{"stream":{},"values":[["soon","x"]]}]}"#,
             0,
+            &NONE,
             &mut b
         )
         .unwrap_err()
+        .to_string()
         .contains("not unix nanoseconds"));
-        assert!(decode_protobuf(b"\xff\xff\xff", 0, &mut b)
+        assert!(decode_protobuf(b"\xff\xff\xff", 0, &NONE, &mut b)
             .unwrap_err()
+            .to_string()
             .contains("malformed Loki protobuf"));
+    }
+
+    /// A stream with a 1 MiB label and 20,000 empty entries, in both formats.
+    fn hostile(entries: usize) -> (Vec<u8>, Vec<u8>) {
+        let big = "x".repeat(1 << 20);
+        let json = serde_json::json!({"streams": [{
+            "stream": {"app": "web", "big": big},
+            "values": vec![serde_json::json!(["1700000000000000000", ""]); entries],
+        }]});
+        let req = PushRequest {
+            streams: vec![StreamAdapter {
+                labels: format!(r#"{{app="web", big="{big}"}}"#),
+                entries: vec![EntryAdapter::default(); entries],
+                hash: 0,
+            }],
+        };
+        (json.to_string().into_bytes(), req.encode_to_vec())
+    }
+
+    #[test]
+    fn stream_labels_copied_to_every_entry_are_over_budget() {
+        let budget = DecodeBudget::new(8 << 20, "sources.loki.max_row_bytes");
+        let (json, proto) = hostile(20_000);
+        for e in [
+            decode_json(&json, 0, &budget, &mut LogsBuilder::default()),
+            decode_protobuf(&proto, 0, &budget, &mut LogsBuilder::default()),
+        ] {
+            match e {
+                Err(DecodeFailure::OverBudget(e)) => {
+                    assert_eq!((e.key, e.limit), ("sources.loki.max_row_bytes", 8 << 20))
+                }
+                other => panic!("expected over budget, got {other:?}"),
+            }
+        }
+        let (json, proto) = hostile(3);
+        let mut b = LogsBuilder::default();
+        decode_json(&json, 0, &budget, &mut b).unwrap();
+        decode_protobuf(&proto, 0, &budget, &mut b).unwrap();
+        assert_eq!(b.finish().unwrap().num_rows(), 6);
     }
 }

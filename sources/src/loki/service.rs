@@ -8,12 +8,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use weir_pipelines::logrows::LogsBuilder;
-use weir_pipelines::Signal;
+use weir_pipelines::{DecodeBudget, Signal};
 
 use super::decode;
 use crate::contract::SourceContext;
 use crate::http::{
-    body, serve_request, Accepted, Coding, Decoded, ErrorBody, HttpLimits, HttpSource, Protocol,
+    body, serve_request, Accepted, Coding, DecodeFailure, Decoded, ErrorBody, HttpLimits,
+    HttpSource, Protocol,
 };
 
 /// Source name in metrics and buffer entries.
@@ -36,6 +37,7 @@ impl Protocol for Loki {
     type Format = Format;
     const SOURCE: &'static str = SOURCE;
     const LIMIT_KEY: &'static str = "sources.loki.max_request_bytes";
+    const ROW_LIMIT_KEY: &'static str = "sources.loki.max_row_bytes";
 
     fn format(&self, _: (), headers: &HeaderMap) -> Result<Format, String> {
         match body::media_type(headers).as_str() {
@@ -64,11 +66,12 @@ impl Protocol for Loki {
         format: Format,
         body: &[u8],
         received_at: i64,
-    ) -> Result<Decoded, String> {
+        budget: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure> {
         let mut b = LogsBuilder::default();
         match format {
-            Format::Protobuf => decode::decode_protobuf(body, received_at, &mut b),
-            Format::Json => decode::decode_json(body, received_at, &mut b),
+            Format::Protobuf => decode::decode_protobuf(body, received_at, budget, &mut b),
+            Format::Json => decode::decode_json(body, received_at, budget, &mut b),
         }?;
         let records = b.finish().map_err(|e| e.to_string())?;
         Ok(Decoded::rows(Signal::Logs, records))

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
 use crate::contract::{claim, Claim, SourceConfig, ValidSource};
-use crate::http::{max_concurrent_decodes, HttpLimits};
+use crate::http::{check_row_bytes, default_max_row_bytes, max_concurrent_decodes, HttpLimits};
 
 /// The OTLP source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,6 +20,12 @@ pub struct OtlpConfig {
     pub http_address: String,
     /// Largest request body, compressed or decompressed (413 / RESOURCE_EXHAUSTED above it).
     pub max_request_bytes: ByteSize,
+    /// Largest size of the rows one request decodes to, on both transports (413 /
+    /// RESOURCE_EXHAUSTED above it, naming this key): resource and scope attributes are copied
+    /// to the row of every record, so a small request can expand a thousandfold. Checked while
+    /// the rows are built, so a refused request never holds more. Default: 8 ×
+    /// `max_request_bytes` (128 MiB), within 1 MiB ..= 1 GiB.
+    pub max_row_bytes: Option<ByteSize>,
     /// Longest wait for an OTLP/HTTP request's body (408 after it).
     pub request_timeout: HumanDuration,
     /// OTLP/HTTP requests decoded at once; more wait their turn, up to `request_timeout`,
@@ -36,6 +42,7 @@ impl Default for OtlpConfig {
             grpc_address: "0.0.0.0:4317".into(),
             http_address: "0.0.0.0:4318".into(),
             max_request_bytes: ByteSize(16 << 20),
+            max_row_bytes: None,
             request_timeout: HumanDuration(Duration::from_secs(30)),
             max_concurrent_decodes: max_concurrent_decodes(),
             retry_after: HumanDuration(Duration::from_secs(5)),
@@ -44,10 +51,18 @@ impl Default for OtlpConfig {
 }
 
 impl OtlpConfig {
+    /// The budget of one request's rows (`max_row_bytes` or its default).
+    pub fn max_row_bytes(&self) -> usize {
+        self.max_row_bytes
+            .map_or_else(|| default_max_row_bytes(self.max_request_bytes.0), |b| b.0)
+            as usize
+    }
+
     /// The limits of OTLP/HTTP requests.
     pub fn http_limits(&self) -> HttpLimits {
         HttpLimits {
             max_request_bytes: self.max_request_bytes.0 as usize,
+            max_row_bytes: self.max_row_bytes(),
             request_timeout: self.request_timeout.0,
             max_concurrent_decodes: self.max_concurrent_decodes,
             retry_after: self.retry_after.0,
@@ -88,6 +103,11 @@ impl SourceConfig for OtlpConfig {
             false,
         );
         self.http_limits().check(&mut problems, "sources.otlp");
+        check_row_bytes(
+            &mut problems,
+            "sources.otlp.max_row_bytes",
+            self.max_row_bytes() as u64,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }

@@ -5,10 +5,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use weir_pipelines::otlp::{decode_logs, decode_metrics, decode_traces};
-use weir_pipelines::Signal;
+use weir_pipelines::otlp::{decode_logs, decode_metrics, decode_traces, DecodeError};
+use weir_pipelines::{DecodeBudget, Signal};
 
-use crate::http::Decoded;
+use crate::http::{DecodeFailure, Decoded};
 
 /// Body encodings of OTLP/HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +40,22 @@ impl ExportRequest {
         }
     }
 
-    /// Maps the request to the lake schema. Blocking.
-    pub fn to_arrow(&self, received_at: i64) -> Result<Decoded, String> {
+    /// Maps the request to the lake schema, refused as soon as its rows are over `budget`.
+    /// Blocking.
+    pub fn to_arrow(
+        &self,
+        received_at: i64,
+        budget: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure> {
         let d = match self {
-            ExportRequest::Logs(r) => decode_logs(r, received_at),
-            ExportRequest::Metrics(r) => decode_metrics(r, received_at),
-            ExportRequest::Traces(r) => decode_traces(r, received_at),
+            ExportRequest::Logs(r) => decode_logs(r, received_at, budget),
+            ExportRequest::Metrics(r) => decode_metrics(r, received_at, budget),
+            ExportRequest::Traces(r) => decode_traces(r, received_at, budget),
         }
-        .map_err(|e| format!("cannot map request to the lake schema: {e}"))?;
+        .map_err(|e| match e {
+            DecodeError::OverBudget(e) => DecodeFailure::OverBudget(e),
+            other => DecodeFailure::Malformed(other.to_string()),
+        })?;
         Ok(Decoded {
             signal: self.signal(),
             records: Some(d.records),
@@ -89,4 +97,3 @@ pub fn decode_body(
         }
     })
 }
-

@@ -4,7 +4,12 @@
 //! `RESOURCE_EXHAUSTED` with `RetryInfo` (retryable) when the buffer is full,
 //! `UNAVAILABLE` when the agent cannot store data, partial success in the response when
 //! records were refused. Messages above `sources.otlp.max_request_bytes` (after gzip) are
-//! refused by tonic with `OUT_OF_RANGE` naming the limit, which clients do not retry.
+//! refused by tonic with `OUT_OF_RANGE` naming the limit, which clients do not retry. A
+//! request whose rows would be over `sources.otlp.max_row_bytes` is refused whole with
+//! `RESOURCE_EXHAUSTED` without `RetryInfo`: the gRPC peer of OTLP/HTTP's 413 in the one
+//! refusal table ([`Refusal::TooLarge`]), which the OTLP spec makes non-retryable when no
+//! `RetryInfo` says the server may recover (`INVALID_ARGUMENT` would call a well-formed
+//! request malformed).
 
 use std::time::Duration;
 
@@ -32,9 +37,10 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_pipelines::ingest::Ingest;
 
-use weir_pipelines::Batch;
+use weir_pipelines::{Batch, DecodeBudget};
 
 use super::decode::ExportRequest;
+use super::http::ROW_LIMIT_KEY;
 use crate::auth::ApiKeys;
 use crate::http::{Accepted, Refusal};
 use crate::{now_nanos, TENANT_HEADER};
@@ -48,15 +54,22 @@ pub struct OtlpGrpc {
     ingest: Ingest,
     retry_after: Duration,
     keys: ApiKeys,
+    budget: DecodeBudget,
 }
 
 impl OtlpGrpc {
-    /// Services writing to `ingest`.
-    pub fn new(ingest: Ingest, retry_after: Duration, keys: ApiKeys) -> OtlpGrpc {
+    /// Services writing to `ingest`; the rows of one request may take `max_row_bytes`.
+    pub fn new(
+        ingest: Ingest,
+        retry_after: Duration,
+        keys: ApiKeys,
+        max_row_bytes: usize,
+    ) -> OtlpGrpc {
         OtlpGrpc {
             ingest,
             retry_after,
             keys,
+            budget: DecodeBudget::new(max_row_bytes, ROW_LIMIT_KEY),
         }
     }
 
@@ -76,10 +89,12 @@ impl OtlpGrpc {
                 status(Refusal::of_auth(&e), e.to_string(), self.retry_after)
             })?;
         let ingest = self.ingest.clone();
+        let budget = self.budget;
         let result = tokio::task::spawn_blocking(move || {
-            let decoded = request.to_arrow(received_at).map_err(|m| {
-                ingest.reject(SOURCE, "malformed");
-                (Refusal::BadRequest, m)
+            let decoded = request.to_arrow(received_at, &budget).map_err(|e| {
+                let (refusal, reason, message) = e.refusal();
+                ingest.reject(SOURCE, reason);
+                (refusal, message)
             })?;
             ingest
                 .metrics()

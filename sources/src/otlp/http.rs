@@ -4,7 +4,8 @@
 //!
 //! Statuses follow the OTLP spec: 200 with an `Export*ServiceResponse` (partial success when
 //! records were refused), 400 for a malformed body, 413 for a body over
-//! `sources.otlp.max_request_bytes` (before or after decompression), 415 for an unknown
+//! `sources.otlp.max_request_bytes` (before or after decompression) or whose rows would be over
+//! `sources.otlp.max_row_bytes`, 415 for an unknown
 //! content type or encoding, 429 with `Retry-After` when the buffer is full, 503 when the
 //! agent cannot store data. Error bodies are a `google.rpc.Status` in the request's encoding.
 
@@ -25,15 +26,18 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
 use prost::Message;
-use weir_pipelines::Signal;
+use weir_pipelines::{DecodeBudget, Signal};
 
 use super::decode::{decode_body, Encoding};
 use crate::http::{
-    body, serve_request, Accepted, Coding, Decoded, ErrorBody, HttpSource, Protocol,
+    body, serve_request, Accepted, Coding, DecodeFailure, Decoded, ErrorBody, HttpSource, Protocol,
 };
 
 /// Source name in metrics and buffer entries.
 pub const SOURCE: &str = "otlp_http";
+
+/// Key of the budget of a request's rows, on both transports.
+pub const ROW_LIMIT_KEY: &str = "sources.otlp.max_row_bytes";
 
 /// The OTLP/HTTP protocol.
 pub struct OtlpHttp;
@@ -43,6 +47,7 @@ impl Protocol for OtlpHttp {
     type Format = Encoding;
     const SOURCE: &'static str = SOURCE;
     const LIMIT_KEY: &'static str = "sources.otlp.max_request_bytes";
+    const ROW_LIMIT_KEY: &'static str = ROW_LIMIT_KEY;
 
     fn format(&self, _: Signal, headers: &HeaderMap) -> Result<Encoding, String> {
         match body::media_type(headers).as_str() {
@@ -75,8 +80,9 @@ impl Protocol for OtlpHttp {
         encoding: Encoding,
         body: &[u8],
         received_at: i64,
-    ) -> Result<Decoded, String> {
-        decode_body(signal, encoding, body)?.to_arrow(received_at)
+        budget: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure> {
+        decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
     }
 
     fn respond(&self, _: Signal, encoding: Encoding, signal: Signal, a: Accepted) -> Response {

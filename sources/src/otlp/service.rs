@@ -6,8 +6,8 @@ use super::config::ValidOtlp;
 use super::grpc::OtlpGrpc;
 use super::http::{router, OtlpHttp};
 use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
-use crate::listen::bind_tcp;
 use crate::http::{serve_router, HttpSource};
+use crate::listen::bind_tcp;
 
 impl ValidSource for ValidOtlp {
     fn name(&self) -> &'static str {
@@ -24,9 +24,13 @@ impl ValidSource for ValidOtlp {
         let mut running = RunningSource::new("otlp");
         if let Some(claim) = &self.grpc {
             let (listener, bound) = bind_tcp(claim, "OTLP/gRPC")?;
-            let (logs, metrics, traces) =
-                OtlpGrpc::new(ctx.ingest.clone(), cfg.retry_after.0, ctx.keys.clone())
-                    .services(max_request_bytes);
+            let (logs, metrics, traces) = OtlpGrpc::new(
+                ctx.ingest.clone(),
+                cfg.retry_after.0,
+                ctx.keys.clone(),
+                cfg.max_row_bytes(),
+            )
+            .services(max_request_bytes);
             let stop = ctx.shutdown.clone();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             running.serve(&claim.key, bound, async move {

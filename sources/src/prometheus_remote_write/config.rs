@@ -64,6 +64,8 @@ impl PrometheusRemoteWriteConfig {
     pub fn http_limits(&self) -> HttpLimits {
         HttpLimits {
             max_request_bytes: self.max_request_bytes.0 as usize,
+            // Enforced by the series assembly ([`Limits::max_row_bytes`], a 400).
+            max_row_bytes: self.series_limits().max_row_bytes,
             request_timeout: self.request_timeout.0,
             max_concurrent_decodes: self.max_concurrent_decodes,
             retry_after: self.retry_after.0,
@@ -155,7 +157,9 @@ mod tests {
         };
         let problems = bad.validate().err().unwrap();
         assert!(problems.iter().any(|p| p.contains("max_labels_per_series")));
-        assert!(problems.iter().any(|p| p.contains("max_label_bytes_per_series")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("max_label_bytes_per_series")));
         assert!(problems.iter().any(|p| p.contains(".address")));
     }
 }

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use weir_pipelines::metricrows::MetricsBuilder;
-use weir_pipelines::Signal;
+use weir_pipelines::{DecodeBudget, Signal};
 
 use super::config::ValidPrometheusRemoteWrite;
 use super::decode::{self, Limits};
 use crate::contract::{BuildError, Claim, RunningSource, SourceContext, ValidSource};
 use crate::http::{
-    body, serve_request, serve_router, Accepted, Coding, Decoded, ErrorBody, HttpLimits,
-    HttpSource, Protocol,
+    body, serve_request, serve_router, Accepted, Coding, DecodeFailure, Decoded, ErrorBody,
+    HttpLimits, HttpSource, Protocol,
 };
 
 /// Source name in metrics and buffer entries.
@@ -84,6 +84,7 @@ impl Protocol for RemoteWrite {
     type Format = Version;
     const SOURCE: &'static str = SOURCE;
     const LIMIT_KEY: &'static str = "sources.prometheus_remote_write.max_request_bytes";
+    const ROW_LIMIT_KEY: &'static str = "sources.prometheus_remote_write.max_row_bytes";
 
     fn format(&self, _: (), headers: &HeaderMap) -> Result<Version, String> {
         version(headers)
@@ -108,7 +109,9 @@ impl Protocol for RemoteWrite {
         version: Version,
         body: &[u8],
         received_at: i64,
-    ) -> Result<Decoded, String> {
+        _: &DecodeBudget,
+    ) -> Result<Decoded, DecodeFailure> {
+        // The row budget is the series assembly's (`Limits::max_row_bytes`, the same key).
         let mut b = MetricsBuilder::default();
         let stats = match version {
             Version::V1 => decode::decode_v1(body, received_at, &self.limits, &mut b),
@@ -206,12 +209,16 @@ mod tests {
             Ok(Version::V1)
         );
         assert_eq!(
-            version(&ct("application/x-protobuf; proto=io.prometheus.write.v2.Request")),
+            version(&ct(
+                "application/x-protobuf; proto=io.prometheus.write.v2.Request"
+            )),
             Ok(Version::V2)
         );
-        assert!(version(&ct("application/x-protobuf;proto=io.prometheus.write.v3.Request"))
-            .unwrap_err()
-            .contains("unsupported Content-Type"));
+        assert!(version(&ct(
+            "application/x-protobuf;proto=io.prometheus.write.v3.Request"
+        ))
+        .unwrap_err()
+        .contains("unsupported Content-Type"));
         assert!(version(&ct("application/json")).is_err());
     }
 }

@@ -1,0 +1,179 @@
+"""A small request whose shared value is copied into every row (issue #15 item 10): one 1 MiB
+resource attribute, stream label, Fluent tag or Datadog series tag over 20,000 empty records
+would decode to ~20 GB of rows. Each protocol refuses it whole with a message naming its
+`max_row_bytes` (OTLP/HTTP, Loki and Datadog 413, OTLP/gRPC RESOURCE_EXHAUSTED, Fluent forward
+no ack and a closed connection), the agent's peak RSS stays under 512 MiB, and valid requests
+on other connections keep getting 2xx and reach the lake."""
+
+import gzip
+import json
+import socket
+import threading
+import time
+
+import grpc
+import msgpack
+import requests
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+
+from test_durability import logs_request, post_logs
+from test_fluent import closed_by_peer, send
+
+BIG = "x" * (1 << 20)
+ROWS = 20_000
+NS = 1_700_000_000_000_000_000
+
+
+def peak_rss_mib(weir):
+    with open(f"/proc/{weir.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
+def hostile_otlp():
+    return logs_service_pb2.ExportLogsServiceRequest(resource_logs=[logs_pb2.ResourceLogs(
+        resource=resource_pb2.Resource(attributes=[
+            common_pb2.KeyValue(key="big", value=common_pb2.AnyValue(string_value=BIG))]),
+        scope_logs=[logs_pb2.ScopeLogs(log_records=[logs_pb2.LogRecord() for _ in range(ROWS)])],
+    )])
+
+
+class Background:
+    """Valid OTLP/HTTP requests on their own connection for as long as the test runs."""
+
+    def __init__(self, weir):
+        self.weir, self.sent, self.failures = weir, 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        with requests.Session() as s:
+            while not self.stop.is_set():
+                req = logs_request(10_000 + self.sent, 5)
+                r = s.post(self.weir.http + "/v1/logs", data=req.SerializeToString(),
+                           headers={"Content-Type": "application/x-protobuf"}, timeout=60)
+                if r.status_code != 200:
+                    self.failures.append((r.status_code, r.text))
+                self.sent += 1
+                time.sleep(0.05)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(60)
+        assert self.failures == [], self.failures
+        assert self.sent > 0
+        return self.sent * 5
+
+
+def test_shared_values_copied_to_every_row_are_refused_by_every_protocol(weir):
+    w = weir
+    bg = Background(w)
+
+    # OTLP/HTTP: 413 with a google.rpc.Status naming the key.
+    body = gzip.compress(hostile_otlp().SerializeToString())
+    assert len(body) < 64 * 1024
+    r = requests.post(w.http + "/v1/logs", data=body, timeout=60,
+                      headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    assert r.status_code == 413, r.content[:200]
+    assert b"sources.otlp.max_row_bytes (134217728 bytes)" in r.content
+
+    # OTLP/gRPC, gzip: RESOURCE_EXHAUSTED (no RetryInfo, so exporters drop it) naming the key.
+    with grpc.insecure_channel(w.grpc) as ch:
+        stub = logs_service_pb2_grpc.LogsServiceStub(ch)
+        try:
+            stub.Export(hostile_otlp(), timeout=60, compression=grpc.Compression.Gzip)
+            raise AssertionError("hostile gRPC request accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            assert "sources.otlp.max_row_bytes" in e.details()
+        stub.Export(logs_request(1, 2), timeout=10)
+
+    # Loki: one stream with a 1 MiB label and 20,000 empty entries.
+    push = {"streams": [{"stream": {"app": "web", "big": BIG},
+                         "values": [[str(NS), ""] for _ in range(ROWS)]}]}
+    loki = f"http://127.0.0.1:{w.loki_port}/loki/api/v1/push"
+    r = requests.post(loki, data=gzip.compress(json.dumps(push).encode()), timeout=60,
+                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 413, r.text[:200]
+    assert "sources.loki.max_row_bytes (134217728 bytes)" in r.text
+    ok = {"streams": [{"stream": {"app": "web"}, "values": [[str(NS + 1), "loki ok"]]}]}
+    assert requests.post(loki, json=ok, timeout=10).status_code == 204
+
+    # Datadog: one series with a 1 MiB tag and 20,000 points.
+    dd = f"http://127.0.0.1:{w.datadog_port}/api/v2/series"
+    series = {"series": [{"metric": "req", "type": 3, "tags": ["big:" + BIG],
+                          "points": [{"timestamp": 1_700_000_000, "value": 1.0} for _ in range(ROWS)]}]}
+    r = requests.post(dd, data=gzip.compress(json.dumps(series).encode()), timeout=60,
+                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status_code == 413, r.text[:200]
+    assert "sources.datadog.max_row_bytes (134217728 bytes)" in r.json()["errors"][0]
+    ok = {"series": [{"metric": "dd.ok", "type": 3, "points": [{"timestamp": 1_700_000_000, "value": 2.0}]}]}
+    assert requests.post(dd, json=ok, timeout=10).status_code == 202
+
+    # Fluent forward: a 1 MiB tag over 20,000 entries, with a chunk: never acknowledged, the
+    # connection is closed; a message sent before it on the same connection is kept.
+    with socket.create_connection(("127.0.0.1", w.fluent_port), timeout=60) as s:
+        s.sendall(msgpack.packb(["fine", [[NS // 10**9, {"log": "before"}]], {"chunk": "c0"}]))
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = s.recv(4096)
+            assert data, "closed before the first ack"
+            unpacker.feed(data)
+            acks = list(unpacker)
+            if acks:
+                assert acks == [{"ack": "c0"}]
+                break
+        s.sendall(msgpack.packb([BIG, [[0, {}]] * ROWS, {"chunk": "c1"}]))
+        got = b""
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except ConnectionResetError:
+            pass
+        assert b"c1" not in got
+    assert send(w, ["fine", NS // 10**9, {"log": "fluent ok"}, {"chunk": "c2"}], read_acks=1) == [{"ack": "c2"}]
+
+    valid = bg.finish()
+    peak = peak_rss_mib(w)
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < 512, f"peak RSS {peak:.0f} MiB"
+
+    m = w.metrics()
+    for source in ["otlp_http", "otlp_grpc", "loki", "datadog", "fluent"]:
+        assert f'weir_rejected_requests_total{{reason="too_many_row_bytes",source="{source}"}} 1' in m, source
+    # Everything accepted reached the lake, nothing of the refused requests did.
+    w.wait_rows("logs", valid + 2 + 1 + 2)
+    w.wait_rows("metrics", 1)
+    rows = w.rows()
+    assert not any(r["body"] is None for r in rows)
+    bodies = {r["body"] for r in rows}
+    assert {"loki ok", "before", "fluent ok"} <= bodies
+    assert [r["metric_name"] for r in w.rows(signal="metrics")] == ["dd.ok"]
+
+
+def test_a_request_under_the_budget_is_taken_and_the_key_is_validated(weir_factory):
+    """The same shape with a few records fits; a budget above 1 GiB is refused at start."""
+    w = weir_factory(otlp='max_row_bytes = "8MiB"')
+    req = hostile_otlp()
+    del req.resource_logs[0].scope_logs[0].log_records[5:]
+    r = post_logs(w, req)
+    assert r.status_code == 200, r.content[:200]
+    req = hostile_otlp()
+    del req.resource_logs[0].scope_logs[0].log_records[9:]
+    r = post_logs(w, req)
+    assert r.status_code == 413 and b"sources.otlp.max_row_bytes (8388608 bytes)" in r.content
+    w.wait_rows("logs", 5)
+    rows = w.rows()
+    assert len(rows) == 5 and all(dict(r["resource_attributes"])["big"] == BIG for r in rows)
+    bad = weir_factory(fluent='max_row_bytes = "2GiB"', name="bad", start=False)
+    try:
+        bad.start()
+        raise AssertionError("max_row_bytes above 1GiB accepted")
+    except RuntimeError as e:
+        assert "sources.fluent.max_row_bytes" in str(e)
