@@ -16,9 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weir_catalog::Catalog;
-use weir_pipelines::buffer::{Buffer, Ledger};
+use weir_pipelines::buffer::Buffer;
 use weir_pipelines::metrics::Metrics;
-use weir_pipelines::outbox::Outbox;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -97,12 +96,13 @@ async fn healthz(State(s): State<Admin>) -> impl IntoResponse {
             "corrupt_entries": buffer.corrupt_entries(),
             "failure": failure,
         });
-        // Segments the control plane refused for good: in the lake, not in the index.
-        let refused = buffer.ledger_len(Ledger::OutboxRefused);
+        // Segments the control plane refused for good: in the lake, not in the index. Counts
+        // only (the gauges the outbox keeps): the reasons name tenants and keys, so they are
+        // in the agent's log, not on this unauthenticated route.
+        let refused = s.metrics.outbox.refused_segments.get();
         body["outbox"] = serde_json::json!({
-            "waiting": buffer.ledger_len(Ledger::Outbox),
+            "waiting": s.metrics.outbox.segments.get(),
             "refused": refused,
-            "refused_examples": Outbox::refused(buffer.as_ref(), 10),
         });
         if refused > 0 && status == "ok" {
             body["status"] = "degraded".into();

@@ -26,7 +26,7 @@ pub use model::{
 };
 pub use segment::{
     bound_services, valid_tenant, SegmentQuery, SegmentRecord, SegmentState, MANY_SERVICES,
-    MAX_SERVICES, MAX_SERVICES_BYTES,
+    MAX_SERVICES, MAX_SERVICES_BYTES, MAX_SERVICE_NAME_BYTES,
 };
 
 use async_trait::async_trait;

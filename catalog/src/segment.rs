@@ -23,13 +23,17 @@ pub enum SegmentState {
 pub const MAX_SERVICES: usize = 256;
 /// Most bytes of service names a segment record lists (the same fallback past it).
 pub const MAX_SERVICES_BYTES: usize = 16 * 1024;
+/// Longest service name a segment record lists; a longer one (or one holding a NUL, which
+/// PostgreSQL cannot store) makes the record list [`MANY_SERVICES`].
+pub const MAX_SERVICE_NAME_BYTES: usize = 256;
 /// The `services` entry of a file with too many services to list: it matches every service
 /// filter (a reader filtering on a service still reads the file).
 pub const MANY_SERVICES: &str = "*";
 
 /// A file's distinct service names as a segment record lists them: sorted, or
-/// `[MANY_SERVICES]` when there are more than [`MAX_SERVICES`] or [`MAX_SERVICES_BYTES`] (or
-/// one of them already stands for many, as when compacting such a file).
+/// `[MANY_SERVICES]` when there are more than [`MAX_SERVICES`] or [`MAX_SERVICES_BYTES`], when
+/// one is longer than [`MAX_SERVICE_NAME_BYTES`] or holds a NUL, or when one already stands
+/// for many (compacting such a file).
 pub fn bound_services<I, S>(names: I) -> Vec<String>
 where
     I: IntoIterator<Item = S>,
@@ -39,7 +43,7 @@ where
     let mut bytes = 0usize;
     for name in names {
         let name = name.as_ref();
-        if name == MANY_SERVICES {
+        if name == MANY_SERVICES || name.len() > MAX_SERVICE_NAME_BYTES || name.contains('\0') {
             return vec![MANY_SERVICES.to_string()];
         }
         if !set.contains(name) {
@@ -118,6 +122,25 @@ impl SegmentRecord {
             return Err(CatalogError::Invalid(format!(
                 "signal {:?} must be logs, metrics or traces",
                 self.signal
+            )));
+        }
+        let service_bytes: usize = self.services.iter().map(String::len).sum();
+        if self.services.len() > MAX_SERVICES
+            || service_bytes > MAX_SERVICES_BYTES
+            || self
+                .services
+                .iter()
+                .any(|s| s.len() > MAX_SERVICE_NAME_BYTES || s.contains('\0'))
+        {
+            return Err(CatalogError::Invalid(format!(
+                "segment {}: services must be at most {MAX_SERVICES} names of at most {MAX_SERVICE_NAME_BYTES} bytes ({MAX_SERVICES_BYTES} in all), without NUL; list [\"*\"] for more",
+                self.id
+            )));
+        }
+        if self.agent_id.contains('\0') {
+            return Err(CatalogError::Invalid(format!(
+                "segment {}: agent_id holds a NUL",
+                self.id
             )));
         }
         if self.min_timestamp > self.max_timestamp {
@@ -277,6 +300,9 @@ mod tests {
         let long = vec!["x".repeat(MAX_SERVICES_BYTES + 1)];
         assert_eq!(bound_services(&long), [MANY_SERVICES]);
         assert_eq!(bound_services(["a", MANY_SERVICES]), [MANY_SERVICES]);
+        assert_eq!(bound_services(["a", "b\0"]), [MANY_SERVICES]);
+        let long = "y".repeat(MAX_SERVICE_NAME_BYTES + 1);
+        assert_eq!(bound_services(["a", long.as_str()]), [MANY_SERVICES]);
 
         let mut record = SegmentRecord {
             id: Uuid::now_v7(),

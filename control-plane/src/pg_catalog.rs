@@ -58,6 +58,12 @@ const COLUMNS: &str = "id, tenant, signal, object_key, partition, min_timestamp,
 
 fn db(e: tokio_postgres::Error) -> CatalogError {
     match e.as_db_error() {
+        // A value PostgreSQL cannot take (class 22: a NUL in text, a number out of range) or
+        // one past a limit (54000: an index entry too large): the request's fault, never
+        // retryable as it is.
+        Some(d) if d.code().code().starts_with("22") || d.code().code() == "54000" => {
+            CatalogError::Invalid(format!("postgres: {} ({})", d.message(), d.code().code()))
+        }
         Some(d) => {
             CatalogError::Storage(format!("postgres: {} ({})", d.message(), d.code().code()))
         }

@@ -117,8 +117,8 @@ struct Sealed {
 struct JournalRecord {
     segment: SegmentRecord,
     seqs: Vec<u64>,
-    /// Whether the segment holds dead-lettered rows (kept in the lake, never registered).
-    /// Absent in records of earlier versions: then the key's layout tells.
+    /// Whether the segment holds dead-lettered rows. Written for earlier versions' replay;
+    /// the record's key tells (a dead-letter file is registered under its prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dead_letter: Option<bool>,
 }

@@ -42,15 +42,15 @@ impl Refused {
 }
 
 /// Refusals a segment itself may cause, which retrying the same request cannot change:
-/// invalid, conflicting (another record under its id), too large, or a tenant the token may
-/// not write. An unknown token (401) or an unreachable control plane is retried instead.
+/// invalid, conflicting (another record under its id), too large. A token the control plane
+/// does not know (401) or that lacks a tenant or the write scope (403) is retried with
+/// backoff instead: it is fixed on the control plane (tokens reload on SIGHUP), and then the
+/// same segments register without a restart of the agents. Since each tenant is sent on its
+/// own, a tenant the token may not write holds back no other.
 fn refused_for_good(e: &CatalogError) -> bool {
     matches!(
         e,
-        CatalogError::Invalid(_)
-            | CatalogError::Conflict(_)
-            | CatalogError::TooLarge(_)
-            | CatalogError::Forbidden(_)
+        CatalogError::Invalid(_) | CatalogError::Conflict(_) | CatalogError::TooLarge(_)
     )
 }
 
@@ -90,13 +90,26 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// The ids of the segments waiting (reconciliation leaves them to the outbox).
+    /// The segments waiting, or refused and kept (reconciliation leaves them to the outbox:
+    /// a record it rebuilt from the footer would conflict with the one kept).
     pub async fn pending(&self) -> Result<Vec<SegmentRecord>, BufferError> {
         let buffer = self.buffer.clone();
-        let records = blocking(move || buffer.ledger_list(Ledger::Outbox)).await?;
-        Ok(records
+        let (waiting, refused) = blocking(move || {
+            Ok((
+                buffer.ledger_list(Ledger::Outbox)?,
+                buffer.ledger_list(Ledger::OutboxRefused)?,
+            ))
+        })
+        .await?;
+        let refused = refused.into_iter().filter_map(|(_, v)| {
+            serde_json::from_slice::<Refused>(&v)
+                .ok()
+                .and_then(|r| serde_json::from_value(r.record).ok())
+        });
+        Ok(waiting
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .chain(refused)
             .collect())
     }
 
@@ -126,12 +139,19 @@ impl Outbox {
         let records = blocking(move || buffer.ledger_list(Ledger::Outbox))
             .await
             .map_err(|e| CatalogError::Storage(e.to_string()))?;
+        // Up to a batch per tenant, from the whole ledger: a tenant whose segments fail
+        // (retried) cannot fill a shared window and starve the others.
         let mut by_tenant: std::collections::BTreeMap<String, Vec<SegmentRecord>> =
             Default::default();
         let mut refused: Vec<(Vec<u8>, Refused)> = Vec::new();
-        for (k, v) in records.into_iter().take(BATCH) {
+        for (k, v) in records {
             match serde_json::from_slice::<SegmentRecord>(&v) {
-                Ok(s) => by_tenant.entry(s.tenant.clone()).or_default().push(s),
+                Ok(s) => {
+                    let batch = by_tenant.entry(s.tenant.clone()).or_default();
+                    if batch.len() < BATCH {
+                        batch.push(s);
+                    }
+                }
                 Err(e) => {
                     error!(error = %e, "unreadable outbox record moved to the refused ledger");
                     refused.push((
@@ -158,6 +178,12 @@ impl Outbox {
                         match self.catalog.register(std::slice::from_ref(s)).await {
                             Ok(()) => {
                                 self.metrics.outbox.registered.inc();
+                                done.push(s.id.as_bytes().to_vec());
+                            }
+                            Err(CatalogError::Conflict(id)) if self.same_object(s).await => {
+                                // The index holds this file under its id already (a record
+                                // rebuilt by reconciliation differs in created_at): done.
+                                debug!(segment = %id, "already registered with another record of the same object");
                                 done.push(s.id.as_bytes().to_vec());
                             }
                             Err(e) if refused_for_good(&e) => {
@@ -216,7 +242,15 @@ impl Outbox {
         Ok(n)
     }
 
-    /// Segments refused for good, with their reasons (for `/healthz`), at most `max`.
+    /// Whether the index holds `s`'s object under its id (a 409 then means done).
+    async fn same_object(&self, s: &SegmentRecord) -> bool {
+        match self.catalog.lookup(std::slice::from_ref(&s.id)).await {
+            Ok(found) => found.iter().any(|f| f.object_key == s.object_key),
+            Err(_) => false,
+        }
+    }
+
+    /// Segments refused for good, with their reasons, at most `max`.
     pub fn refused(buffer: &dyn Buffer, max: usize) -> Vec<Refused> {
         buffer
             .ledger_list(Ledger::OutboxRefused)

@@ -1,7 +1,8 @@
 //! The outbox against a real control plane (the HTTP API over a sled index) whose token may
 //! write tenant `a` only: one refused segment, a tenant the token may not write, or an
 //! unreadable record hold back no other segment; what is refused for good is kept with its
-//! reason, and goes back to the outbox at the next start.
+//! reason and goes back to the outbox at the next start; a tenant the token may not write is
+//! retried, and registers once the control plane's tokens allow it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,18 +40,22 @@ fn segment(tenant: &str, services: Vec<String>) -> SegmentRecord {
     )
 }
 
-/// A sled index behind the API, and a client whose token writes tenant `a` only.
-async fn control_plane(dir: &std::path::Path) -> (Arc<dyn Catalog>, Arc<dyn Catalog>) {
-    let index: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.join("index")).unwrap());
-    let auth = Auth::new(vec![ApiToken {
+fn token(tenants: &[&str]) -> Vec<ApiToken> {
+    vec![ApiToken {
         token: "tenant-a-writer-token".into(),
-        tenants: vec!["a".into()],
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
         scopes: vec![Scope::Read, Scope::Write],
-    }]);
+    }]
+}
+
+/// A sled index behind the API, its tokens, and a client whose token writes tenant `a` only.
+async fn control_plane(dir: &std::path::Path) -> (Arc<dyn Catalog>, Arc<Auth>, Arc<dyn Catalog>) {
+    let index: Arc<dyn Catalog> = Arc::new(SledCatalog::open(&dir.join("index")).unwrap());
+    let auth = Arc::new(Auth::new(token(&["a"])));
     let app = weir_control_plane::api::routes(
         ApiState {
             catalog: index.clone(),
-            auth: Arc::new(auth),
+            auth: auth.clone(),
         },
         16 << 20,
     );
@@ -63,7 +68,7 @@ async fn control_plane(dir: &std::path::Path) -> (Arc<dyn Catalog>, Arc<dyn Cata
         timeout: Duration::from_secs(10),
     })
     .unwrap();
-    (index, Arc::new(client))
+    (index, auth, Arc::new(client))
 }
 
 fn put(buffer: &SledBuffer, id: &[u8], value: &[u8]) {
@@ -73,7 +78,7 @@ fn put(buffer: &SledBuffer, id: &[u8], value: &[u8]) {
 #[tokio::test]
 async fn refused_segments_are_kept_aside_and_hold_back_no_other() {
     let dir = tempfile::tempdir().unwrap();
-    let (index, client) = control_plane(dir.path()).await;
+    let (index, auth, client) = control_plane(dir.path()).await;
     let buffer = Arc::new(
         SledBuffer::open(&SledBufferConfig {
             path: dir.path().join("buffer"),
@@ -102,8 +107,10 @@ async fn refused_segments_are_kept_aside_and_hold_back_no_other() {
         metrics.clone(),
         Arc::new(Notify::new()),
     );
-    assert_eq!(outbox.send_once().await.unwrap(), 5);
-    assert!(outbox.is_empty());
+    // Tenant a's good segments register; the invalid one and the unreadable record are set
+    // aside; tenant b (forbidden to this token) waits.
+    assert_eq!(outbox.send_once().await.unwrap(), 4);
+    assert_eq!(outbox.len(), 1);
 
     let listed = index
         .list(&SegmentQuery {
@@ -130,7 +137,7 @@ async fn refused_segments_are_kept_aside_and_hold_back_no_other() {
     assert_eq!(filtered.iter().map(|s| s.id).collect::<Vec<_>>(), [many.id]);
 
     let refused = Outbox::refused(buffer.as_ref(), 10);
-    assert_eq!(refused.len(), 3);
+    assert_eq!(refused.len(), 2, "{refused:?}");
     let reason = |id: Uuid| {
         refused
             .iter()
@@ -138,19 +145,39 @@ async fn refused_segments_are_kept_aside_and_hold_back_no_other() {
             .map(|r| r.reason.clone())
             .unwrap_or_default()
     };
-    assert!(reason(forbidden.id).contains("tenant"), "{refused:?}");
     assert!(reason(invalid.id).contains("object_key"), "{refused:?}");
     assert!(
         refused.iter().any(|r| r.reason.contains("unreadable")),
         "{refused:?}"
     );
-    assert!(metrics.render().contains("weir_outbox_refused_segments 3"));
+    assert!(metrics.render().contains("weir_outbox_refused_segments 2"));
 
-    // The next start sends the refused segments again (the token may have been widened);
-    // the unreadable record stays aside.
-    assert_eq!(outbox.requeue_refused().await.unwrap(), 2);
-    assert_eq!(outbox.len(), 2);
+    // Tenant b is retried (403 is not the segment's fault) until the control plane's tokens
+    // allow it, then registers without a restart.
+    assert!(matches!(
+        outbox.send_once().await,
+        Err(weir_catalog::CatalogError::Forbidden(_))
+    ));
+    auth.replace(token(&["a", "b"]));
+    assert_eq!(outbox.send_once().await.unwrap(), 1);
+    assert!(outbox.is_empty());
+
+    // A second record of an object the index already holds (reconciliation rebuilds one
+    // from the footer, with another created_at) is a 409 that counts as registered.
+    let mut again = ok1.clone();
+    again.created_at += 1;
+    put(
+        &buffer,
+        again.id.as_bytes(),
+        &serde_json::to_vec(&again).unwrap(),
+    );
+    assert_eq!(outbox.send_once().await.unwrap(), 1);
+    assert_eq!(buffer.ledger_len(Ledger::OutboxRefused), 2);
+
+    // The next start sends the refused segments again; the unreadable record stays aside.
+    assert_eq!(outbox.requeue_refused().await.unwrap(), 1);
+    assert_eq!(outbox.len(), 1);
     assert_eq!(buffer.ledger_len(Ledger::OutboxRefused), 1);
-    assert_eq!(outbox.send_once().await.unwrap(), 2);
-    assert_eq!(buffer.ledger_len(Ledger::OutboxRefused), 3);
+    assert_eq!(outbox.send_once().await.unwrap(), 1);
+    assert_eq!(buffer.ledger_len(Ledger::OutboxRefused), 2);
 }

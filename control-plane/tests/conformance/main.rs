@@ -393,9 +393,6 @@ async fn heartbeats(cat: Arc<dyn Catalog>) {
     ));
 }
 
-/// Runs each scenario against the backends named: `sled` and `pg` are the index
-/// implementations; `remote` is a sled index behind the HTTP API, through the client agents
-/// and compactors use.
 /// Dead-letter files (rows a transform failed on) are indexed under their marker: listed
 /// only when asked for, never compacted, and bound to their tenant like any segment.
 async fn dead_letters(cat: Arc<dyn Catalog>) {
@@ -425,6 +422,22 @@ async fn dead_letters(cat: Arc<dyn Catalog>) {
         .await
         .unwrap()
         .is_none());
+    // Service names a record may not carry: refused with 400 on every backend (PostgreSQL
+    // cannot store a NUL, nor index a name longer than about 2.7 KB).
+    for bad in [
+        vec!["a\0b".to_string()],
+        vec!["x".repeat(weir_catalog::MAX_SERVICE_NAME_BYTES + 1)],
+        (0..=weir_catalog::MAX_SERVICES)
+            .map(|i| format!("s{i}"))
+            .collect(),
+    ] {
+        let mut s = seg(&t, "logs", p, 0, 1, "api");
+        s.services = bad;
+        assert!(matches!(
+            cat.register(&[s]).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
     let mut elsewhere = seg(&t, "logs", p, 0, 1, "api");
     elsewhere.object_key = format!(
         "_dead_letter/tenant=other/signal=logs/{p}/{}.parquet",
@@ -436,6 +449,9 @@ async fn dead_letters(cat: Arc<dyn Catalog>) {
     ));
 }
 
+/// Runs each scenario against the backends named: `sled` and `pg` are the index
+/// implementations; `remote` is a sled index behind the HTTP API, through the client agents
+/// and compactors use.
 macro_rules! conformance {
     ($backend:ident: $($name:ident),* $(,)?) => {
         $(
