@@ -15,10 +15,16 @@ CHAOS = Path(__file__).resolve().parents[1] / "chaos" / "chaos.py"
 def test_chaos_short_form():
     seed = int(os.environ.get("TEST_WEIR_CHAOS_SEED") or int.from_bytes(os.urandom(4), "big") >> 1)
     cmd = [sys.executable, str(CHAOS), "--kills", "10", "--seed", str(seed), "--weir", WEIR_BIN]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
-    out = r.stdout + r.stderr
+    # On a timeout the script gets SIGTERM, so it still unmounts its tmpfs and ends its processes.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+        raise AssertionError(f"chaos did not finish in 150s (seed {seed}):\n{out[-8000:]}")
     print(out)
-    assert r.returncode == 0, f"chaos failed (seed {seed}; rerun: {' '.join(cmd)}):\n{out[-8000:]}"
+    assert proc.returncode == 0, f"chaos failed (seed {seed}; rerun: {' '.join(cmd)}):\n{out[-8000:]}"
     summary = next(l for l in out.splitlines() if l.startswith("chaos summary:"))
     fields = dict(f.split("=", 1) for f in summary.removeprefix("chaos summary: ").split() if "=" in f)
     assert fields["kills"] == "10"
