@@ -599,24 +599,20 @@ class Chaos:
             return
         time.sleep(1)
         filler = self.mount / "filler"
-        chunk = b"\0" * (1 << 20)
-        with filler.open("wb") as f:
-            try:
-                while True:
-                    f.write(chunk)
-                    f.flush()
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
-        # Whatever the last partial write left: fill to the last byte.
+        # Unbuffered writes, smaller and smaller, until the last byte is taken.
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            with filler.open("ab") as f:
+            for size in (1 << 20, 4096, 1):
+                block = b"\0" * size
                 while True:
-                    f.write(b"\0" * 4096)
-                    f.flush()
-        except OSError as e:
-            if e.errno != errno.ENOSPC:
-                raise
+                    try:
+                        os.write(fd, block)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(fd)
         # The buffer may still write into space sled holds already (its log grows by 8 MiB
         # segments): wait for the first refusal, then keep the disk full `--disk-full` seconds.
         log(f"disk full ({filler.stat().st_size >> 20} MiB filler)")
