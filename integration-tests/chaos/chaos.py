@@ -28,11 +28,11 @@ What one run does
    the middle of the kills the lake fails for `--lake-outage` seconds; acks must continue (the
    buffer absorbs them).
 5. Fills the tmpfs with a filler file until a write fails with ENOSPC and keeps the load on
-   until the agent refuses a request (sled first fills the 8 MiB log segment it holds), then
-   `--disk-full` seconds more: the agent must answer only retryable statuses (429/503) or
-   successes it made durable (they are checked like every ack). Then deletes the filler; if the buffer stopped after the
-   failed commit (`/livez` 503), restarts the agent as a liveness probe would, and checks that
-   acks resume.
+   until the agent refuses a request (sled first writes into space its file already holds),
+   then `--disk-full` seconds more: the agent must answer only retryable statuses (429/503)
+   or successes it made durable (they are checked like every ack). Then deletes the filler;
+   if the buffer stopped after the failed commit (`/livez` 503), restarts the agent as a
+   liveness probe would, and checks that acks resume.
 6. Stops the load, stops the agent with SIGTERM, starts it once more and waits until the
    buffer and the outbox are empty and the index lists at least every acked row; then reads
    the files the index lists (`GET /v1/segments`, paginated) with DuckDB straight from moto,
@@ -53,9 +53,16 @@ Long form (by hand; a few minutes):
     .venv/bin/python integration-tests/chaos/chaos.py --kills 100 --lake-outage 15 \\
         --disk-full 8 --seed 1 --weir target/debug/weir
 
-It needs the venv of the tests (requests is not used; duckdb with `duckdb_extension_httpfs`,
-boto3, moto, opentelemetry-proto) and permission to mount a tmpfs (root). Without it, the
-disk-full phase is skipped and the summary says so (`disk_full_answers=skipped`).
+It needs the tests' venv (duckdb with `duckdb_extension_httpfs`, boto3, moto's
+`moto_server`, opentelemetry-proto) and permission to mount a tmpfs (root). Without that
+permission the disk-full phase is skipped and the summary says so (`disk_full_answers=skipped`).
+
+The summary line: `kills`, `requests_acked`, `records_acked`, `lost` (acked records not in the
+lake), `duplicated` (extra copies of any record), `unknown_requests` and
+`unknown_records_present`, `unexpected` (records of requests never acked nor unknown),
+`acked_while_lake_down`, `retryable_while_disk_full` and `disk_full_answers` (status: count),
+`liveness_restarts`, `non_retryable`, `connections_refused` (resent), `statuses`, `segments`
+(listed by the index at the end) and the `seed` of the kill delays.
 """
 
 import argparse
