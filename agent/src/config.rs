@@ -156,6 +156,11 @@ pub struct AuthConfig {
     /// API keys and the tenant each one writes to. When set, every HTTP/gRPC request must carry
     /// a key (`Authorization: Bearer`, `X-API-Key`, or `DD-API-KEY` for Datadog).
     pub api_keys: BTreeMap<String, String>,
+    /// Sources that cannot check API keys and may still accept writes while `api_keys` is
+    /// set: `syslog` (its protocol has no credentials) and `fluent` without `shared_key`.
+    /// Without naming them here, such a configuration is refused: those ports would let
+    /// anyone write around the keys.
+    pub allow_unauthenticated: Vec<String>,
 }
 
 /// The durable buffer.
@@ -336,6 +341,7 @@ impl Config {
                 ));
             }
         }
+        self.check_unauthenticated(&mut problems);
         self.check_pipelines(&mut problems);
         if self.buffer.max_partitions_per_request == 0 {
             problems.push("buffer.max_partitions_per_request must be at least 1".into());
@@ -422,6 +428,46 @@ impl Config {
             sources,
             config: self,
         })
+    }
+
+    /// With API keys, every source that takes writes from the network must check a
+    /// credential, or be named in `auth.allow_unauthenticated`.
+    fn check_unauthenticated(&self, problems: &mut Vec<String>) {
+        let allowed = &self.auth.allow_unauthenticated;
+        for name in allowed {
+            if !matches!(name.as_str(), "syslog" | "fluent") {
+                problems.push(format!(
+                    "auth.allow_unauthenticated: {name:?} is not a source without authentication (syslog, fluent)"
+                ));
+            }
+        }
+        if self.auth.api_keys.is_empty() {
+            return;
+        }
+        let open = [
+            (
+                "syslog",
+                self.sources.syslog.enabled,
+                "its protocol carries no credentials",
+            ),
+            (
+                "fluent",
+                self.sources.fluent.enabled && self.sources.fluent.shared_key.is_none(),
+                "it has no sources.fluent.shared_key",
+            ),
+        ];
+        for (name, unauthenticated, why) in open {
+            if unauthenticated && !allowed.iter().any(|a| a == name) {
+                let tenant = match name {
+                    "syslog" => &self.sources.syslog.tenant,
+                    _ => &self.sources.fluent.tenant,
+                };
+                problems.push(format!(
+                    "sources.{name} accepts writes to tenant {tenant:?} without authentication ({why}) while auth.api_keys is set: turn it off (sources.{name}.enabled = false){}, or accept that with auth.allow_unauthenticated = [\"{name}\"]",
+                    if name == "fluent" { ", set sources.fluent.shared_key" } else { "" }
+                ));
+            }
+        }
     }
 
     /// `[[pipelines]]`: names, signals, source names that exist, transforms.

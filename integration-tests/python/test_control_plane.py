@@ -608,7 +608,7 @@ def test_restart_reconciles_objects_the_index_lost(weir_factory):
 def test_embedded_index_routes_take_the_sources_api_keys_when_no_tokens_are_set(weir_factory):
     # With API keys on the sources and no control-plane tokens, the admin /v1 routes are not
     # open: each key reads its own tenant's segments, nothing else.
-    w = weir_factory('[auth.api_keys]\n"key-a" = "team-a"\n"key-b" = "team-b"\n')
+    w = weir_factory('[auth]\nallow_unauthenticated = ["syslog", "fluent"]\n[auth.api_keys]\n"key-a" = "team-a"\n"key-b" = "team-b"\n')
     assert post_logs(w, logs_request(1, 5), Authorization="Bearer key-a").status_code == 200
     r = requests.get(w.admin + "/v1/segments?tenant=team-a", timeout=5)
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
@@ -639,3 +639,39 @@ def test_embedded_index_routes_need_a_token_once_tokens_are_configured(weir_fact
         time.sleep(0.2)
     # Health and metrics stay open for probes and scrapers.
     assert requests.get(w.admin + "/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["sled", "postgres"])
+def test_a_tenant_token_cannot_register_another_tenants_object(tmp_path, services, request, backend):
+    """A token for tenant `a` registers a segment of tenant `a` whose object_key points at
+    tenant `b`'s file: refused (400), so `a`'s readers are never handed `b`'s object and the
+    sweeper never deletes it on `a`'s behalf. On both index backends, over the HTTP API."""
+    index = 'index = "sled"'
+    if backend == "postgres":
+        index = f'index = "postgres"\npostgres_url = "{request.getfixturevalue("pg_url")}"'
+    cp = services(ControlPlane(tmp_path / "cp", index, "")).start()
+
+    def segment(tenant, ident, key_tenant=None):
+        key_tenant = key_tenant or tenant
+        return {
+            "id": ident, "tenant": tenant, "signal": "logs",
+            "object_key": f"tenant={key_tenant}/signal=logs/dt=2026-01-01/hour=00/{ident}.parquet",
+            "partition": "dt=2026-01-01/hour=00", "min_timestamp": 1, "max_timestamp": 2, "row_count": 3,
+            "bytes": 100, "services": ["api"], "schema_version": 1, "agent_id": "x", "created_at": 1,
+            "state": "active",
+        }
+
+    theirs = segment("b", "0190b3e8-0000-7000-8000-0000000000b1")
+    assert cp.api("POST", "/v1/segments", AGENT_TOKEN, json={"segments": [theirs]}).status_code == 200
+    attack = dict(theirs, id="0190b3e8-0000-7000-8000-0000000000a1", tenant="a")
+    r = cp.api("POST", "/v1/segments", TENANT_A_TOKEN, json={"segments": [attack]})
+    assert r.status_code == 400 and "object_key" in r.json()["message"], r.text
+    # The same id under its own tenant's key is fine; another tenant's dead-letter key is not.
+    own = segment("a", "0190b3e8-0000-7000-8000-0000000000a1")
+    assert cp.api("POST", "/v1/segments", TENANT_A_TOKEN, json={"segments": [own]}).status_code == 200
+    dead = dict(segment("a", "0190b3e8-0000-7000-8000-0000000000a2", key_tenant="b"))
+    dead["object_key"] = "_dead_letter/" + dead["object_key"]
+    assert cp.api("POST", "/v1/segments", TENANT_A_TOKEN, json={"segments": [dead]}).status_code == 400
+    listed = cp.api("GET", "/v1/segments", TENANT_A_TOKEN, params={"tenant": "a"}).json()["segments"]
+    assert [s["object_key"] for s in listed] == [own["object_key"]]
+    assert [s["id"] for s in cp.segments("b")] == [theirs["id"]]

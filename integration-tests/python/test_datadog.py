@@ -24,7 +24,7 @@ from datadog_api_client.v2.model.metric_point import MetricPoint
 from datadog_api_client.v2.model.metric_resource import MetricResource
 from datadog_api_client.v2.model.metric_series import MetricSeries
 
-KEYS = '[auth.api_keys]\n"key-a" = "team-a"\n"key-b" = "team-b"\n'
+KEYS = '[auth]\nallow_unauthenticated = ["syslog", "fluent"]\n[auth.api_keys]\n"key-a" = "team-a"\n"key-b" = "team-b"\n'
 
 
 def client(weir, key):

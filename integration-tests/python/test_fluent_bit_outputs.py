@@ -25,7 +25,7 @@ def test_fluent_bit_loki_output_json(weir):
 def test_fluent_bit_datadog_output(weir_factory):
     # out_datadog with compress gzip and apikey: a gzip JSON array, DD-API-KEY header, the
     # record's keys as they are (`log` stays `log` without dd_message_key), timestamp in ms.
-    w = weir_factory('[auth.api_keys]\n"fb-key" = "fluentbit"\n')
+    w = weir_factory('[auth]\nallow_unauthenticated = ["syslog", "fluent"]\n[auth.api_keys]\n"fb-key" = "fluentbit"\n')
     items = [{"timestamp": 1700000000123 + i, "ddsource": "kubernetes", "service": "shop", "ddtags": "env:prod,team:web",
               "hostname": "node-7", "log": f"fb datadog {i}", "kubernetes": {"pod_name": "shop-1"}} for i in range(3)]
     r = requests.post(f"http://127.0.0.1:{w.datadog_port}/api/v2/logs", data=gzip.compress(json.dumps(items).encode()),

@@ -153,7 +153,7 @@ SCRAPE = """scrape_configs:
 def test_prometheus_server_remote_writes_node_exporter_and_itself(weir_factory, tmp_path):
     # The tenant comes from the API key Prometheus sends as a bearer token (Prometheus 2.42
     # does not send the `headers:` of remote_write, so X-Scope-OrgID is not an option here).
-    w = weir_with_rw(weir_factory, extra='[auth.api_keys]\n"key-prom" = "team-prom"\n')
+    w = weir_with_rw(weir_factory, extra='[auth]\nallow_unauthenticated = ["syslog", "fluent"]\n[auth.api_keys]\n"key-prom" = "team-prom"\n')
     ne_port, prom_port = free_port(), free_port()
     procs = []
     try:

@@ -212,6 +212,44 @@ fn pipeline_source_names_must_exist() {
     assert!(!err.contains("\"syslog_tcp\" is not"), "{err}");
 }
 
+/// With API keys, syslog and a Fluent source without a shared key would let anyone write
+/// around them: refused unless turned off, keyed, or named in auth.allow_unauthenticated.
+#[test]
+fn api_keys_need_every_network_source_authenticated() {
+    let mut c = Config::default();
+    c.auth.api_keys.insert("key-a".into(), "team-a".into());
+    let err = c.clone().validate().unwrap_err().to_string();
+    assert!(
+        err.contains("sources.syslog accepts writes to tenant \"default\" without authentication"),
+        "{err}"
+    );
+    assert!(err.contains("sources.fluent accepts writes"), "{err}");
+    assert!(
+        err.contains("auth.allow_unauthenticated = [\"fluent\"]"),
+        "{err}"
+    );
+
+    let mut keyed = c.clone();
+    keyed.sources.fluent.shared_key = Some("forward-secret".into());
+    keyed.sources.syslog.enabled = false;
+    keyed.validate().unwrap();
+
+    let mut allowed = c.clone();
+    allowed.auth.allow_unauthenticated = vec!["syslog".into(), "fluent".into()];
+    allowed.validate().unwrap();
+
+    let mut typo = Config::default();
+    typo.auth.allow_unauthenticated = vec!["otlp".into()];
+    let err = typo.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("\"otlp\" is not a source without authentication"),
+        "{err}"
+    );
+
+    // Without keys nothing is authenticated anyway: nothing to name.
+    Config::default().validate().unwrap();
+}
+
 /// A Service named `weir-control-plane` or `weir` in the pod's namespace makes the kubelet set
 /// `WEIR_CONTROL_PLANE_PORT=tcp://…`, `WEIR_PORT=…` and the like in every pod: they are not
 /// configuration, and must neither fail the load nor hide the real `WEIR_` keys beside them.
