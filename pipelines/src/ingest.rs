@@ -154,8 +154,15 @@ impl Ingest {
         if let Some(ts) = batch.timestamps() {
             let max = self.settings().max_partitions;
             let mut seen = std::collections::HashSet::new();
+            // Consecutive rows mostly share an hour: only a change of hour is looked up.
+            let mut last = None;
             for &t in ts.values() {
-                seen.insert(crate::Partition::of(t));
+                let p = crate::Partition::of(t);
+                if last == Some(p) {
+                    continue;
+                }
+                last = Some(p);
+                seen.insert(p);
                 if seen.len() > max {
                     self.metrics
                         .rejected_request(&batch.source, "too_many_hours");
