@@ -15,7 +15,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import requests
 
-from conftest import free_port
 from test_durability import logs_request
 
 IDENTITY = (Path(__file__).resolve().parents[2] / "transforms" / "tests" / "guests" / "identity.wat").read_text()
@@ -114,7 +113,8 @@ def test_sighup_reload_under_load_loses_nothing(weir_factory, tmp_path):
     wait_for("the first acknowledged requests", lambda: len(load.acked) >= 5)
 
     # 1. Move the OTLP/HTTP source, add a transform pipeline, change limits and retention.
-    moved, fluent_moved = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    # Another loopback address, port 0: a real move that no other process can take first.
+    moved, fluent_moved = "127.0.0.2:0", "127.0.0.2:0"
     text = re.sub(r'http_address = "[^"]*"', f'http_address = "{moved}"', original)
     text = re.sub(r'(\[sources\.fluent\]\naddress = )"[^"]*"', f'\\1"{fluent_moved}"', text)
     assert fluent_moved in text
@@ -133,8 +133,9 @@ name = "id"
 module = "{tmp_path}/id.wat"
 '''
     reload(w, text, "applied")
-    assert listen(w)["sources.otlp.http_address"] == moved
-    assert listen(w)["sources.fluent.address"] == fluent_moved
+    bound = listen(w)["sources.otlp.http_address"]
+    assert bound.startswith("127.0.0.2:"), bound
+    assert listen(w)["sources.fluent.address"].startswith("127.0.0.2:")
     assert_nothing_listens(first_fluent)
     idle.close()
     assert metric(w, "weir_config_last_reload_successful") == 1
@@ -148,7 +149,7 @@ module = "{tmp_path}/id.wat"
              lambda: metric(w, 'weir_transform_batches_total{transform="id"}') > 0)
     assert_nothing_listens(first)
     # The new hours bound applies to the next request (the default, 72, would take it).
-    r = requests.post("http://" + moved + "/v1/logs", data=hours_request(25).SerializeToString(),
+    r = requests.post("http://" + bound + "/v1/logs", data=hours_request(25).SerializeToString(),
                       headers={"Content-Type": "application/x-protobuf"}, timeout=10)
     assert r.status_code == 400 and "max_partitions_per_request (24)" in r.text, (r.status_code, r.text)
 
@@ -161,9 +162,9 @@ module = "{tmp_path}/id.wat"
     # 3. A module that does not load: refused before any source moved.
     # (It also moves the source: nothing may move when the reload is refused.)
     broken = text.replace(f"{tmp_path}/id.wat", f"{tmp_path}/broken.wat")
-    reload(w, broken.replace(moved, f"127.0.0.1:{free_port()}"), "refused")
+    reload(w, broken.replace(moved, "127.0.0.3:0"), "refused")
     assert "pipeline all-logs" in refused_line(w), refused_line(w)
-    assert listen(w)["sources.otlp.http_address"] == moved
+    assert listen(w)["sources.otlp.http_address"] == bound
 
     # 4. An address another process holds: the source comes back on its running address.
     taken = socket.socket()
@@ -172,7 +173,7 @@ module = "{tmp_path}/id.wat"
     held = f"127.0.0.1:{taken.getsockname()[1]}"
     reload(w, text.replace(f'http_address = "{moved}"', f'http_address = "{held}"'), "refused")
     taken.close()
-    assert listen(w)["sources.otlp.http_address"] == moved
+    assert listen(w)["sources.otlp.http_address"] == bound
     assert "sources.otlp.http_address" in refused_line(w), refused_line(w)
     acked = len(load.acked)
     wait_for("requests acknowledged after the refused reloads", lambda: len(load.acked) >= acked + 5)
@@ -244,13 +245,12 @@ def test_sighup_does_not_stop_the_other_roles(tmp_path):
 
     from conftest import WEIR_BIN, wait_listening
 
-    port = free_port()
     cfg = tmp_path / "cp.toml"
 
     def write(token):
         cfg.write_text(f'''data_dir = "{tmp_path}/cp"
 [control_plane]
-address = "127.0.0.1:{port}"
+address = "127.0.0.1:0"
 [[control_plane.tokens]]
 token = "{token}"
 scopes = ["read", "write", "admin"]
@@ -260,7 +260,9 @@ scopes = ["read", "write", "admin"]
     log = (tmp_path / "cp.log").open("wb")
     proc = subprocess.Popen([WEIR_BIN, "control-plane", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        base = f"http://127.0.0.1:{port}"
+        listen_file = tmp_path / "cp" / "listen.json"
+        wait_for("the control plane's listen.json", listen_file.exists)
+        base = "http://" + json.loads(listen_file.read_text())["control_plane.address"]
         wait_listening(base + "/readyz", proc, "control plane")
 
         def status(token):

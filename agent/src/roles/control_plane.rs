@@ -74,8 +74,10 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let listener = admin::bind("control_plane.address", address).await?;
     // The API and the admin routes share this one address.
     let bound = listener.local_addr().unwrap_or(address);
-    write_listen_file(&data_dir, &[("control_plane.address".into(), bound)])?;
+    // After the index is open: a sled index's lock makes this the only process on data_dir,
+    // so a second one started by mistake cannot overwrite the live file before it fails.
     let catalog = open_index(cfg, &data_dir).await?;
+    write_listen_file(&data_dir, &[("control_plane.address".into(), bound)])?;
     let lake = open_lake(cfg, &data_dir)?;
     let metrics = Metrics::new();
     let reloads = ReloadMetrics::new(&metrics).context("cannot register the reload metrics")?;

@@ -453,7 +453,9 @@ impl Live {
         let prepared = if names.is_empty() {
             None
         } else {
-            let (old, _) = self.cfg.sources.validate();
+            // A rollback binds the addresses the sources hold now, also where their
+            // configuration asks for port 0 (a new port would surprise every client).
+            let (old, _) = pin_ports(&self.cfg.sources, &self.sources.bound()).validate();
             let pick = |v: Vec<Box<dyn ValidSource>>| -> Vec<Box<dyn ValidSource>> {
                 v.into_iter()
                     .filter(|s| names.contains(&s.name()))
@@ -514,6 +516,36 @@ impl Live {
         self.tls = tls;
         Ok(())
     }
+}
+
+/// `sources` with every listen address that asks for port 0 replaced by the address its
+/// source bound (`bound`, by key path `sources.<name>.<key>`).
+fn pin_ports(
+    sources: &weir_sources::SourcesConfig,
+    bound: &BTreeMap<String, SocketAddr>,
+) -> weir_sources::SourcesConfig {
+    let Ok(mut value) = serde_json::to_value(sources) else {
+        return sources.clone();
+    };
+    for (key, addr) in bound {
+        let mut path = key.split('.');
+        let (Some("sources"), Some(source), Some(field), None) =
+            (path.next(), path.next(), path.next(), path.next())
+        else {
+            continue;
+        };
+        let Some(slot) = value.get_mut(source).and_then(|s| s.get_mut(field)) else {
+            continue;
+        };
+        let asks_port_0 = slot
+            .as_str()
+            .and_then(|v| v.parse::<SocketAddr>().ok())
+            .is_some_and(|a| a.port() == 0);
+        if asks_port_0 {
+            *slot = serde_json::Value::String(addr.to_string());
+        }
+    }
+    serde_json::from_value(value).unwrap_or_else(|_| sources.clone())
 }
 
 /// Drops replaced ingest settings on a blocking thread: the transform pipelines' drop joins
@@ -690,5 +722,32 @@ pub async fn serve(
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_keeps_the_ports_bound() {
+        let mut sources = weir_sources::SourcesConfig::default();
+        sources.otlp.http_address = "127.0.0.1:0".into();
+        sources.otlp.grpc_address = "127.0.0.1:4317".into();
+        let bound = BTreeMap::from([
+            (
+                "sources.otlp.http_address".to_string(),
+                "127.0.0.1:40001".parse().unwrap(),
+            ),
+            (
+                "sources.otlp.grpc_address".to_string(),
+                "127.0.0.1:4317".parse().unwrap(),
+            ),
+            ("admin.address".to_string(), "127.0.0.1:1".parse().unwrap()),
+        ]);
+        let pinned = pin_ports(&sources, &bound);
+        assert_eq!(pinned.otlp.http_address, "127.0.0.1:40001");
+        assert_eq!(pinned.otlp.grpc_address, "127.0.0.1:4317");
+        assert_eq!(pinned.loki, sources.loki);
     }
 }
