@@ -34,6 +34,7 @@ use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::{Batch, DecodeBudget, OverBudget, Signal};
 
 use crate::auth::{ApiKeys, AuthError};
+use crate::conn::{Acceptor, ConnLimits};
 use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
 use crate::listen::bind_tcp;
 use crate::{now_nanos, TENANT_HEADER};
@@ -282,6 +283,12 @@ pub struct HttpLimits {
     pub max_concurrent_decodes: usize,
     /// `Retry-After` on retryable refusals.
     pub retry_after: Duration,
+    /// Open connections and their idle bound.
+    pub conn: ConnLimits,
+    /// Longest wait for a request's headers (HTTP/1), counted from the connection's start or
+    /// the end of the previous response: a slower client, or a keep-alive connection idle
+    /// that long, is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl HttpLimits {
@@ -302,6 +309,10 @@ impl HttpLimits {
                 "{prefix}.max_concurrent_decodes must be at least 1"
             ));
         }
+        if self.header_read_timeout < Duration::from_secs(1) {
+            problems.push(format!("{prefix}.header_read_timeout must be at least 1s"));
+        }
+        self.conn.check(problems, prefix);
     }
 }
 
@@ -338,12 +349,60 @@ pub(crate) fn check_row_bytes(problems: &mut Vec<String>, key: &str, value: u64)
     }
 }
 
-/// The default of `max_concurrent_decodes`: two per core, so a burst of large bodies waits
-/// for its turn instead of holding every decoded body in memory at the same time.
-pub fn max_concurrent_decodes() -> usize {
-    std::thread::available_parallelism()
+/// The default of `header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of `max_concurrent_decodes`, sized from memory: a quarter of the memory the
+/// agent may use (the cgroup's `memory.max`, else `MemTotal`) divided by what one decode may
+/// hold at once (the body as received and decompressed, 2 × `max_request_bytes`, plus its
+/// rows, `max_row_bytes`), at least 1 and at most two per core. So a burst of large bodies
+/// waits for its turn instead of holding every decoded body in memory at the same time: with
+/// the defaults (16 MiB bodies, 128 MiB of rows) a decode may hold 160 MiB, and a 1 GiB
+/// container decodes one request at a time.
+pub fn max_concurrent_decodes(max_request_bytes: usize, max_row_bytes: usize) -> usize {
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get() * 2)
-        .unwrap_or(4)
+        .unwrap_or(4);
+    decodes_for_memory(memory_bytes(), max_request_bytes, max_row_bytes, cores)
+}
+
+/// [`max_concurrent_decodes`] for `memory` bytes (unknown: two per core).
+fn decodes_for_memory(
+    memory: Option<u64>,
+    max_request_bytes: usize,
+    max_row_bytes: usize,
+    cores: usize,
+) -> usize {
+    let Some(memory) = memory else {
+        return cores.max(1);
+    };
+    let per_decode = (max_request_bytes as u64)
+        .saturating_mul(2)
+        .saturating_add(max_row_bytes as u64)
+        .max(1);
+    let fit = (memory / 4 / per_decode).min(usize::MAX as u64) as usize;
+    fit.clamp(1, cores.max(1))
+}
+
+/// The memory the agent may use: the cgroup v2 limit when there is one, else `MemTotal`;
+/// read once.
+fn memory_bytes() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb.saturating_mul(1024))
+        });
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match (cgroup, total) {
+            (Some(c), Some(t)) => Some(c.min(t)),
+            (c, t) => c.or(t),
+        }
+    })
 }
 
 impl<P: Protocol> HttpSource<P> {
@@ -523,23 +582,70 @@ pub async fn serve_request<P: Protocol>(
 }
 
 /// Binds a claimed address and serves `router` until the context's shutdown, then lets
-/// in-flight requests finish.
+/// in-flight requests finish. Connections are bounded as every listener's
+/// ([`crate::conn`]: `max_connections`, `idle_timeout`, accept errors backed off), and
+/// HTTP/1 request headers must arrive within `header_read_timeout` (the body's bound,
+/// `request_timeout`, is [`serve_request`]'s). Failures are counted under `source`.
 pub fn serve_router(
     running: &mut RunningSource,
     ctx: &SourceContext,
     claim: &Claim,
     what: &'static str,
+    source: &'static str,
+    limits: &HttpLimits,
     router: axum::Router,
 ) -> Result<(), BuildError> {
     let (listener, bound): (TcpListener, _) = bind_tcp(claim, what)?;
     let stop = ctx.shutdown.clone();
+    let acceptor = Acceptor::new(listener, source, ctx.ingest.clone(), limits.conn);
+    let header_read_timeout = limits.header_read_timeout;
     running.serve(&claim.key, bound, async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(|error| ServeError::Io { what, error })
+        serve_connections(acceptor, router, header_read_timeout, stop).await;
+        Ok::<(), ServeError>(())
     });
     Ok(())
+}
+
+/// The accept loop of an HTTP source: HTTP/1 and HTTP/2 (prior knowledge) on each connection.
+async fn serve_connections(
+    mut acceptor: Acceptor,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let mut conns = tokio::task::JoinSet::new();
+    while let Some((io, peer)) = acceptor.accept(&stop).await {
+        while conns.try_join_next().is_some() {}
+        let (builder, stop) = (builder.clone(), stop.clone());
+        let service = TowerToHyperService::new(router.clone());
+        conns.spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "HTTP connection closed");
+            }
+        });
+    }
+    // Stop listening now, then let in-flight requests finish.
+    drop(acceptor);
+    while conns.join_next().await.is_some() {}
 }
 
 /// A validated HTTP source with one listen address (Loki, Datadog): its claim, its limits,
@@ -585,7 +691,15 @@ impl ValidSource for ValidHttp {
         let mut running = RunningSource::new(self.name);
         if let Some(claim) = &self.address {
             let router = (self.router)(ctx, self.limits.clone());
-            serve_router(&mut running, ctx, claim, self.what, router)?;
+            serve_router(
+                &mut running,
+                ctx,
+                claim,
+                self.what,
+                self.name,
+                &self.limits,
+                router,
+            )?;
         }
         Ok(running)
     }
