@@ -50,10 +50,7 @@ impl Scanner {
         if self.pos > buf.len() {
             return Ok(None);
         }
-        loop {
-            let Some(top) = self.pending.last().copied() else {
-                break;
-            };
+        while let Some(top) = self.pending.last().copied() {
             if top == 0 {
                 self.pending.pop();
                 continue;

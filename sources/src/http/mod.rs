@@ -327,6 +327,20 @@ pub struct HttpSource<P: Protocol> {
     /// Limits.
     pub limits: HttpLimits,
     decodes: Arc<Semaphore>,
+    /// Bytes of bodies held (being read, waiting for a decoder, decoded), in
+    /// [`body::BODY_UNIT`]s: [`body_budget`] of them.
+    bodies: Arc<Semaphore>,
+}
+
+/// Bytes of request bodies one HTTP source holds at once (being read, waiting for a decoder,
+/// being decoded): four bodies of `max_request_bytes` per decoder. Past it, reading bodies
+/// waits (TCP backpressure) until a decode ends, so slow large bodies on many connections are
+/// not all held in memory at once (each is still bounded by `request_timeout`).
+pub fn body_budget(limits: &HttpLimits) -> usize {
+    limits
+        .max_request_bytes
+        .saturating_mul(4)
+        .saturating_mul(limits.max_concurrent_decodes.max(1))
 }
 
 /// The default of `max_row_bytes` (OTLP, Loki, Datadog, Fluent): 8 × the request (or frame)
@@ -409,12 +423,16 @@ impl<P: Protocol> HttpSource<P> {
     /// A source for `protocol` writing to `ctx`'s ingest handle.
     pub fn new(protocol: P, ctx: &SourceContext, limits: HttpLimits) -> Arc<HttpSource<P>> {
         let decodes = Arc::new(Semaphore::new(limits.max_concurrent_decodes.max(1)));
+        let units = body_budget(&limits)
+            .div_ceil(body::BODY_UNIT)
+            .clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(HttpSource {
             protocol,
             ingest: ctx.ingest.clone(),
             keys: ctx.keys.clone(),
             limits,
             decodes,
+            bodies: Arc::new(Semaphore::new(units)),
         })
     }
 
@@ -496,8 +514,14 @@ pub async fn serve_request<P: Protocol>(
     }
     let limit = src.limits.max_request_bytes;
     let budget = DecodeBudget::new(src.limits.max_row_bytes, P::ROW_LIMIT_KEY);
-    let read = body::read(&parts.headers, Body::new(body), limit, P::LIMIT_KEY);
-    let raw = match tokio::time::timeout(src.limits.request_timeout, read).await {
+    let read = body::read_within(
+        &parts.headers,
+        Body::new(body),
+        limit,
+        P::LIMIT_KEY,
+        &src.bodies,
+    );
+    let (raw, held) = match tokio::time::timeout(src.limits.request_timeout, read).await {
         Ok(r) => r.map_err(|e| src.body_refusal(fmt, e))?,
         Err(_) => {
             return Err(src.refuse(
@@ -536,6 +560,7 @@ pub async fn serve_request<P: Protocol>(
         let src = task_src;
         let (body, decoded) = {
             let _permit = permit;
+            let _held = held;
             let body = body::decode(raw, coding, limit, P::LIMIT_KEY)
                 .map_err(|e| src.body_refusal(fmt, e))?;
             let decoded = src
