@@ -198,3 +198,26 @@ def test_idle_grpc_and_fluent_connections_time_out(weir_factory):
             s.sendall(fluent_message("app", f"steady {i}"))
             time.sleep(0.5)
     w.wait_rows("logs", 4)
+
+
+def test_trickled_fluent_frame_is_decoded_whole(weir):
+    # A 300 KiB Forward message arriving 1 KiB at a time: the scan resumes across reads (the
+    # linear cost is checked by a unit test) and the message is decoded, written and acked once.
+    entries = [[int(time.time()), {"log": f"trickled {i} " + "x" * 120}] for i in range(2000)]
+    frame = msgpack.packb(["app.trickle", entries, {"chunk": "trickle-1"}], use_bin_type=True)
+    assert len(frame) > 256 << 10
+    with socket.create_connection(("127.0.0.1", weir.fluent_port), timeout=30) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for at in range(0, len(frame), 1024):
+            s.sendall(frame[at : at + 1024])
+            time.sleep(0.001)
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            data = s.recv(4096)
+            assert data, "closed before the ack"
+            unpacker.feed(data)
+            acks = list(unpacker)
+            if acks:
+                assert acks == [{"ack": "trickle-1"}]
+                break
+    weir.wait_rows("logs", 2000)
