@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod conn;
 mod contract;
 #[cfg(test)]
 mod fuzz;

@@ -1,5 +1,5 @@
-//! The accept loop shared by the TCP sources (Fluent forward, syslog): a bound on open
-//! connections, optional TLS, a tracked task per connection, and shutdown that stops accepting
+//! The accept loop shared by the TCP sources (Fluent forward, syslog): the connection bounds of
+//! [`crate::conn`] (open connections, idle timeout, accept errors), optional TLS, a tracked task per connection, and shutdown that stops accepting
 //! and then lets open connections finish what they read.
 
 use std::future::Future;
@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 use weir_pipelines::ingest::Ingest;
 
+use crate::conn::{Acceptor, ConnLimits};
 use crate::contract::{ConnectionError, ServeError};
-use crate::listen::ErrorBackoff;
 
 /// A connection's byte stream, plain or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -29,8 +28,8 @@ pub type BoxStream = Box<dyn Stream>;
 pub struct TcpServer {
     /// Source name in logs and metrics.
     pub source: &'static str,
-    /// Open connections allowed; more are refused and counted.
-    pub max_connections: usize,
+    /// Open connections allowed and the idle bound of each ([`crate::conn`]).
+    pub limits: ConnLimits,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
     /// For counting refused connections.
@@ -50,54 +49,43 @@ impl TcpServer {
         F: Future<Output = Result<(), ConnectionError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let mut acceptor = Acceptor::new(listener, self.source, self.ingest.clone(), self.limits);
         let mut conns = JoinSet::new();
-        let mut backoff = ErrorBackoff::new();
         loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                r = listener.accept() => {
-                    let (tcp, peer) = match r {
-                        Ok(c) => {
-                            backoff.reset();
-                            c
+            let (tcp, peer) = tokio::select! {
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                c = acceptor.accept(&stop) => match c {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            let (handler, stop, tls, source) =
+                (handler.clone(), stop.clone(), self.tls.clone(), self.source);
+            conns.spawn(async move {
+                let stream: Result<BoxStream, ConnectionError> = match tls {
+                    None => Ok(Box::new(tcp)),
+                    Some(acceptor) => {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => Ok(Box::new(s)),
+                            Ok(Err(e)) => Err(ConnectionError::Tls(format!("failed: {e}"))),
+                            Err(_) => Err(ConnectionError::Tls("timed out".into())),
                         }
-                        Err(e) => {
-                            backoff.failed(&self.ingest, self.source, &e, &stop).await;
-                            continue;
-                        }
-                    };
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        warn!(%peer, max = self.max_connections, source = self.source, "too many connections, refusing");
-                        self.ingest.reject(self.source, "too_many_connections");
-                        continue;
-                    };
-                    let (handler, stop, tls, source) = (handler.clone(), stop.clone(), self.tls.clone(), self.source);
-                    conns.spawn(async move {
-                        let stream: Result<BoxStream, ConnectionError> = match tls {
-                            None => Ok(Box::new(tcp)),
-                            Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                                Ok(Ok(s)) => Ok(Box::new(s)),
-                                Ok(Err(e)) => Err(ConnectionError::Tls(format!("failed: {e}"))),
-                                Err(_) => Err(ConnectionError::Tls("timed out".into())),
-                            },
-                        };
-                        let result = match stream {
-                            Ok(s) => handler(s, stop).await,
-                            Err(e) => Err(e),
-                        };
-                        if let Err(e) = result {
-                            info!(%peer, source, error = %e, "connection closed");
-                        }
-                        drop(permit);
-                    });
+                    }
+                };
+                let result = match stream {
+                    Ok(s) => handler(s, stop).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    info!(%peer, source, error = %e, "connection closed");
                 }
-            }
+            });
         }
         // Stop listening now, not after the open connections end: a reload that rebinds
         // this address, or a restart, must not find it taken.
-        drop(listener);
+        drop(acceptor);
         while conns.join_next().await.is_some() {}
         Ok(())
     }

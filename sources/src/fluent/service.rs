@@ -1,12 +1,14 @@
 //! The forward-protocol service: connections, handshake, batches and acks, and building the
 //! source.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -16,6 +18,7 @@ use weir_pipelines::{Batch, DecodeBudget, Signal};
 
 use super::config::{FluentConfig, ValidFluent};
 use super::{decode, frame, handshake};
+use crate::conn::ConnLimits;
 use crate::contract::{
     BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext, ValidSource,
 };
@@ -38,7 +41,25 @@ pub struct FluentService {
     tenant: String,
     max_frame: usize,
     budget: DecodeBudget,
-    max_connections: usize,
+    conn: ConnLimits,
+    decodes: Arc<Semaphore>,
+}
+
+/// A connection's read buffer and where the scan of its next message stopped.
+struct Reader {
+    buf: BytesMut,
+    scanner: frame::Scanner,
+}
+
+impl Reader {
+    /// Whether the buffer holds something to decode: a whole message, a malformed one, or one
+    /// over `max_frame` (incremental, cheap: runs on the async threads).
+    fn ready(&mut self, max_frame: usize) -> bool {
+        match self.scanner.scan(&self.buf) {
+            Ok(Some(_)) | Err(_) => true,
+            Ok(None) => self.buf.len() > max_frame,
+        }
+    }
 }
 
 /// What a read produced: the batch and the acks it owes.
@@ -65,7 +86,8 @@ impl FluentService {
             tenant: cfg.tenant.clone(),
             max_frame: cfg.max_frame_bytes.0 as usize,
             budget: DecodeBudget::new(cfg.max_row_bytes(), "sources.fluent.max_row_bytes"),
-            max_connections: cfg.max_connections,
+            conn: cfg.conn_limits(),
+            decodes: Arc::new(Semaphore::new(cfg.max_concurrent_decodes().max(1))),
         }
     }
 
@@ -77,13 +99,14 @@ impl FluentService {
     ) -> Result<(), ServeError> {
         let server = TcpServer {
             source: SOURCE,
-            max_connections: self.max_connections,
+            limits: self.conn,
             tls: self.tls.clone(),
             ingest: self.ingest.clone(),
         };
+        let this = Arc::new(self);
         server
             .serve(listener, stop, move |stream, stop| {
-                let this = self.clone();
+                let this = this.clone();
                 async move { this.connection(stream, &stop).await }
             })
             .await
@@ -92,11 +115,9 @@ impl FluentService {
     /// Decodes the complete messages in `buf` until their rows reach the budget. Stops at the
     /// first broken one and returns its error alongside what was decoded before it; `true`
     /// when it stopped at the budget and complete messages may be left in `buf`.
-    fn take_messages(
-        &self,
-        buf: &mut BytesMut,
-        received_at: i64,
-    ) -> (Pending, Option<Broken>, bool) {
+    /// Blocking (it decodes): runs off the async threads.
+    fn take_messages(&self, r: &mut Reader, received_at: i64) -> (Pending, Option<Broken>, bool) {
+        let buf = &mut r.buf;
         let mut p = Pending {
             batches: Vec::new(),
             chunks: Vec::new(),
@@ -109,7 +130,7 @@ impl FluentService {
             if p.row_bytes >= self.budget.limit() {
                 return (p, None, true);
             }
-            let len = match frame::value_len(buf) {
+            let len = match r.scanner.scan(buf) {
                 Ok(Some(len)) => len,
                 Ok(None) if buf.len() > self.max_frame => {
                     let m = format!(
@@ -234,16 +255,43 @@ impl FluentService {
         Ok(())
     }
 
+    /// Decodes what `reader` holds on a blocking thread, at most `max_concurrent_decodes`
+    /// at once across the source (a connection waiting for its turn reads no further).
+    async fn decode(
+        self: &Arc<Self>,
+        reader: Reader,
+        received_at: i64,
+        stop: &CancellationToken,
+    ) -> Result<(Reader, (Pending, Option<Broken>, bool)), ConnectionError> {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return Err(ConnectionError::Protocol("shutting down".into())),
+            p = self.decodes.clone().acquire_owned() => p
+                .map_err(|e| ConnectionError::Protocol(e.to_string()))?,
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut reader = reader;
+            let out = this.take_messages(&mut reader, received_at);
+            (reader, out)
+        })
+        .await
+        .map_err(|e| ConnectionError::Protocol(format!("decode task failed: {e}")))
+    }
+
     async fn connection(
-        &self,
+        self: Arc<Self>,
         mut stream: BoxStream,
         stop: &CancellationToken,
     ) -> Result<(), ConnectionError> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut reader = Reader {
+            buf: BytesMut::with_capacity(64 * 1024),
+            scanner: frame::Scanner::default(),
+        };
         if let Some(key) = &self.shared_key {
             tokio::time::timeout(
                 Duration::from_secs(30),
-                self.authenticate(key, &mut stream, &mut buf),
+                self.authenticate(key, &mut stream, &mut reader.buf),
             )
             .await
             .map_err(|_| ConnectionError::Protocol("no PING within 30 s".into()))??;
@@ -251,12 +299,15 @@ impl FluentService {
         loop {
             let n = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                r = stream.read_buf(&mut buf) => r?,
+                r = stream.read_buf(&mut reader.buf) => r?,
             };
             let received_at = now_nanos();
             // One read may hold more messages than one budget of rows: write them in turns.
-            loop {
-                let (mut pending, broken, more) = self.take_messages(&mut buf, received_at);
+            // A read that completes no message only moves the scan on.
+            while reader.ready(self.max_frame) {
+                let (back, (mut pending, broken, more)) =
+                    self.decode(reader, received_at, stop).await?;
+                reader = back;
                 if self.write(&mut pending, received_at, stop).await {
                     for chunk in &pending.chunks {
                         let ack = rmpv::Value::Map(vec![(
@@ -279,6 +330,7 @@ impl FluentService {
                     break;
                 }
             }
+            let buf = &mut reader.buf;
             if n == 0 {
                 if !buf.is_empty() {
                     self.ingest.reject(SOURCE, "malformed");

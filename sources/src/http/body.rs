@@ -3,9 +3,11 @@
 //! `max_request_bytes` the same way and a compression bomb stops at the limit.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +107,19 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Reads a body of at most `limit` bytes; `key` names the limit in messages.
-pub async fn read(
+/// Reads a body of at most `limit` bytes (`key` names the limit in messages), holding a share
+/// of `budget` (permits of 1 KiB) for every KiB received: when the source's bodies in flight have used it up, reading waits (TCP
+/// backpressure) until a decode ends, so many slow large bodies cannot all be held at once.
+/// The permit is the body's share; drop it when the body is no longer held.
+pub async fn read_within(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     key: &str,
-) -> Result<Bytes, BodyError> {
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
+    use futures::StreamExt;
+
     let too_large = || BodyError::TooLarge(format!("request body exceeds {key} ({limit} bytes)"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -120,14 +128,38 @@ pub async fn read(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if error_chain(&e).contains("length limit exceeded") {
-            too_large()
-        } else {
-            BodyError::Invalid(format!("cannot read request body: {e}"))
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held_units = 0usize;
+    let mut out = Vec::with_capacity(declared.unwrap_or(0));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| {
+            BodyError::Invalid(format!("cannot read request body: {}", error_chain(&e)))
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
         }
-    })
+        let units = (out.len() + chunk.len()).div_ceil(BODY_UNIT);
+        if units > held_units {
+            let more = u32::try_from(units - held_units).map_err(|_| too_large())?;
+            let permit = budget
+                .clone()
+                .acquire_many_owned(more)
+                .await
+                .map_err(|e| BodyError::Invalid(format!("cannot read request body: {e}")))?;
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            held_units = units;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out.into(), held))
 }
+
+/// The unit of the body budget's permits.
+pub const BODY_UNIT: usize = 1024;
 
 /// Decompresses a body, refusing output over `limit` bytes. Blocking: call it off the async
 /// threads for large bodies.
@@ -212,5 +244,39 @@ mod tests {
             decode(broken, Coding::Snappy, 100, "k"),
             Err(BodyError::Invalid(_))
         ));
+    }
+
+    /// A body holds a KiB of the budget per KiB received; a second body waits while the
+    /// first holds the budget, and reads on once it is dropped. Over the limit is 413.
+    #[tokio::test]
+    async fn bodies_share_a_budget() {
+        let budget = Arc::new(Semaphore::new(4));
+        let headers = HeaderMap::new();
+        let (first, held) = read_within(&headers, Body::from(vec![1u8; 3000]), 8192, "k", &budget)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 3000);
+        assert_eq!(budget.available_permits(), 1);
+        let second = read_within(&headers, Body::from(vec![2u8; 2000]), 8192, "k", &budget);
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(100), second.as_mut())
+                .await
+                .is_err(),
+            "waits for the budget"
+        );
+        drop(held);
+        let (second, _held) = second.await.unwrap();
+        assert_eq!(second.len(), 2000);
+        assert_eq!(budget.available_permits(), 2);
+        assert!(matches!(
+            read_within(&headers, Body::from(vec![0u8; 9000]), 8192, "k", &budget).await,
+            Err(BodyError::TooLarge(_))
+        ));
+        assert_eq!(
+            budget.available_permits(),
+            2,
+            "a refused body gives its share back"
+        );
     }
 }

@@ -11,7 +11,9 @@ use weir_pipelines::units::{ByteSize, HumanDuration};
 
 use super::{
     check_row_bytes, default_max_row_bytes, max_concurrent_decodes, HttpLimits, ValidHttp,
+    DEFAULT_HEADER_READ_TIMEOUT,
 };
+use crate::conn::{ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::contract::{SourceConfig, SourceContext, ValidSource};
 
 /// What differs between single-address HTTP sources.
@@ -47,8 +49,20 @@ pub struct HttpSourceConfig<K: HttpSourceKind> {
     /// Longest wait for a request's body (408 after it).
     pub request_timeout: HumanDuration,
     /// Requests decoded at once; more wait their turn, up to `request_timeout`, then get 503.
-    /// Default: two per core.
-    pub max_concurrent_decodes: usize,
+    /// Default: sized from memory, a quarter of it divided by what one decode may hold
+    /// (2 × `max_request_bytes` + `max_row_bytes`), at least 1 and at most two per core.
+    pub max_concurrent_decodes: Option<usize>,
+    /// Open connections allowed; one more is closed at once and counted
+    /// (`weir_rejected_requests_total{reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (HTTP/1), from the connection's start or the end
+    /// of the previous response: a slower client (slowloris), or a keep-alive connection idle
+    /// that long, is closed. At least 1s.
+    pub header_read_timeout: HumanDuration,
+    /// A connection over which nothing moves for this long while the agent waits on it (an
+    /// HTTP/2 connection without requests, a client that stopped reading its response) is
+    /// closed and counted (`reason="idle_timeout"`). At least 1s.
+    pub idle_timeout: HumanDuration,
     /// `Retry-After` sent with 429 and 503.
     pub retry_after: HumanDuration,
     #[serde(skip)]
@@ -63,7 +77,10 @@ impl<K: HttpSourceKind> Default for HttpSourceConfig<K> {
             max_request_bytes: ByteSize(16 << 20),
             max_row_bytes: None,
             request_timeout: HumanDuration(Duration::from_secs(30)),
-            max_concurrent_decodes: max_concurrent_decodes(),
+            max_concurrent_decodes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(DEFAULT_IDLE_TIMEOUT),
             retry_after: HumanDuration(Duration::from_secs(5)),
             kind: PhantomData,
         }
@@ -73,15 +90,24 @@ impl<K: HttpSourceKind> Default for HttpSourceConfig<K> {
 impl<K: HttpSourceKind> HttpSourceConfig<K> {
     /// The limits as the shared request path takes them.
     pub fn limits(&self) -> HttpLimits {
+        let max_request_bytes = self.max_request_bytes.0 as usize;
+        let max_row_bytes = self
+            .max_row_bytes
+            .map_or_else(|| default_max_row_bytes(self.max_request_bytes.0), |b| b.0)
+            as usize;
         HttpLimits {
-            max_request_bytes: self.max_request_bytes.0 as usize,
-            max_row_bytes: self
-                .max_row_bytes
-                .map_or_else(|| default_max_row_bytes(self.max_request_bytes.0), |b| b.0)
-                as usize,
+            max_request_bytes,
+            max_row_bytes,
             request_timeout: self.request_timeout.0,
-            max_concurrent_decodes: self.max_concurrent_decodes,
+            max_concurrent_decodes: self
+                .max_concurrent_decodes
+                .unwrap_or_else(|| max_concurrent_decodes(max_request_bytes, max_row_bytes)),
             retry_after: self.retry_after.0,
+            conn: ConnLimits {
+                max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout.0,
+            },
+            header_read_timeout: self.header_read_timeout.0,
         }
     }
 }
@@ -172,5 +198,93 @@ mod tests {
             .validate(),
         );
         assert!(p.contains("sources.fluent.max_row_bytes"), "{p}");
+    }
+
+    /// The connection keys of every HTTP source: defaults, and values out of range refused
+    /// with their key.
+    #[test]
+    fn connection_keys() {
+        use std::time::Duration;
+
+        use weir_pipelines::units::HumanDuration;
+
+        use crate::prometheus_remote_write::PrometheusRemoteWriteConfig;
+
+        let limits = LokiConfig::default().limits();
+        assert_eq!(limits.conn.max_connections, 1024);
+        assert_eq!(limits.conn.idle_timeout, Duration::from_secs(300));
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(30));
+        assert!(limits.max_concurrent_decodes >= 1);
+        let problems = |r: Result<_, Vec<String>>| r.err().unwrap_or_default().join("; ");
+        let p = problems(
+            LokiConfig {
+                max_connections: 0,
+                idle_timeout: HumanDuration(Duration::from_millis(10)),
+                header_read_timeout: HumanDuration(Duration::ZERO),
+                max_concurrent_decodes: Some(0),
+                ..LokiConfig::default()
+            }
+            .validate(),
+        );
+        for key in [
+            "sources.loki.max_connections must be at least 1",
+            "sources.loki.idle_timeout must be at least 1s",
+            "sources.loki.header_read_timeout must be at least 1s",
+            "sources.loki.max_concurrent_decodes must be at least 1",
+        ] {
+            assert!(p.contains(key), "{p}");
+        }
+        let p = problems(
+            OtlpConfig {
+                idle_timeout: HumanDuration(Duration::ZERO),
+                ..OtlpConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.otlp.idle_timeout"), "{p}");
+        let p = problems(
+            PrometheusRemoteWriteConfig {
+                enabled: true,
+                max_connections: 0,
+                ..PrometheusRemoteWriteConfig::default()
+            }
+            .validate(),
+        );
+        assert!(
+            p.contains("sources.prometheus_remote_write.max_connections"),
+            "{p}"
+        );
+        let p = problems(
+            FluentConfig {
+                idle_timeout: HumanDuration(Duration::ZERO),
+                max_connections: 0,
+                ..FluentConfig::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.fluent.idle_timeout"), "{p}");
+        assert!(p.contains("sources.fluent.max_connections"), "{p}");
+        let p = problems(
+            crate::syslog::SyslogConfig {
+                idle_timeout: HumanDuration(Duration::ZERO),
+                ..Default::default()
+            }
+            .validate(),
+        );
+        assert!(p.contains("sources.syslog.idle_timeout"), "{p}");
+    }
+
+    /// The default of `max_concurrent_decodes`: what a quarter of memory holds, within
+    /// 1 ..= two per core.
+    #[test]
+    fn decodes_sized_from_memory() {
+        use super::super::decodes_for_memory;
+        let (req, rows) = (16 << 20, 128 << 20); // 160 MiB per decode
+        assert_eq!(decodes_for_memory(Some(1 << 30), req, rows, 4), 1);
+        assert_eq!(decodes_for_memory(Some(256 << 20), req, rows, 4), 1);
+        assert_eq!(decodes_for_memory(Some(2 << 30), req, rows, 8), 3);
+        assert_eq!(decodes_for_memory(Some(64 << 30), req, rows, 4), 4);
+        assert_eq!(decodes_for_memory(None, req, rows, 4), 4);
+        assert_eq!(decodes_for_memory(Some(1 << 30), 1 << 20, 1 << 20, 4), 4);
     }
 }

@@ -34,6 +34,7 @@ use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::{Batch, DecodeBudget, OverBudget, Signal};
 
 use crate::auth::{ApiKeys, AuthError};
+use crate::conn::{Acceptor, ConnLimits};
 use crate::contract::{BuildError, Claim, RunningSource, ServeError, SourceContext, ValidSource};
 use crate::listen::bind_tcp;
 use crate::{now_nanos, TENANT_HEADER};
@@ -282,6 +283,12 @@ pub struct HttpLimits {
     pub max_concurrent_decodes: usize,
     /// `Retry-After` on retryable refusals.
     pub retry_after: Duration,
+    /// Open connections and their idle bound.
+    pub conn: ConnLimits,
+    /// Longest wait for a request's headers (HTTP/1), counted from the connection's start or
+    /// the end of the previous response: a slower client, or a keep-alive connection idle
+    /// that long, is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl HttpLimits {
@@ -302,6 +309,10 @@ impl HttpLimits {
                 "{prefix}.max_concurrent_decodes must be at least 1"
             ));
         }
+        if self.header_read_timeout < Duration::from_secs(1) {
+            problems.push(format!("{prefix}.header_read_timeout must be at least 1s"));
+        }
+        self.conn.check(problems, prefix);
     }
 }
 
@@ -316,6 +327,20 @@ pub struct HttpSource<P: Protocol> {
     /// Limits.
     pub limits: HttpLimits,
     decodes: Arc<Semaphore>,
+    /// Bytes of bodies held (being read, waiting for a decoder, decoded), in
+    /// [`body::BODY_UNIT`]s: [`body_budget`] of them.
+    bodies: Arc<Semaphore>,
+}
+
+/// Bytes of request bodies one HTTP source holds at once (being read, waiting for a decoder,
+/// being decoded): four bodies of `max_request_bytes` per decoder. Past it, reading bodies
+/// waits (TCP backpressure) until a decode ends, so slow large bodies on many connections are
+/// not all held in memory at once (each is still bounded by `request_timeout`).
+pub fn body_budget(limits: &HttpLimits) -> usize {
+    limits
+        .max_request_bytes
+        .saturating_mul(4)
+        .saturating_mul(limits.max_concurrent_decodes.max(1))
 }
 
 /// The default of `max_row_bytes` (OTLP, Loki, Datadog, Fluent): 8 × the request (or frame)
@@ -338,24 +363,76 @@ pub(crate) fn check_row_bytes(problems: &mut Vec<String>, key: &str, value: u64)
     }
 }
 
-/// The default of `max_concurrent_decodes`: two per core, so a burst of large bodies waits
-/// for its turn instead of holding every decoded body in memory at the same time.
-pub fn max_concurrent_decodes() -> usize {
-    std::thread::available_parallelism()
+/// The default of `header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of `max_concurrent_decodes`, sized from memory: a quarter of the memory the
+/// agent may use (the cgroup's `memory.max`, else `MemTotal`) divided by what one decode may
+/// hold at once (the body as received and decompressed, 2 × `max_request_bytes`, plus its
+/// rows, `max_row_bytes`), at least 1 and at most two per core. So a burst of large bodies
+/// waits for its turn instead of holding every decoded body in memory at the same time: with
+/// the defaults (16 MiB bodies, 128 MiB of rows) a decode may hold 160 MiB, and a 1 GiB
+/// container decodes one request at a time.
+pub fn max_concurrent_decodes(max_request_bytes: usize, max_row_bytes: usize) -> usize {
+    let cores = std::thread::available_parallelism()
         .map(|n| n.get() * 2)
-        .unwrap_or(4)
+        .unwrap_or(4);
+    decodes_for_memory(memory_bytes(), max_request_bytes, max_row_bytes, cores)
+}
+
+/// [`max_concurrent_decodes`] for `memory` bytes (unknown: two per core).
+fn decodes_for_memory(
+    memory: Option<u64>,
+    max_request_bytes: usize,
+    max_row_bytes: usize,
+    cores: usize,
+) -> usize {
+    let Some(memory) = memory else {
+        return cores.max(1);
+    };
+    let per_decode = (max_request_bytes as u64)
+        .saturating_mul(2)
+        .saturating_add(max_row_bytes as u64)
+        .max(1);
+    let fit = (memory / 4 / per_decode).min(usize::MAX as u64) as usize;
+    fit.clamp(1, cores.max(1))
+}
+
+/// The memory the agent may use: the cgroup v2 limit when there is one, else `MemTotal`;
+/// read once.
+fn memory_bytes() -> Option<u64> {
+    static MEMORY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb.saturating_mul(1024))
+        });
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match (cgroup, total) {
+            (Some(c), Some(t)) => Some(c.min(t)),
+            (c, t) => c.or(t),
+        }
+    })
 }
 
 impl<P: Protocol> HttpSource<P> {
     /// A source for `protocol` writing to `ctx`'s ingest handle.
     pub fn new(protocol: P, ctx: &SourceContext, limits: HttpLimits) -> Arc<HttpSource<P>> {
         let decodes = Arc::new(Semaphore::new(limits.max_concurrent_decodes.max(1)));
+        let units = body_budget(&limits)
+            .div_ceil(body::BODY_UNIT)
+            .clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(HttpSource {
             protocol,
             ingest: ctx.ingest.clone(),
             keys: ctx.keys.clone(),
             limits,
             decodes,
+            bodies: Arc::new(Semaphore::new(units)),
         })
     }
 
@@ -437,8 +514,14 @@ pub async fn serve_request<P: Protocol>(
     }
     let limit = src.limits.max_request_bytes;
     let budget = DecodeBudget::new(src.limits.max_row_bytes, P::ROW_LIMIT_KEY);
-    let read = body::read(&parts.headers, Body::new(body), limit, P::LIMIT_KEY);
-    let raw = match tokio::time::timeout(src.limits.request_timeout, read).await {
+    let read = body::read_within(
+        &parts.headers,
+        Body::new(body),
+        limit,
+        P::LIMIT_KEY,
+        &src.bodies,
+    );
+    let (raw, held) = match tokio::time::timeout(src.limits.request_timeout, read).await {
         Ok(r) => r.map_err(|e| src.body_refusal(fmt, e))?,
         Err(_) => {
             return Err(src.refuse(
@@ -477,6 +560,7 @@ pub async fn serve_request<P: Protocol>(
         let src = task_src;
         let (body, decoded) = {
             let _permit = permit;
+            let _held = held;
             let body = body::decode(raw, coding, limit, P::LIMIT_KEY)
                 .map_err(|e| src.body_refusal(fmt, e))?;
             let decoded = src
@@ -523,23 +607,70 @@ pub async fn serve_request<P: Protocol>(
 }
 
 /// Binds a claimed address and serves `router` until the context's shutdown, then lets
-/// in-flight requests finish.
+/// in-flight requests finish. Connections are bounded as every listener's
+/// ([`crate::conn`]: `max_connections`, `idle_timeout`, accept errors backed off), and
+/// HTTP/1 request headers must arrive within `header_read_timeout` (the body's bound,
+/// `request_timeout`, is [`serve_request`]'s). Failures are counted under `source`.
 pub fn serve_router(
     running: &mut RunningSource,
     ctx: &SourceContext,
     claim: &Claim,
     what: &'static str,
+    source: &'static str,
+    limits: &HttpLimits,
     router: axum::Router,
 ) -> Result<(), BuildError> {
     let (listener, bound): (TcpListener, _) = bind_tcp(claim, what)?;
     let stop = ctx.shutdown.clone();
+    let acceptor = Acceptor::new(listener, source, ctx.ingest.clone(), limits.conn);
+    let header_read_timeout = limits.header_read_timeout;
     running.serve(&claim.key, bound, async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(|error| ServeError::Io { what, error })
+        serve_connections(acceptor, router, header_read_timeout, stop).await;
+        Ok::<(), ServeError>(())
     });
     Ok(())
+}
+
+/// The accept loop of an HTTP source: HTTP/1 and HTTP/2 (prior knowledge) on each connection.
+async fn serve_connections(
+    mut acceptor: Acceptor,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let mut conns = tokio::task::JoinSet::new();
+    while let Some((io, peer)) = acceptor.accept(&stop).await {
+        while conns.try_join_next().is_some() {}
+        let (builder, stop) = (builder.clone(), stop.clone());
+        let service = TowerToHyperService::new(router.clone());
+        conns.spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "HTTP connection closed");
+            }
+        });
+    }
+    // Stop listening now, then let in-flight requests finish.
+    drop(acceptor);
+    while conns.join_next().await.is_some() {}
 }
 
 /// A validated HTTP source with one listen address (Loki, Datadog): its claim, its limits,
@@ -585,7 +716,15 @@ impl ValidSource for ValidHttp {
         let mut running = RunningSource::new(self.name);
         if let Some(claim) = &self.address {
             let router = (self.router)(ctx, self.limits.clone());
-            serve_router(&mut running, ctx, claim, self.what, router)?;
+            serve_router(
+                &mut running,
+                ctx,
+                claim,
+                self.what,
+                self.name,
+                &self.limits,
+                router,
+            )?;
         }
         Ok(running)
     }

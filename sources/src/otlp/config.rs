@@ -5,8 +5,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
+use crate::conn::{ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::contract::{claim, Claim, SourceConfig, ValidSource};
-use crate::http::{check_row_bytes, default_max_row_bytes, max_concurrent_decodes, HttpLimits};
+use crate::http::{
+    check_row_bytes, default_max_row_bytes, max_concurrent_decodes, HttpLimits,
+    DEFAULT_HEADER_READ_TIMEOUT,
+};
 
 /// The OTLP source.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,9 +32,23 @@ pub struct OtlpConfig {
     pub max_row_bytes: Option<ByteSize>,
     /// Longest wait for an OTLP/HTTP request's body (408 after it).
     pub request_timeout: HumanDuration,
-    /// OTLP/HTTP requests decoded at once; more wait their turn, up to `request_timeout`,
-    /// then get 503. Default: two per core.
-    pub max_concurrent_decodes: usize,
+    /// Requests decoded at once, per transport: OTLP/HTTP requests wait their turn up to
+    /// `request_timeout`, then get 503; OTLP/gRPC requests wait (and one connection runs at
+    /// most this many at once). Default: sized from memory, a quarter of it divided by what
+    /// one decode may hold (2 × `max_request_bytes` + `max_row_bytes`), at least 1 and at most
+    /// two per core.
+    pub max_concurrent_decodes: Option<usize>,
+    /// Open connections allowed on each of the two addresses; one more is closed at once and
+    /// counted (`weir_rejected_requests_total{reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// Longest wait for an OTLP/HTTP request's headers (HTTP/1), from the connection's start
+    /// or the end of the previous response: a slower client (slowloris), or a keep-alive
+    /// connection idle that long, is closed. At least 1s.
+    pub header_read_timeout: HumanDuration,
+    /// A connection (either transport) over which nothing moves for this long while the agent
+    /// waits on it is closed and counted (`reason="idle_timeout"`). gRPC exporters reconnect
+    /// by themselves. At least 1s.
+    pub idle_timeout: HumanDuration,
     /// `Retry-After` sent when the buffer is full.
     pub retry_after: HumanDuration,
 }
@@ -44,7 +62,10 @@ impl Default for OtlpConfig {
             max_request_bytes: ByteSize(16 << 20),
             max_row_bytes: None,
             request_timeout: HumanDuration(Duration::from_secs(30)),
-            max_concurrent_decodes: max_concurrent_decodes(),
+            max_concurrent_decodes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(DEFAULT_IDLE_TIMEOUT),
             retry_after: HumanDuration(Duration::from_secs(5)),
         }
     }
@@ -58,14 +79,22 @@ impl OtlpConfig {
             as usize
     }
 
-    /// The limits of OTLP/HTTP requests.
+    /// The limits of OTLP/HTTP requests (and the connection bounds of both transports).
     pub fn http_limits(&self) -> HttpLimits {
+        let max_request_bytes = self.max_request_bytes.0 as usize;
         HttpLimits {
-            max_request_bytes: self.max_request_bytes.0 as usize,
+            max_request_bytes,
             max_row_bytes: self.max_row_bytes(),
             request_timeout: self.request_timeout.0,
-            max_concurrent_decodes: self.max_concurrent_decodes,
+            max_concurrent_decodes: self
+                .max_concurrent_decodes
+                .unwrap_or_else(|| max_concurrent_decodes(max_request_bytes, self.max_row_bytes())),
             retry_after: self.retry_after.0,
+            conn: ConnLimits {
+                max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout.0,
+            },
+            header_read_timeout: self.header_read_timeout.0,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! `RetryInfo` says the server may recover (`INVALID_ARGUMENT` would call a well-formed
 //! request malformed).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -32,6 +33,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
+use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -42,7 +44,7 @@ use weir_pipelines::{Batch, DecodeBudget};
 use super::decode::ExportRequest;
 use super::http::ROW_LIMIT_KEY;
 use crate::auth::ApiKeys;
-use crate::http::{Accepted, Refusal};
+use crate::http::{Accepted, HttpLimits, Refusal};
 use crate::{now_nanos, TENANT_HEADER};
 
 /// Source name in metrics and buffer entries.
@@ -55,21 +57,22 @@ pub struct OtlpGrpc {
     retry_after: Duration,
     keys: ApiKeys,
     budget: DecodeBudget,
+    decodes: Arc<Semaphore>,
+    request_timeout: Duration,
 }
 
 impl OtlpGrpc {
-    /// Services writing to `ingest`; the rows of one request may take `max_row_bytes`.
-    pub fn new(
-        ingest: Ingest,
-        retry_after: Duration,
-        keys: ApiKeys,
-        max_row_bytes: usize,
-    ) -> OtlpGrpc {
+    /// Services writing to `ingest`; the rows of one request may take `max_row_bytes`, at
+    /// most `limits.max_concurrent_decodes` requests are decoded at once, and one that waits
+    /// longer than `limits.request_timeout` for its turn gets `UNAVAILABLE` (retryable).
+    pub fn new(ingest: Ingest, keys: ApiKeys, limits: &HttpLimits) -> OtlpGrpc {
         OtlpGrpc {
             ingest,
-            retry_after,
+            retry_after: limits.retry_after,
             keys,
-            budget: DecodeBudget::new(max_row_bytes, ROW_LIMIT_KEY),
+            budget: DecodeBudget::new(limits.max_row_bytes, ROW_LIMIT_KEY),
+            decodes: Arc::new(Semaphore::new(limits.max_concurrent_decodes.max(1))),
+            request_timeout: limits.request_timeout,
         }
     }
 
@@ -88,6 +91,22 @@ impl OtlpGrpc {
                 self.ingest.reject(SOURCE, e.reason());
                 status(Refusal::of_auth(&e), e.to_string(), self.retry_after)
             })?;
+        let decodes = self.decodes.clone();
+        let permit = tokio::time::timeout(self.request_timeout, decodes.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                self.ingest.reject(SOURCE, "busy");
+                status(
+                    Refusal::Unavailable,
+                    format!(
+                        "no decoder free within request_timeout ({}): max_concurrent_decodes requests are being decoded",
+                        humantime::format_duration(self.request_timeout)
+                    ),
+                    self.retry_after,
+                )
+            })?;
         let ingest = self.ingest.clone();
         let budget = self.budget;
         let result = tokio::task::spawn_blocking(move || {
@@ -96,6 +115,9 @@ impl OtlpGrpc {
                 ingest.reject(SOURCE, reason);
                 (refusal, message)
             })?;
+            // The rows are built: the permit bounds decoding, not the buffer write, so
+            // concurrent writes still share a group-commit fsync.
+            drop(permit);
             ingest
                 .metrics()
                 .rejected_records(SOURCE, decoded.signal, decoded.rejected);

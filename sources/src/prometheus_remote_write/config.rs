@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
 use super::decode::Limits;
+use crate::conn::{ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::contract::{at_least, Claim, SourceConfig, ValidSource};
-use crate::http::{max_concurrent_decodes, HttpLimits, ValidHttp};
+use crate::http::{max_concurrent_decodes, HttpLimits, ValidHttp, DEFAULT_HEADER_READ_TIMEOUT};
 
 /// Key prefix of the source.
 pub const KEY: &str = "sources.prometheus_remote_write";
@@ -28,8 +29,20 @@ pub struct PrometheusRemoteWriteConfig {
     /// Longest wait for a request's body (408 after it).
     pub request_timeout: HumanDuration,
     /// Requests decoded at once; more wait their turn, up to `request_timeout`, then get 503.
-    /// Default: two per core.
-    pub max_concurrent_decodes: usize,
+    /// Default: sized from memory, a quarter of it divided by what one decode may hold
+    /// (2 × `max_request_bytes` + `max_row_bytes`), at least 1 and at most two per core.
+    pub max_concurrent_decodes: Option<usize>,
+    /// Open connections allowed; one more is closed at once and counted
+    /// (`weir_rejected_requests_total{reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (HTTP/1), from the connection's start or the end
+    /// of the previous response: a slower client (slowloris), or a keep-alive connection idle
+    /// that long, is closed. At least 1s.
+    pub header_read_timeout: HumanDuration,
+    /// A connection over which nothing moves for this long while the agent waits on it (an
+    /// HTTP/2 connection without requests, a client that stopped reading its response) is
+    /// closed and counted (`reason="idle_timeout"`). At least 1s.
+    pub idle_timeout: HumanDuration,
     /// `Retry-After` sent with 429 and 503.
     pub retry_after: HumanDuration,
     /// Labels per series, `__name__` included (400 above it).
@@ -50,7 +63,10 @@ impl Default for PrometheusRemoteWriteConfig {
             address: "0.0.0.0:9201".into(),
             max_request_bytes: ByteSize(16 << 20),
             request_timeout: HumanDuration(Duration::from_secs(30)),
-            max_concurrent_decodes: max_concurrent_decodes(),
+            max_concurrent_decodes: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(DEFAULT_IDLE_TIMEOUT),
             retry_after: HumanDuration(Duration::from_secs(5)),
             max_labels_per_series: limits.max_labels_per_series,
             max_label_bytes_per_series: ByteSize(limits.max_label_bytes_per_series as u64),
@@ -62,13 +78,22 @@ impl Default for PrometheusRemoteWriteConfig {
 impl PrometheusRemoteWriteConfig {
     /// The limits of the shared HTTP request path.
     pub fn http_limits(&self) -> HttpLimits {
+        let max_request_bytes = self.max_request_bytes.0 as usize;
+        // Enforced by the series assembly ([`Limits::max_row_bytes`], a 400).
+        let max_row_bytes = self.series_limits().max_row_bytes;
         HttpLimits {
-            max_request_bytes: self.max_request_bytes.0 as usize,
-            // Enforced by the series assembly ([`Limits::max_row_bytes`], a 400).
-            max_row_bytes: self.series_limits().max_row_bytes,
+            max_request_bytes,
+            max_row_bytes,
             request_timeout: self.request_timeout.0,
-            max_concurrent_decodes: self.max_concurrent_decodes,
+            max_concurrent_decodes: self
+                .max_concurrent_decodes
+                .unwrap_or_else(|| max_concurrent_decodes(max_request_bytes, max_row_bytes)),
             retry_after: self.retry_after.0,
+            conn: ConnLimits {
+                max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout.0,
+            },
+            header_read_timeout: self.header_read_timeout.0,
         }
     }
 

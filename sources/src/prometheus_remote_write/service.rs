@@ -184,7 +184,15 @@ impl ValidSource for ValidPrometheusRemoteWrite {
         let mut running = RunningSource::new(self.name());
         if let Some(claim) = &self.address {
             let router = routes(ctx, self.http.clone(), self.series.clone());
-            serve_router(&mut running, ctx, claim, "Prometheus remote write", router)?;
+            serve_router(
+                &mut running,
+                ctx,
+                claim,
+                "Prometheus remote write",
+                SOURCE,
+                &self.http,
+                router,
+            )?;
         }
         Ok(running)
     }

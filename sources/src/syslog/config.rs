@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_pipelines::units::{ByteSize, HumanDuration};
 
+use crate::conn::{ConnLimits, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 use crate::contract::{at_least, claim, tenant_valid, Claim, SourceConfig, ValidSource};
 use crate::tls::TlsConfig;
 
@@ -24,8 +25,14 @@ pub struct SyslogConfig {
     pub max_batch_records: usize,
     /// Longest a message waits for its batch to fill.
     pub batch_timeout: HumanDuration,
-    /// Open TCP connections allowed.
+    /// Open TCP connections allowed; one more is closed at once and counted
+    /// (`weir_rejected_requests_total{source="syslog_tcp",reason="too_many_connections"}`).
     pub max_connections: usize,
+    /// A TCP connection that sends nothing for this long is closed and counted
+    /// (`reason="idle_timeout"`), so idle sockets cannot hold every slot of
+    /// `max_connections`. Senders reconnect when they next have a message (rsyslog, syslog-ng).
+    /// At least 1s.
+    pub idle_timeout: HumanDuration,
     /// The UDP socket's receive buffer (`SO_RCVBUF`): datagrams that arrive while the agent
     /// is not reading wait there, and past it the kernel drops them uncounted by Weir (see
     /// `/proc/net/udp`). The kernel caps it at `net.core.rmem_max`; a smaller result is said
@@ -46,10 +53,21 @@ impl Default for SyslogConfig {
             max_frame_bytes: ByteSize(64 << 10),
             max_batch_records: 1000,
             batch_timeout: HumanDuration(Duration::from_millis(200)),
-            max_connections: 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: HumanDuration(DEFAULT_IDLE_TIMEOUT),
             udp_receive_buffer: ByteSize(4 << 20),
             tenant: "default".into(),
             tls: None,
+        }
+    }
+}
+
+impl SyslogConfig {
+    /// The bounds of TCP connections.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout.0,
         }
     }
 }
@@ -99,9 +117,7 @@ impl SourceConfig for SyslogConfig {
         if self.max_batch_records == 0 {
             problems.push("sources.syslog.max_batch_records must be at least 1".into());
         }
-        if self.max_connections == 0 {
-            problems.push("sources.syslog.max_connections must be at least 1".into());
-        }
+        self.conn_limits().check(&mut problems, "sources.syslog");
         tenant_valid(&mut problems, "sources.syslog.tenant", &self.tenant);
         if !problems.is_empty() {
             return Err(problems);

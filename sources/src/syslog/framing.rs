@@ -15,7 +15,15 @@ pub enum FrameError {
 }
 
 /// The next complete frame in `buf`, if any. At `eof` a trailing unterminated line is a frame.
-pub fn next_frame(buf: &mut BytesMut, max: usize, eof: bool) -> Result<Option<Bytes>, FrameError> {
+/// `scanned` is how much of an unterminated line earlier calls searched for its newline: the
+/// search resumes there, so a line trickled byte by byte costs time linear in its length
+/// (start it at 0 and keep it with the buffer).
+pub fn next_frame(
+    buf: &mut BytesMut,
+    max: usize,
+    eof: bool,
+    scanned: &mut usize,
+) -> Result<Option<Bytes>, FrameError> {
     // Skip separators left between frames.
     while buf
         .first()
@@ -50,15 +58,22 @@ pub fn next_frame(buf: &mut BytesMut, max: usize, eof: bool) -> Result<Option<By
         buf.advance(sp + 1);
         return Ok(Some(buf.split_to(len).freeze()));
     }
-    match buf.iter().position(|&b| b == b'\n' || b == 0) {
+    let from = (*scanned).min(buf.len());
+    let found = buf[from..].iter().position(|&b| b == b'\n' || b == 0);
+    *scanned = buf.len();
+    match found.map(|i| from + i) {
         Some(end) if end > max => Err(FrameError::TooLarge(end, max)),
         Some(end) => {
+            *scanned = 0;
             let frame = buf.split_to(end).freeze();
             buf.advance(1);
             Ok(Some(frame))
         }
         None if buf.len() > max => Err(FrameError::TooLarge(buf.len(), max)),
-        None if eof => Ok(Some(buf.split().freeze())),
+        None if eof => {
+            *scanned = 0;
+            Ok(Some(buf.split().freeze()))
+        }
         None => Ok(None),
     }
 }
@@ -70,7 +85,8 @@ mod tests {
     fn frames(input: &[u8], max: usize) -> Result<Vec<Bytes>, FrameError> {
         let mut buf = BytesMut::from(input);
         let mut out = Vec::new();
-        while let Some(f) = next_frame(&mut buf, max, true)? {
+        let mut scanned = 0;
+        while let Some(f) = next_frame(&mut buf, max, true, &mut scanned)? {
             out.push(f);
         }
         Ok(out)
@@ -90,15 +106,50 @@ mod tests {
 
     #[test]
     fn partial_frames_wait_for_more() {
+        let mut s = 0;
         let mut buf = BytesMut::from(&b"10 <13>ab"[..]);
-        assert_eq!(next_frame(&mut buf, 100, false).unwrap(), None);
+        assert_eq!(next_frame(&mut buf, 100, false, &mut s).unwrap(), None);
         buf.extend_from_slice(b"cdef");
         assert_eq!(
-            next_frame(&mut buf, 100, false).unwrap().unwrap(),
+            next_frame(&mut buf, 100, false, &mut s).unwrap().unwrap(),
             "<13>abcdef"
         );
         let mut buf = BytesMut::from(&b"<13>no newline yet"[..]);
-        assert_eq!(next_frame(&mut buf, 100, false).unwrap(), None);
+        assert_eq!(next_frame(&mut buf, 100, false, &mut s).unwrap(), None);
+        buf.extend_from_slice(b" but now\n<13>next\n");
+        assert_eq!(
+            next_frame(&mut buf, 100, false, &mut s).unwrap().unwrap(),
+            "<13>no newline yet but now"
+        );
+        assert_eq!(s, 0);
+        assert_eq!(
+            next_frame(&mut buf, 100, false, &mut s).unwrap().unwrap(),
+            "<13>next"
+        );
+    }
+
+    /// A line trickled byte by byte is searched once: each call looks only at the new bytes.
+    #[test]
+    fn trickled_line_is_searched_once() {
+        let line = vec![b'a'; 60_000];
+        let mut buf = BytesMut::new();
+        let mut scanned = 0;
+        let mut searched = 0;
+        for &b in &line {
+            buf.extend_from_slice(&[b]);
+            searched += buf.len() - scanned;
+            assert_eq!(
+                next_frame(&mut buf, 64 << 10, false, &mut scanned).unwrap(),
+                None
+            );
+            assert_eq!(scanned, buf.len());
+        }
+        assert_eq!(searched, line.len());
+        buf.extend_from_slice(b"\n");
+        let frame = next_frame(&mut buf, 64 << 10, false, &mut scanned)
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.len(), line.len());
     }
 
     #[test]

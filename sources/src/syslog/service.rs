@@ -17,8 +17,9 @@ use weir_pipelines::logrows::{LogFields, LogsBuilder};
 use weir_pipelines::{Batch, Signal};
 
 use super::config::{SyslogConfig, ValidSyslog};
-use super::parse::{self, Format, FACILITY_NAMES, OTEL_SEVERITY, SEVERITY_NAMES};
 use super::framing;
+use super::parse::{self, Format, FACILITY_NAMES, OTEL_SEVERITY, SEVERITY_NAMES};
+use crate::conn::ConnLimits;
 use crate::contract::{
     BuildError, Claim, ConnectionError, RunningSource, ServeError, SourceContext, ValidSource,
 };
@@ -41,7 +42,7 @@ pub struct SyslogService {
     max_frame: usize,
     max_batch: usize,
     batch_timeout: Duration,
-    max_connections: usize,
+    conn: ConnLimits,
 }
 
 /// Maps raw messages to a logs batch.
@@ -170,7 +171,7 @@ impl SyslogService {
             max_frame: cfg.max_frame_bytes.0 as usize,
             max_batch: cfg.max_batch_records,
             batch_timeout: cfg.batch_timeout.0,
-            max_connections: cfg.max_connections,
+            conn: cfg.conn_limits(),
         }
     }
 
@@ -225,8 +226,13 @@ impl SyslogService {
     /// past either, a datagram is dropped and counted
     /// (`weir_rejected_requests_total{source="syslog_udp",reason="overflow"}`), instead of
     /// overflowing the socket's receive queue where the kernel drops it uncounted.
-    pub async fn serve_udp(self, socket: UdpSocket, stop: CancellationToken) -> Result<(), ServeError> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Bytes>, usize)>(UDP_MAX_PENDING_BATCHES);
+    pub async fn serve_udp(
+        self,
+        socket: UdpSocket,
+        stop: CancellationToken,
+    ) -> Result<(), ServeError> {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(Vec<Bytes>, usize)>(UDP_MAX_PENDING_BATCHES);
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writer = {
             let this = self.clone();
@@ -245,7 +251,10 @@ impl SyslogService {
         let mut deadline: Option<Instant> = None;
         let mut backoff = ErrorBackoff::new();
         // Hands the batch to the writer if it can take it now; false when the writer is gone.
-        let hand_over = |pending: &mut Vec<Bytes>, pending_bytes: &mut usize, deadline: &mut Option<Instant>| -> bool {
+        let hand_over = |pending: &mut Vec<Bytes>,
+                         pending_bytes: &mut usize,
+                         deadline: &mut Option<Instant>|
+         -> bool {
             if pending.is_empty() {
                 return true;
             }
@@ -332,7 +341,7 @@ impl SyslogService {
     ) -> Result<(), ServeError> {
         let server = TcpServer {
             source: SOURCE_TCP,
-            max_connections: self.max_connections,
+            limits: self.conn,
             tls: self.tls.clone(),
             ingest: self.ingest.clone(),
         };
@@ -350,6 +359,7 @@ impl SyslogService {
         stop: &CancellationToken,
     ) -> Result<(), ConnectionError> {
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut scanned = 0;
         let mut pending: Vec<Bytes> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let result = loop {
@@ -359,7 +369,7 @@ impl SyslogService {
                     let n = match r { Ok(n) => n, Err(e) => break Err(e.into()) };
                     let eof = n == 0;
                     loop {
-                        match framing::next_frame(&mut buf, self.max_frame, eof) {
+                        match framing::next_frame(&mut buf, self.max_frame, eof, &mut scanned) {
                             Ok(Some(frame)) => pending.push(frame),
                             Ok(None) => break,
                             Err(e) => {
@@ -437,7 +447,11 @@ impl ValidSource for ValidSyslog {
             running.serve(&claim.key, bound, serve);
         }
         if let Some((claim, (socket, bound))) = udp {
-            running.serve(&claim.key, bound, svc.serve_udp(socket, ctx.shutdown.clone()));
+            running.serve(
+                &claim.key,
+                bound,
+                svc.serve_udp(socket, ctx.shutdown.clone()),
+            );
         }
         Ok(running)
     }
