@@ -112,6 +112,16 @@ struct Sealed {
     bytes: bytes::Bytes,
 }
 
+/// How long a dropped flush's tombstone is kept ([`Ledger::FlushDropped`]).
+const DROPPED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The tombstone of a flush dropped at a restart.
+#[derive(Debug, Serialize, Deserialize)]
+struct Dropped {
+    object_key: String,
+    dropped_at: i64,
+}
+
 /// The journal record of a flush in progress.
 #[derive(Debug, Serialize, Deserialize)]
 struct JournalRecord {
@@ -245,12 +255,44 @@ impl Flusher {
                 self.commit_flush(&rec.segment, rec.seqs).await?;
                 info!(%segment, "recovered a segment written before a restart");
             } else {
+                // Its rows are flushed again under another id. The interrupted upload may
+                // still land (a PUT that hung past the crash): the tombstone, durable before
+                // the journal record goes, keeps reconciliation from registering that object,
+                // so the rows are never indexed twice.
                 let buffer = self.buffer.clone();
-                blocking(move || buffer.ledger_remove(Ledger::FlushJournal, &id)).await?;
+                let tombstone = serde_json::to_vec(&Dropped {
+                    object_key: rec.segment.object_key.clone(),
+                    dropped_at: weir_catalog::now_ns(),
+                })
+                .map_err(|e| FlushError::Task(e.to_string()))?;
+                blocking(move || {
+                    buffer.ledger_put(Ledger::FlushDropped, &id, &tombstone)?;
+                    buffer.ledger_remove(Ledger::FlushJournal, &id)?;
+                    buffer.sync_all()
+                })
+                .await?;
                 info!(%segment, "dropped an interrupted flush; its rows will be flushed again");
             }
         }
-        Ok(())
+        self.prune_dropped().await
+    }
+
+    /// Forgets tombstones older than [`DROPPED_KEPT`]: no upload hangs that long.
+    async fn prune_dropped(&self) -> Result<(), FlushError> {
+        let buffer = self.buffer.clone();
+        let cutoff = weir_catalog::now_ns().saturating_sub(DROPPED_KEPT.as_nanos() as i64);
+        blocking(move || {
+            for (id, v) in buffer.ledger_list(Ledger::FlushDropped)? {
+                let old = serde_json::from_slice::<Dropped>(&v)
+                    .map(|d| d.dropped_at < cutoff)
+                    .unwrap_or(false);
+                if old {
+                    buffer.ledger_remove(Ledger::FlushDropped, &id)?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Runs until `shutdown`, then makes one last attempt to flush everything (bounded by

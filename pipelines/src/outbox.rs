@@ -113,6 +113,17 @@ impl Outbox {
             .collect())
     }
 
+    /// The ids of segments whose flush was dropped at a restart (the flusher's tombstones):
+    /// their objects, should their upload land late, are never registered.
+    pub async fn dropped(&self) -> Result<std::collections::HashSet<uuid::Uuid>, BufferError> {
+        let buffer = self.buffer.clone();
+        let records = blocking(move || buffer.ledger_list(Ledger::FlushDropped)).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(k, _)| uuid::Uuid::from_slice(&k).ok())
+            .collect())
+    }
+
     /// Puts segments in the outbox (reconciliation) and wakes the sender.
     pub async fn push(&self, segments: Vec<SegmentRecord>) -> Result<(), BufferError> {
         let buffer = self.buffer.clone();

@@ -112,7 +112,11 @@ impl Reconciler {
         let (lake, outbox) = (&self.lake, &self.outbox);
         // The outbox first: a segment that leaves it afterwards is registered before the
         // lookup.
-        let waiting: HashSet<Uuid> = outbox.pending().await?.into_iter().map(|s| s.id).collect();
+        let mut waiting: HashSet<Uuid> =
+            outbox.pending().await?.into_iter().map(|s| s.id).collect();
+        // Objects of flushes dropped at a restart (their rows were flushed again) are never
+        // registered, even when a late upload made them appear.
+        waiting.extend(outbox.dropped().await?);
         let objects = lake.list("").await?;
         let candidates: Vec<(SegmentKey, LakeObject)> = objects
             .into_iter()

@@ -29,12 +29,16 @@ mod common;
 use common::log_batch;
 
 /// A store that misbehaves on purpose: `put_then_fail` uploads then answers an error,
-/// `put_then_hang` uploads then never answers, `head_fail` fails existence checks.
+/// `put_then_hang` uploads then never answers, `hang_before_put` never answers and keeps the
+/// upload in `held` (to land it later, as a PUT that outlives the agent does),
+/// `head_fail` fails existence checks.
 #[derive(Debug)]
 struct Faulty {
     inner: Arc<dyn ObjectStore>,
     put_then_fail: AtomicUsize,
     put_then_hang: AtomicUsize,
+    hang_before_put: AtomicUsize,
+    held: std::sync::Mutex<Option<(ObjectPath, PutPayload)>>,
     head_fail: AtomicUsize,
 }
 
@@ -44,6 +48,8 @@ impl Faulty {
             inner,
             put_then_fail: AtomicUsize::new(0),
             put_then_hang: AtomicUsize::new(0),
+            hang_before_put: AtomicUsize::new(0),
+            held: std::sync::Mutex::new(None),
             head_fail: AtomicUsize::new(0),
         }
     }
@@ -75,6 +81,10 @@ impl ObjectStore for Faulty {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if take(&self.hang_before_put) {
+            *self.held.lock().unwrap() = Some((location.clone(), payload.clone()));
+            futures::future::pending::<()>().await;
+        }
         let done = self.inner.put_opts(location, payload, opts).await?;
         if take(&self.put_then_hang) {
             futures::future::pending::<()>().await;
@@ -333,4 +343,77 @@ async fn a_restart_after_a_hung_upload_commits_the_journaled_object_once() {
     );
     let (rows, keys) = lake_rows(&inner).await;
     assert_exactly_once(&rows, &keys, &outbox(&buffer), 400);
+}
+
+/// A flush whose upload hung past the agent's death is dropped at the restart (its object is
+/// absent) and its rows flushed again under another id. When the old upload lands afterwards,
+/// reconciliation must not register it: the rows would be indexed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_landing_after_its_flush_was_dropped_is_never_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let faulty = Arc::new(Faulty::new(inner.clone()));
+    {
+        let buffer = open_buffer(dir.path());
+        append(&buffer, 0, 300);
+        faulty.hang_before_put.store(1, Ordering::SeqCst);
+        let store: Arc<dyn ObjectStore> = faulty.clone();
+        let lake = Lake::open("memory://", &HashMap::new())
+            .unwrap()
+            .map_store(|_| store.clone());
+        let task = tokio::spawn(
+            flusher(buffer.clone(), lake).run(CancellationToken::new(), Duration::from_secs(10)),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while faulty.held.lock().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the upload never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let _ = task.await;
+    }
+    // The restart drops the journaled flush (no object) and flushes the rows again.
+    let buffer = open_buffer(dir.path());
+    let lake = Lake::open("memory://", &HashMap::new())
+        .unwrap()
+        .map_store(|_| inner.clone());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(
+        flusher(buffer.clone(), lake.clone()).run(shutdown.clone(), Duration::from_secs(10)),
+    );
+    until_empty(&buffer, "after the restart").await;
+    shutdown.cancel();
+    task.await.unwrap();
+    // Now the hung upload lands.
+    let (path, payload) = faulty.held.lock().unwrap().take().unwrap();
+    inner.put(&path, payload).await.unwrap();
+    // Reconciliation over an index that has nothing yet: only the re-flushed object may go
+    // to the outbox (it is there already), never the late one.
+    let index_dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn weir_catalog::Catalog> =
+        Arc::new(weir_control_plane::SledCatalog::open(index_dir.path()).unwrap());
+    let buffer_dyn: Arc<dyn Buffer> = buffer.clone();
+    let queue = weir_pipelines::outbox::Outbox::new(
+        buffer_dyn,
+        catalog.clone(),
+        Metrics::new(),
+        Arc::new(Notify::new()),
+    );
+    let reconciler = weir_pipelines::reconcile::Reconciler {
+        lake,
+        catalog,
+        outbox: queue,
+        agent_id: "weir".into(),
+        metrics: Metrics::new(),
+        written_before: i64::MAX,
+    };
+    assert_eq!(
+        reconciler.once().await.unwrap(),
+        0,
+        "the late object was queued"
+    );
+    let outboxed = outbox(&buffer);
+    assert_eq!(outboxed.len(), 1);
+    assert_eq!(outboxed[0].row_count, 300);
+    assert_ne!(outboxed[0].object_key, path.to_string());
 }

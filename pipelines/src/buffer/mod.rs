@@ -137,6 +137,10 @@ pub enum Ledger {
     FlushJournal,
     /// Segments uploaded but not yet acknowledged by the control plane.
     Outbox,
+    /// Segments whose interrupted flush was dropped at a restart (their object was absent,
+    /// their rows flushed again under another id): if the upload still lands later, that
+    /// object is never registered (reconciliation skips these ids). Pruned after 7 days.
+    FlushDropped,
     /// Segments the control plane refused for good (invalid, conflicting, too large, or a
     /// tenant the token may not write), each with its reason: kept, never dropped, and put
     /// back in the outbox at the next start.

@@ -55,6 +55,7 @@ pub struct SledBuffer {
     journal: sled::Tree,
     outbox: sled::Tree,
     outbox_refused: sled::Tree,
+    flush_dropped: sled::Tree,
     checkpoints: sled::Tree,
     path: PathBuf,
     /// `buffer.max_bytes`; a configuration reload may change it ([`Buffer::set_max_bytes`]).
@@ -104,6 +105,7 @@ impl SledBuffer {
         let journal = db.open_tree("flush_journal")?;
         let outbox = db.open_tree("outbox")?;
         let outbox_refused = db.open_tree("outbox_refused")?;
+        let flush_dropped = db.open_tree("flush_dropped")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let mut bytes = 0u64;
         let mut count = 0u64;
@@ -125,6 +127,7 @@ impl SledBuffer {
             journal,
             outbox,
             outbox_refused,
+            flush_dropped,
             checkpoints,
             path: config.path.clone(),
             max_bytes: AtomicU64::new(config.max_bytes),
@@ -373,6 +376,7 @@ impl SledBuffer {
             Ledger::FlushJournal => &self.journal,
             Ledger::Outbox => &self.outbox,
             Ledger::OutboxRefused => &self.outbox_refused,
+            Ledger::FlushDropped => &self.flush_dropped,
             Ledger::Checkpoints => &self.checkpoints,
         }
     }
