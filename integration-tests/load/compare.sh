@@ -25,7 +25,7 @@
 #   --bin DIR         where weir and weir-loadgen are (default ${CARGO_TARGET_DIR:-target}/release)
 #
 # Load: weir-loadgen, 8 keep-alive connections, OTLP/HTTP protobuf requests of 1000 log records
-# (~165 B each on the wire: ~85 B body, one attribute, random trace and span ids), the same
+# (163 B each on the wire: a ~75 B body, one attribute, random trace and span ids), the same
 # body for every agent. Needs a release build:
 #   cargo build --release -p weir-agent -p weir-integration-tests
 # Prints a Markdown table and the Weir / Fluent Bit (filesystem) ratios on stdout; progress
@@ -71,6 +71,22 @@ trap 'exit 130' INT TERM
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 log() { echo "$*" >&2; }
+# CPU seconds the agent's threads used so far, summed by thread name (digits dropped), top 6.
+threads_cpu() {
+  python3 - "$1" <<'PY' || true
+import collections, os, re, sys
+pid, hz, by = sys.argv[1], os.sysconf("SC_CLK_TCK"), collections.Counter()
+for t in os.listdir(f"/proc/{pid}/task"):
+    try:
+        stat = open(f"/proc/{pid}/task/{t}/stat").read()
+    except OSError:
+        continue
+    name = re.sub(r"[-_]?\d+$", "", stat[stat.index("(") + 1:stat.rindex(")")])
+    f = stat[stat.rindex(")") + 2:].split()
+    by[name] += (int(f[11]) + int(f[12])) / hz
+print(", ".join(f"{n} {s:.1f}" for n, s in by.most_common(6)))
+PY
+}
 hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 wait_http() { for _ in $(seq 400); do curl -sf "$1" >/dev/null && return 0; sleep 0.05; done; log "not ready: $1"; return 1; }
 
@@ -123,6 +139,7 @@ measure() {
   log "   loadgen: $LOAD"
   read -r t1 got < <(wait_output "$kind" "$out" "$accepted")
   local rss; rss=$(hwm_mib "$pid")
+  log "   CPU s by thread: $(threads_cpu "$pid")"
   log "   $got of $accepted accepted records in the output $(python3 -c "print(round($t1 - $T0, 1))") s after the load started; peak RSS $rss MiB"
   ROWS+=("$(python3 -c '
 import json, sys
