@@ -2,7 +2,9 @@
 //! as fast as possible over keep-alive connections, then reports records/s accepted, p50/p99
 //! response latency and the agent's peak RSS (VmHWM of `--pid`).
 //!
-//! `weir-loadgen --url http://127.0.0.1:4318 --connections 4 --batch 1000 --seconds 10 [--rate 50000] [--pid PID]`
+//! `weir-loadgen --url http://127.0.0.1:4318 --connections 4 --batch 1000 --seconds 10 [--rate 50000] [--pid PID] [--trace-ids]`
+//!
+//! Any 2xx counts as accepted (Fluent Bit answers OTLP/HTTP with 201).
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +42,25 @@ struct Args {
     /// Pad each record's body to this many bytes (0: the built-in ~80-byte message).
     #[arg(long, default_value_t = 0)]
     line_bytes: usize,
+    /// Give every record a random 16-byte trace id and 8-byte span id (drawn once: the
+    /// request body is built once and sent unchanged).
+    #[arg(long)]
+    trace_ids: bool,
 }
 
-fn body(batch: usize, line_bytes: usize) -> Vec<u8> {
+/// xorshift64*: random enough for ids, no dependency.
+fn random_bytes(state: &mut u64, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            *state ^= *state >> 12;
+            *state ^= *state << 25;
+            *state ^= *state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+fn body(batch: usize, line_bytes: usize, trace_ids: bool) -> Vec<u8> {
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
         value: Some(AnyValue {
@@ -54,6 +72,8 @@ fn body(batch: usize, line_bytes: usize) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    let mut seed = now | 1;
+    let mut ids = |n: usize| if trace_ids { random_bytes(&mut seed, n) } else { Vec::new() };
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource { attributes: vec![kv("service.name", "loadgen"), kv("host.name", "bench")], ..Default::default() }),
@@ -65,6 +85,8 @@ fn body(batch: usize, line_bytes: usize) -> Vec<u8> {
                         severity_text: "INFO".into(),
                         body: Some(AnyValue { value: Some(Value::StringValue(padded(format!("GET /api/v1/orders/{i} completed in {}ms for user u-{} status=200 bytes=5123", i % 97, i % 13), line_bytes))) }),
                         attributes: vec![kv("http.route", "/api/v1/orders/:id")],
+                        trace_id: ids(16),
+                        span_id: ids(8),
                         ..Default::default()
                     })
                     .collect(),
@@ -139,7 +161,7 @@ async fn worker(
         let mut buf = vec![0u8; len];
         rd.read_exact(&mut buf).await?;
         out.latencies.push(t.elapsed());
-        if status == 200 {
+        if (200..300).contains(&status) {
             out.ok += 1;
         } else {
             out.refused += 1;
@@ -169,7 +191,7 @@ async fn main() -> Result<()> {
     if hostport.contains('/') {
         bail!("--url takes the base URL, like http://127.0.0.1:4318");
     }
-    let request = body(args.batch, args.line_bytes);
+    let request = body(args.batch, args.line_bytes, args.trace_ids);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let interval = (args.rate > 0).then(|| {
         let per_conn = args.rate as f64 / args.batch as f64 / args.connections as f64;
