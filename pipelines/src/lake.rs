@@ -315,21 +315,31 @@ impl Lake {
     /// them, until a lifecycle rule or an abort removes them).
     pub fn writer(&self, key: &str) -> LakeWriter {
         LakeWriter {
-            inner: object_store::buffered::BufWriter::with_capacity(
+            inner: Some(object_store::buffered::BufWriter::with_capacity(
                 self.store.clone(),
                 self.full_path(key),
                 MULTIPART_THRESHOLD,
-            ),
+            )),
             closing: false,
+            done: false,
         }
     }
 }
 
 /// The writer [`Lake::writer`] returns: object_store's buffered writer, which can also abort.
+/// Dropped before `shutdown` completed (a task cancelled mid-upload, as a compaction at the
+/// agent's shutdown), it aborts the upload on a task of its own, so a multipart upload's parts
+/// do not stay in the store (best effort: a process that exits at once may not finish it).
 pub struct LakeWriter {
-    inner: object_store::buffered::BufWriter,
+    inner: Option<object_store::buffered::BufWriter>,
     /// `shutdown` began: the upload is completing, and on failure aborts itself.
     closing: bool,
+    /// `shutdown` returned: the object is complete.
+    done: bool,
+}
+
+fn taken() -> std::io::Error {
+    std::io::Error::other("the lake writer was aborted")
 }
 
 impl LakeWriter {
@@ -341,7 +351,27 @@ impl LakeWriter {
             return Ok(());
         }
         self.closing = true;
-        Ok(self.inner.abort().await?)
+        match self.inner.take() {
+            Some(mut w) => Ok(w.abort().await?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LakeWriter {
+    fn drop(&mut self) {
+        if self.done || self.closing {
+            return;
+        }
+        let (Some(mut w), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            if let Err(e) = w.abort().await {
+                tracing::warn!(error = %e, "aborting an abandoned upload failed; its parts stay until the store's lifecycle rule removes them");
+            }
+        });
     }
 }
 
@@ -351,14 +381,20 @@ impl tokio::io::AsyncWrite for LakeWriter {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        match self.inner.as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_write(cx, buf),
+            None => std::task::Poll::Ready(Err(taken())),
+        }
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        match self.inner.as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_flush(cx),
+            None => std::task::Poll::Ready(Err(taken())),
+        }
     }
 
     fn poll_shutdown(
@@ -366,7 +402,14 @@ impl tokio::io::AsyncWrite for LakeWriter {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         self.closing = true;
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        let poll = match self.inner.as_mut() {
+            Some(w) => std::pin::Pin::new(w).poll_shutdown(cx),
+            None => std::task::Poll::Ready(Err(taken())),
+        };
+        if matches!(poll, std::task::Poll::Ready(Ok(()))) {
+            self.done = true;
+        }
+        poll
     }
 }
 

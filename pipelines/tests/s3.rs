@@ -113,3 +113,63 @@ async fn unknown_options_and_unreachable_stores_fail_clearly() {
         "{err}"
     );
 }
+
+/// The multipart uploads in progress in a bucket (S3 ListMultipartUploads), by key.
+async fn uploads_in_progress(endpoint: &str, bucket: &str) -> Vec<String> {
+    let xml = reqwest::Client::new()
+        .get(format!("{endpoint}/{bucket}?uploads"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|s| s.split("</Key>").next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A writer given up on, by `abort` (a failed compaction) or by being dropped mid-upload (a
+/// compaction cancelled at shutdown), leaves no multipart upload's parts in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_leave_no_parts() {
+    use tokio::io::AsyncWriteExt;
+    let Some(endpoint) = endpoint() else { return };
+    let bucket = bucket(&endpoint).await;
+    let lake = Lake::open(&format!("s3://{bucket}/lake"), &options(&endpoint)).unwrap();
+    // Over the writer's 16 MiB buffer: the upload goes multipart.
+    let chunk: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+
+    let mut aborted = lake.writer("tenant=t/signal=logs/aborted.parquet");
+    aborted.write_all(&chunk).await.unwrap();
+    aborted.flush().await.unwrap();
+    assert_eq!(
+        uploads_in_progress(&endpoint, &bucket).await,
+        ["lake/tenant=t/signal=logs/aborted.parquet"],
+        "the write began a multipart upload"
+    );
+    aborted.abort().await.unwrap();
+    assert!(uploads_in_progress(&endpoint, &bucket).await.is_empty());
+
+    let mut dropped = lake.writer("tenant=t/signal=logs/dropped.parquet");
+    dropped.write_all(&chunk).await.unwrap();
+    dropped.flush().await.unwrap();
+    assert_eq!(uploads_in_progress(&endpoint, &bucket).await.len(), 1);
+    drop(dropped);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !uploads_in_progress(&endpoint, &bucket).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped writer's upload was not aborted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        lake.list("").await.unwrap().is_empty(),
+        "no object was completed"
+    );
+}

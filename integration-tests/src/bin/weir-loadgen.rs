@@ -73,7 +73,13 @@ fn body(batch: usize, line_bytes: usize, trace_ids: bool) -> Vec<u8> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let mut seed = now | 1;
-    let mut ids = |n: usize| if trace_ids { random_bytes(&mut seed, n) } else { Vec::new() };
+    let mut ids = |n: usize| {
+        if trace_ids {
+            random_bytes(&mut seed, n)
+        } else {
+            Vec::new()
+        }
+    };
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource { attributes: vec![kv("service.name", "loadgen"), kv("host.name", "bench")], ..Default::default() }),
