@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use weir_pipelines::metrics::Metrics;
 
-use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
+use super::reload::{serve_reloads, ConfigSource, ReloadMetrics, Signals};
 use super::{
     absolute, compactor, heartbeats, identity, open_lake, remote_catalog, write_listen_file,
 };
@@ -77,25 +77,22 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     ));
     let server = admin::serve(listener, admin.router(), stop.clone(), "admin");
     info!(%agent_id, "compactor running");
-    let mut running = valid.config.clone();
-    while signals.next().await == Signal::Reload {
-        let new = match from.load() {
-            Ok(v) => v.config,
-            Err(problems) => {
-                reloads.refused(&problems);
-                continue;
+    let running = valid.config.clone();
+    serve_reloads(
+        &mut signals,
+        &from,
+        &reloads,
+        running,
+        (APPLIED, UNUSED),
+        |new, changes| {
+            if changes.any("compaction") || changes.any("lake.target_file_bytes") {
+                // A merge in progress finishes beside the new compactor (each leases its own).
+                compactor_stop.cancel();
+                compactor_stop = start(new, &mut compactors);
             }
-        };
-        let changes = Changes::between(&running, &new);
-        if changes.any("compaction") || changes.any("lake.target_file_bytes") {
-            // A merge in progress finishes beside the new compactor (each leases its own).
-            compactor_stop.cancel();
-            compactor_stop = start(&new, &mut compactors);
-        }
-        changes.log_applied(APPLIED, UNUSED);
-        reloads.applied();
-        running = new;
-    }
+        },
+    )
+    .await;
     admin.set_ready(false);
     stop.cancel();
     // A merge in flight is abandoned: its lease expires and the plan is offered again.

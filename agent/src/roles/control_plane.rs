@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use weir_control_plane::api::{ApiState, Auth};
 use weir_pipelines::metrics::Metrics;
 
-use super::reload::{Changes, ConfigSource, ReloadMetrics, Signal, Signals};
+use super::reload::{serve_reloads, ConfigSource, ReloadMetrics, Signals};
 use super::{absolute, open_index, open_lake, sweeper, write_listen_file};
 use crate::admin::{self, Admin};
 use crate::config::ValidConfig;
@@ -117,28 +117,25 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let mut sweeper_stop = start_sweeper(cfg, &mut sweepers);
     info!(index = ?cfg.control_plane.index, "control plane starting");
     let server = admin::serve(listener, app, stop.clone(), "control plane");
-    let mut running = valid.config.clone();
-    while signals.next().await == Signal::Reload {
-        let new = match from.load() {
-            Ok(v) => v.config,
-            Err(problems) => {
-                reloads.refused(&problems);
-                continue;
+    let running = valid.config.clone();
+    serve_reloads(
+        &mut signals,
+        &from,
+        &reloads,
+        running,
+        (APPLIED, UNUSED),
+        |new, changes| {
+            if changes.any("control_plane.tokens") {
+                auth.replace(new.control_plane.api_tokens());
             }
-        };
-        let changes = Changes::between(&running, &new);
-        if changes.any("control_plane.tokens") {
-            auth.replace(new.control_plane.api_tokens());
-        }
-        if changes.any("retention") || changes.any("compaction.grace") {
-            // A sweep in progress finishes beside the new sweeper (sweeps are idempotent).
-            sweeper_stop.cancel();
-            sweeper_stop = start_sweeper(&new, &mut sweepers);
-        }
-        changes.log_applied(APPLIED, UNUSED);
-        reloads.applied();
-        running = new;
-    }
+            if changes.any("retention") || changes.any("compaction.grace") {
+                // A sweep in progress finishes beside the new sweeper (sweeps are idempotent).
+                sweeper_stop.cancel();
+                sweeper_stop = start_sweeper(new, &mut sweepers);
+            }
+        },
+    )
+    .await;
     admin.set_ready(false);
     stop.cancel();
     if tokio::time::timeout(cfg.shutdown.timeout.0, server)

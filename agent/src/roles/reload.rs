@@ -64,6 +64,35 @@ impl Signals {
     }
 }
 
+/// Serves reloads until SIGTERM or SIGINT, for a role that applies a part of its
+/// configuration in place (the control plane, the compactor): on each SIGHUP the
+/// configuration is loaded again; a refused one is logged and counted, a valid one is handed
+/// to `apply` with what changed since the last one applied, then logged and counted.
+pub async fn serve_reloads(
+    signals: &mut Signals,
+    from: &ConfigSource,
+    reloads: &ReloadMetrics,
+    mut running: Config,
+    keys: (&[&str], &[&str]),
+    mut apply: impl FnMut(&Config, &Changes),
+) {
+    let (applied, unused) = keys;
+    while signals.next().await == Signal::Reload {
+        let new = match from.load() {
+            Ok(v) => v.config,
+            Err(problems) => {
+                reloads.refused(&problems);
+                continue;
+            }
+        };
+        let changes = Changes::between(&running, &new);
+        apply(&new, &changes);
+        changes.log_applied(applied, unused);
+        reloads.applied();
+        running = new;
+    }
+}
+
 /// Where this process's configuration came from, to read it again.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
