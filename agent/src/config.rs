@@ -50,6 +50,8 @@ pub struct Config {
     pub compaction: CompactionConfig,
     /// Retention per tenant and signal.
     pub retention: RetentionConfig,
+    /// The lake as Iceberg tables.
+    pub iceberg: IcebergConfig,
 }
 
 /// A pipeline: which batches, and the ordered transforms they go through.
@@ -132,6 +134,7 @@ impl Default for Config {
             control_plane: ControlPlaneConfig::default(),
             compaction: CompactionConfig::default(),
             retention: RetentionConfig::default(),
+            iceberg: IcebergConfig::default(),
         }
     }
 }
@@ -414,6 +417,7 @@ impl Config {
         self.control_plane.check(&mut problems);
         self.compaction.check(&mut problems);
         self.retention.check(&mut problems);
+        self.iceberg.check(&mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -583,7 +587,9 @@ pub mod load;
 pub mod print;
 pub mod secrets;
 
-pub use control::{CompactionConfig, ControlPlaneConfig, IndexBackend, RetentionConfig};
+pub use control::{
+    CompactionConfig, ControlPlaneConfig, IcebergConfig, IndexBackend, RetentionConfig,
+};
 pub use load::LoadErrors;
 pub use weir_sources::SourcesConfig;
 

@@ -72,6 +72,9 @@ pub enum CatalogError {
     /// The caller's token has no right to this tenant or action.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// This index cannot do what was asked (a remote control plane has no Iceberg pointers).
+    #[error("not supported by this index: {0}")]
+    Unsupported(String),
 }
 
 impl CatalogError {
@@ -87,6 +90,46 @@ impl CatalogError {
 impl From<sled::Error> for CatalogError {
     fn from(e: sled::Error) -> Self {
         CatalogError::Storage(e.to_string())
+    }
+}
+
+/// Where the current Iceberg metadata of one table (a tenant's signal) is: the index keeps
+/// this pointer, the metadata itself is in the lake. Swapped with a compare-and-set on
+/// `version` ([`Catalog::swap_iceberg_table`]), as an Iceberg catalog commits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IcebergPointer {
+    /// Tenant (the Iceberg namespace).
+    pub tenant: String,
+    /// Signal (the Iceberg table).
+    pub signal: String,
+    /// Number of the metadata file, 1 for the first; each commit adds one.
+    pub version: u64,
+    /// Key of the metadata JSON inside the lake.
+    pub metadata_key: String,
+    /// When the pointer was last swapped, unix nanoseconds.
+    pub updated_at: i64,
+}
+
+impl IcebergPointer {
+    /// Checks the pointer names a tenant's signal and a metadata key under the lake.
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        if !valid_tenant(&self.tenant) || weir_schema::Signal::parse(&self.signal).is_none() {
+            return Err(CatalogError::Invalid(format!(
+                "no Iceberg table {:?}.{:?}",
+                self.tenant, self.signal
+            )));
+        }
+        if self.version == 0
+            || self.metadata_key.is_empty()
+            || self.metadata_key.starts_with('/')
+            || self.metadata_key.split('/').any(|p| p == "..")
+        {
+            return Err(CatalogError::Invalid(format!(
+                "bad Iceberg pointer version {} key {:?}",
+                self.version, self.metadata_key
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -214,4 +257,26 @@ pub trait Catalog: Send + Sync + 'static {
     /// `expired_before`; returns how many. A retried commit of a forgotten lease gets
     /// [`CatalogError::LeaseLost`], which is why the sweeper keeps a day of history.
     async fn prune_leases(&self, expired_before: i64) -> Result<u64, CatalogError>;
+
+    /// The (tenant, signal) pairs that have active lake segments (dead letters aside),
+    /// ordered: the Iceberg tables there are to publish.
+    async fn active_tables(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        Err(CatalogError::Unsupported("listing tables".into()))
+    }
+
+    /// Every Iceberg table's pointer, ordered by tenant and signal.
+    async fn iceberg_tables(&self) -> Result<Vec<IcebergPointer>, CatalogError> {
+        Err(CatalogError::Unsupported("Iceberg table pointers".into()))
+    }
+
+    /// Sets a table's pointer to `new` if its version is still `expected` (`None`: the table
+    /// has no pointer yet), durably; `Ok(false)` when another writer moved it first.
+    async fn swap_iceberg_table(
+        &self,
+        expected: Option<u64>,
+        new: &IcebergPointer,
+    ) -> Result<bool, CatalogError> {
+        let _ = (expected, new);
+        Err(CatalogError::Unsupported("Iceberg table pointers".into()))
+    }
 }

@@ -80,7 +80,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct Caller(Option<ApiToken>);
 
 impl Caller {
-    fn need(&self, scope: Scope) -> Result<(), CatalogError> {
+    /// Checks the caller's token has `scope` (every caller has it when auth is off).
+    pub fn need(&self, scope: Scope) -> Result<(), CatalogError> {
         match &self.0 {
             Some(t) if !t.scopes.contains(&scope) => Err(CatalogError::Forbidden(format!(
                 "token lacks the {scope:?} scope"
@@ -89,7 +90,13 @@ impl Caller {
         }
     }
 
-    fn tenant(&self, tenant: &str) -> Result<(), CatalogError> {
+    /// Whether the caller may see `tenant`.
+    pub fn may(&self, tenant: &str) -> bool {
+        self.0.as_ref().is_none_or(|t| t.may(tenant))
+    }
+
+    /// Checks the caller may touch `tenant`.
+    pub fn tenant(&self, tenant: &str) -> Result<(), CatalogError> {
         match &self.0 {
             Some(t) if !t.may(tenant) => Err(CatalogError::Forbidden(format!(
                 "token has no rights to tenant {tenant:?}"
@@ -125,7 +132,8 @@ impl Auth {
         !self.tokens().is_empty()
     }
 
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, CatalogError> {
+    /// Authenticates a request by its `Authorization: Bearer` header.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, CatalogError> {
         let tokens = self.tokens();
         if tokens.is_empty() {
             return Ok(Caller(None));
@@ -264,6 +272,7 @@ impl IntoResponse for ApiError {
             }
             CatalogError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             CatalogError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            CatalogError::Unsupported(_) => (StatusCode::NOT_IMPLEMENTED, "unsupported", None),
             CatalogError::Corrupt { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "corrupt_index", None)
             }

@@ -15,8 +15,8 @@ use crate::faults::{FaultPoint, Faults};
 use crate::plan::plan_inputs;
 use crate::sled_catalog::same_registration as same_segment;
 use crate::{
-    AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,
-    RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
+    AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, IcebergPointer,
+    LeaseRequest, RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
 };
 
 /// Migrations, in order: (version, name, SQL).
@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "abandoned_leases",
         include_str!("../migrations/0002_abandoned_leases.sql"),
+    ),
+    (
+        3,
+        "iceberg_tables",
+        include_str!("../migrations/0003_iceberg_tables.sql"),
     ),
 ];
 
@@ -726,6 +731,97 @@ impl Catalog for PgCatalog {
             )
             .await
             .map_err(db)
+    }
+
+    async fn active_tables(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT tenant, signal FROM weir_segments \
+                 WHERE state = 'active' AND NOT starts_with(object_key, '_dead_letter/') \
+                 ORDER BY tenant, signal",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?)))
+            .collect()
+    }
+
+    async fn iceberg_tables(&self) -> Result<Vec<IcebergPointer>, CatalogError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT tenant, signal, version, metadata_key, updated_at \
+                 FROM weir_iceberg_tables ORDER BY tenant, signal",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let version: i64 = r.try_get(2).map_err(db)?;
+                Ok(IcebergPointer {
+                    tenant: r.try_get(0).map_err(db)?,
+                    signal: r.try_get(1).map_err(db)?,
+                    version: u64::try_from(version).map_err(|_| CatalogError::Corrupt {
+                        key: "weir_iceberg_tables".into(),
+                        reason: format!("negative version {version}"),
+                    })?,
+                    metadata_key: r.try_get(3).map_err(db)?,
+                    updated_at: r.try_get(4).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn swap_iceberg_table(
+        &self,
+        expected: Option<u64>,
+        new: &IcebergPointer,
+    ) -> Result<bool, CatalogError> {
+        new.validate()?;
+        let version = i64::try_from(new.version)
+            .map_err(|_| CatalogError::Invalid(format!("version {} too large", new.version)))?;
+        let client = self.client().await?;
+        let changed = match expected {
+            None => client
+                .execute(
+                    "INSERT INTO weir_iceberg_tables \
+                     (tenant, signal, version, metadata_key, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, signal) DO NOTHING",
+                    &[
+                        &new.tenant,
+                        &new.signal,
+                        &version,
+                        &new.metadata_key,
+                        &new.updated_at,
+                    ],
+                )
+                .await
+                .map_err(db)?,
+            Some(old) => {
+                let old = i64::try_from(old)
+                    .map_err(|_| CatalogError::Invalid(format!("version {old} too large")))?;
+                client
+                    .execute(
+                        "UPDATE weir_iceberg_tables SET version = $3, metadata_key = $4, \
+                         updated_at = $5 WHERE tenant = $1 AND signal = $2 AND version = $6",
+                        &[
+                            &new.tenant,
+                            &new.signal,
+                            &version,
+                            &new.metadata_key,
+                            &new.updated_at,
+                            &old,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?
+            }
+        };
+        Ok(changed == 1)
     }
 
     async fn mark_purged(&self, ids: &[Uuid], at: i64) -> Result<(), CatalogError> {

@@ -8,7 +8,8 @@
 //! - `segments_retired`: `retired_at(8) id(16)` → empty, for retired segments whose object is
 //!   not purged yet (the garbage queue);
 //! - `leases`: lease id → the lease as JSON; `segment_leases`: segment id → lease id;
-//! - `agents`: agent id → its last status as JSON.
+//! - `agents`: agent id → its last status as JSON;
+//! - `iceberg`: `tenant 0x00 signal` → the table's [`IcebergPointer`] as JSON.
 //!
 //! Every change goes through one lock, so leases and commits are serialized: two compactors
 //! can never be handed the same inputs, and a change reads a consistent view before it writes.
@@ -48,8 +49,8 @@ use weir_catalog::sled_durable::{DurableError, DurableSled, OsSync};
 use crate::faults::{FaultPoint, Faults};
 use crate::plan::plan_inputs;
 use crate::{
-    AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, LeaseRequest,
-    RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
+    AgentHeartbeat, AgentStatus, Catalog, CatalogError, CompactionLease, IcebergPointer,
+    LeaseRequest, RetentionPolicy, SegmentPage, SegmentQuery, SegmentRecord, SegmentState,
 };
 
 /// Expired segments retired per transaction: bounds the memory and the time a retention pass
@@ -66,6 +67,7 @@ pub struct SledCatalog {
     leases: sled::Tree,
     segment_leases: sled::Tree,
     agents: sled::Tree,
+    iceberg: sled::Tree,
     write: Arc<Mutex<()>>,
     /// Changes applied so far: the group commit's positions.
     changes: Arc<AtomicU64>,
@@ -96,6 +98,7 @@ impl SledCatalog {
             leases: db.open_tree("leases")?,
             segment_leases: db.open_tree("segment_leases")?,
             agents: db.open_tree("agents")?,
+            iceberg: db.open_tree("iceberg")?,
             durable: Arc::new(durable),
             write: Arc::new(Mutex::new(())),
             changes: Arc::new(AtomicU64::new(0)),
@@ -655,6 +658,100 @@ impl SledCatalog {
 
 /// Whether a stored record and a registration are the same segment (a retried register
 /// after a commit or retention changed its state is still the same segment).
+fn iceberg_key(tenant: &str, signal: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + signal.len() + 1);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(signal.as_bytes());
+    k
+}
+
+impl SledCatalog {
+    /// Distinct (tenant, signal) prefixes of the listing tree, one seek per pair. Dead-letter
+    /// segments are listed there too: a pair with only those is checked and skipped.
+    fn active_tables_blocking(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        let mut out = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(entry) = self.by_time.range(from.clone()..).next() {
+            let (k, _) = entry?;
+            let mut parts = k.splitn(3, |b| *b == 0);
+            let (Some(t), Some(s)) = (parts.next(), parts.next()) else {
+                return Err(CatalogError::Corrupt {
+                    key: hex_id(&k),
+                    reason: "listing key without tenant and signal".into(),
+                });
+            };
+            let (tenant, signal) = (
+                String::from_utf8_lossy(t).into_owned(),
+                String::from_utf8_lossy(s).into_owned(),
+            );
+            // Next pair: past every key starting `tenant 0x00 signal 0x00`.
+            from = [t, &[0], s, &[1]].concat();
+            let prefix = [t, &[0], s, &[0]].concat();
+            let any_lake_segment = self.by_time.scan_prefix(&prefix).any(|r| {
+                r.ok()
+                    .and_then(|(k, _)| k.get(k.len().saturating_sub(16)..).map(<[u8]>::to_vec))
+                    .and_then(|id| self.get(&id).ok().flatten())
+                    .is_some_and(|seg| !seg.is_dead_letter())
+            });
+            if any_lake_segment {
+                out.push((tenant, signal));
+            }
+        }
+        Ok(out)
+    }
+
+    fn iceberg_tables_blocking(&self) -> Result<Vec<IcebergPointer>, CatalogError> {
+        self.iceberg
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn swap_iceberg_blocking(
+        &self,
+        expected: Option<u64>,
+        new: &IcebergPointer,
+    ) -> Result<bool, CatalogError> {
+        new.validate()?;
+        self.durable.check_usable().map_err(from_durable)?;
+        let key = iceberg_key(&new.tenant, &new.signal);
+        let swapped = {
+            let _lock = self.lock();
+            let current = self
+                .iceberg
+                .get(&key)?
+                .map(|v| {
+                    serde_json::from_slice::<IcebergPointer>(&v).map_err(|e| {
+                        CatalogError::Corrupt {
+                            key: format!("iceberg {}.{}", new.tenant, new.signal),
+                            reason: e.to_string(),
+                        }
+                    })
+                })
+                .transpose()?;
+            if current.map(|p| p.version) != expected {
+                false
+            } else {
+                self.iceberg
+                    .insert(key, serde_json::to_vec(new).map_err(storage)?)?;
+                self.changes.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+        };
+        if swapped {
+            self.durable()?;
+        }
+        Ok(swapped)
+    }
+}
+
 pub(crate) fn same_registration(stored: &SegmentRecord, new: &SegmentRecord) -> bool {
     let mut s = stored.clone();
     s.state = new.state;
@@ -816,6 +913,24 @@ impl Catalog for SledCatalog {
 
     async fn prune_leases(&self, expired_before: i64) -> Result<u64, CatalogError> {
         self.run(move |c| c.prune_leases_blocking(expired_before))
+            .await
+    }
+
+    async fn active_tables(&self) -> Result<Vec<(String, String)>, CatalogError> {
+        self.run(|c| c.active_tables_blocking()).await
+    }
+
+    async fn iceberg_tables(&self) -> Result<Vec<IcebergPointer>, CatalogError> {
+        self.run(|c| c.iceberg_tables_blocking()).await
+    }
+
+    async fn swap_iceberg_table(
+        &self,
+        expected: Option<u64>,
+        new: &IcebergPointer,
+    ) -> Result<bool, CatalogError> {
+        let new = new.clone();
+        self.run(move |c| c.swap_iceberg_blocking(expected, &new))
             .await
     }
 

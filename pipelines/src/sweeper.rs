@@ -27,6 +27,28 @@ pub struct SweeperConfig {
     pub grace: Duration,
     /// Report what retention would delete, and change nothing.
     pub dry_run: bool,
+    /// When set, objects are deleted only if retired before this time (unix ns) too: the
+    /// Iceberg publisher's horizon, before which no unexpired snapshot lists a retired
+    /// segment ([`PurgeHorizon`]).
+    pub horizon: Option<PurgeHorizon>,
+}
+
+/// A time (unix ns) before which retired segments may be deleted, moved forward by whoever
+/// still references them (the Iceberg publisher). Starts at 0: nothing is deleted until the
+/// first move.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeHorizon(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl PurgeHorizon {
+    /// The horizon.
+    pub fn get(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Moves the horizon forward to `at` (never back).
+    pub fn advance(&self, at: i64) {
+        self.0.fetch_max(at, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// What one pass did (or, in a dry run, would do).
@@ -95,7 +117,11 @@ impl Sweeper {
         self.metrics
             .retention_expired
             .inc_by(report.expired.len() as u64);
-        let before = now.saturating_sub(self.config.grace.as_nanos().min(i64::MAX as u128) as i64);
+        let mut before =
+            now.saturating_sub(self.config.grace.as_nanos().min(i64::MAX as u128) as i64);
+        if let Some(h) = &self.config.horizon {
+            before = before.min(h.get());
+        }
         loop {
             let garbage = self.catalog.garbage(before, 500).await?;
             if garbage.is_empty() {

@@ -217,6 +217,7 @@ async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_input
                 interval: Duration::from_secs(60),
                 grace,
                 dry_run: false,
+                horizon: None,
             },
         )
     };
@@ -319,6 +320,7 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
             interval: Duration::from_secs(60),
             grace: Duration::ZERO,
             dry_run: false,
+            horizon: None,
         },
     );
     // While the lease lives, the output is left alone.

@@ -267,3 +267,42 @@ impl CompactionConfig {
         }
     }
 }
+
+/// The lake as Iceberg tables (`[iceberg]`): the control plane (`weir run`'s embedded one, or
+/// `weir control-plane`) derives Iceberg metadata from the index and serves the REST catalog
+/// under `/iceberg`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IcebergConfig {
+    /// Publish the tables and serve the catalog.
+    pub enabled: bool,
+    /// How often the index is compared with the tables (new snapshots at most this often).
+    pub interval: HumanDuration,
+    /// How long a snapshot stays readable after a newer one replaced it; the objects it
+    /// lists are deleted only after that (and after `compaction.grace`).
+    pub snapshot_max_age: HumanDuration,
+    /// Metadata JSON files kept besides the current one.
+    pub keep_metadata_files: u64,
+}
+
+impl Default for IcebergConfig {
+    fn default() -> Self {
+        IcebergConfig {
+            enabled: true,
+            interval: HumanDuration(Duration::from_secs(30)),
+            snapshot_max_age: HumanDuration(Duration::from_secs(15 * 60)),
+            keep_metadata_files: 10,
+        }
+    }
+}
+
+impl IcebergConfig {
+    pub(super) fn check(&self, problems: &mut Vec<String>) {
+        if self.interval.0.is_zero() {
+            problems.push("iceberg.interval must be above 0".into());
+        }
+        if self.keep_metadata_files == 0 {
+            problems.push("iceberg.keep_metadata_files must be at least 1".into());
+        }
+    }
+}

@@ -25,6 +25,7 @@ const UNUSED: &[&str] = &[
     "auth",
     "buffer",
     "retention",
+    "iceberg",
     "control_plane.tokens",
     "control_plane.address",
     "control_plane.index",

@@ -100,6 +100,15 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
         &["route", "method", "status"],
     )?;
     metrics.register(Box::new(latency.clone()))?;
+    let publisher = super::iceberg_publisher(cfg, &lake, &catalog);
+    let mut api = api;
+    if publisher.is_some() {
+        api = api.merge(weir_iceberg::rest::routes(weir_iceberg::rest::RestState {
+            catalog: catalog.clone(),
+            lake: lake.clone(),
+            auth: auth.clone(),
+        }));
+    }
     let app = api
         .merge(admin.router())
         .layer(axum::middleware::from_fn_with_state(
@@ -110,11 +119,22 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let mut sweepers = tokio::task::JoinSet::new();
     let start_sweeper = |cfg: &crate::config::Config, sweepers: &mut tokio::task::JoinSet<()>| {
         let token = stop.child_token();
-        let s = sweeper(cfg, lake.clone(), catalog.clone(), metrics.clone(), false);
+        let horizon = publisher.as_ref().map(|p| p.horizon());
+        let s = sweeper(
+            cfg,
+            lake.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            false,
+            horizon,
+        );
         sweepers.spawn(s.run(token.clone()));
         token
     };
     let mut sweeper_stop = start_sweeper(cfg, &mut sweepers);
+    if let Some(p) = &publisher {
+        sweepers.spawn(p.clone().run(stop.child_token()));
+    }
     info!(index = ?cfg.control_plane.index, "control plane starting");
     let server = admin::serve(listener, app, stop.clone(), "control plane");
     let running = valid.config.clone();

@@ -136,6 +136,7 @@ const UNUSED_BY_RUN: &[&str] = &[
 /// Keys `weir agent` never reads (the control plane's own): changing them needs nothing.
 const UNUSED_BY_AGENT: &[&str] = &[
     "retention",
+    "iceberg",
     "control_plane.tokens",
     "control_plane.address",
     "control_plane.index",
@@ -189,6 +190,8 @@ struct Background {
     metrics: Metrics,
     agent_id: String,
     embedded: bool,
+    /// The Iceberg publisher's purge horizon, for the sweeper.
+    horizon: Option<weir_pipelines::sweeper::PurgeHorizon>,
 }
 
 impl Background {
@@ -201,6 +204,11 @@ impl Background {
         metrics: &Metrics,
         wake: Arc<Notify>,
     ) -> Background {
+        // The embedded index's Iceberg tables (a remote control plane publishes its own).
+        let publisher = index
+            .embedded
+            .then(|| super::iceberg_publisher(cfg, lake, &index.catalog))
+            .flatten();
         let catalog = &index.catalog;
         let agent_id = identity.id.clone();
         let timeout = cfg.shutdown.timeout.0;
@@ -273,7 +281,11 @@ impl Background {
             metrics: metrics.clone(),
             agent_id,
             embedded: index.embedded,
+            horizon: publisher.as_ref().map(|p| p.horizon()),
         };
+        if let Some(p) = publisher {
+            background.tasks.spawn(p.run(background.stop_tasks.clone()));
+        }
         background.start_compactor(cfg);
         background.start_sweeper(cfg);
         background
@@ -307,6 +319,7 @@ impl Background {
             self.catalog.clone(),
             self.metrics.clone(),
             false,
+            self.horizon.clone(),
         );
         let stop = self.stop_tasks.child_token();
         self.tasks.spawn(s.run(stop.clone()));
@@ -645,6 +658,13 @@ pub async fn serve(
             index.catalog.clone(),
             auth.clone(),
         ));
+        if cfg.iceberg.enabled {
+            app = app.merge(weir_iceberg::rest::routes(weir_iceberg::rest::RestState {
+                catalog: index.catalog.clone(),
+                lake: lake.clone(),
+                auth: auth.clone(),
+            }));
+        }
     }
     let stop_admin = CancellationToken::new();
     let admin_task = admin::serve(admin_listener, app, stop_admin.clone(), "admin");

@@ -153,13 +153,34 @@ pub fn compactor(
     )
 }
 
-/// A sweeper configured from `[retention]` and `[compaction]`.
+/// The Iceberg publisher of a control plane, when `iceberg.enabled`.
+pub fn iceberg_publisher(
+    cfg: &Config,
+    lake: &Lake,
+    catalog: &Arc<dyn Catalog>,
+) -> Option<Arc<weir_iceberg::Publisher>> {
+    cfg.iceberg.enabled.then(|| {
+        Arc::new(weir_iceberg::Publisher::new(
+            catalog.clone(),
+            lake.clone(),
+            weir_iceberg::IcebergSettings {
+                interval: cfg.iceberg.interval.0,
+                snapshot_max_age: cfg.iceberg.snapshot_max_age.0,
+                keep_metadata_files: cfg.iceberg.keep_metadata_files,
+            },
+        ))
+    })
+}
+
+/// A sweeper configured from `[retention]` and `[compaction]`; with `horizon` (the Iceberg
+/// publisher's), an object is deleted only once no unexpired snapshot lists it.
 pub fn sweeper(
     cfg: &Config,
     lake: Lake,
     catalog: Arc<dyn Catalog>,
     metrics: Metrics,
     dry_run: bool,
+    horizon: Option<weir_pipelines::sweeper::PurgeHorizon>,
 ) -> Sweeper {
     Sweeper::new(
         lake,
@@ -170,6 +191,7 @@ pub fn sweeper(
             interval: cfg.retention.interval.0,
             grace: cfg.compaction.grace.0,
             dry_run: dry_run || cfg.retention.dry_run,
+            horizon,
         },
     )
 }

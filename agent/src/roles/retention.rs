@@ -16,7 +16,16 @@ pub async fn once(valid: ValidConfig, dry_run: bool) -> Result<()> {
     let data_dir = absolute(&cfg.data_dir)?;
     let catalog = open_index(cfg, &data_dir).await?;
     let lake = open_lake(cfg, &data_dir)?;
-    let report = sweeper(cfg, lake, catalog.clone(), Metrics::new(), dry_run)
+    // With Iceberg tables, bring them up to the index first: an object is then deleted only
+    // once no unexpired snapshot lists it (the publisher's horizon).
+    let horizon = match super::iceberg_publisher(cfg, &lake, &catalog) {
+        Some(p) => {
+            p.publish_all().await?;
+            Some(p.horizon())
+        }
+        None => None,
+    };
+    let report = sweeper(cfg, lake, catalog.clone(), Metrics::new(), dry_run, horizon)
         .sweep(weir_catalog::now_ns())
         .await?;
     catalog.sync().await?;

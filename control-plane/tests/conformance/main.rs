@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 use weir_control_plane::{
-    AgentHeartbeat, Catalog, CatalogError, LeaseRequest, PgCatalog, PgConfig, RetentionPolicy,
-    RetentionRule, SegmentQuery, SegmentRecord, SegmentState, SledCatalog,
+    AgentHeartbeat, Catalog, CatalogError, IcebergPointer, LeaseRequest, PgCatalog, PgConfig,
+    RetentionPolicy, RetentionRule, SegmentQuery, SegmentRecord, SegmentState, SledCatalog,
 };
 
 mod backends;
@@ -452,6 +452,54 @@ async fn dead_letters(cat: Arc<dyn Catalog>) {
 /// Runs each scenario against the backends named: `sled` and `pg` are the index
 /// implementations; `remote` is a sled index behind the HTTP API, through the client agents
 /// and compactors use.
+/// The Iceberg table pointers: a compare-and-set on the version, so of two writers racing
+/// from the same version exactly one wins; a pointer that is not a table is refused.
+async fn iceberg_pointers(cat: Arc<dyn Catalog>) {
+    let t = tenant("ice");
+    let pointer = |version: u64| IcebergPointer {
+        tenant: t.clone(),
+        signal: "logs".into(),
+        version,
+        metadata_key: format!("metadata/{t}/logs/{version:05}.metadata.json"),
+        updated_at: version as i64,
+    };
+    let mine = |all: Vec<IcebergPointer>| -> Vec<IcebergPointer> {
+        all.into_iter().filter(|p| p.tenant == t).collect()
+    };
+    assert!(mine(cat.iceberg_tables().await.unwrap()).is_empty());
+    // Creating needs "no pointer yet".
+    assert!(!cat.swap_iceberg_table(Some(1), &pointer(1)).await.unwrap());
+    assert!(cat.swap_iceberg_table(None, &pointer(1)).await.unwrap());
+    assert!(!cat.swap_iceberg_table(None, &pointer(1)).await.unwrap());
+    // Two writers from version 1: one wins, the other sees it lost.
+    let (p2a, p2b) = (pointer(2), pointer(2));
+    let (a, b) = tokio::join!(
+        cat.swap_iceberg_table(Some(1), &p2a),
+        cat.swap_iceberg_table(Some(1), &p2b)
+    );
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|w| **w).count(), 1);
+    assert_eq!(mine(cat.iceberg_tables().await.unwrap()), vec![pointer(2)]);
+    let mut other = pointer(1);
+    other.signal = "traces".into();
+    assert!(cat.swap_iceberg_table(None, &other).await.unwrap());
+    assert_eq!(
+        mine(cat.iceberg_tables().await.unwrap()),
+        vec![pointer(2), other]
+    );
+    let mut bad = pointer(3);
+    bad.signal = "profiles".into();
+    assert!(matches!(
+        cat.swap_iceberg_table(Some(2), &bad).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    let mut bad = pointer(3);
+    bad.metadata_key = "../elsewhere.json".into();
+    assert!(matches!(
+        cat.swap_iceberg_table(Some(2), &bad).await,
+        Err(CatalogError::Invalid(_))
+    ));
+}
+
 macro_rules! conformance {
     ($backend:ident: $($name:ident),* $(,)?) => {
         $(
@@ -488,6 +536,7 @@ macro_rules! index_scenarios {
             expired_leases_are_reoffered,
             abandoned_leases_cannot_commit,
             retention,
+            iceberg_pointers,
         );
     };
 }
