@@ -126,6 +126,9 @@ address = "127.0.0.1:0"
 grace = "1s"
 [retention]
 interval = "1s"
+[iceberg]
+interval = "500ms"
+snapshot_max_age = "1s"
 {extra}
 {lake_toml}
 """
@@ -269,10 +272,50 @@ def duck_s3(endpoint):
 
 
 def lake_keys(s3, bucket):
+    """The lake's segment objects (the Iceberg metadata under `metadata/` aside)."""
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="lake/"):
         keys += [o["Key"].removeprefix("lake/") for o in page.get("Contents", [])]
-    return sorted(keys)
+    return sorted(k for k in keys if not k.startswith("metadata/"))
+
+
+def iceberg_catalog(cp, endpoint, token):
+    """pyiceberg's REST catalog on the control plane, reading data files from the S3 lake."""
+    from pyiceberg.catalog import load_catalog
+
+    return load_catalog(
+        "weir",
+        type="rest",
+        uri=cp.url + "/iceberg",
+        token=token,
+        **{"s3.endpoint": endpoint, "s3.access-key-id": S3_KEY, "s3.secret-access-key": S3_SECRET, "s3.region": "us-east-1"},
+    )
+
+
+def check_iceberg(cp, endpoint, tenants, expected):
+    """Every tenant's logs table, read through the REST catalog and S3 by pyiceberg, holds
+    every row once; a tenant's token sees its own namespace only."""
+    cat = iceberg_catalog(cp, endpoint, READER_TOKEN)
+
+    def published(t):
+        try:
+            summary = cat.load_table(f"{t}.logs").current_snapshot().summary
+        except Exception:
+            return False
+        return int(summary["total-records"]) == len(expected[t])
+
+    wait_for("the Iceberg tables to catch up", lambda: all(published(t) for t in tenants), timeout=30, logs=[cp.log])
+    for t in tenants:
+        bodies = cat.load_table(f"{t}.logs").scan().to_arrow().column("body").to_pylist()
+        assert len(bodies) == len(set(bodies)) and set(bodies) == expected[t], t
+    # Compactions ran: snapshots older than snapshot_max_age (1 s) expired, the current one
+    # is a compaction's (or an append after it).
+    ops = {s.summary.operation.value for s in cat.load_table(f"{tenants[0]}.logs").snapshots()}
+    assert ops <= {"append", "replace", "overwrite"} and ops, ops
+    mine = iceberg_catalog(cp, endpoint, TENANT_A_TOKEN)
+    assert mine.list_namespaces() == [("a",)]
+    r = requests.get(cp.url + "/iceberg/v1/namespaces/b/tables/logs", headers={"Authorization": f"Bearer {TENANT_A_TOKEN}"}, timeout=5)
+    assert r.status_code == 403, r.text
 
 
 def metric(w, name):
@@ -349,6 +392,7 @@ def test_two_agents_share_a_lake_and_compact_it(tmp_path, services, bucket, s3_e
     for w in agents:
         assert committed(w) >= 1, f"{w.root.name} never committed a compaction:\n{w.log.read_text()[-3000:]}"
     check_lake(cp, s3, name, s3_endpoint, tenants, expected)
+    check_iceberg(cp, s3_endpoint, tenants, expected)
 
     fleet = cp.api("GET", "/v1/agents").json()["agents"]
     mine = {a["agent_id"]: a for a in fleet}

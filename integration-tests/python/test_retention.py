@@ -27,6 +27,9 @@ max_age = "1h"
 [compaction]
 enabled = false
 grace = "1s"
+[iceberg]
+interval = "300ms"
+snapshot_max_age = "1s"
 """
 
 
