@@ -62,6 +62,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The lake's Iceberg tables (docs/iceberg.md).
+    Iceberg {
+        #[command(subcommand)]
+        command: IcebergCommand,
+    },
     /// Check a configuration file and print everything wrong with it (exit status 2).
     Validate {
         /// Configuration file (.toml, .yaml or .yml); WEIR_* variables apply on top.
@@ -82,6 +87,18 @@ enum Command {
     Transform {
         #[command(subcommand)]
         command: TransformCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IcebergCommand {
+    /// Write every table's Iceberg metadata afresh from the segment index (one snapshot of
+    /// the active segments per table) and delete the older metadata files: for metadata lost
+    /// or damaged in the lake.
+    Rebuild {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -179,6 +196,11 @@ fn main() -> ExitCode {
         }),
         Command::Retention { config, dry_run } => serve(Role::Retention, config, move |v, _| {
             Box::pin(roles::retention::once(v, dry_run))
+        }),
+        Command::Iceberg {
+            command: IcebergCommand::Rebuild { config },
+        } => serve(Role::IcebergRebuild, config, |v, _| {
+            Box::pin(roles::iceberg::rebuild(v))
         }),
     }
 }

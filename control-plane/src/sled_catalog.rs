@@ -656,8 +656,7 @@ impl SledCatalog {
     }
 }
 
-/// Whether a stored record and a registration are the same segment (a retried register
-/// after a commit or retention changed its state is still the same segment).
+/// Key of a table's pointer in the `iceberg` tree.
 fn iceberg_key(tenant: &str, signal: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + signal.len() + 1);
     k.extend_from_slice(tenant.as_bytes());
@@ -688,12 +687,15 @@ impl SledCatalog {
             // Next pair: past every key starting `tenant 0x00 signal 0x00`.
             from = [t, &[0], s, &[1]].concat();
             let prefix = [t, &[0], s, &[0]].concat();
-            let any_lake_segment = self.by_time.scan_prefix(&prefix).any(|r| {
-                r.ok()
-                    .and_then(|(k, _)| k.get(k.len().saturating_sub(16)..).map(<[u8]>::to_vec))
-                    .and_then(|id| self.get(&id).ok().flatten())
-                    .is_some_and(|seg| !seg.is_dead_letter())
-            });
+            let mut any_lake_segment = false;
+            for r in self.by_time.scan_prefix(&prefix) {
+                let (k, _) = r?;
+                let id = k.get(k.len().saturating_sub(16)..).unwrap_or_default();
+                if self.get(id)?.is_some_and(|seg| !seg.is_dead_letter()) {
+                    any_lake_segment = true;
+                    break;
+                }
+            }
             if any_lake_segment {
                 out.push((tenant, signal));
             }
@@ -752,6 +754,8 @@ impl SledCatalog {
     }
 }
 
+/// Whether a stored record and a registration are the same segment (a retried register
+/// after a commit or retention changed its state is still the same segment).
 pub(crate) fn same_registration(stored: &SegmentRecord, new: &SegmentRecord) -> bool {
     let mut s = stored.clone();
     s.state = new.state;

@@ -14,7 +14,7 @@ mod publish;
 pub mod rest;
 pub mod table;
 
-pub use publish::{IcebergSettings, PublishReport, Publisher};
+pub use publish::{IcebergMetrics, IcebergSettings, PublishReport, Publisher};
 
 /// Errors of the Iceberg metadata.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,13 @@
 //!
 //! Snapshots expire `snapshot_max_age` after they stopped being current; their manifest
 //! lists and manifests are deleted once the metadata that drops them is committed. The
-//! publisher's [`Publisher::published_through`] tells the sweeper up to when every retired
-//! segment has left the current snapshots, so that an object is deleted only after the last
-//! snapshot that lists it expired.
+//! publisher is the sweeper's [`PurgeGate`]: it knows, per table, the segments the current
+//! snapshot lists and those only older snapshots list (with when they stopped being current),
+//! so an object is deleted only after the last snapshot that lists it expired.
+//!
+//! The active set is read in pages; a compaction committing meanwhile could put its input
+//! (read first) and output (read later) in one snapshot. Before committing, the publisher
+//! looks the listed segments up again and reads the table again if any left the active set.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,7 +41,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 use weir_catalog::{Catalog, IcebergPointer, SegmentQuery, SegmentRecord, SegmentState};
 use weir_pipelines::lake::Lake;
-use weir_pipelines::sweeper::PurgeHorizon;
+use weir_pipelines::sweeper::PurgeGate;
 use weir_schema::Signal;
 
 use crate::table;
@@ -58,7 +62,7 @@ impl Default for IcebergSettings {
     fn default() -> Self {
         IcebergSettings {
             interval: Duration::from_secs(30),
-            snapshot_max_age: Duration::from_secs(2 * 3600),
+            snapshot_max_age: Duration::from_secs(15 * 60),
             keep_metadata_files: 10,
         }
     }
@@ -73,6 +77,45 @@ pub struct PublishReport {
     pub snapshots: usize,
     /// Snapshots expired.
     pub expired: usize,
+    /// The operations of the snapshots written, in order.
+    pub operations: Vec<String>,
+}
+
+/// The publisher's metrics (`weir_iceberg_*`).
+#[derive(Clone)]
+pub struct IcebergMetrics {
+    commits: prometheus::IntCounterVec,
+    snapshots: prometheus::IntCounterVec,
+    published: prometheus::IntGauge,
+}
+
+impl IcebergMetrics {
+    /// Registers the metrics with the process's registry.
+    pub fn new(metrics: &weir_pipelines::metrics::Metrics) -> Result<Self, prometheus::Error> {
+        let commits = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "iceberg_commits_total",
+                "Iceberg table commits: committed, conflict (another writer first), failed",
+            ),
+            &["result"],
+        )?;
+        let snapshots = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("iceberg_snapshots_total", "Iceberg snapshots written"),
+            &["operation"],
+        )?;
+        let published = prometheus::IntGauge::new(
+            "iceberg_published_seconds",
+            "Unix time up to which every table reflects the index (start of the last complete pass)",
+        )?;
+        metrics.register(Box::new(commits.clone()))?;
+        metrics.register(Box::new(snapshots.clone()))?;
+        metrics.register(Box::new(published.clone()))?;
+        Ok(IcebergMetrics {
+            commits,
+            snapshots,
+            published,
+        })
+    }
 }
 
 /// A live file of a table's current snapshot.
@@ -84,12 +127,31 @@ struct LiveFile {
     file_sequence: i64,
 }
 
-/// What the publisher knows of one table: the metadata its pointer names, and its live files
-/// by segment id.
+/// What the publisher knows of one table: the metadata its pointer names, its live files by
+/// segment id, and the segments only older snapshots list, with when (unix ms) the snapshot
+/// that removed them was committed (the older snapshot expires `snapshot_max_age` later).
 struct TableState {
     pointer: IcebergPointer,
     metadata: TableMetadata,
     live: BTreeMap<Uuid, LiveFile>,
+    removed: HashMap<Uuid, i64>,
+}
+
+/// What the sweeper's gate reads: per table, the segments a snapshot that has not expired
+/// may list. Kept apart from the tables' state so the gate never waits for a pass.
+#[derive(Default)]
+struct Refs {
+    tables: HashMap<(String, String), TableRefs>,
+    /// The tables the last pass found to publish, and when (unix ns) it listed them.
+    listed: HashSet<(String, String)>,
+    listed_at: i64,
+}
+
+struct TableRefs {
+    live: HashSet<Uuid>,
+    removed: HashMap<Uuid, i64>,
+    /// Start (unix ns) of the last pass that brought this table up to the index.
+    checked_at: i64,
 }
 
 /// Derives the lake's Iceberg metadata from the index.
@@ -99,8 +161,14 @@ pub struct Publisher {
     settings: IcebergSettings,
     tables: tokio::sync::Mutex<HashMap<(String, Signal), TableState>>,
     published_through: AtomicI64,
-    horizon: PurgeHorizon,
+    refs: std::sync::RwLock<Refs>,
+    metrics: Option<IcebergMetrics>,
 }
+
+/// How many compactions of compactions between two passes are followed to find the output
+/// that replaced a published segment; past that, the segment counts as deleted (`delete`)
+/// and the output as new (`append`): the rows stay exact, only the operation is coarser.
+const MAX_CHAIN: usize = 16;
 
 /// Segments listed per page when a table is compared with the index.
 const MAX_PAGE: usize = 10_000;
@@ -133,8 +201,15 @@ impl Publisher {
             settings,
             tables: tokio::sync::Mutex::new(HashMap::new()),
             published_through: AtomicI64::new(0),
-            horizon: PurgeHorizon::default(),
+            refs: std::sync::RwLock::new(Refs::default()),
+            metrics: None,
         }
+    }
+
+    /// Counts commits and snapshots in `metrics`.
+    pub fn with_metrics(mut self, metrics: IcebergMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The start (unix ns) of the last pass that brought every table up to the index: every
@@ -143,11 +218,22 @@ impl Publisher {
         self.published_through.load(Ordering::Acquire)
     }
 
-    /// The sweeper's horizon: segments retired before it are no longer listed by any
-    /// snapshot that has not expired, so their objects may be deleted. It moves after each
-    /// pass that brought every table up to the index.
-    pub fn horizon(&self) -> PurgeHorizon {
-        self.horizon.clone()
+    fn max_age_ns(&self) -> i64 {
+        i64::try_from(self.settings.snapshot_max_age.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// Records what a table's snapshots list after a pass brought it up to the index.
+    fn note_refs(&self, tenant: &str, signal: Signal, state: &TableState, checked_at: i64) {
+        let refs = TableRefs {
+            live: state.live.keys().copied().collect(),
+            removed: state.removed.clone(),
+            checked_at,
+        };
+        self.refs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .tables
+            .insert((tenant.to_string(), signal.to_string()), refs);
     }
 
     /// Publishes every `interval` until `shutdown`.
@@ -192,6 +278,10 @@ impl Publisher {
         }
         names.sort();
         names.dedup();
+        let listed: HashSet<(String, String)> = names
+            .iter()
+            .map(|(t, s)| (t.clone(), s.to_string()))
+            .collect();
         let by_name: HashMap<(String, Signal), IcebergPointer> = pointers
             .into_iter()
             .filter_map(|p| Signal::parse(&p.signal).map(|s| ((p.tenant.clone(), s), p)))
@@ -205,6 +295,7 @@ impl Publisher {
                     report.committed += r.committed;
                     report.snapshots += r.snapshots;
                     report.expired += r.expired;
+                    report.operations.extend(r.operations);
                 }
                 Err(e) => {
                     all_ok = false;
@@ -212,10 +303,16 @@ impl Publisher {
                 }
             }
         }
+        {
+            let mut refs = self.refs.write().unwrap_or_else(|e| e.into_inner());
+            refs.listed = listed;
+            refs.listed_at = started;
+        }
         if all_ok {
             self.published_through.fetch_max(started, Ordering::AcqRel);
-            let age = i64::try_from(self.settings.snapshot_max_age.as_nanos()).unwrap_or(i64::MAX);
-            self.horizon.advance(started.saturating_sub(age));
+            if let Some(m) = &self.metrics {
+                m.published.set(started / 1_000_000_000);
+            }
         }
         Ok(report)
     }
@@ -249,12 +346,50 @@ impl Publisher {
         }
     }
 
-    /// Loads a table's state from the metadata its pointer names.
+    /// The table's active segments as of one moment: when the listing differs from `live`,
+    /// every listed segment is looked up again, and the table read again if one of them left
+    /// the active set meanwhile (a compaction's input read before its commit beside its output
+    /// read after would count rows twice).
+    async fn consistent_active(
+        &self,
+        tenant: &str,
+        signal: Signal,
+        live: &BTreeMap<Uuid, LiveFile>,
+    ) -> Result<Vec<SegmentRecord>, IcebergError> {
+        for _ in 0..3 {
+            let active = self.active_segments(tenant, signal).await?;
+            if active.len() == live.len() && active.iter().all(|s| live.contains_key(&s.id)) {
+                return Ok(active);
+            }
+            let ids: Vec<Uuid> = active.iter().map(|s| s.id).collect();
+            let mut still = true;
+            for chunk in ids.chunks(1000) {
+                let now = self.catalog.lookup(chunk).await?;
+                if now.len() != chunk.len() || now.iter().any(|s| s.state != SegmentState::Active) {
+                    still = false;
+                    break;
+                }
+            }
+            if still {
+                return Ok(active);
+            }
+        }
+        Err(IcebergError::Conflict(format!(
+            "{tenant}.{signal}: the active segments changed while they were read, three times"
+        )))
+    }
+
+    /// Loads a table's state from the metadata its pointer names: the live files of the
+    /// current snapshot, and the files each snapshot removed (its manifest's `DELETED`
+    /// entries), which the snapshots before it still list.
     async fn load(&self, pointer: IcebergPointer) -> Result<TableState, IcebergError> {
         let bytes = self.lake.get(&pointer.metadata_key).await?;
         let metadata: TableMetadata = serde_json::from_slice(&bytes)?;
+        let current = metadata.current_snapshot_id();
         let mut live = BTreeMap::new();
-        if let Some(snap) = metadata.current_snapshot() {
+        let mut removed: HashMap<Uuid, i64> = HashMap::new();
+        for snap in metadata.snapshots() {
+            let is_current = Some(snap.snapshot_id()) == current;
             let list_key = self.key_of(snap.manifest_list())?;
             let list = ManifestList::parse_with_version(
                 &self.lake.get(&list_key).await?,
@@ -264,15 +399,20 @@ impl Publisher {
                 let manifest =
                     Manifest::parse_avro(&self.lake.get(&self.key_of(&m.manifest_path)?).await?)?;
                 for e in manifest.entries() {
-                    if !e.is_alive() {
-                        continue;
-                    }
                     let Some(id) = segment_id(e.file_path()) else {
                         return Err(IcebergError::Schema(format!(
                             "data file {} is not a lake segment",
                             e.file_path()
                         )));
                     };
+                    if !e.is_alive() {
+                        let at = removed.entry(id).or_insert(snap.timestamp_ms());
+                        *at = (*at).max(snap.timestamp_ms());
+                        continue;
+                    }
+                    if !is_current {
+                        continue;
+                    }
                     // An entry written as ADDED inherits its snapshot and sequence numbers
                     // from the manifest's entry in the list (assigned at commit).
                     let inherited = m.sequence_number;
@@ -292,6 +432,7 @@ impl Publisher {
             pointer,
             metadata,
             live,
+            removed,
         })
     }
 
@@ -314,6 +455,7 @@ impl Publisher {
         signal: Signal,
         pointer: Option<IcebergPointer>,
     ) -> Result<PublishReport, IcebergError> {
+        let started = weir_catalog::now_ns();
         let mut tables = self.tables.lock().await;
         let name = (tenant.to_string(), signal);
         // A cached state of another version than the index's (another replica committed, or
@@ -331,13 +473,34 @@ impl Publisher {
             }
         }
         let state = tables.get(&name);
-        let result = self.commit(tenant, signal, state).await;
+        let expected = pointer.as_ref().map(|p| p.version);
+        let result = self.commit(tenant, signal, state, expected).await;
+        let outcome = match &result {
+            Ok(Some(_)) => Some("committed"),
+            Ok(None) => None,
+            Err(IcebergError::Conflict(_)) => Some("conflict"),
+            Err(_) => Some("failed"),
+        };
+        if let (Some(m), Some(outcome)) = (&self.metrics, outcome) {
+            m.commits.with_label_values(&[outcome]).inc();
+        }
         match result {
             Ok(Some((new_state, report))) => {
+                if let Some(m) = &self.metrics {
+                    for op in &report.operations {
+                        m.snapshots.with_label_values(&[op.as_str()]).inc();
+                    }
+                }
+                self.note_refs(tenant, signal, &new_state, started);
                 tables.insert(name, new_state);
                 Ok(report)
             }
-            Ok(None) => Ok(PublishReport::default()),
+            Ok(None) => {
+                if let Some(state) = tables.get(&name) {
+                    self.note_refs(tenant, signal, state, started);
+                }
+                Ok(PublishReport::default())
+            }
             Err(e) => {
                 tables.remove(&name);
                 Err(e)
@@ -345,17 +508,20 @@ impl Publisher {
         }
     }
 
+    /// Commits what changed since `state` (`None`: the table written afresh) over the
+    /// pointer at version `expected`.
     async fn commit(
         &self,
         tenant: &str,
         signal: Signal,
         state: Option<&TableState>,
+        expected: Option<u64>,
     ) -> Result<Option<(TableState, PublishReport)>, IcebergError> {
         let now = now_ms();
-        let active = self.active_segments(tenant, signal).await?;
-        let active_ids: HashSet<Uuid> = active.iter().map(|s| s.id).collect();
         let empty = BTreeMap::new();
         let live = state.map(|s| &s.live).unwrap_or(&empty);
+        let active = self.consistent_active(tenant, signal, live).await?;
+        let active_ids: HashSet<Uuid> = active.iter().map(|s| s.id).collect();
         let added: Vec<&SegmentRecord> = active
             .iter()
             .filter(|s| !live.contains_key(&s.id))
@@ -392,7 +558,7 @@ impl Publisher {
         for s in &removed {
             // Follow the chain of outputs (an output compacted again before a pass).
             let mut at = next_of.get(&s.id).copied().flatten();
-            for _ in 0..16 {
+            for _ in 0..MAX_CHAIN {
                 let Some(id) = at else { break };
                 if added_ids.contains(&id) {
                     outputs.insert(id);
@@ -451,6 +617,10 @@ impl Publisher {
                         "write.parquet.compression-codec".to_string(),
                         "zstd".to_string(),
                     ),
+                    (
+                        "write.metadata.previous-versions-max".to_string(),
+                        self.settings.keep_metadata_files.to_string(),
+                    ),
                     ("weir.tenant".to_string(), tenant.to_string()),
                     ("weir.signal".to_string(), signal.to_string()),
                 ]);
@@ -495,10 +665,14 @@ impl Publisher {
                 return Err(e);
             }
         };
-        let mut report = PublishReport {
+        let report = PublishReport {
             committed: 1,
             snapshots: snapshots.len(),
             expired: expired.len(),
+            operations: snapshots
+                .iter()
+                .map(|s| s.summary().operation.as_str().to_string())
+                .collect(),
         };
         for snap in snapshots {
             let id = snap.snapshot_id();
@@ -511,7 +685,7 @@ impl Publisher {
             builder = builder.remove_snapshots(&expired);
         }
         let metadata = builder.build()?.metadata;
-        let version = state.map(|s| s.pointer.version).unwrap_or(0) + 1;
+        let version = expected.unwrap_or(0) + 1;
         let dir = metadata_dir(tenant, signal);
         let metadata_key = format!("{dir}/{version:05}-{}.metadata.json", Uuid::now_v7());
         if let Err(e) = self
@@ -530,7 +704,6 @@ impl Publisher {
             metadata_key,
             updated_at: weir_catalog::now_ns(),
         };
-        let expected = state.map(|s| s.pointer.version);
         match self.catalog.swap_iceberg_table(expected, &pointer).await {
             Ok(true) => {}
             Ok(false) => {
@@ -586,17 +759,87 @@ impl Publisher {
             );
             self.delete_all(&gone).await;
         }
-        if report.expired > 0 {
-            report.expired = expired.len();
+        // The files this commit removed stay listed by the snapshot before it until that one
+        // expires; entries of expired snapshots are forgotten.
+        let age_ms = i64::try_from(self.settings.snapshot_max_age.as_millis()).unwrap_or(i64::MAX);
+        let mut removed: HashMap<Uuid, i64> = state
+            .map(|s| s.removed.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, at)| at.saturating_add(age_ms) >= now)
+            .collect();
+        for id in &removed_ids {
+            removed.insert(*id, now);
         }
         Ok(Some((
             TableState {
                 pointer,
                 metadata,
                 live,
+                removed,
             },
             report,
         )))
+    }
+
+    /// `weir iceberg rebuild`: writes every table afresh from the index (one `append` of its
+    /// active segments, a new table history) over its current pointer, then deletes the
+    /// table's older metadata files. For metadata lost or damaged in the lake; a reader of an
+    /// older snapshot loses it. Returns the tables rebuilt.
+    pub async fn rebuild_all(&self) -> Result<Vec<(String, Signal)>, IcebergError> {
+        let mut names: Vec<(String, Signal)> = self
+            .catalog
+            .active_tables()
+            .await?
+            .into_iter()
+            .filter_map(|(t, s)| Signal::parse(&s).map(|s| (t, s)))
+            .collect();
+        for p in self.catalog.iceberg_tables().await? {
+            if let Some(s) = Signal::parse(&p.signal) {
+                names.push((p.tenant, s));
+            }
+        }
+        names.sort();
+        names.dedup();
+        for (tenant, signal) in &names {
+            self.rebuild_table(tenant, *signal).await?;
+        }
+        Ok(names)
+    }
+
+    async fn rebuild_table(&self, tenant: &str, signal: Signal) -> Result<(), IcebergError> {
+        let mut tables = self.tables.lock().await;
+        tables.remove(&(tenant.to_string(), signal));
+        let dir = metadata_dir(tenant, signal);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let old: Vec<String> = self
+                .lake
+                .list(&dir)
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            let expected = self
+                .catalog
+                .iceberg_tables()
+                .await?
+                .into_iter()
+                .find(|p| p.tenant == tenant && p.signal == signal.as_str())
+                .map(|p| p.version);
+            match self.commit(tenant, signal, None, expected).await {
+                Ok(state) => {
+                    if let Some((state, _)) = state {
+                        tables.insert((tenant.to_string(), signal), state);
+                    }
+                    self.delete_all(&old).await;
+                    return Ok(());
+                }
+                Err(IcebergError::Conflict(_)) if attempt < 5 => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn delete_all(&self, keys: &[String]) {
@@ -777,6 +1020,35 @@ struct Plan<'a> {
     spec: PartitionSpec,
     parent: Option<i64>,
     sequence: i64,
+}
+
+impl PurgeGate for Publisher {
+    /// A retired segment's object may go once no snapshot that has not expired lists it:
+    /// its table was brought up to the index after the segment was retired, the current
+    /// snapshot does not list it, and the snapshot that removed it is older than
+    /// `snapshot_max_age`. A table this publisher could not load or publish holds back every
+    /// retirement since; a table that was never published (dead letters only, say) holds
+    /// back nothing retired before the last pass listed the tables.
+    fn may_purge(&self, s: &SegmentRecord, now: i64) -> bool {
+        let Some(retired_at) = s.retired_at else {
+            return false;
+        };
+        let refs = self.refs.read().unwrap_or_else(|e| e.into_inner());
+        let key = (s.tenant.clone(), s.signal.clone());
+        match refs.tables.get(&key) {
+            Some(t) => {
+                t.checked_at > retired_at
+                    && !t.live.contains(&s.id)
+                    && t.removed.get(&s.id).is_none_or(|at_ms| {
+                        at_ms
+                            .saturating_mul(1_000_000)
+                            .saturating_add(self.max_age_ns())
+                            < now
+                    })
+            }
+            None => !refs.listed.contains(&key) && refs.listed_at > retired_at,
+        }
+    }
 }
 
 /// Snapshots that stopped being current more than `max_age` before `now_ms` (never the

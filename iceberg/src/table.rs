@@ -220,10 +220,11 @@ pub fn data_file(
         time_id,
         Datum::timestamptz_micros(s.min_timestamp.div_euclid(1000)),
     )]);
-    let mut upper = HashMap::from([(
-        time_id,
-        Datum::timestamptz_micros(s.max_timestamp.div_euclid(1000)),
-    )]);
+    // Bounds may be loose, never tight: the upper one rounds up (a reader truncating
+    // nanoseconds toward zero must not land above it).
+    let upper_micros =
+        s.max_timestamp.div_euclid(1000) + i64::from(s.max_timestamp.rem_euclid(1000) != 0);
+    let mut upper = HashMap::from([(time_id, Datum::timestamptz_micros(upper_micros))]);
     if let (Some(first), Some(last)) = (s.services.first(), s.services.last()) {
         if !s.services.iter().any(|x| x == MANY_SERVICES) {
             let svc = field_id(schema, "service_name")?;

@@ -90,6 +90,12 @@ def test_pyiceberg_and_duckdb_read_every_table(weir_factory):
         assert "schema.name-mapping.default" in md["properties"]
         assert md["partition-specs"][0]["fields"][0]["transform"] == "hour"
 
+    m = weir.metrics()
+    assert 'weir_iceberg_snapshots_total{operation="append"}' in m
+    assert 'weir_iceberg_commits_total{result="committed"}' in m
+    published = [float(l.split()[1]) for l in m.splitlines() if l.startswith("weir_iceberg_published_seconds ")]
+    assert published and abs(published[0] - time.time()) < 60, published
+
     cat = catalog(weir)
     assert (tenant,) in cat.list_namespaces()
     assert sorted(t[1] for t in cat.list_tables(tenant)) == ["logs", "metrics", "traces"]
@@ -110,8 +116,12 @@ def test_pyiceberg_and_duckdb_read_every_table(weir_factory):
     # The SDK exports the cumulative sum at force_flush and again at shutdown.
     values = {o["value"] if o["value"] is not None else o["int_value"] for o in orders}
     assert orders and values == {12}
-    # Pruning by the time partition: a filter before every row reads nothing.
-    assert cat.load_table(f"{tenant}.logs").scan(row_filter="timestamp < '2001-01-01T00:00:00+00:00'").to_arrow().num_rows == 0
+    # The manifests' partition values and bounds prune files before they are read.
+    logs_tbl = cat.load_table(f"{tenant}.logs")
+    assert list(logs_tbl.scan(row_filter="timestamp < '2001-01-01T00:00:00+00:00'").plan_files()) == []
+    assert list(logs_tbl.scan(row_filter="timestamp >= '2001-01-01T00:00:00+00:00'").plan_files())
+    assert list(logs_tbl.scan(row_filter="service_name == 'no-such-service'").plan_files()) == []
+    assert list(logs_tbl.scan(row_filter="service_name == 'svc-http-protobuf'").plan_files())
 
     con = duck_iceberg()
     con.execute(f"ATTACH 'weir' AS ice (TYPE iceberg, ENDPOINT '{weir.admin}/iceberg', AUTHORIZATION_TYPE 'none')")
@@ -338,3 +348,48 @@ interval = "300ms"
     for uri in listed_by.values():
         assert not os.path.exists(uri.removeprefix("file://")), uri
     assert catalog(weir).load_table("default.logs").scan().to_arrow().num_rows == 3
+
+
+def test_rebuild_writes_the_tables_afresh_from_the_index(weir_factory):
+    """The metadata under the lake's metadata/ prefix is lost: loading the table says so
+    (503 naming the table) and nothing is published; `weir iceberg rebuild` writes every table
+    afresh from the index, and readers read every row again."""
+    import shutil
+    import subprocess
+
+    import requests
+
+    from conftest import WEIR_BIN
+
+    weir = weir_factory(FAST)
+    r = requests.post(
+        weir.http + "/v1/logs",
+        json={"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": f"b{i}"}} for i in range(4)]}]}]},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    weir.wait_rows("logs", 4)
+    wait_published(weir, "default", "logs", 4)
+    weir.stop()
+    shutil.rmtree(weir.lake / "metadata")
+
+    weir.start()
+    r = requests.get(f"{weir.admin}/iceberg/v1/namespaces/default/tables/logs", timeout=5)
+    assert r.status_code == 503 and "default.logs" in r.json()["error"]["message"], r.text
+    deadline = time.time() + 10
+    while "iceberg table not published" not in weir.log.read_text():
+        assert time.time() < deadline, weir.log.read_text()[-3000:]
+        time.sleep(0.2)
+    weir.stop()
+
+    out = subprocess.run([WEIR_BIN, "iceberg", "rebuild", "--config", str(weir.config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [{"action": "rebuilt", "namespace": "default", "table": "logs"}]
+    weir.start()
+    md = wait_published(weir, "default", "logs", 4)
+    assert len(md["snapshots"]) == 1
+    bodies = catalog(weir).load_table("default.logs").scan().to_arrow().column("body").to_pylist()
+    assert sorted(bodies) == [f"b{i}" for i in range(4)]
+    # What the rebuilt metadata names is all there is under its prefix.
+    files = {str(p.relative_to(weir.lake)) for p in (weir.lake / "metadata").rglob("*") if p.is_file()}
+    assert len(files) == 3, files  # the metadata JSON, one manifest list, one manifest

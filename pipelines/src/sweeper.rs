@@ -27,28 +27,22 @@ pub struct SweeperConfig {
     pub grace: Duration,
     /// Report what retention would delete, and change nothing.
     pub dry_run: bool,
-    /// When set, objects are deleted only if retired before this time (unix ns) too: the
-    /// Iceberg publisher's horizon, before which no unexpired snapshot lists a retired
-    /// segment ([`PurgeHorizon`]).
-    pub horizon: Option<PurgeHorizon>,
+    /// When set, a retired segment's object is deleted only once the gate allows it too
+    /// (the Iceberg publisher's: no unexpired snapshot lists it).
+    pub gate: Option<Arc<dyn PurgeGate>>,
 }
 
-/// A time (unix ns) before which retired segments may be deleted, moved forward by whoever
-/// still references them (the Iceberg publisher). Starts at 0: nothing is deleted until the
-/// first move.
-#[derive(Debug, Clone, Default)]
-pub struct PurgeHorizon(std::sync::Arc<std::sync::atomic::AtomicI64>);
-
-impl PurgeHorizon {
-    /// The horizon.
-    pub fn get(&self) -> i64 {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+impl std::fmt::Debug for dyn PurgeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PurgeGate")
     }
+}
 
-    /// Moves the horizon forward to `at` (never back).
-    pub fn advance(&self, at: i64) {
-        self.0.fetch_max(at, std::sync::atomic::Ordering::AcqRel);
-    }
+/// Who else may still reference a retired segment's object (the Iceberg publisher: a
+/// snapshot that has not expired).
+pub trait PurgeGate: Send + Sync {
+    /// Whether the object of the retired segment `s` may be deleted at `now` (unix ns).
+    fn may_purge(&self, s: &SegmentRecord, now: i64) -> bool;
 }
 
 /// What one pass did (or, in a dry run, would do).
@@ -117,18 +111,25 @@ impl Sweeper {
         self.metrics
             .retention_expired
             .inc_by(report.expired.len() as u64);
-        let mut before =
-            now.saturating_sub(self.config.grace.as_nanos().min(i64::MAX as u128) as i64);
-        if let Some(h) = &self.config.horizon {
-            before = before.min(h.get());
-        }
+        let before = now.saturating_sub(self.config.grace.as_nanos().min(i64::MAX as u128) as i64);
         loop {
             let garbage = self.catalog.garbage(before, 500).await?;
             if garbage.is_empty() {
                 break;
             }
+            // A batch the gate holds back entirely ends the pass (below); the next pass asks
+            // again.
+            let allowed: Vec<&SegmentRecord> = garbage
+                .iter()
+                .filter(|s| {
+                    self.config
+                        .gate
+                        .as_ref()
+                        .is_none_or(|g| g.may_purge(s, now))
+                })
+                .collect();
             let mut purged = Vec::new();
-            for s in &garbage {
+            for s in allowed {
                 match self.lake.delete(&s.object_key).await {
                     Ok(()) => {
                         purged.push(s.id);

@@ -217,7 +217,7 @@ async fn merge_keeps_every_row_and_the_sort_order_then_the_sweeper_deletes_input
                 interval: Duration::from_secs(60),
                 grace,
                 dry_run: false,
-                horizon: None,
+                gate: None,
             },
         )
     };
@@ -320,7 +320,7 @@ async fn the_sweeper_deletes_what_a_dead_compactor_uploaded() {
             interval: Duration::from_secs(60),
             grace: Duration::ZERO,
             dry_run: false,
-            horizon: None,
+            gate: None,
         },
     );
     // While the lease lives, the output is left alone.

@@ -301,6 +301,9 @@ impl IcebergConfig {
         if self.interval.0.is_zero() {
             problems.push("iceberg.interval must be above 0".into());
         }
+        if self.snapshot_max_age.0.is_zero() {
+            problems.push("iceberg.snapshot_max_age must be above 0".into());
+        }
         if self.keep_metadata_files == 0 {
             problems.push("iceberg.keep_metadata_files must be at least 1".into());
         }

@@ -100,7 +100,7 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
         &["route", "method", "status"],
     )?;
     metrics.register(Box::new(latency.clone()))?;
-    let publisher = super::iceberg_publisher(cfg, &lake, &catalog);
+    let publisher = super::iceberg_publisher(cfg, &lake, &catalog, &metrics)?;
     let mut api = api;
     if publisher.is_some() {
         api = api.merge(weir_iceberg::rest::routes(weir_iceberg::rest::RestState {
@@ -119,14 +119,16 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
     let mut sweepers = tokio::task::JoinSet::new();
     let start_sweeper = |cfg: &crate::config::Config, sweepers: &mut tokio::task::JoinSet<()>| {
         let token = stop.child_token();
-        let horizon = publisher.as_ref().map(|p| p.horizon());
+        let gate = publisher
+            .clone()
+            .map(|p| p as Arc<dyn weir_pipelines::sweeper::PurgeGate>);
         let s = sweeper(
             cfg,
             lake.clone(),
             catalog.clone(),
             metrics.clone(),
             false,
-            horizon,
+            gate,
         );
         sweepers.spawn(s.run(token.clone()));
         token

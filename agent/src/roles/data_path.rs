@@ -190,8 +190,8 @@ struct Background {
     metrics: Metrics,
     agent_id: String,
     embedded: bool,
-    /// The Iceberg publisher's purge horizon, for the sweeper.
-    horizon: Option<weir_pipelines::sweeper::PurgeHorizon>,
+    /// The Iceberg publisher, the sweeper's gate.
+    gate: Option<Arc<dyn weir_pipelines::sweeper::PurgeGate>>,
 }
 
 impl Background {
@@ -203,12 +203,12 @@ impl Background {
         lake: &Lake,
         metrics: &Metrics,
         wake: Arc<Notify>,
-    ) -> Background {
+    ) -> Result<Background> {
         // The embedded index's Iceberg tables (a remote control plane publishes its own).
-        let publisher = index
-            .embedded
-            .then(|| super::iceberg_publisher(cfg, lake, &index.catalog))
-            .flatten();
+        let publisher = match index.embedded {
+            true => super::iceberg_publisher(cfg, lake, &index.catalog, metrics)?,
+            false => None,
+        };
         let catalog = &index.catalog;
         let agent_id = identity.id.clone();
         let timeout = cfg.shutdown.timeout.0;
@@ -281,14 +281,16 @@ impl Background {
             metrics: metrics.clone(),
             agent_id,
             embedded: index.embedded,
-            horizon: publisher.as_ref().map(|p| p.horizon()),
+            gate: publisher
+                .clone()
+                .map(|p| p as Arc<dyn weir_pipelines::sweeper::PurgeGate>),
         };
         if let Some(p) = publisher {
             background.tasks.spawn(p.run(background.stop_tasks.clone()));
         }
         background.start_compactor(cfg);
         background.start_sweeper(cfg);
-        background
+        Ok(background)
     }
 
     /// Starts the compactor when `compaction.enabled`.
@@ -319,7 +321,7 @@ impl Background {
             self.catalog.clone(),
             self.metrics.clone(),
             false,
-            self.horizon.clone(),
+            self.gate.clone(),
         );
         let stop = self.stop_tasks.child_token();
         self.tasks.spawn(s.run(stop.clone()));
@@ -669,7 +671,7 @@ pub async fn serve(
     let stop_admin = CancellationToken::new();
     let admin_task = admin::serve(admin_listener, app, stop_admin.clone(), "admin");
 
-    let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake);
+    let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake)?;
     let mut live = Live {
         tls: tls_stamps(&cfg.sources),
         cfg,

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod compactor;
 pub mod control_plane;
 pub mod data_path;
+pub mod iceberg;
 pub mod identity;
 pub mod preflight;
 pub mod reload;
@@ -158,9 +159,15 @@ pub fn iceberg_publisher(
     cfg: &Config,
     lake: &Lake,
     catalog: &Arc<dyn Catalog>,
-) -> Option<Arc<weir_iceberg::Publisher>> {
-    cfg.iceberg.enabled.then(|| {
-        Arc::new(weir_iceberg::Publisher::new(
+    metrics: &Metrics,
+) -> Result<Option<Arc<weir_iceberg::Publisher>>> {
+    if !cfg.iceberg.enabled {
+        return Ok(None);
+    }
+    let counters = weir_iceberg::IcebergMetrics::new(metrics)
+        .context("cannot register the Iceberg publisher's metrics")?;
+    Ok(Some(Arc::new(
+        weir_iceberg::Publisher::new(
             catalog.clone(),
             lake.clone(),
             weir_iceberg::IcebergSettings {
@@ -168,19 +175,20 @@ pub fn iceberg_publisher(
                 snapshot_max_age: cfg.iceberg.snapshot_max_age.0,
                 keep_metadata_files: cfg.iceberg.keep_metadata_files,
             },
-        ))
-    })
+        )
+        .with_metrics(counters),
+    )))
 }
 
-/// A sweeper configured from `[retention]` and `[compaction]`; with `horizon` (the Iceberg
-/// publisher's), an object is deleted only once no unexpired snapshot lists it.
+/// A sweeper configured from `[retention]` and `[compaction]`; with `gate` (the Iceberg
+/// publisher), an object is deleted only once no unexpired snapshot lists it.
 pub fn sweeper(
     cfg: &Config,
     lake: Lake,
     catalog: Arc<dyn Catalog>,
     metrics: Metrics,
     dry_run: bool,
-    horizon: Option<weir_pipelines::sweeper::PurgeHorizon>,
+    gate: Option<Arc<dyn weir_pipelines::sweeper::PurgeGate>>,
 ) -> Sweeper {
     Sweeper::new(
         lake,
@@ -191,7 +199,7 @@ pub fn sweeper(
             interval: cfg.retention.interval.0,
             grace: cfg.compaction.grace.0,
             dry_run: dry_run || cfg.retention.dry_run,
-            horizon,
+            gate,
         },
     )
 }

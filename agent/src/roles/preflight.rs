@@ -20,6 +20,8 @@ pub enum Role {
     Compactor,
     /// `weir retention`.
     Retention,
+    /// `weir iceberg rebuild`.
+    IcebergRebuild,
 }
 
 impl fmt::Display for Role {
@@ -30,6 +32,7 @@ impl fmt::Display for Role {
             Role::ControlPlane => "control-plane",
             Role::Compactor => "compactor",
             Role::Retention => "retention",
+            Role::IcebergRebuild => "iceberg rebuild",
         })
     }
 }
@@ -66,6 +69,12 @@ pub fn check(role: Role, cfg: &Config) -> Vec<String> {
                 problems.push(
                     "no retention configured: set retention.default or [[retention.rules]]".into(),
                 );
+            }
+        }
+        Role::IcebergRebuild => {
+            if !cfg.iceberg.enabled {
+                problems
+                    .push("iceberg.enabled = false: there are no Iceberg tables to rebuild".into());
             }
         }
         Role::Run => {}

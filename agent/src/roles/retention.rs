@@ -16,18 +16,25 @@ pub async fn once(valid: ValidConfig, dry_run: bool) -> Result<()> {
     let data_dir = absolute(&cfg.data_dir)?;
     let catalog = open_index(cfg, &data_dir).await?;
     let lake = open_lake(cfg, &data_dir)?;
-    // With Iceberg tables, bring them up to the index first: an object is then deleted only
-    // once no unexpired snapshot lists it (the publisher's horizon).
-    let horizon = match super::iceberg_publisher(cfg, &lake, &catalog) {
-        Some(p) => {
-            p.publish_all().await?;
-            Some(p.horizon())
-        }
-        None => None,
+    // With Iceberg tables (and not a dry run, which changes nothing), bring them up to the
+    // index first: an object is deleted only once no unexpired snapshot lists it (the
+    // publisher is the sweeper's gate); afterwards the tables drop what this pass retired.
+    let publisher = match dry_run || cfg.retention.dry_run {
+        true => None,
+        false => super::iceberg_publisher(cfg, &lake, &catalog, &Metrics::new())?,
     };
-    let report = sweeper(cfg, lake, catalog.clone(), Metrics::new(), dry_run, horizon)
+    if let Some(p) = &publisher {
+        p.publish_all().await?;
+    }
+    let gate = publisher
+        .clone()
+        .map(|p| p as std::sync::Arc<dyn weir_pipelines::sweeper::PurgeGate>);
+    let report = sweeper(cfg, lake, catalog.clone(), Metrics::new(), dry_run, gate)
         .sweep(weir_catalog::now_ns())
         .await?;
+    if let Some(p) = &publisher {
+        p.publish_all().await?;
+    }
     catalog.sync().await?;
     for s in &report.expired {
         println!(

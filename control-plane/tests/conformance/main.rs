@@ -449,9 +449,55 @@ async fn dead_letters(cat: Arc<dyn Catalog>) {
     ));
 }
 
-/// Runs each scenario against the backends named: `sled` and `pg` are the index
-/// implementations; `remote` is a sled index behind the HTTP API, through the client agents
-/// and compactors use.
+/// The tables to publish: (tenant, signal) pairs with active lake segments, ordered; a pair
+/// with only dead letters or only retired segments is not one, and a tenant whose name
+/// extends another's is its own.
+async fn active_tables(cat: Arc<dyn Catalog>) {
+    let a = tenant("tab");
+    let ab = format!("{a}-b");
+    let p = "dt=2026-01-01/hour=00";
+    let mut dead = seg(&a, "metrics", p, 0, 1, "x");
+    dead.object_key = format!("_dead_letter/{}", dead.object_key);
+    let gone = seg(&a, "traces", p, 0, 1, "x");
+    cat.register(&[
+        seg(&a, "logs", p, 0, 1, "x"),
+        seg(&ab, "logs", p, 0, 1, "x"),
+        seg(&ab, "traces", p, 5, 6, "x"),
+        dead,
+        gone.clone(),
+    ])
+    .await
+    .unwrap();
+    let policy = RetentionPolicy {
+        default_max_age_ns: None,
+        rules: vec![RetentionRule {
+            tenant: Some(a.clone()),
+            signal: Some("traces".into()),
+            max_age_ns: 1,
+        }],
+    };
+    let expired = cat.expire(&policy, 10, false).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![gone.id]
+    );
+    let mine: Vec<(String, String)> = cat
+        .active_tables()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(t, _)| t.starts_with(&a))
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            (a.clone(), "logs".to_string()),
+            (ab.clone(), "logs".to_string()),
+            (ab.clone(), "traces".to_string()),
+        ]
+    );
+}
+
 /// The Iceberg table pointers: a compare-and-set on the version, so of two writers racing
 /// from the same version exactly one wins; a pointer that is not a table is refused.
 async fn iceberg_pointers(cat: Arc<dyn Catalog>) {
@@ -500,6 +546,9 @@ async fn iceberg_pointers(cat: Arc<dyn Catalog>) {
     ));
 }
 
+/// Runs each scenario against the backends named: `sled` and `pg` are the index
+/// implementations; `remote` is a sled index behind the HTTP API, through the client agents
+/// and compactors use.
 macro_rules! conformance {
     ($backend:ident: $($name:ident),* $(,)?) => {
         $(
@@ -537,6 +586,7 @@ macro_rules! index_scenarios {
             abandoned_leases_cannot_commit,
             retention,
             iceberg_pointers,
+            active_tables,
         );
     };
 }
