@@ -239,7 +239,13 @@ impl Publisher {
     /// Publishes every `interval` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            match self.publish_all().await {
+            // A pass cut short by shutdown leaves at most unreferenced metadata files: the
+            // pointer swap is the commit.
+            let pass = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.publish_all() => r,
+            };
+            match pass {
                 Ok(r) if r != PublishReport::default() => {
                     info!(
                         tables = r.committed,
