@@ -656,6 +656,19 @@ impl SledCatalog {
     }
 }
 
+/// Every value of a tree whose values are JSON records, in key order.
+fn json_values<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, CatalogError> {
+    tree.iter()
+        .map(|r| {
+            let (k, v) = r?;
+            serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Key of a table's pointer in the `iceberg` tree.
 fn iceberg_key(tenant: &str, signal: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(tenant.len() + signal.len() + 1);
@@ -704,16 +717,7 @@ impl SledCatalog {
     }
 
     fn iceberg_tables_blocking(&self) -> Result<Vec<IcebergPointer>, CatalogError> {
-        self.iceberg
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                })
-            })
-            .collect()
+        json_values(&self.iceberg)
     }
 
     fn swap_iceberg_blocking(
@@ -863,20 +867,7 @@ impl Catalog for SledCatalog {
     }
 
     async fn agents(&self) -> Result<Vec<AgentStatus>, CatalogError> {
-        let mut agents: Vec<AgentStatus> = self
-            .run(|c| {
-                c.agents
-                    .iter()
-                    .map(|r| {
-                        let (k, v) = r?;
-                        serde_json::from_slice(&v).map_err(|e| CatalogError::Corrupt {
-                            key: String::from_utf8_lossy(&k).into_owned(),
-                            reason: e.to_string(),
-                        })
-                    })
-                    .collect()
-            })
-            .await?;
+        let mut agents: Vec<AgentStatus> = self.run(|c| json_values(&c.agents)).await?;
         agents.sort_by_key(|a| std::cmp::Reverse(a.last_seen));
         Ok(agents)
     }

@@ -266,24 +266,33 @@ impl Publisher {
         }
     }
 
-    /// One pass over every table: the tables with active segments and those with metadata.
-    pub async fn publish_all(&self) -> Result<PublishReport, IcebergError> {
-        let started = weir_catalog::now_ns();
-        let pointers = self.catalog.iceberg_tables().await?;
+    /// The tables there are: those with active segments and those with metadata, ordered.
+    async fn table_names(
+        &self,
+        pointers: &[IcebergPointer],
+    ) -> Result<Vec<(String, Signal)>, IcebergError> {
         let mut names: Vec<(String, Signal)> = self
             .catalog
             .active_tables()
             .await?
             .into_iter()
+            .chain(
+                pointers
+                    .iter()
+                    .map(|p| (p.tenant.clone(), p.signal.clone())),
+            )
             .filter_map(|(t, s)| Signal::parse(&s).map(|s| (t, s)))
             .collect();
-        for p in &pointers {
-            if let Some(s) = Signal::parse(&p.signal) {
-                names.push((p.tenant.clone(), s));
-            }
-        }
         names.sort();
         names.dedup();
+        Ok(names)
+    }
+
+    /// One pass over every table: the tables with active segments and those with metadata.
+    pub async fn publish_all(&self) -> Result<PublishReport, IcebergError> {
+        let started = weir_catalog::now_ns();
+        let pointers = self.catalog.iceberg_tables().await?;
+        let names = self.table_names(&pointers).await?;
         let listed: HashSet<(String, String)> = names
             .iter()
             .map(|(t, s)| (t.clone(), s.to_string()))
@@ -793,20 +802,8 @@ impl Publisher {
     /// table's older metadata files. For metadata lost or damaged in the lake; a reader of an
     /// older snapshot loses it. Returns the tables rebuilt.
     pub async fn rebuild_all(&self) -> Result<Vec<(String, Signal)>, IcebergError> {
-        let mut names: Vec<(String, Signal)> = self
-            .catalog
-            .active_tables()
-            .await?
-            .into_iter()
-            .filter_map(|(t, s)| Signal::parse(&s).map(|s| (t, s)))
-            .collect();
-        for p in self.catalog.iceberg_tables().await? {
-            if let Some(s) = Signal::parse(&p.signal) {
-                names.push((p.tenant, s));
-            }
-        }
-        names.sort();
-        names.dedup();
+        let pointers = self.catalog.iceberg_tables().await?;
+        let names = self.table_names(&pointers).await?;
         for (tenant, signal) in &names {
             self.rebuild_table(tenant, *signal).await?;
         }
