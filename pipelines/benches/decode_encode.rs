@@ -1,10 +1,13 @@
 //! Per-stage costs of the data path on OTLP logs with ~120-byte bodies, 1000 records a batch:
 //! - `prost_decode` (baseline): protobuf bytes → OTLP structs;
-//! - `otlp_to_arrow`: protobuf bytes → OTLP structs → Arrow batch (what a source does);
+//! - `otlp_to_arrow`: protobuf bytes → OTLP structs → Arrow batch (what OTLP/gRPC does);
+//! - `wire_to_arrow`: protobuf bytes → Arrow batch in one walk of the wire format, no structs
+//!   (what OTLP/HTTP does with a protobuf logs body);
 //! - `parquet_encode`: sorted ZSTD Parquet of 10 such batches (what the flusher does);
 //! - `buffer_entry_encode`: Arrow IPC + LZ4 + CRC32C entry (what the buffer stores).
 //!
-//! Throughput is reported in records; compare `otlp_to_arrow` with `prost_decode` as a ratio.
+//! Throughput is reported in records; compare `otlp_to_arrow` and `wire_to_arrow` with
+//! `prost_decode` as ratios.
 //! `metrics_1000` does the same for 1000 OTLP gauge and sum points (two attributes each),
 //! which map to Arrow through the shared `MetricsBuilder`.
 //!
@@ -33,7 +36,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
-use weir_pipelines::otlp::{decode_logs, decode_metrics};
+use weir_pipelines::otlp::{decode_logs, decode_logs_protobuf, decode_metrics};
 use weir_pipelines::parquet_writer::{encode_parquet, sort_rows, ParquetConfig};
 use weir_pipelines::DecodeBudget;
 use weir_pipelines::{Batch, Partition, Signal};
@@ -143,6 +146,15 @@ fn metrics(c: &mut Criterion) {
 fn benches(c: &mut Criterion) {
     const N: usize = 1000;
     let bytes = request(N).encode_to_vec();
+    // Both paths make the same batch of these bytes.
+    assert_eq!(
+        decode_logs_protobuf(&bytes, 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records,
+        decode_logs(&request(N), 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records
+    );
     let mut g = c.benchmark_group("logs_1000");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("prost_decode", |b| {
@@ -152,6 +164,14 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("valid request");
             decode_logs(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
+        })
+    });
+    g.bench_function("wire_to_arrow", |b| {
+        b.iter(|| {
+            decode_logs_protobuf(&bytes, 0, &DecodeBudget::unlimited())
                 .expect("decodes")
                 .records
                 .num_rows()
