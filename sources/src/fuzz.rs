@@ -216,6 +216,7 @@ fn all_decoders(bytes: &[u8]) {
     let _ = dd_logs::decode(bytes, 0, &budget, &mut b);
     let _ = b.finish();
     let _ = weir_pipelines::otlp::decode_logs_protobuf(bytes, 0, &budget);
+    let _ = weir_pipelines::otlp::decode_traces_protobuf(bytes, 0, &budget);
     for parsed in [
         dd_series::parse_v1(bytes),
         dd_series::parse_v2_json(bytes),

@@ -8,8 +8,9 @@
 //!
 //! Two ways in: from the prost structs of a request (`decode_logs`, `decode_metrics`,
 //! `decode_traces`: OTLP/gRPC, whose codec is tonic's prost codec, and the OTLP JSON mapping),
-//! or straight from the protobuf bytes of an OTLP/HTTP logs body (`decode_logs_protobuf`),
-//! which walks the wire format once ([`wire`]) and builds no structs, with the same result.
+//! or straight from the protobuf bytes of an OTLP/HTTP body (`decode_logs_protobuf`,
+//! `decode_traces_protobuf`), which
+//! walks the wire format once ([`wire`]) and builds no structs, with the same result.
 
 mod anyvalue;
 mod common_wire;
@@ -17,6 +18,7 @@ mod logs;
 mod logs_wire;
 mod metrics;
 mod traces;
+mod traces_wire;
 pub mod wire;
 #[cfg(test)]
 mod wire_testing;
@@ -26,6 +28,7 @@ pub use logs::{decode_logs, logs_to_otlp};
 pub use logs_wire::decode_logs_protobuf;
 pub use metrics::decode_metrics;
 pub use traces::decode_traces;
+pub use traces_wire::decode_traces_protobuf;
 pub use wire::{WireError, WireErrorKind};
 
 use arrow_array::RecordBatch;

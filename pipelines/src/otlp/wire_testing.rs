@@ -47,6 +47,12 @@ impl Outcome {
 #[derive(Debug, Clone, Copy)]
 pub enum Msg {
     Request,
+    TraceRequest,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+    Link,
     ResourceLogs,
     Resource,
     EntityRef,
@@ -63,6 +69,16 @@ fn child(m: Msg, tag: u32) -> Option<Msg> {
     use Msg::*;
     Some(match (m, tag) {
         (Request, 1) => ResourceLogs,
+        (TraceRequest, 1) => ResourceSpans,
+        (ResourceSpans, 1) => Resource,
+        (ResourceSpans, 2) => ScopeSpans,
+        (ScopeSpans, 1) => Scope,
+        (ScopeSpans, 2) => Span,
+        (Span, 9) => KeyValue,
+        (Span, 11) => Event,
+        (Span, 13) => Link,
+        (Event, 3) => KeyValue,
+        (Link, 4) => KeyValue,
         (ResourceLogs, 1) => Resource,
         (ResourceLogs, 2) => ScopeLogs,
         (Resource, 1) => KeyValue,

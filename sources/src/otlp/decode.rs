@@ -1,9 +1,10 @@
 //! OTLP request decoding, shared by both transports: the body (protobuf or the OTLP JSON
 //! mapping) into the `Export*ServiceRequest` of its signal, then into the lake schema.
 //!
-//! A protobuf logs body over HTTP skips the structs: [`decode_to_arrow`] walks its wire format
-//! straight into the logs builder (`weir_pipelines::otlp::decode_logs_protobuf`), with the same
-//! rows and refusals. gRPC requests arrive as structs (tonic's prost codec) and take
+//! A protobuf logs or traces body over HTTP skips the structs: [`decode_to_arrow`] walks its
+//! wire format straight into the Arrow builders (`weir_pipelines::otlp::decode_logs_protobuf`,
+//! `decode_traces_protobuf`), with the same rows and refusals. Metrics bodies, JSON bodies and
+//! gRPC requests (tonic's prost codec hands them over as structs) take
 //! [`ExportRequest::to_arrow`].
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -11,7 +12,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use weir_pipelines::otlp::{
-    decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, DecodeError,
+    decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
+    DecodeError,
 };
 use weir_pipelines::{DecodeBudget, Signal};
 
@@ -99,8 +101,9 @@ fn decoded(
 }
 
 /// Decodes an OTLP/HTTP body (already decompressed) into the lake schema, refused as soon as
-/// its rows are over `budget`. Protobuf logs go straight from the wire format to the builders;
-/// the other bodies through [`decode_body`] and [`ExportRequest::to_arrow`]. Blocking.
+/// its rows are over `budget`. Protobuf logs and traces go straight from the wire format to the
+/// builders; the other bodies through [`decode_body`] and [`ExportRequest::to_arrow`].
+/// Blocking.
 pub fn decode_to_arrow(
     signal: Signal,
     encoding: Encoding,
@@ -113,6 +116,11 @@ pub fn decode_to_arrow(
             signal,
             encoding,
             decode_logs_protobuf(body, received_at, budget),
+        ),
+        (Signal::Traces, Encoding::Protobuf) => decoded(
+            signal,
+            encoding,
+            decode_traces_protobuf(body, received_at, budget),
         ),
         _ => decode_body(signal, encoding, body)?.to_arrow(received_at, budget),
     }
@@ -195,6 +203,37 @@ mod tests {
             .unwrap();
         assert_eq!(wire.records, structs.records);
         assert_eq!((wire.rejected, wire.error), (1, structs.error));
+    }
+
+    #[test]
+    fn protobuf_traces_take_the_wire_path_with_the_same_result() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let span = |span_id: Vec<u8>| Span {
+            trace_id: vec![1; 16],
+            span_id,
+            name: "GET /".into(),
+            ..Default::default()
+        };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(vec![2; 8]), span(vec![2; 3])],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let budget = DecodeBudget::unlimited();
+        let body = req.encode_to_vec();
+        let wire = decode_to_arrow(Signal::Traces, Encoding::Protobuf, &body, 7, &budget).unwrap();
+        let structs = ExportRequest::Traces(req).to_arrow(7, &budget).unwrap();
+        assert_eq!(wire.records, structs.records);
+        assert_eq!((wire.rejected, wire.error), (1, structs.error));
+        let e = decode_to_arrow(Signal::Traces, Encoding::Protobuf, &body[..5], 7, &budget);
+        assert!(
+            matches!(&e, Err(DecodeFailure::Malformed(m)) if m.starts_with("malformed OTLP protobuf traces request: ")),
+            "{e:?}"
+        );
     }
 
     #[test]
