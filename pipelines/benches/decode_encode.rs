@@ -1,12 +1,16 @@
 //! Per-stage costs of the data path on OTLP logs with ~120-byte bodies, 1000 records a batch:
 //! - `prost_decode` (baseline): protobuf bytes → OTLP structs;
-//! - `otlp_to_arrow`: protobuf bytes → OTLP structs → Arrow batch (what a source does);
+//! - `otlp_to_arrow`: protobuf bytes → OTLP structs → Arrow batch (what OTLP/gRPC does);
+//! - `wire_to_arrow`: protobuf bytes → Arrow batch in one walk of the wire format, no structs
+//!   (what OTLP/HTTP does with a protobuf logs body);
 //! - `parquet_encode`: sorted ZSTD Parquet of 10 such batches (what the flusher does);
 //! - `buffer_entry_encode`: Arrow IPC + LZ4 + CRC32C entry (what the buffer stores).
 //!
-//! Throughput is reported in records; compare `otlp_to_arrow` with `prost_decode` as a ratio.
+//! Throughput is reported in records; compare `otlp_to_arrow` and `wire_to_arrow` with
+//! `prost_decode` as ratios.
 //! `metrics_1000` does the same for 1000 OTLP gauge and sum points (two attributes each),
-//! which map to Arrow through the shared `MetricsBuilder`.
+//! which map to Arrow through the shared `MetricsBuilder`; `traces_1000` for 1000 spans (two
+//! attributes and one event each), with `wire_to_arrow` as for logs.
 //!
 //! And the cost of a durable append (`durable_append_*`: one entry appended and committed per
 //! iteration, entries removed 32 behind as the flusher would), on one such batch and on
@@ -24,6 +28,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -31,9 +36,12 @@ use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use weir_pipelines::buffer::{encode_entry, Buffer, SledBuffer, SledBufferConfig};
-use weir_pipelines::otlp::{decode_logs, decode_metrics};
+use weir_pipelines::otlp::{
+    decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
+};
 use weir_pipelines::parquet_writer::{encode_parquet, sort_rows, ParquetConfig};
 use weir_pipelines::DecodeBudget;
 use weir_pipelines::{Batch, Partition, Signal};
@@ -140,9 +148,93 @@ fn metrics(c: &mut Criterion) {
     g.finish();
 }
 
+fn traces_request(n: usize) -> ExportTraceServiceRequest {
+    let span = |i: usize| Span {
+        trace_id: vec![(i % 251) as u8 + 1; 16],
+        span_id: vec![(i % 7) as u8 + 1; 8],
+        parent_span_id: vec![9; 8],
+        name: format!("GET /api/v1/orders/{}", i % 50),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64 * 1000,
+        end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64 * 1000,
+        attributes: vec![
+            kv("http.route", "/api/v1/orders/:id"),
+            kv("http.method", "GET"),
+        ],
+        events: vec![span::Event {
+            time_unix_nano: 1_700_000_000_000_100_000 + i as u64 * 1000,
+            name: "db.query".into(),
+            ..Default::default()
+        }],
+        status: Some(Status {
+            code: 1,
+            message: String::new(),
+        }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout"), kv("host.name", "node-1")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n).map(span).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn traces(c: &mut Criterion) {
+    const N: usize = 1000;
+    let bytes = traces_request(N).encode_to_vec();
+    assert_eq!(
+        decode_traces_protobuf(&bytes, 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records,
+        decode_traces(&traces_request(N), 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records
+    );
+    let mut g = c.benchmark_group("traces_1000");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("prost_decode", |b| {
+        b.iter(|| ExportTraceServiceRequest::decode(&bytes[..]).map(|r| r.resource_spans.len()))
+    });
+    g.bench_function("otlp_to_arrow", |b| {
+        b.iter(|| {
+            let req = ExportTraceServiceRequest::decode(&bytes[..]).expect("valid request");
+            decode_traces(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
+        })
+    });
+    g.bench_function("wire_to_arrow", |b| {
+        b.iter(|| {
+            decode_traces_protobuf(&bytes, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
+        })
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     const N: usize = 1000;
     let bytes = request(N).encode_to_vec();
+    // Both paths make the same batch of these bytes.
+    assert_eq!(
+        decode_logs_protobuf(&bytes, 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records,
+        decode_logs(&request(N), 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records
+    );
     let mut g = c.benchmark_group("logs_1000");
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("prost_decode", |b| {
@@ -152,6 +244,14 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let req = ExportLogsServiceRequest::decode(&bytes[..]).expect("valid request");
             decode_logs(&req, 0, &DecodeBudget::unlimited())
+                .expect("decodes")
+                .records
+                .num_rows()
+        })
+    });
+    g.bench_function("wire_to_arrow", |b| {
+        b.iter(|| {
+            decode_logs_protobuf(&bytes, 0, &DecodeBudget::unlimited())
                 .expect("decodes")
                 .records
                 .num_rows()
@@ -281,5 +381,5 @@ fn durable_append(c: &mut Criterion) {
     }
 }
 
-criterion_group!(decode_encode, benches, metrics, durable_append);
+criterion_group!(decode_encode, benches, metrics, traces, durable_append);
 criterion_main!(decode_encode);

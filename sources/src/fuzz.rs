@@ -66,6 +66,50 @@ fn loki_protobuf() -> Vec<u8> {
     .encode_to_vec()
 }
 
+fn otlp_logs() -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let s = |v: &str| {
+        Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        })
+    };
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: s("svc"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1,
+                    body: s("line"),
+                    attributes: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::IntValue(3)),
+                        }),
+                        ..Default::default()
+                    }],
+                    trace_id: vec![1; 16],
+                    span_id: vec![2; 8],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
 /// A remote write 1.0 request with a classic histogram, a summary and a native histogram.
 fn remote_write_v1() -> Vec<u8> {
     use prost::Message;
@@ -171,6 +215,8 @@ fn all_decoders(bytes: &[u8]) {
     let _ = loki::decode_protobuf(bytes, 0, &budget, &mut b);
     let _ = dd_logs::decode(bytes, 0, &budget, &mut b);
     let _ = b.finish();
+    let _ = weir_pipelines::otlp::decode_logs_protobuf(bytes, 0, &budget);
+    let _ = weir_pipelines::otlp::decode_traces_protobuf(bytes, 0, &budget);
     for parsed in [
         dd_series::parse_v1(bytes),
         dd_series::parse_v2_json(bytes),
@@ -203,13 +249,14 @@ proptest! {
 
     #[test]
     fn mutated_payloads_never_panic(
-        which in 0usize..8,
+        which in 0usize..9,
         flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
         cut in 0usize..400,
     ) {
         let fluent = fluent_sample();
         let proto = loki_protobuf();
         let (rw1, rw2) = (remote_write_v1(), remote_write_v2());
+        let otlp = otlp_logs();
         let valid: &[u8] = match which {
             0 => SYSLOG,
             1 => LOKI_JSON,
@@ -218,6 +265,7 @@ proptest! {
             4 => DD_V1,
             5 => &rw1,
             6 => &rw2,
+            7 => &otlp,
             _ => &fluent,
         };
         all_decoders(&mutate(valid, &flips, cut));

@@ -5,16 +5,31 @@
 //! one and reported as the OTLP partial success; the rest of the request is kept. A request
 //! whose rows grow over its [`DecodeBudget`](crate::DecodeBudget) is refused whole
 //! ([`DecodeError::OverBudget`]), checked after each record.
+//!
+//! Two ways in: from the prost structs of a request (`decode_logs`, `decode_metrics`,
+//! `decode_traces`: OTLP/gRPC, whose codec is tonic's prost codec, and the OTLP JSON mapping),
+//! or straight from the protobuf bytes of an OTLP/HTTP body (`decode_logs_protobuf`,
+//! `decode_traces_protobuf`), which
+//! walks the wire format once ([`wire`]) and builds no structs, with the same result.
 
 mod anyvalue;
+mod common_wire;
 mod logs;
+mod logs_wire;
 mod metrics;
 mod traces;
+mod traces_wire;
+pub mod wire;
+#[cfg(test)]
+mod wire_testing;
 
 pub use anyvalue::{any_value_to_string, attributes_into};
 pub use logs::{decode_logs, logs_to_otlp};
+pub use logs_wire::decode_logs_protobuf;
 pub use metrics::decode_metrics;
 pub use traces::decode_traces;
+pub use traces_wire::decode_traces_protobuf;
+pub use wire::{WireError, WireErrorKind};
 
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
@@ -30,6 +45,9 @@ pub enum DecodeError {
     /// The rows are over the request's budget.
     #[error(transparent)]
     OverBudget(#[from] OverBudget),
+    /// The protobuf body is malformed (the message names the field and the problem).
+    #[error(transparent)]
+    Malformed(#[from] WireError),
 }
 
 /// A decoded request: the rows that were kept and what was rejected.

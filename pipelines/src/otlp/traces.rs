@@ -14,16 +14,18 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use weir_schema::{span_event_fields, span_link_fields, traces_schema};
 
 use super::anyvalue::{attributes_into, service_name};
+use super::common_wire::{hex_id_in, hex_in};
 use super::logs::non_empty;
-use super::{hex_id, pick_time, DecodeError, Decoded, Rejections};
+use super::{pick_time, DecodeError, Decoded, Rejections};
 use crate::budget::DecodeBudget;
 use crate::columns::{string_bytes, timestamp_builder, AttributesBuilder, ListOffsets};
 
 /// Bytes of the fixed-width columns of one span (kind, three times, status code, flags).
-const SPAN_ROW_BYTES: usize = 36;
+pub(crate) const SPAN_ROW_BYTES: usize = 36;
 
-/// The columns of the traces schema, filled one span at a time.
-struct SpanColumns {
+/// The columns of the traces schema, filled one span at a time: its events, its links, then
+/// the span.
+pub(crate) struct SpanColumns {
     trace_id: StringBuilder,
     span_id: StringBuilder,
     parent: StringBuilder,
@@ -54,6 +56,30 @@ struct SpanColumns {
     attrs: AttributesBuilder,
 }
 
+/// The scalar fields of a span and where it sits.
+pub(crate) struct SpanFields<'s> {
+    pub trace_id: &'s [u8],
+    pub span_id: &'s [u8],
+    pub parent_span_id: &'s [u8],
+    pub trace_state: &'s str,
+    pub name: &'s str,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status_code: i32,
+    pub status_message: &'s str,
+    pub flags: u32,
+    pub received_at: i64,
+    pub service_name: Option<&'s str>,
+    pub scope_name: Option<&'s str>,
+    pub scope_version: Option<&'s str>,
+}
+
+/// The start of a span as stored (its events' missing times default to it).
+pub(crate) fn span_start(start_time_unix_nano: u64, received_at: i64) -> i64 {
+    pick_time(start_time_unix_nano, 0, received_at)
+}
+
 /// Where a span sits: its resource and scope.
 struct SpanContext<'a> {
     resource_attrs: &'a [KeyValue],
@@ -63,7 +89,7 @@ struct SpanContext<'a> {
 }
 
 impl SpanColumns {
-    fn new() -> SpanColumns {
+    pub(crate) fn new() -> SpanColumns {
         SpanColumns {
             trace_id: StringBuilder::new(),
             span_id: StringBuilder::new(),
@@ -98,7 +124,7 @@ impl SpanColumns {
 
     /// Bytes of the spans appended so far (values and offsets of every column, events and
     /// links included).
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         let strings = [
             &self.trace_id,
             &self.span_id,
@@ -129,56 +155,121 @@ impl SpanColumns {
 
     /// Appends a span whose ids were checked.
     fn append(&mut self, sp: &Span, cx: &SpanContext<'_>) {
-        self.trace_id.append_value(hex::encode(&sp.trace_id));
-        self.span_id.append_value(hex::encode(&sp.span_id));
-        self.parent.append_option(hex_id(&sp.parent_span_id));
-        self.trace_state.append_option(non_empty(&sp.trace_state));
-        self.name.append_value(&sp.name);
-        self.kind.append_value(sp.kind);
-        let s = pick_time(sp.start_time_unix_nano, 0, cx.received_at);
-        let e = if sp.end_time_unix_nano == 0 {
+        let start = span_start(sp.start_time_unix_nano, cx.received_at);
+        for ev in &sp.events {
+            self.event(
+                ev.time_unix_nano,
+                start,
+                &ev.name,
+                ev.dropped_attributes_count,
+                |b| attributes_into(b, &ev.attributes),
+            );
+        }
+        for l in &sp.links {
+            self.link(&l.trace_id, &l.span_id, &l.trace_state, l.flags, |b| {
+                attributes_into(b, &l.attributes)
+            });
+        }
+        let status = sp.status.as_ref();
+        let fields = SpanFields {
+            trace_id: &sp.trace_id,
+            span_id: &sp.span_id,
+            parent_span_id: &sp.parent_span_id,
+            trace_state: &sp.trace_state,
+            name: &sp.name,
+            kind: sp.kind,
+            start_time_unix_nano: sp.start_time_unix_nano,
+            end_time_unix_nano: sp.end_time_unix_nano,
+            status_code: status.map(|st| st.code).unwrap_or(0),
+            status_message: status.map(|st| st.message.as_str()).unwrap_or(""),
+            flags: sp.flags,
+            received_at: cx.received_at,
+            service_name: cx.service,
+            scope_name: cx.scope.and_then(|s| non_empty(&s.name)),
+            scope_version: cx.scope.and_then(|s| non_empty(&s.version)),
+        };
+        self.span(
+            &fields,
+            |b| attributes_into(b, cx.resource_attrs),
+            |b| attributes_into(b, &sp.attributes),
+        );
+    }
+
+    /// Appends an event of the span being appended, which starts at `span_start`.
+    pub(crate) fn event(
+        &mut self,
+        time_unix_nano: u64,
+        span_start: i64,
+        name: &str,
+        dropped_attributes_count: u32,
+        attributes: impl FnOnce(&mut AttributesBuilder),
+    ) {
+        self.ev_ts
+            .append_value(pick_time(time_unix_nano, 0, span_start));
+        self.ev_name.append_value(name);
+        attributes(&mut self.ev_attrs);
+        self.ev_attrs.finish_row();
+        self.ev_dropped.append_value(dropped_attributes_count);
+    }
+
+    /// Appends a link (ids checked) of the span being appended.
+    pub(crate) fn link(
+        &mut self,
+        trace_id: &[u8],
+        span_id: &[u8],
+        trace_state: &str,
+        flags: u32,
+        attributes: impl FnOnce(&mut AttributesBuilder),
+    ) {
+        let (mut t, mut s) = ([0u8; 32], [0u8; 32]);
+        self.ln_trace.append_option(hex_in(trace_id, &mut t));
+        self.ln_span.append_option(hex_in(span_id, &mut s));
+        self.ln_state.append_option(non_empty(trace_state));
+        attributes(&mut self.ln_attrs);
+        self.ln_attrs.finish_row();
+        self.ln_flags.append_value(flags);
+    }
+
+    /// Appends a span (ids checked) whose events and links were appended.
+    pub(crate) fn span(
+        &mut self,
+        f: &SpanFields<'_>,
+        resource: impl FnOnce(&mut AttributesBuilder),
+        attributes: impl FnOnce(&mut AttributesBuilder),
+    ) {
+        let (mut t, mut sp, mut p) = ([0u8; 32], [0u8; 32], [0u8; 32]);
+        self.trace_id.append_option(hex_in(f.trace_id, &mut t));
+        self.span_id.append_option(hex_in(f.span_id, &mut sp));
+        self.parent
+            .append_option(hex_id_in(f.parent_span_id, &mut p));
+        self.trace_state.append_option(non_empty(f.trace_state));
+        self.name.append_value(f.name);
+        self.kind.append_value(f.kind);
+        let s = span_start(f.start_time_unix_nano, f.received_at);
+        let e = if f.end_time_unix_nano == 0 {
             s
         } else {
-            i64::try_from(sp.end_time_unix_nano).unwrap_or(i64::MAX)
+            i64::try_from(f.end_time_unix_nano).unwrap_or(i64::MAX)
         };
         self.start.append_value(s);
         self.end.append_value(e);
         self.duration.append_value(e.saturating_sub(s));
-        let status = sp.status.as_ref();
-        self.status_code
-            .append_value(status.map(|st| st.code).unwrap_or(0));
+        self.status_code.append_value(f.status_code);
         self.status_message
-            .append_option(status.and_then(|st| non_empty(&st.message)));
-        self.flags.append_value(sp.flags);
-        for ev in &sp.events {
-            self.ev_ts.append_value(pick_time(ev.time_unix_nano, 0, s));
-            self.ev_name.append_value(&ev.name);
-            attributes_into(&mut self.ev_attrs, &ev.attributes);
-            self.ev_attrs.finish_row();
-            self.ev_dropped.append_value(ev.dropped_attributes_count);
-        }
+            .append_option(non_empty(f.status_message));
+        self.flags.append_value(f.flags);
         self.ev_offsets.push(self.ev_name.len());
-        for l in &sp.links {
-            self.ln_trace.append_value(hex::encode(&l.trace_id));
-            self.ln_span.append_value(hex::encode(&l.span_id));
-            self.ln_state.append_option(non_empty(&l.trace_state));
-            attributes_into(&mut self.ln_attrs, &l.attributes);
-            self.ln_attrs.finish_row();
-            self.ln_flags.append_value(l.flags);
-        }
         self.ln_offsets.push(self.ln_trace.len());
-        self.service.append_option(cx.service);
-        attributes_into(&mut self.res_attrs, cx.resource_attrs);
+        self.service.append_option(f.service_name);
+        resource(&mut self.res_attrs);
         self.res_attrs.finish_row();
-        self.scope_name
-            .append_option(cx.scope.and_then(|s| non_empty(&s.name)));
-        self.scope_version
-            .append_option(cx.scope.and_then(|s| non_empty(&s.version)));
-        attributes_into(&mut self.attrs, &sp.attributes);
+        self.scope_name.append_option(f.scope_name);
+        self.scope_version.append_option(f.scope_version);
+        attributes(&mut self.attrs);
         self.attrs.finish_row();
     }
 
-    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+    pub(crate) fn finish(mut self) -> Result<RecordBatch, ArrowError> {
         let events = StructArray::new(
             span_event_fields(),
             vec![
@@ -229,23 +320,34 @@ impl SpanColumns {
 
 /// Why a span is refused as a whole (OTLP partial success), if it is.
 fn refusal(sp: &Span) -> Option<String> {
-    if sp.trace_id.len() != 16 || sp.span_id.len() != 8 {
+    refusal_of(
+        &sp.name,
+        &sp.trace_id,
+        &sp.span_id,
+        &sp.parent_span_id,
+        sp.links.iter().map(|l| (l.trace_id.len(), l.span_id.len())),
+    )
+}
+
+/// Why a span named `name` with these ids and links' id lengths is refused, if it is.
+pub(crate) fn refusal_of(
+    name: &str,
+    trace_id: &[u8],
+    span_id: &[u8],
+    parent_span_id: &[u8],
+    mut link_ids: impl Iterator<Item = (usize, usize)>,
+) -> Option<String> {
+    if trace_id.len() != 16 || span_id.len() != 8 {
         return Some(format!(
             "span {:?}: trace_id has {} bytes and span_id {} bytes, expected 16 and 8",
-            sp.name,
-            sp.trace_id.len(),
-            sp.span_id.len()
+            name,
+            trace_id.len(),
+            span_id.len()
         ));
     }
-    if !matches!(sp.parent_span_id.len(), 0 | 8)
-        || sp
-            .links
-            .iter()
-            .any(|l| l.trace_id.len() != 16 || l.span_id.len() != 8)
-    {
+    if !matches!(parent_span_id.len(), 0 | 8) || link_ids.any(|(t, s)| t != 16 || s != 8) {
         return Some(format!(
-            "span {:?}: parent or link id has the wrong length",
-            sp.name
+            "span {name:?}: parent or link id has the wrong length"
         ));
     }
     None

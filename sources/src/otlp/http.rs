@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use weir_pipelines::{DecodeBudget, Signal};
 
-use super::decode::{decode_body, Encoding};
+use super::decode::{decode_to_arrow, Encoding};
 use crate::http::{
     body, serve_request, Accepted, Coding, DecodeFailure, Decoded, ErrorBody, HttpSource, Protocol,
 };
@@ -82,7 +82,7 @@ impl Protocol for OtlpHttp {
         received_at: i64,
         budget: &DecodeBudget,
     ) -> Result<Decoded, DecodeFailure> {
-        decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
+        decode_to_arrow(signal, encoding, body, received_at, budget)
     }
 
     fn respond(&self, _: Signal, encoding: Encoding, signal: Signal, a: Accepted) -> Response {
