@@ -18,6 +18,9 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "target dir space"
+./scripts/prune-target.sh "$CARGO_TARGET_DIR"
+
 step "system packages"
 need=()
 command -v strace >/dev/null 2>&1 || need+=(strace)
