@@ -218,10 +218,6 @@ impl Publisher {
         self.published_through.load(Ordering::Acquire)
     }
 
-    fn max_age_ns(&self) -> i64 {
-        i64::try_from(self.settings.snapshot_max_age.as_nanos()).unwrap_or(i64::MAX)
-    }
-
     /// Records what a table's snapshots list after a pass brought it up to the index.
     fn note_refs(&self, tenant: &str, signal: Signal, state: &TableState, checked_at: i64) {
         let refs = TableRefs {
@@ -421,8 +417,15 @@ impl Publisher {
                         )));
                     };
                     if !e.is_alive() {
-                        let at = removed.entry(id).or_insert(snap.timestamp_ms());
-                        *at = (*at).max(snap.timestamp_ms());
+                        // Removed by this snapshot: listed still by its parent, if that one
+                        // has not expired (is still in the metadata).
+                        let parent_kept = snap
+                            .parent_snapshot_id()
+                            .is_some_and(|p| metadata.snapshot_by_id(p).is_some());
+                        if parent_kept {
+                            let at = removed.entry(id).or_insert(snap.timestamp_ms());
+                            *at = (*at).max(snap.timestamp_ms());
+                        }
                         continue;
                     }
                     if !is_current {
@@ -1026,28 +1029,26 @@ struct Plan<'a> {
 }
 
 impl PurgeGate for Publisher {
-    /// A retired segment's object may go once no snapshot that has not expired lists it:
-    /// its table was brought up to the index after the segment was retired, the current
-    /// snapshot does not list it, and the snapshot that removed it is older than
-    /// `snapshot_max_age`. A table this publisher could not load or publish holds back every
+    /// A retired segment's object may go once no snapshot in the committed metadata lists
+    /// it: its table was brought up to the index after the segment was retired, the current
+    /// snapshot does not list it, and the commit that expired the last snapshot listing it
+    /// is done (`snapshot_max_age` after it was replaced, at the next pass). A table this publisher could not load or publish holds back every
     /// retirement since; a table that was never published (dead letters only, say) holds
     /// back nothing retired before the last pass listed the tables.
-    fn may_purge(&self, s: &SegmentRecord, now: i64) -> bool {
+    fn may_purge(&self, s: &SegmentRecord, _now: i64) -> bool {
         let Some(retired_at) = s.retired_at else {
             return false;
         };
         let refs = self.refs.read().unwrap_or_else(|e| e.into_inner());
         let key = (s.tenant.clone(), s.signal.clone());
         match refs.tables.get(&key) {
+            // `removed` is what the committed metadata still lists in an unexpired snapshot:
+            // an entry leaves it only with the commit that expires that snapshot, so no
+            // reader can load metadata naming a deleted object.
             Some(t) => {
                 t.checked_at > retired_at
                     && !t.live.contains(&s.id)
-                    && t.removed.get(&s.id).is_none_or(|at_ms| {
-                        at_ms
-                            .saturating_mul(1_000_000)
-                            .saturating_add(self.max_age_ns())
-                            < now
-                    })
+                    && !t.removed.contains_key(&s.id)
             }
             None => !refs.listed.contains(&key) && refs.listed_at > retired_at,
         }
