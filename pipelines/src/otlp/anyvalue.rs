@@ -1,53 +1,40 @@
 //! OTLP `AnyValue` → the strings of the lake: strings as they are, everything else as JSON.
 
-use base64::Engine;
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use serde_json::Value as Json;
+
+use super::common_wire::{any_text, Any};
 
 use crate::columns::AttributesBuilder;
 
 /// The lake's text of a value: strings verbatim, bytes as base64, other values as JSON.
-/// An empty value is `None`.
+/// An empty value is `None`. The same text as the wire decoder's ([`any_text`]).
 pub fn any_value_to_string(v: &AnyValue) -> Option<String> {
-    match v.value.as_ref()? {
-        Value::StringValue(s) => Some(s.clone()),
-        Value::BytesValue(b) => Some(base64::engine::general_purpose::STANDARD.encode(b)),
-        other => Some(to_json(other).to_string()),
-    }
+    any_text(&borrowed(v)).map(Cow::into_owned)
 }
 
-fn to_json(v: &Value) -> Json {
-    match v {
-        Value::StringValue(s) => Json::String(s.clone()),
-        Value::BoolValue(b) => Json::Bool(*b),
-        Value::IntValue(i) => Json::from(*i),
-        Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
-            .map(Json::Number)
-            .unwrap_or_else(|| Json::String(d.to_string())),
-        Value::BytesValue(b) => Json::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        Value::ArrayValue(a) => Json::Array(
-            a.values
-                .iter()
-                .map(|x| x.value.as_ref().map(to_json).unwrap_or(Json::Null))
-                .collect(),
-        ),
-        Value::KvlistValue(kv) => Json::Object(
+/// A prost `AnyValue` as the wire decoder's borrowed [`Any`].
+fn borrowed(v: &AnyValue) -> Any<'_> {
+    match &v.value {
+        None => Any::Empty,
+        Some(Value::StringValue(s)) => Any::Str(s),
+        Some(Value::BoolValue(b)) => Any::Bool(*b),
+        Some(Value::IntValue(i)) => Any::Int(*i),
+        Some(Value::DoubleValue(d)) => Any::Double(*d),
+        Some(Value::BytesValue(b)) => Any::Bytes(b),
+        Some(Value::ArrayValue(a)) => Any::Array(a.values.iter().map(borrowed).collect()),
+        Some(Value::KvlistValue(kv)) => Any::Kvlist(
             kv.values
                 .iter()
                 .map(|e| {
-                    let v = e
-                        .value
-                        .as_ref()
-                        .and_then(|v| v.value.as_ref())
-                        .map(to_json)
-                        .unwrap_or(Json::Null);
-                    (e.key.clone(), v)
+                    let v = e.value.as_ref().map(borrowed).unwrap_or_default();
+                    (e.key.as_str(), v)
                 })
                 .collect(),
         ),
-        // A string-table index only has a meaning inside profiles; keep the number.
-        Value::StringValueStrindex(i) => Json::from(*i),
+        Some(Value::StringValueStrindex(i)) => Any::Strindex(*i),
     }
 }
 

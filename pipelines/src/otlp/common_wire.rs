@@ -11,6 +11,7 @@ use base64::Engine;
 use serde_json::Value as Json;
 
 use super::wire::{Depth, Reader, WireError, WireType};
+use super::DecodeError;
 use crate::budget::OverBudget;
 
 /// Why a walk stopped early.
@@ -22,6 +23,25 @@ pub(crate) enum Stop {
 impl From<WireError> for Stop {
     fn from(e: WireError) -> Stop {
         Stop::Malformed(e)
+    }
+}
+
+/// Why a body whose walk stopped is refused: a malformed body wins over the budget, as when
+/// prost decodes the whole body before any row is built, so a body that went over the budget
+/// is walked again to its end by `check`, which builds nothing (the caller has dropped the
+/// rows built so far).
+pub(crate) fn refusal<'a>(
+    body: &'a [u8],
+    shape: &Shape,
+    stop: Stop,
+    check: &mut impl Items<'a>,
+) -> DecodeError {
+    match stop {
+        Stop::Malformed(e) => e.into(),
+        Stop::OverBudget(over) => match walk(body, shape, check) {
+            Err(Stop::Malformed(e)) => e.into(),
+            _ => over.into(),
+        },
     }
 }
 
@@ -450,8 +470,9 @@ impl<'a> ResourceText<'a> {
     }
 }
 
-/// The lake's text of a value, as [`any_value_to_string`](super::any_value_to_string):
-/// strings verbatim (borrowed), bytes as base64, other values as JSON; nothing for no value.
+/// The lake's text of a value (also [`any_value_to_string`](super::any_value_to_string)'s):
+/// strings verbatim (borrowed), bytes as base64, other values as JSON (a string-table index
+/// only has a meaning inside profiles: its number is kept); nothing for no value.
 #[inline]
 pub(crate) fn any_text<'a>(v: &Any<'a>) -> Option<Cow<'a, str>> {
     match v {

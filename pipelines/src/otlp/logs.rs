@@ -94,11 +94,7 @@ pub fn decode_logs(
             }
         }
     }
-    Ok(Decoded {
-        records: out.finish()?,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    Ok(Decoded::new(out.finish()?, rejected))
 }
 
 pub(crate) fn non_empty(s: &str) -> Option<&str> {
@@ -226,55 +222,11 @@ pub fn logs_to_otlp(b: &RecordBatch) -> Result<ExportLogsServiceRequest, ArrowEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn kv(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(Value::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
-    }
-
-    pub(crate) fn request(n: usize) -> ExportLogsServiceRequest {
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", "checkout"), kv("host.name", "n1")],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "lib".into(),
-                        version: "1.0".into(),
-                        ..Default::default()
-                    }),
-                    log_records: (0..n)
-                        .map(|i| LogRecord {
-                            time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                            observed_time_unix_nano: 1_700_000_000_000_000_500,
-                            severity_number: 9,
-                            severity_text: "INFO".into(),
-                            body: Some(AnyValue {
-                                value: Some(Value::StringValue(format!("hello {i}"))),
-                            }),
-                            attributes: vec![kv("k", "v")],
-                            trace_id: vec![0xab; 16],
-                            span_id: vec![0xcd; 8],
-                            ..Default::default()
-                        })
-                        .collect(),
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        }
-    }
+    use crate::otlp::wire_testing::{kv, logs_request};
 
     #[test]
     fn logs_round_trip_through_arrow() {
-        let req = request(3);
+        let req = logs_request(3);
         let d = decode_logs(&req, 5, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 3);
         assert_eq!(d.rejected, 0);
@@ -284,7 +236,7 @@ mod tests {
 
     #[test]
     fn bad_ids_are_rejected_one_by_one() {
-        let mut req = request(3);
+        let mut req = logs_request(3);
         req.resource_logs[0].scope_logs[0].log_records[1].trace_id = vec![1, 2, 3];
         let d = decode_logs(&req, 5, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 2);
@@ -295,7 +247,7 @@ mod tests {
     #[test]
     fn a_resource_attribute_copied_to_every_row_is_over_budget() {
         let budget = DecodeBudget::new(8 << 20, "sources.otlp.max_row_bytes");
-        let mut req = request(0);
+        let mut req = logs_request(0);
         let rl = &mut req.resource_logs[0];
         if let Some(r) = rl.resource.as_mut() {
             r.attributes.push(kv("big", &"x".repeat(1 << 20)));
@@ -315,7 +267,7 @@ mod tests {
 
     #[test]
     fn zero_time_falls_back_to_observed_then_received() {
-        let mut req = request(2);
+        let mut req = logs_request(2);
         let recs = &mut req.resource_logs[0].scope_logs[0].log_records;
         recs[0].time_unix_nano = 0;
         recs[1].time_unix_nano = 0;

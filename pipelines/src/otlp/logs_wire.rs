@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use super::common_wire::{
-    any_text, count_items, hex_id_in, merge_any, push_attribute, walk, Any, Items, ResourceText,
-    Scope, Shape, Stop,
+    any_text, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any, Items,
+    ResourceText, Scope, Shape, Stop,
 };
 use super::logs::non_empty;
 use super::wire::{Depth, Reader, WireError};
@@ -36,36 +36,15 @@ pub fn decode_logs_protobuf(
     budget: &DecodeBudget,
 ) -> Result<Decoded, DecodeError> {
     let mut out = LogsBuilder::with_capacity(budget.capacity(count_items(body), LOG_ROW_BYTES));
-    let mut records = Records {
-        out: Some(&mut out),
-        received_at,
-        budget,
-        rejected: Rejections::default(),
-        attrs: Vec::new(),
-    };
-    match walk(body, &LOGS, &mut records) {
-        Ok(()) => {}
-        Err(Stop::Malformed(e)) => return Err(e.into()),
-        Err(Stop::OverBudget(over)) => {
-            let mut check = Records {
-                out: None,
-                received_at,
-                budget,
-                rejected: Rejections::default(),
-                attrs: Vec::new(),
-            };
-            return Err(match walk(body, &LOGS, &mut check) {
-                Err(Stop::Malformed(e)) => e.into(),
-                _ => over.into(),
-            });
-        }
-    }
+    let mut records = Records::new(Some(&mut out), received_at, budget);
+    let walked = walk(body, &LOGS, &mut records);
     let rejected = records.rejected;
-    Ok(Decoded {
-        records: out.finish()?,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    if let Err(stop) = walked {
+        drop(out);
+        let mut check = Records::new(None, received_at, budget);
+        return Err(refusal(body, &LOGS, stop, &mut check));
+    }
+    Ok(Decoded::new(out.finish()?, rejected))
 }
 
 /// What a walk does with log records: appends them to `out`, or only checks them when `out`
@@ -77,6 +56,18 @@ struct Records<'a, 'o> {
     rejected: Rejections,
     /// The attributes of the current record (reused from record to record).
     attrs: Vec<(&'a str, Any<'a>)>,
+}
+
+impl<'o> Records<'_, 'o> {
+    fn new(out: Option<&'o mut LogsBuilder>, received_at: i64, budget: &'o DecodeBudget) -> Self {
+        Records {
+            out,
+            received_at,
+            budget,
+            rejected: Rejections::default(),
+            attrs: Vec::new(),
+        }
+    }
 }
 
 impl<'a> Items<'a> for Records<'a, '_> {

@@ -61,6 +61,17 @@ pub struct Decoded {
     pub error: Option<String>,
 }
 
+impl Decoded {
+    /// The kept `records` and what was rejected on the way.
+    pub(crate) fn new(records: RecordBatch, rejected: Rejections) -> Decoded {
+        Decoded {
+            records,
+            rejected: rejected.count,
+            error: rejected.first,
+        }
+    }
+}
+
 /// Lowercase hex of an id, or `None` when it is empty.
 pub(crate) fn hex_id(bytes: &[u8]) -> Option<String> {
     if bytes.is_empty() || bytes.iter().all(|&b| b == 0) {

@@ -386,11 +386,7 @@ pub fn decode_traces(
             }
         }
     }
-    Ok(Decoded {
-        records: cols.finish()?,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    Ok(Decoded::new(cols.finish()?, rejected))
 }
 
 #[cfg(test)]
@@ -398,8 +394,8 @@ mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::Array;
-    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     #[test]
     fn a_resource_attribute_copied_to_every_span_is_over_budget() {
@@ -440,40 +436,7 @@ mod tests {
 
     #[test]
     fn spans_with_events_and_links() {
-        let span = Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
-            name: "GET /".into(),
-            kind: 2,
-            start_time_unix_nano: 1_000,
-            end_time_unix_nano: 1_500,
-            events: vec![Event {
-                time_unix_nano: 1_100,
-                name: "ev".into(),
-                ..Default::default()
-            }],
-            links: vec![Link {
-                trace_id: vec![3; 16],
-                span_id: vec![4; 8],
-                ..Default::default()
-            }],
-            status: Some(Status {
-                code: 2,
-                message: "boom".into(),
-            }),
-            ..Default::default()
-        };
-        let mut bad = span.clone();
-        bad.span_id = vec![1];
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span, bad],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let req = crate::otlp::wire_testing::traces_request();
         let d = decode_traces(&req, 0, &DecodeBudget::unlimited()).unwrap();
         assert_eq!(d.records.num_rows(), 1);
         assert_eq!(d.rejected, 1);

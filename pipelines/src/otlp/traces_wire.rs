@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::common_wire::{
-    any_text, push_attribute, walk, Any, Items, ResourceText, Scope, Shape, Stop,
+    any_text, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape, Stop,
 };
 use super::logs::non_empty;
 use super::traces::{refusal_of, span_start, SpanColumns, SpanFields};
@@ -33,23 +33,14 @@ pub fn decode_traces_protobuf(
 ) -> Result<Decoded, DecodeError> {
     let mut cols = SpanColumns::new();
     let mut spans = Spans::new(Some(&mut cols), received_at, budget);
-    match walk(body, &TRACES, &mut spans) {
-        Ok(()) => {}
-        Err(Stop::Malformed(e)) => return Err(e.into()),
-        Err(Stop::OverBudget(over)) => {
-            let mut check = Spans::new(None, received_at, budget);
-            return Err(match walk(body, &TRACES, &mut check) {
-                Err(Stop::Malformed(e)) => e.into(),
-                _ => over.into(),
-            });
-        }
-    }
+    let walked = walk(body, &TRACES, &mut spans);
     let rejected = spans.rejected;
-    Ok(Decoded {
-        records: cols.finish()?,
-        rejected: rejected.count,
-        error: rejected.first,
-    })
+    if let Err(stop) = walked {
+        drop(cols);
+        let mut check = Spans::new(None, received_at, budget);
+        return Err(refusal(body, &TRACES, stop, &mut check));
+    }
+    Ok(Decoded::new(cols.finish()?, rejected))
 }
 
 /// An event of the span being read; its attributes are a range of `Spans::event_attrs`.

@@ -1,11 +1,16 @@
 //! Helpers of the wire decoders' tests: generated OTLP values and a rewriter of protobuf
 //! bodies that reorders fields, adds unknown ones and doubles some, for both signals.
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, EntityRef, InstrumentationScope, KeyValue, KeyValueList,
 };
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -358,5 +363,87 @@ pub fn kv(k: &str, v: &str) -> KeyValue {
             value: Some(Value::StringValue(v.into())),
         }),
         ..Default::default()
+    }
+}
+
+/// A logs request of `n` records of one service and scope, with valid ids.
+pub fn logs_request(n: usize) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout"), kv("host.name", "n1")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "lib".into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
+                log_records: (0..n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                        observed_time_unix_nano: 1_700_000_000_000_000_500,
+                        severity_number: 9,
+                        severity_text: "INFO".into(),
+                        body: Some(AnyValue {
+                            value: Some(Value::StringValue(format!("hello {i}"))),
+                        }),
+                        attributes: vec![kv("k", "v")],
+                        trace_id: vec![0xab; 16],
+                        span_id: vec![0xcd; 8],
+                        ..Default::default()
+                    })
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// A traces request of two spans of service `api`: one with an event and a link, and a copy
+/// with a span id of one byte (rejected).
+pub fn traces_request() -> ExportTraceServiceRequest {
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /".into(),
+        kind: 2,
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 1_500,
+        attributes: vec![kv("http.route", "/")],
+        events: vec![Event {
+            time_unix_nano: 1_100,
+            name: "ev".into(),
+            attributes: vec![kv("a", "b")],
+            ..Default::default()
+        }],
+        links: vec![Link {
+            trace_id: vec![3; 16],
+            span_id: vec![4; 8],
+            attributes: vec![kv("c", "d")],
+            ..Default::default()
+        }],
+        status: Some(Status {
+            code: 2,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    };
+    let mut bad = span.clone();
+    bad.span_id = vec![1];
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "api")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span, bad],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }

@@ -4,9 +4,8 @@
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -194,43 +193,9 @@ proptest! {
 
 // ---- Hand-made cases.
 
-fn sample(n: usize) -> ExportLogsServiceRequest {
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", "checkout"), kv("host.name", "n1")],
-                ..Default::default()
-            }),
-            scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "lib".into(),
-                    version: "1.0".into(),
-                    ..Default::default()
-                }),
-                log_records: (0..n)
-                    .map(|i| LogRecord {
-                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
-                        severity_number: 9,
-                        severity_text: "INFO".into(),
-                        body: Some(AnyValue {
-                            value: Some(Value::StringValue(format!("hello {i}"))),
-                        }),
-                        attributes: vec![kv("k", "v")],
-                        trace_id: vec![0xab; 16],
-                        span_id: vec![0xcd; 8],
-                        ..Default::default()
-                    })
-                    .collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
 #[test]
 fn reversed_fields_and_unknown_fields_of_every_wire_type_decode_the_same() {
-    let bytes = sample(3).encode_to_vec();
+    let bytes = logs_request(3).encode_to_vec();
     let want = old(&bytes, &unlimited());
     assert!(matches!(&want, Outcome::Rows { records, .. } if records.num_rows() == 3));
     // Resource after the scopes, scope after the records, key after value, ...
@@ -246,7 +211,7 @@ fn reversed_fields_and_unknown_fields_of_every_wire_type_decode_the_same() {
 
 #[test]
 fn every_truncation_is_refused_or_means_the_same() {
-    let bytes = sample(3).encode_to_vec();
+    let bytes = logs_request(3).encode_to_vec();
     for cut in 0..bytes.len() {
         let part = &bytes[..cut];
         let (ours, theirs) = (new(part, &unlimited()), old(part, &unlimited()));
@@ -268,7 +233,7 @@ fn an_empty_body_is_an_empty_batch() {
 
 #[test]
 fn invalid_utf8_names_the_field() {
-    let mut bytes = sample(2).encode_to_vec();
+    let mut bytes = logs_request(2).encode_to_vec();
     let at = bytes
         .windows(4)
         .position(|w| w == b"INFO")
@@ -346,7 +311,7 @@ fn nesting_is_limited_as_prost_limits_it() {
                 value: Some(Value::ArrayValue(ArrayValue { values: vec![v] })),
             };
         }
-        let mut req = sample(1);
+        let mut req = logs_request(1);
         req.resource_logs[0].scope_logs[0].log_records[0].body = Some(v);
         let bytes = req.encode_to_vec();
         let ours = new(&bytes, &unlimited());
@@ -360,7 +325,7 @@ fn nesting_is_limited_as_prost_limits_it() {
 #[test]
 fn a_resource_attribute_copied_to_every_row_is_over_budget() {
     let budget = DecodeBudget::new(8 << 20, "sources.otlp.max_row_bytes");
-    let mut req = sample(0);
+    let mut req = logs_request(0);
     let rl = &mut req.resource_logs[0];
     if let Some(r) = rl.resource.as_mut() {
         r.attributes.push(kv("big", &"x".repeat(1 << 20)));
@@ -388,7 +353,7 @@ fn a_resource_attribute_copied_to_every_row_is_over_budget() {
 
 #[test]
 fn bad_ids_are_rejected_one_by_one_with_the_same_reason() {
-    let mut req = sample(3);
+    let mut req = logs_request(3);
     req.resource_logs[0].scope_logs[0].log_records[1].trace_id = vec![1, 2, 3];
     req.resource_logs[0].scope_logs[0].log_records[2].span_id = vec![1];
     let d = decode_logs_protobuf(&req.encode_to_vec(), RECEIVED, &unlimited()).unwrap();

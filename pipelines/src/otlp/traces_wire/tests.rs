@@ -203,54 +203,10 @@ proptest! {
     }
 }
 
-fn sample() -> ExportTraceServiceRequest {
-    let span = Span {
-        trace_id: vec![1; 16],
-        span_id: vec![2; 8],
-        name: "GET /".into(),
-        kind: 2,
-        start_time_unix_nano: 1_000,
-        end_time_unix_nano: 1_500,
-        attributes: vec![kv("http.route", "/")],
-        events: vec![Event {
-            time_unix_nano: 1_100,
-            name: "ev".into(),
-            attributes: vec![kv("a", "b")],
-            ..Default::default()
-        }],
-        links: vec![Link {
-            trace_id: vec![3; 16],
-            span_id: vec![4; 8],
-            attributes: vec![kv("c", "d")],
-            ..Default::default()
-        }],
-        status: Some(Status {
-            code: 2,
-            message: "boom".into(),
-        }),
-        ..Default::default()
-    };
-    let mut bad = span.clone();
-    bad.span_id = vec![1];
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
-                attributes: vec![kv("service.name", "api")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span, bad],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-}
-
 #[test]
 fn reordered_and_truncated_bodies() {
     let unlimited = DecodeBudget::unlimited();
-    let bytes = sample().encode_to_vec();
+    let bytes = traces_request().encode_to_vec();
     let want = old(&bytes, &unlimited);
     assert!(matches!(&want, Outcome::Rows { records, rejected: 1, .. } if records.num_rows() == 1));
     let mut rewrite = Rewrite::new(true, 1, 0, 7);
@@ -265,7 +221,7 @@ fn reordered_and_truncated_bodies() {
 
 #[test]
 fn malformed_spans_are_named_and_win_over_the_budget() {
-    let mut bytes = sample().encode_to_vec();
+    let mut bytes = traces_request().encode_to_vec();
     let at = bytes.windows(4).position(|w| w == b"boom").expect("status");
     bytes[at] = 0xff;
     match decode_traces_protobuf(&bytes, RECEIVED, &DecodeBudget::new(1, "k")) {
@@ -276,7 +232,7 @@ fn malformed_spans_are_named_and_win_over_the_budget() {
         ),
         other => panic!("expected malformed, got {other:?}"),
     }
-    let ok = sample().encode_to_vec();
+    let ok = traces_request().encode_to_vec();
     assert!(matches!(
         decode_traces_protobuf(&ok, RECEIVED, &DecodeBudget::new(1, "k")),
         Err(DecodeError::OverBudget(_))
