@@ -25,6 +25,28 @@ interval = "500ms"
 """
 
 
+def start_compacting(weir_factory, snapshot_max_age, min_age):
+    """A `weir run` that flushes files after 200 ms, compacts every 300 ms files older than
+    `min_age` with no grace, sweeps every 300 ms and expires snapshots after
+    `snapshot_max_age`."""
+    weir = weir_factory(
+        FAST
+        + f"""
+snapshot_max_age = "{snapshot_max_age}"
+[compaction]
+interval = "300ms"
+min_age = "{min_age}"
+grace = "0s"
+[retention]
+interval = "300ms"
+""",
+        start=False,
+    )
+    weir.config.write_text(weir.config.read_text().replace('max_file_age = "1s"', 'max_file_age = "200ms"'))
+    weir.start()
+    return weir
+
+
 def catalog(weir, token=None):
     props = {"type": "rest", "uri": weir.admin + "/iceberg"}
     if token:
@@ -144,21 +166,7 @@ def test_pyiceberg_and_duckdb_read_every_table(weir_factory):
 
 
 def test_compaction_is_a_replace_and_old_snapshots_read_whole(weir_factory):
-    weir = weir_factory(
-        FAST
-        + """
-snapshot_max_age = "1h"
-[compaction]
-interval = "300ms"
-min_age = "4s"
-grace = "0s"
-[retention]
-interval = "300ms"
-""",
-        start=False,
-    )
-    weir.config.write_text(weir.config.read_text().replace('max_file_age = "1s"', 'max_file_age = "200ms"'))
-    weir.start()
+    weir = start_compacting(weir_factory, snapshot_max_age="1h", min_age="4s")
     import requests
     from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
     from opentelemetry.proto.common.v1 import common_pb2
@@ -301,21 +309,7 @@ def test_objects_outlive_every_snapshot_that_lists_them(weir_factory):
     snapshot's manifest list goes with it."""
     import requests
 
-    weir = weir_factory(
-        FAST
-        + """
-snapshot_max_age = "3s"
-[compaction]
-interval = "300ms"
-min_age = "2s"
-grace = "0s"
-[retention]
-interval = "300ms"
-""",
-        start=False,
-    )
-    weir.config.write_text(weir.config.read_text().replace('max_file_age = "1s"', 'max_file_age = "200ms"'))
-    weir.start()
+    weir = start_compacting(weir_factory, snapshot_max_age="3s", min_age="2s")
     for i in range(3):
         r = requests.post(
             weir.http + "/v1/logs",
