@@ -17,6 +17,7 @@ use iceberg::spec::{
     NestedField, NestedFieldRef, NullOrder, PrimitiveType, Schema, SortDirection, SortField,
     SortOrder, Struct, StructType, Transform, Type, UnboundPartitionSpec,
 };
+use parquet::file::metadata::ParquetMetaData;
 use weir_catalog::layout::Partition;
 use weir_catalog::{SegmentRecord, MANY_SERVICES};
 use weir_schema::Signal;
@@ -34,17 +35,16 @@ fn unsupported(field: &Field) -> IcebergError {
     ))
 }
 
-/// Hands out field ids in schema order (the table builder assigns them afresh anyway).
-struct Ids(i32);
-
-impl Ids {
-    fn next(&mut self) -> i32 {
-        self.0 += 1;
-        self.0
-    }
+/// The id a field of [`Signal::file_schema`] carries.
+fn id_of(field: &Field) -> Result<i32, IcebergError> {
+    field
+        .metadata()
+        .get(weir_schema::FIELD_ID_KEY)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| IcebergError::Schema(format!("column {} has no field id", field.name())))
 }
 
-fn iceberg_type(field: &Field, ids: &mut Ids) -> Result<Type, IcebergError> {
+fn iceberg_type(field: &Field) -> Result<Type, IcebergError> {
     let primitive = |p| Ok(Type::Primitive(p));
     match field.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 => primitive(PrimitiveType::String),
@@ -63,9 +63,7 @@ fn iceberg_type(field: &Field, ids: &mut Ids) -> Result<Type, IcebergError> {
             primitive(PrimitiveType::Timestamp)
         }
         DataType::List(item) | DataType::LargeList(item) => {
-            let id = ids.next();
-            let element = nested(id, item, ids)?;
-            Ok(Type::List(ListType::new(element)))
+            Ok(Type::List(ListType::new(nested(item)?)))
         }
         DataType::Map(entries, _) => {
             let DataType::Struct(kv) = entries.data_type() else {
@@ -74,19 +72,12 @@ fn iceberg_type(field: &Field, ids: &mut Ids) -> Result<Type, IcebergError> {
             let [key, value] = kv.iter().collect::<Vec<_>>()[..] else {
                 return Err(unsupported(field));
             };
-            let key_id = ids.next();
-            let value_id = ids.next();
-            Ok(Type::Map(MapType::new(
-                nested(key_id, key, ids)?,
-                nested(value_id, value, ids)?,
-            )))
+            Ok(Type::Map(MapType::new(nested(key)?, nested(value)?)))
         }
         DataType::Struct(fields) => {
-            let ids_of: Vec<i32> = fields.iter().map(|_| ids.next()).collect();
             let members = fields
                 .iter()
-                .zip(ids_of)
-                .map(|(f, id)| nested(id, f, ids))
+                .map(|f| nested(f))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Type::Struct(StructType::new(members)))
         }
@@ -94,27 +85,23 @@ fn iceberg_type(field: &Field, ids: &mut Ids) -> Result<Type, IcebergError> {
     }
 }
 
-fn nested(id: i32, field: &Field, ids: &mut Ids) -> Result<NestedFieldRef, IcebergError> {
-    let ty = iceberg_type(field, ids)?;
+fn nested(field: &Field) -> Result<NestedFieldRef, IcebergError> {
     Ok(Arc::new(NestedField::new(
-        id,
+        id_of(field)?,
         field.name(),
-        ty,
+        iceberg_type(field)?,
         !field.is_nullable(),
     )))
 }
 
-/// The Iceberg schema of a signal's lake files (ids in schema order, before the table
-/// builder assigns the table's own).
+/// The Iceberg schema of a signal's lake files, with the field ids the files carry
+/// ([`Signal::file_schema`]; a new table's metadata gives the same ids, as tested).
 pub fn schema(signal: Signal) -> Result<Schema, IcebergError> {
-    let arrow = signal.schema();
-    let mut ids = Ids(0);
-    let top: Vec<i32> = arrow.fields().iter().map(|_| ids.next()).collect();
+    let arrow = signal.file_schema();
     let fields = arrow
         .fields()
         .iter()
-        .zip(top)
-        .map(|(f, id)| nested(id, f, &mut ids))
+        .map(|f| nested(f))
         .collect::<Result<Vec<_>, _>>()?;
     Schema::builder()
         .with_schema_id(0)
@@ -214,6 +201,7 @@ pub fn data_file(
     schema: &Schema,
     lake_url: &str,
     s: &SegmentRecord,
+    counts: Option<&ColumnCounts>,
 ) -> Result<DataFile, IcebergError> {
     let time_id = field_id(schema, signal.time_column())?;
     let mut lower = HashMap::from([(
@@ -232,8 +220,12 @@ pub fn data_file(
             upper.insert(svc, Datum::string(last));
         }
     }
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
+    let mut file = DataFileBuilder::default();
+    if let Some(c) = counts {
+        file.value_counts(c.values.clone())
+            .null_value_counts(c.nulls.clone());
+    }
+    file.content(DataContentType::Data)
         .file_path(object_uri(lake_url, &s.object_key))
         .file_format(DataFileFormat::Parquet)
         .partition(Struct::from_iter([Some(Literal::int(partition_hours(
@@ -247,6 +239,54 @@ pub fn data_file(
         .sort_order_id(1)
         .build()
         .map_err(|e| IcebergError::Schema(format!("data file of {}: {e}", s.id)))
+}
+
+/// Per column of a file, by field id: values (nulls included) and nulls, summed over its row
+/// groups from the Parquet footer. Top-level columns only, and only those whose every column
+/// chunk states its null count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnCounts {
+    /// Values of each column, nulls included.
+    pub values: HashMap<i32, u64>,
+    /// Nulls of each column.
+    pub nulls: HashMap<i32, u64>,
+}
+
+impl ColumnCounts {
+    /// The counts in a lake file's footer. Columns are matched by name, so files written
+    /// before the field ids count too.
+    pub fn of_footer(signal: Signal, footer: &ParquetMetaData) -> ColumnCounts {
+        let file_schema = signal.file_schema();
+        let ids: HashMap<&str, i32> = file_schema
+            .fields()
+            .iter()
+            .filter_map(|f| Some((f.name().as_str(), id_of(f).ok()?)))
+            .collect();
+        let mut values: HashMap<i32, u64> = HashMap::new();
+        let mut nulls: HashMap<i32, Option<u64>> = HashMap::new();
+        for rg in footer.row_groups() {
+            for cc in rg.columns() {
+                let parts = cc.column_descr().path().parts();
+                let [name] = parts else { continue };
+                let Some(&id) = ids.get(name.as_str()) else {
+                    continue;
+                };
+                *values.entry(id).or_default() += u64::try_from(cc.num_values()).unwrap_or(0);
+                let n = cc.statistics().and_then(|st| st.null_count_opt());
+                let total = nulls.entry(id).or_insert(Some(0));
+                *total = match (*total, n) {
+                    (Some(t), Some(n)) => Some(t + n),
+                    _ => None,
+                };
+            }
+        }
+        let nulls: HashMap<i32, u64> = nulls
+            .into_iter()
+            .filter_map(|(id, n)| Some((id, n?)))
+            .collect();
+        values.retain(|id, _| nulls.contains_key(id));
+        ColumnCounts { values, nulls }
+    }
 }
 
 /// The URI of a lake object: the lake URL and the key.
@@ -281,6 +321,84 @@ mod tests {
             logs.field_by_name("flags").unwrap().field_type.as_ref(),
             &Type::Primitive(PrimitiveType::Long)
         );
+    }
+
+    /// A new table's metadata numbers its schema afresh; the ids must come out as the ones
+    /// the Parquet files carry, or readers that match columns by id read nulls.
+    #[test]
+    fn a_new_table_keeps_the_files_field_ids() {
+        use iceberg::spec::{FormatVersion, TableMetadataBuilder};
+        for signal in Signal::ALL {
+            let s = schema(signal).unwrap();
+            let md = TableMetadataBuilder::new(
+                s.clone(),
+                partition_spec(signal, &s).unwrap(),
+                sort_order(signal, &s).unwrap(),
+                "file:///lake/t".to_string(),
+                FormatVersion::V2,
+                HashMap::new(),
+            )
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+            assert_eq!(
+                md.current_schema().as_struct(),
+                s.as_struct(),
+                "{signal}: the table renumbered the fields"
+            );
+            assert!(md.current_schema().highest_field_id() > 0);
+        }
+    }
+
+    #[test]
+    fn column_counts_come_from_the_footer_by_field_id() {
+        use weir_pipelines::logrows::{LogFields, LogsBuilder};
+        use weir_pipelines::parquet_writer::{encode_parquet, ParquetConfig};
+        let mut b = LogsBuilder::with_capacity(0);
+        for i in 0..5i64 {
+            b.append(
+                &LogFields {
+                    timestamp: i,
+                    observed: i,
+                    severity_number: 9,
+                    severity_text: (i % 2 == 0).then_some("INFO"),
+                    body: Some("b"),
+                    trace_id: None,
+                    span_id: None,
+                    flags: 0,
+                    event_name: None,
+                    service_name: Some("api"),
+                    scope_name: None,
+                },
+                None,
+                0,
+                |_| {},
+                |_| {},
+            );
+        }
+        let rows = b.finish().unwrap();
+        let config = ParquetConfig {
+            row_group_rows: 2,
+            ..ParquetConfig::default()
+        };
+        let (bytes, _) = encode_parquet(&config, Signal::Logs, "t", &[rows], &[]).unwrap();
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes::Bytes::from(bytes))
+            .unwrap();
+        assert!(
+            footer.num_row_groups() > 1,
+            "counts are summed over row groups"
+        );
+        let c = ColumnCounts::of_footer(Signal::Logs, &footer);
+        let s = schema(Signal::Logs).unwrap();
+        let id = |n| field_id(&s, n).unwrap();
+        assert_eq!(c.nulls.get(&id("severity_text")), Some(&2));
+        assert_eq!(c.nulls.get(&id("trace_id")), Some(&5));
+        assert_eq!(c.nulls.get(&id("body")), Some(&0));
+        assert_eq!(c.values.get(&id("body")), Some(&5));
+        // Nested columns (the attribute maps) are not counted.
+        assert!(!c.nulls.contains_key(&id("attributes")));
     }
 
     #[test]

@@ -11,11 +11,14 @@ import os
 import signal
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from pyiceberg.catalog import load_catalog
+from pyiceberg.types import ListType, MapType, StructType
 
 from test_otlp_sdk import send_all
 
@@ -144,6 +147,35 @@ def test_pyiceberg_and_duckdb_read_every_table(weir_factory):
     assert list(logs_tbl.scan(row_filter="timestamp >= '2001-01-01T00:00:00+00:00'").plan_files())
     assert list(logs_tbl.scan(row_filter="service_name == 'no-such-service'").plan_files()) == []
     assert list(logs_tbl.scan(row_filter="service_name == 'svc-http-protobuf'").plan_files())
+    # The files carry the table's field ids (readers need no name mapping), nested fields
+    # too, and the manifests count values and nulls per column.
+    ids = {}
+
+    def walk(fields, prefix=""):
+        for f in fields:
+            ids[prefix + f.name] = f.field_id
+            t = f.field_type
+            if isinstance(t, StructType):
+                walk(t.fields, prefix + f.name + ".")
+            elif isinstance(t, ListType):
+                ids[prefix + f.name + ".element"] = t.element_id
+            elif isinstance(t, MapType):
+                ids[prefix + f.name + ".key"] = t.key_id
+                ids[prefix + f.name + ".value"] = t.value_id
+
+    walk(logs_tbl.schema().fields)
+    files = logs_tbl.inspect.files().to_pylist()
+    assert files
+    for f in files:
+        schema = pq.read_schema(urllib.parse.urlparse(f["file_path"]).path)
+        for field in schema:
+            assert int(field.metadata[b"PARQUET:field_id"]) == ids[field.name], field.name
+        attrs = schema.field("attributes").type
+        assert int(attrs.key_field.metadata[b"PARQUET:field_id"]) == ids["attributes.key"]
+        assert int(attrs.item_field.metadata[b"PARQUET:field_id"]) == ids["attributes.value"]
+        nulls, values = dict(f["null_value_counts"]), dict(f["value_counts"])
+        assert nulls[ids["body"]] == 0 and values[ids["body"]] == f["record_count"], f
+        assert nulls[ids["scope_version"]] <= f["record_count"], f
 
     con = duck_iceberg()
     con.execute(f"ATTACH 'weir' AS ice (TYPE iceberg, ENDPOINT '{weir.admin}/iceberg', AUTHORIZATION_TYPE 'none')")

@@ -16,6 +16,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_row::{RowConverter, Rows, SortField};
 use futures::StreamExt;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use tokio_util::sync::CancellationToken;
@@ -202,12 +203,18 @@ impl Compactor {
     async fn open(
         &self,
         seg: &SegmentRecord,
+        signal: Signal,
     ) -> Result<ParquetRecordBatchStream<LakeFileReader>, CompactError> {
         let reader = self.lake.parquet_reader(&seg.object_key, seg.bytes);
-        Ok(ParquetRecordBatchStreamBuilder::new(reader)
-            .await?
-            .with_batch_size(self.config.read_batch_rows)
-            .build()?)
+        // Read as the lake schema whatever field ids the file carries (files written before
+        // the ids have none), so rows of old and new files merge.
+        let options = ArrowReaderOptions::new().with_schema(signal.schema());
+        Ok(
+            ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
+                .await?
+                .with_batch_size(self.config.read_batch_rows)
+                .build()?,
+        )
     }
 
     /// The next non-empty batch of a stream and its sort keys.
@@ -254,7 +261,7 @@ impl Compactor {
     ) -> Result<Vec<Input>, CompactError> {
         let mut inputs = Vec::with_capacity(lease.inputs.len());
         for seg in &lease.inputs {
-            let mut stream = self.open(seg).await?;
+            let mut stream = self.open(seg, signal).await?;
             if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, converter).await? {
                 inputs.push(Input {
                     stream,
@@ -282,7 +289,6 @@ impl Compactor {
                 weir_schema::SCHEMA_VERSION
             )));
         }
-        let schema = signal.schema();
         let converter = sort_key_converter(signal)?;
         let mut inputs = self.open_inputs(lease, signal, &converter).await?;
 
@@ -306,7 +312,8 @@ impl Compactor {
             &extra,
         )?;
         let sink = self.lake.writer(&key);
-        let mut writer = AsyncArrowWriter::try_new(sink, schema.clone(), Some(props))?;
+        // With the Iceberg field ids, as the flusher writes (`Signal::file_schema`).
+        let mut writer = AsyncArrowWriter::try_new(sink, signal.file_schema(), Some(props))?;
 
         let mut written = 0u64;
         let result: Result<(), CompactError> = async {

@@ -204,7 +204,9 @@ pub fn encode_parquet(
     let summary = summarize(signal, &sorted);
     let props = writer_properties(cfg, signal, tenant, &summary, extra_metadata)?;
     let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, signal.schema(), Some(props))?;
+    // The file schema carries the Iceberg field ids (`Signal::file_schema`); the rows are of
+    // the lake schema, the same types without the ids.
+    let mut writer = ArrowWriter::try_new(&mut out, signal.file_schema(), Some(props))?;
     writer.write(&sorted)?;
     writer.close()?;
     Ok((out, summary))

@@ -545,3 +545,84 @@ async fn a_compaction_that_fails_mid_output_aborts_its_multipart_upload() {
         .unwrap();
     assert_eq!(page.segments.len(), segs.len());
 }
+
+/// A file as the flusher wrote it before the lake carried Iceberg field ids: the lake schema
+/// with no ids.
+async fn write_segment_without_field_ids(lake: &Lake, rows: RecordBatch) -> SegmentRecord {
+    let mut bytes = Vec::new();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, Signal::Logs.schema(), None).unwrap();
+    w.write(&rows).unwrap();
+    w.close().unwrap();
+    let (_, summary) = encode_parquet(
+        &ParquetConfig::default(),
+        Signal::Logs,
+        "acme",
+        std::slice::from_ref(&rows),
+        &[],
+    )
+    .unwrap();
+    let key = SegmentKey::new("acme", Signal::Logs, partition(), Uuid::now_v7());
+    let size = bytes.len() as u64;
+    lake.put(&key.to_string(), bytes).await.unwrap();
+    layout::segment_record(&key, summary.into_facts(size), "test", 0)
+}
+
+/// The field ids of a Parquet file's columns, leaves and groups, by path.
+fn field_ids(bytes: bytes::Bytes) -> HashMap<String, i32> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let mut out = HashMap::new();
+    fn walk(t: &parquet::schema::types::Type, path: String, out: &mut HashMap<String, i32>) {
+        let info = t.get_basic_info();
+        if info.has_id() {
+            out.insert(path.clone(), info.id());
+        }
+        if t.is_group() {
+            for f in t.get_fields() {
+                let p = if path.is_empty() {
+                    f.name().to_string()
+                } else {
+                    format!("{path}.{}", f.name())
+                };
+                walk(f, p, out);
+            }
+        }
+    }
+    walk(
+        reader.metadata().file_metadata().schema(),
+        String::new(),
+        &mut out,
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_without_field_ids_merge_with_files_that_have_them() {
+    let (_dir, lake, catalog) = lake_and_index();
+    let mut rng = Lcg(7);
+    let new = write_segment(&lake, "acme", batch(&mut rng, 0, 700)).await;
+    let new_bytes = lake.get(&new.object_key).await.unwrap();
+    let ids = field_ids(new_bytes.clone());
+    assert_eq!(ids.get("timestamp"), Some(&1), "{ids:?}");
+    assert_eq!(ids.get("attributes.key_value.value"), Some(&19), "{ids:?}");
+    // Rows of one service in time order: a sorted file.
+    let old_rows = log_batch((0..400).map(|i| (BASE + i * 1000, format!("old {i}"), "api")));
+    let old = write_segment_without_field_ids(&lake, old_rows).await;
+    assert!(field_ids(lake.get(&old.object_key).await.unwrap()).is_empty());
+    let mut expected = rows_of(new_bytes);
+    expected.extend(rows_of(lake.get(&old.object_key).await.unwrap()));
+    catalog.register(&[new, old]).await.unwrap();
+
+    let compactor = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(128));
+    let done = compactor.run_once().await.unwrap().expect("a plan");
+    let out = lake.get(&done.output.object_key).await.unwrap();
+    let mut merged = rows_of(out.clone());
+    merged.sort();
+    expected.sort();
+    assert_eq!(merged, expected);
+    assert_eq!(
+        field_ids(out),
+        ids,
+        "the output carries the lake's field ids"
+    );
+}

@@ -99,6 +99,16 @@ impl Signal {
         }
     }
 
+    /// The lake schema with a field id on every field, nested ones included, under
+    /// [`FIELD_ID_KEY`]: the schema the Parquet files are written with, so that Iceberg readers
+    /// need no name mapping. See [`with_field_ids`] for how ids are given.
+    pub fn file_schema(self) -> SchemaRef {
+        static SCHEMAS: OnceLock<[SchemaRef; 3]> = OnceLock::new();
+        let all =
+            SCHEMAS.get_or_init(|| Signal::ALL.map(|s| Arc::new(with_field_ids(&s.schema()))));
+        all[self.code() as usize].clone()
+    }
+
     /// The column holding the row's own timestamp, which decides its hour partition.
     pub fn time_column(self) -> &'static str {
         match self {
@@ -120,6 +130,91 @@ impl Signal {
 impl std::fmt::Display for Signal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Metadata key of a field's id: parquet's Arrow writer writes it as the Parquet field id,
+/// which Iceberg readers match columns by.
+pub const FIELD_ID_KEY: &str = "PARQUET:field_id";
+
+/// `schema` with a field id on every field under [`FIELD_ID_KEY`], given as an Iceberg
+/// catalog gives fresh ids to a new table's schema: the fields of a struct (the top level
+/// first) take the next ids in order, then each one's nested fields are numbered in turn; a
+/// list's element takes the next id before what it contains, a map's key and value theirs
+/// (the map's entries struct, which Iceberg does not have, takes none).
+///
+/// The ids are part of the lake's format: schema version 1 keeps them as they are given
+/// here. A later version that adds a column must give it the next unused id instead of
+/// numbering afresh (which would move the nested ids).
+pub fn with_field_ids(schema: &Schema) -> Schema {
+    let mut next = 0;
+    let fields = number_fields(schema.fields(), &mut next);
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+fn take(next: &mut i32) -> i32 {
+    *next += 1;
+    *next
+}
+
+fn with_id(field: &Field, id: Option<i32>, data_type: DataType) -> Field {
+    let mut metadata = field.metadata().clone();
+    if let Some(id) = id {
+        metadata.insert(FIELD_ID_KEY.to_string(), id.to_string());
+    }
+    field
+        .clone()
+        .with_data_type(data_type)
+        .with_metadata(metadata)
+}
+
+/// The fields of one struct: their ids first, then what each contains.
+fn number_fields(fields: &Fields, next: &mut i32) -> Fields {
+    let ids: Vec<i32> = fields.iter().map(|_| take(next)).collect();
+    fields
+        .iter()
+        .zip(ids)
+        .map(|(f, id)| with_id(f, Some(id), number_type(f.data_type(), next)))
+        .collect()
+}
+
+/// The nested fields of a type, numbered.
+fn number_type(data_type: &DataType, next: &mut i32) -> DataType {
+    match data_type {
+        DataType::Struct(fields) => DataType::Struct(number_fields(fields, next)),
+        DataType::List(item) => {
+            let id = take(next);
+            DataType::List(Arc::new(with_id(
+                item,
+                Some(id),
+                number_type(item.data_type(), next),
+            )))
+        }
+        DataType::LargeList(item) => {
+            let id = take(next);
+            DataType::LargeList(Arc::new(with_id(
+                item,
+                Some(id),
+                number_type(item.data_type(), next),
+            )))
+        }
+        DataType::Map(entries, sorted) => {
+            let DataType::Struct(kv) = entries.data_type() else {
+                return data_type.clone();
+            };
+            let numbered: Fields = kv
+                .iter()
+                .map(|f| {
+                    let id = take(next);
+                    with_id(f, Some(id), number_type(f.data_type(), next))
+                })
+                .collect();
+            DataType::Map(
+                Arc::new(with_id(entries, None, DataType::Struct(numbered))),
+                *sorted,
+            )
+        }
+        other => other.clone(),
     }
 }
 
@@ -346,6 +441,88 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod field_id_tests {
+    use super::*;
+
+    /// `path=id` of every field with an id, in schema order.
+    fn ids(fields: &Fields, prefix: &str, out: &mut Vec<String>) {
+        for f in fields {
+            let path = format!("{prefix}{}", f.name());
+            if let Some(id) = f.metadata().get(FIELD_ID_KEY) {
+                out.push(format!("{path}={id}"));
+            }
+            match f.data_type() {
+                DataType::Struct(c) => ids(c, &format!("{path}."), out),
+                DataType::List(c) | DataType::LargeList(c) | DataType::Map(c, _) => ids(
+                    &Fields::from(vec![c.as_ref().clone()]),
+                    &format!("{path}."),
+                    out,
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// The ids are part of the lake's format: a change that moves one fails here.
+    #[test]
+    fn field_ids_are_pinned() {
+        let mut logs = Vec::new();
+        ids(Signal::Logs.file_schema().fields(), "", &mut logs);
+        assert_eq!(
+            logs.join(" "),
+            "timestamp=1 observed_timestamp=2 severity_number=3 severity_text=4 body=5 \
+             trace_id=6 span_id=7 flags=8 event_name=9 dropped_attributes_count=10 \
+             service_name=11 resource_attributes=12 resource_attributes.key_value.key=16 \
+             resource_attributes.key_value.value=17 scope_name=13 scope_version=14 \
+             attributes=15 attributes.key_value.key=18 attributes.key_value.value=19"
+        );
+        let mut traces = Vec::new();
+        ids(Signal::Traces.file_schema().fields(), "", &mut traces);
+        for pinned in [
+            "events=13",
+            "events.item=20",
+            "events.item.attributes.key_value.key=25",
+            "links.item.flags=32",
+            "attributes.key_value.value=38",
+        ] {
+            assert!(traces.iter().any(|t| t == pinned), "{pinned} in {traces:?}");
+        }
+        let mut metrics = Vec::new();
+        ids(Signal::Metrics.file_schema().fields(), "", &mut metrics);
+        for pinned in ["quantiles.item.value=37", "attributes.key_value.value=41"] {
+            assert!(
+                metrics.iter().any(|t| t == pinned),
+                "{pinned} in {metrics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_but_map_entries_has_a_unique_id_from_one_up() {
+        for s in Signal::ALL {
+            let mut out = Vec::new();
+            ids(s.file_schema().fields(), "", &mut out);
+            let mut got: Vec<i32> = out
+                .iter()
+                .filter_map(|p| p.rsplit('=').next()?.parse().ok())
+                .collect();
+            got.sort();
+            assert_eq!(got, (1..=out.len() as i32).collect::<Vec<_>>(), "{s}");
+            // Only the ids differ from the lake schema.
+            let plain = s.schema();
+            let file = s.file_schema();
+            for (a, b) in plain.fields().iter().zip(file.fields()) {
+                assert!(
+                    a.data_type().equals_datatype(b.data_type()),
+                    "{s}: {}",
+                    a.name()
+                );
+            }
         }
     }
 }

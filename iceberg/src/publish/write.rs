@@ -1,7 +1,10 @@
 //! Writing a commit: manifests, manifest lists and the metadata JSON, the pointer swap, and
 //! the cleanup of what the new metadata no longer names.
 
+use parquet::arrow::async_reader::AsyncFileReader;
+
 use super::*;
+use crate::table::ColumnCounts;
 
 impl Publisher {
     /// Commits what changed since `state` (`None`: the table written afresh) over the
@@ -239,6 +242,20 @@ impl Publisher {
         )))
     }
 
+    /// The column counts of a segment's file, from its footer; `None` (and a warning) when
+    /// the footer cannot be read: the file is published without them (they are optional,
+    /// engines then do not prune on nulls).
+    async fn column_counts(&self, signal: Signal, s: &SegmentRecord) -> Option<ColumnCounts> {
+        let mut reader = self.lake.parquet_reader(&s.object_key, s.bytes);
+        match reader.get_metadata(None).await {
+            Ok(footer) => Some(ColumnCounts::of_footer(signal, &footer)),
+            Err(e) => {
+                warn!(key = %s.object_key, error = %e, "iceberg: no column counts for a file whose footer cannot be read");
+                None
+            }
+        }
+    }
+
     pub(super) async fn delete_all(&self, keys: &[String]) {
         for k in keys {
             if let Err(e) = self.lake.delete(k).await {
@@ -334,7 +351,8 @@ impl Publisher {
             let mut new_files = Vec::new();
             for sid in &add {
                 let Some(s) = by_id.get(sid) else { continue };
-                let file = table::data_file(signal, &schema, self.lake.url(), s)?;
+                let counts = self.column_counts(signal, s).await;
+                let file = table::data_file(signal, &schema, self.lake.url(), s, counts.as_ref())?;
                 added_rows += file.record_count();
                 w.add_file(file.clone(), sequence)?;
                 new_files.push((*sid, file));
