@@ -1,10 +1,12 @@
 //! The admin endpoints every role serves: `/healthz`, `/livez`, `/readyz` and `/metrics`
 //! (Prometheus text). Roles merge their own routes on top (the segment index of `weir run`,
-//! the control-plane API).
+//! the control-plane API). [`serve`] bounds the listener's connections as the sources' are
+//! (`max_connections`, `idle_timeout`, `header_read_timeout`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
@@ -18,6 +20,8 @@ use tracing::info;
 use weir_catalog::Catalog;
 use weir_pipelines::buffer::Buffer;
 use weir_pipelines::metrics::Metrics;
+use weir_sources::conn::{Acceptor, ConnLimits};
+use weir_sources::http::{check_header_read_timeout, serve_connections};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -183,19 +187,69 @@ pub async fn bind(key: &str, address: SocketAddr) -> Result<tokio::net::TcpListe
         .with_context(|| format!("cannot listen on {key} = {address}"))
 }
 
-/// Serves `app` on `listener` until `stop`, then lets in-flight requests finish.
+/// How an admin or API listener bounds its connections: as every source's listener does
+/// (`weir_sources::conn`), `max_connections` and `idle_timeout`, and an HTTP/1
+/// `header_read_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Open connections and their idle bound.
+    pub conn: ConnLimits,
+    /// Longest wait for a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl ListenerLimits {
+    /// The limits of the three keys.
+    pub fn new(
+        max_connections: usize,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> ListenerLimits {
+        ListenerLimits {
+            conn: ConnLimits {
+                max_connections,
+                idle_timeout,
+            },
+            header_read_timeout,
+        }
+    }
+
+    /// Checks `{prefix}.max_connections`, `{prefix}.idle_timeout` and
+    /// `{prefix}.header_read_timeout` as the sources' are checked.
+    pub fn check(&self, problems: &mut Vec<String>, prefix: &str) {
+        self.conn.check(problems, prefix);
+        check_header_read_timeout(problems, prefix, self.header_read_timeout);
+    }
+}
+
+/// Where a listener counts the connections it refuses: `weir_rejected_requests_total` with
+/// `source` (`admin`, `control_plane`) and the reason (`too_many_connections`,
+/// `idle_timeout`, `accept_error`).
+pub struct Counted {
+    /// The `source` label.
+    pub source: &'static str,
+    /// The process's metrics.
+    pub metrics: Metrics,
+}
+
+/// Serves `app` on `listener` within `limits` until `stop`, then stops accepting and lets
+/// in-flight requests finish.
 pub fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: CancellationToken,
     what: &'static str,
-) -> JoinHandle<std::io::Result<()>> {
+    limits: ListenerLimits,
+    counted: Counted,
+) -> JoinHandle<()> {
     if let Ok(address) = listener.local_addr() {
-        info!(%address, "{what} listening");
+        info!(%address, max_connections = limits.conn.max_connections, "{what} listening");
     }
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    })
+    let acceptor = Acceptor::new(listener, counted.source, counted.metrics, limits.conn);
+    tokio::spawn(serve_connections(
+        acceptor,
+        app,
+        limits.header_read_timeout,
+        stop,
+    ))
 }

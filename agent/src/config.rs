@@ -241,13 +241,37 @@ impl Default for LakeConfig {
 pub struct AdminConfig {
     /// Listen address of `/healthz`, `/livez`, `/readyz`, `/metrics` and `/v1/segments`.
     pub address: String,
+    /// Open connections allowed on the admin port; one more is closed at once and counted
+    /// (`weir_rejected_requests_total{source="admin",reason="too_many_connections"}`).
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (HTTP/1), from the connection's start or the end
+    /// of the previous response: a slower client (slowloris), or a keep-alive connection idle
+    /// that long, is closed. At least 1s.
+    pub header_read_timeout: HumanDuration,
+    /// A connection over which nothing moves for this long while the agent waits on it is
+    /// closed and counted (`reason="idle_timeout"`). At least 1s.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: "0.0.0.0:8686".into(),
+            max_connections: weir_sources::conn::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HumanDuration(weir_sources::http::DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(weir_sources::conn::DEFAULT_IDLE_TIMEOUT),
         }
+    }
+}
+
+impl AdminConfig {
+    /// The bounds of the admin port's connections.
+    pub fn limits(&self) -> crate::admin::ListenerLimits {
+        crate::admin::ListenerLimits::new(
+            self.max_connections,
+            self.header_read_timeout.0,
+            self.idle_timeout.0,
+        )
     }
 }
 
@@ -414,6 +438,7 @@ impl Config {
                 self.lake.target_file_bytes
             ));
         }
+        self.admin.limits().check(&mut problems, "admin");
         self.control_plane.check(&mut problems);
         self.compaction.check(&mut problems);
         self.retention.check(&mut problems);

@@ -104,7 +104,7 @@ def wait_listening(url, proc, what, timeout=30):
 class Weir:
     """One `weir run` process and its data directory."""
 
-    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp="", syslog="", fluent=""):
+    def __init__(self, root: Path, extra_toml: str = "", wrap=None, otlp="", syslog="", fluent="", admin=""):
         self.root = root
         self.data = root / "data"
         self.lake = self.data / "lake"
@@ -130,6 +130,7 @@ address = "127.0.0.1:0"
 {fluent}
 [admin]
 address = "127.0.0.1:0"
+{admin}
 [shutdown]
 timeout = "10s"
 {extra_toml}
@@ -349,10 +350,10 @@ timeout = "10s"
 def weir_factory(tmp_path):
     started = []
 
-    def make(extra_toml="", name="w", wrap=None, start=True, otlp="", syslog="", fluent=""):
+    def make(extra_toml="", name="w", wrap=None, start=True, otlp="", syslog="", fluent="", admin=""):
         root = tmp_path / name
         root.mkdir(exist_ok=True)
-        w = Weir(root, extra_toml, wrap, otlp, syslog, fluent)
+        w = Weir(root, extra_toml, wrap, otlp, syslog, fluent, admin)
         started.append(w)
         return w.start() if start else w
 

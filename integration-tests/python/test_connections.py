@@ -108,12 +108,10 @@ def test_connections_over_the_limit_are_closed_and_counted(weir_factory):
     wait_until("OTLP/HTTP serves again", lambda: post_logs(w, logs_request(0, 2)).status_code == 200)
 
 
-def test_slowloris_is_cut_off_while_normal_clients_are_served(weir_factory):
-    w = weir_factory(otlp=SHORT)
-    host, port = "127.0.0.1", w.http_port
-    # Headers trickled a byte at a time: closed after header_read_timeout.
-    slow = socket.create_connection((host, port), timeout=10)
-    head = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nX-Slow: " + b"a" * 200
+def trickle_headers(port, head, meanwhile=None):
+    """Sends `head` a byte at a time, 50 ms apart, calling `meanwhile` every 50 bytes; returns
+    the seconds until the server cut the connection off (None if it never did)."""
+    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
     start = time.time()
     closed_at = None
     for i, b in enumerate(head):
@@ -122,9 +120,8 @@ def test_slowloris_is_cut_off_while_normal_clients_are_served(weir_factory):
         except (BrokenPipeError, ConnectionResetError):
             closed_at = time.time()
             break
-        # A normal client is served meanwhile.
-        if i % 50 == 0:
-            assert post_logs(w, logs_request(1, 1)).status_code == 200
+        if meanwhile and i % 50 == 0:
+            meanwhile()
         time.sleep(0.05)
         slow.setblocking(False)
         try:
@@ -139,8 +136,22 @@ def test_slowloris_is_cut_off_while_normal_clients_are_served(weir_factory):
         finally:
             slow.setblocking(True)
     slow.close()
-    assert closed_at is not None, "the slowloris client was never cut off"
-    assert 0.8 <= closed_at - start <= 5, closed_at - start
+    return None if closed_at is None else closed_at - start
+
+
+def test_slowloris_is_cut_off_while_normal_clients_are_served(weir_factory):
+    w = weir_factory(otlp=SHORT)
+    host, port = "127.0.0.1", w.http_port
+    # Headers trickled a byte at a time: closed after header_read_timeout, while a normal client
+    # is served meanwhile.
+    head = b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nX-Slow: " + b"a" * 200
+
+    def served():
+        assert post_logs(w, logs_request(1, 1)).status_code == 200
+
+    elapsed = trickle_headers(port, head, served)
+    assert elapsed is not None, "the slowloris client was never cut off"
+    assert 0.8 <= elapsed <= 5, elapsed
 
     # A body trickled slower than request_timeout: 408, then a normal client gets 200.
     body = logs_request(2, 5).SerializeToString()
@@ -221,3 +232,77 @@ def test_trickled_fluent_frame_is_decoded_whole(weir):
                 assert acks == [{"ack": "trickle-1"}]
                 break
     weir.wait_rows("logs", 2000)
+
+
+def check_listener_bounds(port, healthz, count, limit, header_timeout):
+    """The bounds of an admin or API listener (`port`, with `max_connections = limit` and
+    `header_read_timeout = header_timeout` seconds): a slowloris client is cut off after the
+    header timeout while `/healthz` answers others; `limit` idle connections hold every slot,
+    so one more is closed at once and counted (`count()`), and the idle ones are closed by the
+    header timeout themselves, after which `/healthz` answers again."""
+
+    def served():
+        assert healthz().status_code == 200
+
+    elapsed = trickle_headers(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200, served)
+    assert elapsed is not None, "the slowloris client was never cut off"
+    assert header_timeout - 0.2 <= elapsed <= header_timeout + 4, elapsed
+
+    held = open_idle(port, limit)
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+    start = time.time()
+    assert closed_by_peer(extra)
+    extra.close()
+    assert time.time() - start < header_timeout, "the connection over the limit was not closed at once"
+    # The idle ones cannot keep their slots: the header timeout closes them.
+    for s in held:
+        assert closed_by_peer(s)
+        s.close()
+    wait_until("/healthz answers again", lambda: healthz().status_code == 200)
+    wait_until("the refused connection is counted", lambda: count("too_many_connections") >= 1)
+
+
+def test_admin_port_bounds_its_connections(weir_factory):
+    w = weir_factory(admin='max_connections = 3\nheader_read_timeout = "2s"\nidle_timeout = "5s"\n')
+    check_listener_bounds(
+        w.admin_port,
+        lambda: requests.get(w.admin + "/healthz", timeout=5),
+        lambda reason: counter(w, "admin", reason),
+        limit=3,
+        header_timeout=2,
+    )
+    # The agent still stops cleanly (graceful shutdown of the admin listener).
+    assert w.stop() == 0
+
+
+def test_control_plane_api_bounds_its_connections(tmp_path):
+    from test_control_plane import ControlPlane
+
+    lake = f'[lake]\nurl = "file://{tmp_path / "lake"}"\n'
+    cp = ControlPlane(
+        tmp_path / "cp",
+        'index = "sled"\nmax_connections = 3\nheader_read_timeout = "2s"\nidle_timeout = "5s"',
+        lake,
+    )
+    cp.start()
+    try:
+        check_listener_bounds(
+            cp.port,
+            lambda: requests.get(cp.url + "/healthz", timeout=5),
+            lambda reason: sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in requests.get(cp.url + "/metrics", timeout=5).text.splitlines()
+                if line.startswith("weir_rejected_requests_total{")
+                and 'source="control_plane"' in line
+                and f'reason="{reason}"' in line
+            ),
+            limit=3,
+            header_timeout=2,
+        )
+        cp.stop()
+        assert cp.proc.returncode == 0, cp.log.read_text()[-3000:]
+    finally:
+        if cp.proc and cp.proc.poll() is None:
+            cp.proc.kill()
+            cp.proc.wait(10)

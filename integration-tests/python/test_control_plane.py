@@ -17,9 +17,14 @@ from pathlib import Path
 
 import boto3
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import requests
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
@@ -719,3 +724,66 @@ def test_a_tenant_token_cannot_register_another_tenants_object(tmp_path, service
     listed = cp.api("GET", "/v1/segments", TENANT_A_TOKEN, params={"tenant": "a"}).json()["segments"]
     assert [s["object_key"] for s in listed] == [own["object_key"]]
     assert [s["id"] for s in cp.segments("b")] == [theirs["id"]]
+
+
+def test_a_segment_the_control_plane_refuses_for_good_degrades_health_and_is_kept(tmp_path, services):
+    """Issue #15 item 6, end to end: a segment record larger than the control plane's
+    `max_request_bytes` (here: a file of logs from 120 services, whose names the record lists,
+    against a 4 KiB limit) is refused with 413, which retrying cannot change. The agent keeps
+    the record in its refused ledger and its object in the lake, and /healthz says `degraded`
+    with `outbox.refused`. Once the limit is raised, a restart sends it again and the rows are
+    indexed: nothing was lost."""
+    lake = f'[lake]\nurl = "file://{tmp_path / "lake"}"\nmax_file_age = "300ms"\n'
+    cp = services(ControlPlane(tmp_path / "cp", 'index = "sled"\nmax_request_bytes = "4KiB"', lake)).start()
+    w = agent(tmp_path, services, "node", cp, lake).start()
+    names = [f"service-{i:03d}-" + "s" * 30 for i in range(120)]
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource_pb2.Resource(
+                    attributes=[common_pb2.KeyValue(key="service.name", value=common_pb2.AnyValue(string_value=name))]
+                ),
+                scope_logs=[
+                    logs_pb2.ScopeLogs(
+                        log_records=[
+                            logs_pb2.LogRecord(
+                                time_unix_nano=1_700_000_000_000_000_000 + i,
+                                body=common_pb2.AnyValue(string_value=f"refused row {i}"),
+                            )
+                        ]
+                    )
+                ],
+            )
+            for i, name in enumerate(names)
+        ]
+    )
+    assert post_logs(w, request).status_code == 200
+
+    def health():
+        return requests.get(w.admin + "/healthz", timeout=5).json()
+
+    wait_for("the refusal in /healthz", lambda: health()["outbox"]["refused"] >= 1, timeout=30, logs=[w.log, cp.log])
+    h = health()
+    assert h["status"] == "degraded", h
+    assert h["outbox"] == {"waiting": 0, "refused": 1}, h
+    refusal = [line for line in w.log.read_text().splitlines() if "refused a segment" in line]
+    assert len(refusal) == 1 and "request too large" in refusal[0], refusal
+    assert cp.segments("default") == []
+    # The rows are in the lake, unindexed, not lost.
+    files = sorted((tmp_path / "lake").rglob("*.parquet"))
+    assert len(files) == 1, files
+    bodies = sorted(pq.read_table(files[0]).column("body").to_pylist())
+    assert bodies == sorted(f"refused row {i}" for i in range(120))
+
+    # With a limit the record fits, the restarted agent sends the refused segment again.
+    assert w.stop() == 0
+    cp.stop()
+    cp.config.write_text(cp.config.read_text().replace('max_request_bytes = "4KiB"', 'max_request_bytes = "1MiB"'))
+    cp.start()
+    w.start()
+    wait_for("the segment registered", lambda: cp.segments("default"), timeout=30, logs=[w.log, cp.log])
+    segments = cp.segments("default")
+    assert [s["object_key"] for s in segments] == [str(files[0].relative_to(tmp_path / "lake"))]
+    assert segments[0]["row_count"] == 120
+    wait_for("/healthz ok again", lambda: health()["status"] == "ok", timeout=30, logs=[w.log])
+    assert health()["outbox"] == {"waiting": 0, "refused": 0}

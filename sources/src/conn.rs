@@ -11,7 +11,10 @@
 //!   slot for good.
 //!
 //! The protocol-specific bounds (HTTP header and body timeouts, gRPC per-connection
-//! concurrency) are set where each server is built.
+//! concurrency) are set where each server is built. The agent's own listeners (the admin port,
+//! the control plane's API) go through the same [`Acceptor`] and HTTP loop
+//! ([`crate::http::serve_connections`]), counted under their own `source` label (`admin`,
+//! `control_plane`).
 
 use std::future::Future;
 use std::io;
@@ -27,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use weir_pipelines::ingest::Ingest;
+use weir_pipelines::metrics::Metrics;
 
 use crate::listen::ErrorBackoff;
 
@@ -71,28 +74,29 @@ impl ConnLimits {
     }
 }
 
-/// Accepts the connections of one listener within its [`ConnLimits`].
+/// Accepts the connections of one listener within its [`ConnLimits`]; refusals are counted in
+/// `metrics` under `source`.
 pub struct Acceptor {
     listener: TcpListener,
     source: &'static str,
-    ingest: Ingest,
+    metrics: Metrics,
     limits: ConnLimits,
     permits: Arc<Semaphore>,
     backoff: ErrorBackoff,
 }
 
 impl Acceptor {
-    /// An acceptor counting under `source`.
+    /// An acceptor counting under `source` in `metrics`.
     pub fn new(
         listener: TcpListener,
         source: &'static str,
-        ingest: Ingest,
+        metrics: Metrics,
         limits: ConnLimits,
     ) -> Acceptor {
         Acceptor {
             listener,
             source,
-            ingest,
+            metrics,
             permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             limits,
             backoff: ErrorBackoff::new(),
@@ -117,21 +121,22 @@ impl Acceptor {
                 }
                 Err(e) => {
                     self.backoff
-                        .failed(&self.ingest, self.source, &e, stop)
+                        .failed(&self.metrics, self.source, &e, stop)
                         .await;
                     continue;
                 }
             };
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 warn!(%peer, max = self.limits.max_connections, source = self.source, "too many connections, closing this one");
-                self.ingest.reject(self.source, "too_many_connections");
+                self.metrics
+                    .rejected_request(self.source, "too_many_connections");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let idle = Idle {
                 timeout: self.limits.idle_timeout,
                 source: self.source,
-                ingest: self.ingest.clone(),
+                metrics: self.metrics.clone(),
             };
             return Some((Guarded::new(tcp, idle, permit), peer));
         }
@@ -153,7 +158,7 @@ impl Acceptor {
 struct Idle {
     timeout: Duration,
     source: &'static str,
-    ingest: Ingest,
+    metrics: Metrics,
 }
 
 /// A connection that holds its slot of `max_connections` until dropped, and fails its reads
@@ -198,7 +203,9 @@ impl<T> Guarded<T> {
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.timed_out = true;
-                self.idle.ingest.reject(self.idle.source, "idle_timeout");
+                self.idle
+                    .metrics
+                    .rejected_request(self.idle.source, "idle_timeout");
                 tracing::debug!(source = self.idle.source, "connection idle, closing it");
                 Poll::Ready(idle_error())
             }
@@ -294,6 +301,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_util::sync::CancellationToken;
+    use weir_pipelines::ingest::Ingest;
 
     use super::*;
 
@@ -329,7 +337,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let ingest = test_ingest(dir);
         (
-            Acceptor::new(listener, "test", ingest.clone(), limits),
+            Acceptor::new(listener, "test", ingest.metrics().clone(), limits),
             addr,
             ingest,
         )

@@ -29,13 +29,13 @@ impl ErrorBackoff {
     /// After a failed call: logs, counts and waits (or returns early on `stop`).
     pub(crate) async fn failed(
         &mut self,
-        ingest: &weir_pipelines::ingest::Ingest,
+        metrics: &weir_pipelines::metrics::Metrics,
         source: &str,
         error: &std::io::Error,
         stop: &tokio_util::sync::CancellationToken,
     ) {
         tracing::warn!(source, %error, retry_in = ?self.next, "accept/receive failed; the source keeps serving");
-        ingest.reject(source, "accept_error");
+        metrics.rejected_request(source, "accept_error");
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = tokio::time::sleep(self.next) => {}

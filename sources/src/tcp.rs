@@ -49,7 +49,12 @@ impl TcpServer {
         F: Future<Output = Result<(), ConnectionError>> + Send + 'static,
     {
         let handler = Arc::new(handler);
-        let mut acceptor = Acceptor::new(listener, self.source, self.ingest.clone(), self.limits);
+        let mut acceptor = Acceptor::new(
+            listener,
+            self.source,
+            self.ingest.metrics().clone(),
+            self.limits,
+        );
         let mut conns = JoinSet::new();
         loop {
             let (tcp, peer) = tokio::select! {

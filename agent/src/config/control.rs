@@ -45,6 +45,18 @@ pub struct ControlPlaneConfig {
     pub max_request_bytes: ByteSize,
     /// API tokens (`[[control_plane.tokens]]`); `weir control-plane` needs at least one.
     pub tokens: Vec<TokenConfig>,
+    /// `weir control-plane`: open connections allowed on the API's address; one more is closed
+    /// at once and counted
+    /// (`weir_rejected_requests_total{source="control_plane",reason="too_many_connections"}`).
+    /// Each agent and compactor keeps a few (its HTTP client's pool).
+    pub max_connections: usize,
+    /// `weir control-plane`: longest wait for a request's headers (HTTP/1), from the
+    /// connection's start or the end of the previous response: a slower client (slowloris),
+    /// or a keep-alive connection idle that long, is closed. At least 1s.
+    pub header_read_timeout: HumanDuration,
+    /// `weir control-plane`: a connection over which nothing moves for this long while the
+    /// API waits on it is closed and counted (`reason="idle_timeout"`). At least 1s.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -60,6 +72,9 @@ impl Default for ControlPlaneConfig {
             pool_size: 16,
             max_request_bytes: ByteSize(16 << 20),
             tokens: Vec::new(),
+            max_connections: weir_sources::conn::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HumanDuration(weir_sources::http::DEFAULT_HEADER_READ_TIMEOUT),
+            idle_timeout: HumanDuration(weir_sources::conn::DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -206,8 +221,18 @@ impl RetentionConfig {
 }
 
 impl ControlPlaneConfig {
+    /// The bounds of the API listener's connections (`weir control-plane`).
+    pub fn limits(&self) -> crate::admin::ListenerLimits {
+        crate::admin::ListenerLimits::new(
+            self.max_connections,
+            self.header_read_timeout.0,
+            self.idle_timeout.0,
+        )
+    }
+
     /// Problems with the section.
     pub(super) fn check(&self, problems: &mut Vec<String>) {
+        self.limits().check(problems, "control_plane");
         if let Some(url) = &self.url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!(

@@ -90,6 +90,46 @@ fn bad_values_are_reported_together() {
     assert!(err.contains("absolute path"), "{err}");
 }
 
+/// The admin port and the control plane's API are bounded as the sources' listeners are,
+/// and their keys are checked the same way.
+#[test]
+fn listener_limits_of_admin_and_control_plane_are_checked() {
+    let mut c = Config::default();
+    c.admin.max_connections = 0;
+    c.admin.header_read_timeout = HumanDuration(Duration::from_millis(10));
+    c.control_plane.idle_timeout = HumanDuration(Duration::ZERO);
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("admin.max_connections must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("admin.header_read_timeout must be at least 1s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("control_plane.idle_timeout must be at least 1s"),
+        "{err}"
+    );
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "weir.toml",
+            "[admin]\nmax_connections = 8\nheader_read_timeout = \"2s\"\n\
+             [control_plane]\nidle_timeout = \"1m\"\n",
+        )?;
+        let c = Config::load(Some(&PathBuf::from("weir.toml"))).unwrap();
+        assert_eq!(c.admin.limits().conn.max_connections, 8);
+        assert_eq!(c.admin.limits().header_read_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.control_plane.limits().conn.idle_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(c.control_plane.limits().conn.max_connections, 1024);
+        assert!(c.validate().is_ok());
+        Ok(())
+    });
+}
+
 #[test]
 fn bad_sizes_and_durations_name_the_key() {
     Jail::expect_with(|jail| {

@@ -32,6 +32,9 @@ const UNUSED: &[&str] = &[
     "control_plane.postgres_url",
     "control_plane.pool_size",
     "control_plane.max_request_bytes",
+    "control_plane.max_connections",
+    "control_plane.header_read_timeout",
+    "control_plane.idle_timeout",
 ];
 
 /// Compacts until SIGTERM or SIGINT; SIGHUP reloads `[compaction]` from `from`.
@@ -76,7 +79,17 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
         cfg.control_plane.heartbeat_interval.0,
         stop.clone(),
     ));
-    let server = admin::serve(listener, admin.router(), stop.clone(), "admin");
+    let server = admin::serve(
+        listener,
+        admin.router(),
+        stop.clone(),
+        "admin",
+        cfg.admin.limits(),
+        admin::Counted {
+            source: "admin",
+            metrics: metrics.clone(),
+        },
+    );
     info!(%agent_id, "compactor running");
     let running = valid.config.clone();
     serve_reloads(

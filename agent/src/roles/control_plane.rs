@@ -138,7 +138,17 @@ pub async fn serve(valid: ValidConfig, from: ConfigSource) -> Result<()> {
         sweepers.spawn(p.clone().run(stop.child_token()));
     }
     info!(index = ?cfg.control_plane.index, "control plane starting");
-    let server = admin::serve(listener, app, stop.clone(), "control plane");
+    let server = admin::serve(
+        listener,
+        app,
+        stop.clone(),
+        "control plane",
+        cfg.control_plane.limits(),
+        admin::Counted {
+            source: "control_plane",
+            metrics: metrics.clone(),
+        },
+    );
     let running = valid.config.clone();
     serve_reloads(
         &mut signals,

@@ -131,6 +131,9 @@ const UNUSED_BY_RUN: &[&str] = &[
     "control_plane.timeout",
     "control_plane.address",
     "control_plane.max_request_bytes",
+    "control_plane.max_connections",
+    "control_plane.header_read_timeout",
+    "control_plane.idle_timeout",
 ];
 
 /// Keys `weir agent` never reads (the control plane's own): changing them needs nothing.
@@ -143,6 +146,9 @@ const UNUSED_BY_AGENT: &[&str] = &[
     "control_plane.postgres_url",
     "control_plane.pool_size",
     "control_plane.max_request_bytes",
+    "control_plane.max_connections",
+    "control_plane.header_read_timeout",
+    "control_plane.idle_timeout",
 ];
 
 /// The transforms and limits `Ingest` applies: the pipelines of `[[pipelines]]` (built and
@@ -669,7 +675,17 @@ pub async fn serve(
         }
     }
     let stop_admin = CancellationToken::new();
-    let admin_task = admin::serve(admin_listener, app, stop_admin.clone(), "admin");
+    let admin_task = admin::serve(
+        admin_listener,
+        app,
+        stop_admin.clone(),
+        "admin",
+        cfg.admin.limits(),
+        admin::Counted {
+            source: "admin",
+            metrics: metrics.clone(),
+        },
+    );
 
     let background = Background::start(&cfg, &identity, &index, &buffer, &lake, &metrics, wake)?;
     let mut live = Live {

@@ -84,8 +84,10 @@ impl SledBuffer {
         Self::open_with_sync(config, Arc::new(OsSync))
     }
 
-    /// Opens the buffer with its fsyncs going through `syncer` (tests).
-    pub(crate) fn open_with_sync(
+    /// Opens the buffer with its fsyncs going through `syncer`: the fault point of tests that
+    /// fail an fsync ([`SledBuffer::open`] passes the real one, so production pays nothing
+    /// more than the trait call it already makes).
+    pub fn open_with_sync(
         config: &SledBufferConfig,
         syncer: Arc<dyn FileSync>,
     ) -> Result<SledBuffer, BufferError> {

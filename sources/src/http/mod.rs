@@ -309,10 +309,15 @@ impl HttpLimits {
                 "{prefix}.max_concurrent_decodes must be at least 1"
             ));
         }
-        if self.header_read_timeout < Duration::from_secs(1) {
-            problems.push(format!("{prefix}.header_read_timeout must be at least 1s"));
-        }
+        check_header_read_timeout(problems, prefix, self.header_read_timeout);
         self.conn.check(problems, prefix);
+    }
+}
+
+/// Checks `{prefix}.header_read_timeout`: at least 1s.
+pub fn check_header_read_timeout(problems: &mut Vec<String>, prefix: &str, timeout: Duration) {
+    if timeout < Duration::from_secs(1) {
+        problems.push(format!("{prefix}.header_read_timeout must be at least 1s"));
     }
 }
 
@@ -622,7 +627,7 @@ pub fn serve_router(
 ) -> Result<(), BuildError> {
     let (listener, bound): (TcpListener, _) = bind_tcp(claim, what)?;
     let stop = ctx.shutdown.clone();
-    let acceptor = Acceptor::new(listener, source, ctx.ingest.clone(), limits.conn);
+    let acceptor = Acceptor::new(listener, source, ctx.ingest.metrics().clone(), limits.conn);
     let header_read_timeout = limits.header_read_timeout;
     running.serve(&claim.key, bound, async move {
         serve_connections(acceptor, router, header_read_timeout, stop).await;
@@ -631,8 +636,12 @@ pub fn serve_router(
     Ok(())
 }
 
-/// The accept loop of an HTTP source: HTTP/1 and HTTP/2 (prior knowledge) on each connection.
-async fn serve_connections(
+/// The accept loop of an HTTP listener (the HTTP sources, the admin port, the control plane's
+/// API): HTTP/1 and HTTP/2 (prior knowledge) on each connection, within the acceptor's
+/// `max_connections` and `idle_timeout`, and HTTP/1 headers within `header_read_timeout`.
+/// Once `stop` fires it stops accepting, asks every connection to close after its request in
+/// flight, and returns when they have.
+pub async fn serve_connections(
     mut acceptor: Acceptor,
     router: axum::Router,
     header_read_timeout: Duration,

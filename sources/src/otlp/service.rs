@@ -33,7 +33,7 @@ impl ValidSource for ValidOtlp {
                     .services(max_request_bytes);
             let stop = ctx.shutdown.clone();
             // Accept errors backed off and counted, `max_connections`, `idle_timeout`.
-            let incoming = Acceptor::new(listener, grpc::SOURCE, ctx.ingest.clone(), limits.conn)
+            let incoming = Acceptor::new(listener, grpc::SOURCE, ctx.ingest.metrics().clone(), limits.conn)
                 .into_stream(stop.clone());
             let concurrency = limits.max_concurrent_decodes;
             let timeout = limits.request_timeout.saturating_mul(2);

@@ -283,7 +283,7 @@ impl SyslogService {
                             len
                         }
                         Err(e) => {
-                            backoff.failed(&self.ingest, SOURCE_UDP, &e, &stop).await;
+                            backoff.failed(self.ingest.metrics(), SOURCE_UDP, &e, &stop).await;
                             continue;
                         }
                     };
