@@ -296,6 +296,9 @@ impl Publisher {
         Ok(report)
     }
 
+    /// Loads a table's state from the metadata its pointer names: the live files of the
+    /// current snapshot, and the files each snapshot removed (its manifest's `DELETED`
+    /// entries), which the snapshots before it still list.
     async fn load(&self, pointer: IcebergPointer) -> Result<TableState, IcebergError> {
         let bytes = self.lake.get(&pointer.metadata_key).await?;
         let metadata: TableMetadata = serde_json::from_slice(&bytes)?;

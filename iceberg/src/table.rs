@@ -153,8 +153,8 @@ pub fn sort_order(signal: Signal, schema: &Schema) -> Result<SortOrder, IcebergE
     })
 }
 
-/// The name mapping (`schema.name-mapping.default`) of a schema: lake files carry no field
-/// ids, so readers find columns by these names. A list's element is named `item` by the
+/// The name mapping (`schema.name-mapping.default`) of a schema: files written before the
+/// lake carried field ids have none, so readers find their columns by these names. A list's element is named `item` by the
 /// lake's writer and `element` by others: both map.
 pub fn name_mapping(schema: &Schema) -> serde_json::Value {
     fn mapped(field: &NestedField) -> serde_json::Value {
@@ -242,8 +242,8 @@ pub fn data_file(
 }
 
 /// Per column of a file, by field id: values (nulls included) and nulls, summed over its row
-/// groups from the Parquet footer. Top-level columns only, and only those whose every column
-/// chunk states its null count.
+/// groups from the Parquet footer. Top-level primitive columns only (maps and lists have no
+/// column chunk of their own), and only those whose every column chunk states its null count.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ColumnCounts {
     /// Values of each column, nulls included.
@@ -253,14 +253,14 @@ pub struct ColumnCounts {
 }
 
 impl ColumnCounts {
-    /// The counts in a lake file's footer. Columns are matched by name, so files written
-    /// before the field ids count too.
-    pub fn of_footer(signal: Signal, footer: &ParquetMetaData) -> ColumnCounts {
-        let file_schema = signal.file_schema();
-        let ids: HashMap<&str, i32> = file_schema
+    /// The counts in a lake file's footer, keyed by the ids of `schema` (the table's). Columns
+    /// are matched by name, so files written before the field ids count too.
+    pub fn of_footer(schema: &Schema, footer: &ParquetMetaData) -> ColumnCounts {
+        let ids: HashMap<&str, i32> = schema
+            .as_struct()
             .fields()
             .iter()
-            .filter_map(|f| Some((f.name().as_str(), id_of(f).ok()?)))
+            .map(|f| (f.name.as_str(), f.id))
             .collect();
         let mut values: HashMap<i32, u64> = HashMap::new();
         let mut nulls: HashMap<i32, Option<u64>> = HashMap::new();
@@ -390,8 +390,8 @@ mod tests {
             footer.num_row_groups() > 1,
             "counts are summed over row groups"
         );
-        let c = ColumnCounts::of_footer(Signal::Logs, &footer);
         let s = schema(Signal::Logs).unwrap();
+        let c = ColumnCounts::of_footer(&s, &footer);
         let id = |n| field_id(&s, n).unwrap();
         assert_eq!(c.nulls.get(&id("severity_text")), Some(&2));
         assert_eq!(c.nulls.get(&id("trace_id")), Some(&5));

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use uuid::Uuid;
 use weir_catalog::layout::{self, Partition, SegmentKey};
 use weir_catalog::{Catalog, SegmentRecord};
@@ -91,7 +91,9 @@ fn bench(c: &mut Criterion) {
             let mut batches = Vec::new();
             for s in &segs {
                 let bytes = rt.block_on(lake.get(&s.object_key)).expect("get");
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                // As the compactor reads: the lake schema, whatever field ids the file carries.
+                let options = ArrowReaderOptions::new().with_schema(Signal::Logs.schema());
+                let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
                     .expect("reader")
                     .build()
                     .expect("build");

@@ -451,7 +451,9 @@ impl parquet::arrow::async_reader::AsyncFileReader for LakeFileReader {
     > {
         Box::pin(async move {
             let size = self.size;
+            // One ranged read for the tail and a footer of up to 64 KiB (most), not two.
             let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 << 10))
                 .with_arrow_reader_options(options)
                 .load_and_finish(self, size)
                 .await?;

@@ -88,9 +88,6 @@ impl Publisher {
         )))
     }
 
-    /// Loads a table's state from the metadata its pointer names: the live files of the
-    /// current snapshot, and the files each snapshot removed (its manifest's `DELETED`
-    /// entries), which the snapshots before it still list.
     /// Classifies the removed segments: compaction inputs whose output (or its output, ...)
     /// is among the added, and those outputs. The rest of the removed are retention's.
     pub(super) async fn classify(

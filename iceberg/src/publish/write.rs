@@ -3,8 +3,13 @@
 
 use parquet::arrow::async_reader::AsyncFileReader;
 
+use futures::StreamExt;
+
 use super::*;
 use crate::table::ColumnCounts;
+
+/// Footers of new files read at once when a pass publishes them.
+const FOOTER_READS: usize = 8;
 
 impl Publisher {
     /// Commits what changed since `state` (`None`: the table written afresh) over the
@@ -242,18 +247,41 @@ impl Publisher {
         )))
     }
 
-    /// The column counts of a segment's file, from its footer; `None` (and a warning) when
-    /// the footer cannot be read: the file is published without them (they are optional,
-    /// engines then do not prune on nulls).
-    async fn column_counts(&self, signal: Signal, s: &SegmentRecord) -> Option<ColumnCounts> {
-        let mut reader = self.lake.parquet_reader(&s.object_key, s.bytes);
-        match reader.get_metadata(None).await {
-            Ok(footer) => Some(ColumnCounts::of_footer(signal, &footer)),
-            Err(e) => {
-                warn!(key = %s.object_key, error = %e, "iceberg: no column counts for a file whose footer cannot be read");
-                None
+    /// The column counts of the segments' files, from their footers, read a few at a time (a
+    /// footer is one ranged read). A file whose footer cannot be read is left out, with a
+    /// warning: it is published without counts (they are optional; engines then do not prune
+    /// it on nulls), and keeps none until `weir iceberg rebuild`.
+    async fn column_counts(
+        &self,
+        schema: &Schema,
+        segments: &[&SegmentRecord],
+    ) -> HashMap<Uuid, ColumnCounts> {
+        // Owned inputs: the futures must not borrow across the stream (the pass's future is
+        // spawned, so it must be Send for every lifetime).
+        let reads: Vec<_> = segments
+            .iter()
+            .map(|s| {
+                let lake = self.lake.clone();
+                let (id, key, size) = (s.id, s.object_key.clone(), s.bytes);
+                async move {
+                    let mut reader = lake.parquet_reader(&key, size);
+                    (id, key, reader.get_metadata(None).await)
+                }
+            })
+            .collect();
+        let mut out = HashMap::new();
+        let mut done = futures::stream::iter(reads).buffer_unordered(FOOTER_READS);
+        while let Some((id, key, footer)) = done.next().await {
+            match footer {
+                Ok(footer) => {
+                    out.insert(id, ColumnCounts::of_footer(schema, &footer));
+                }
+                Err(e) => {
+                    warn!(%key, error = %e, "iceberg: no column counts for a file whose footer cannot be read");
+                }
             }
         }
+        out
     }
 
     pub(super) async fn delete_all(&self, keys: &[String]) {
@@ -311,6 +339,7 @@ impl Publisher {
             Operation::Overwrite
         };
         let schema = Arc::new(plan.schema);
+        let counts = self.column_counts(&schema, plan.added).await;
         let mut parent = plan.parent;
         let mut sequence = plan.sequence;
         let mut snapshots = Vec::new();
@@ -351,8 +380,7 @@ impl Publisher {
             let mut new_files = Vec::new();
             for sid in &add {
                 let Some(s) = by_id.get(sid) else { continue };
-                let counts = self.column_counts(signal, s).await;
-                let file = table::data_file(signal, &schema, self.lake.url(), s, counts.as_ref())?;
+                let file = table::data_file(signal, &schema, self.lake.url(), s, counts.get(sid))?;
                 added_rows += file.record_count();
                 w.add_file(file.clone(), sequence)?;
                 new_files.push((*sid, file));
