@@ -1,7 +1,8 @@
 //! The admin endpoints every role serves: `/healthz`, `/livez`, `/readyz` and `/metrics`
 //! (Prometheus text). Roles merge their own routes on top (the segment index of `weir run`,
 //! the control-plane API). [`serve`] bounds the listener's connections as the sources' are
-//! (`max_connections`, `idle_timeout`, `header_read_timeout`).
+//! (`max_connections`, `idle_timeout`, `header_read_timeout`) and the time to read a request's
+//! body (`request_timeout`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,21 +190,25 @@ pub async fn bind(key: &str, address: SocketAddr) -> Result<tokio::net::TcpListe
 
 /// How an admin or API listener bounds its connections: as every source's listener does
 /// (`weir_sources::conn`), `max_connections` and `idle_timeout`, and an HTTP/1
-/// `header_read_timeout`.
+/// `header_read_timeout`; and, as the HTTP sources do, a `request_timeout` on reading a
+/// request's body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {
     /// Open connections and their idle bound.
     pub conn: ConnLimits,
     /// Longest wait for a request's headers.
     pub header_read_timeout: Duration,
+    /// Longest wait for a request's body, from the end of its headers.
+    pub request_timeout: Duration,
 }
 
 impl ListenerLimits {
-    /// The limits of the three keys.
+    /// The limits of the four keys.
     pub fn new(
         max_connections: usize,
         header_read_timeout: Duration,
         idle_timeout: Duration,
+        request_timeout: Duration,
     ) -> ListenerLimits {
         ListenerLimits {
             conn: ConnLimits {
@@ -211,20 +216,25 @@ impl ListenerLimits {
                 idle_timeout,
             },
             header_read_timeout,
+            request_timeout,
         }
     }
 
-    /// Checks `{prefix}.max_connections`, `{prefix}.idle_timeout` and
-    /// `{prefix}.header_read_timeout` as the sources' are checked.
+    /// Checks `{prefix}.max_connections`, `{prefix}.idle_timeout`,
+    /// `{prefix}.header_read_timeout` and `{prefix}.request_timeout` as the sources' are
+    /// checked.
     pub fn check(&self, problems: &mut Vec<String>, prefix: &str) {
         self.conn.check(problems, prefix);
         check_header_read_timeout(problems, prefix, self.header_read_timeout);
+        if self.request_timeout.is_zero() {
+            problems.push(format!("{prefix}.request_timeout must be above 0"));
+        }
     }
 }
 
 /// Where a listener counts the connections it refuses: `weir_rejected_requests_total` with
-/// `source` (`admin`, `control_plane`) and the reason (`too_many_connections`,
-/// `idle_timeout`, `accept_error`).
+/// `source` (`admin`, `control_plane`, also the prefix of the listener's keys) and the reason
+/// (`too_many_connections`, `idle_timeout`, `accept_error`, `timeout`).
 pub struct Counted {
     /// The `source` label.
     pub source: &'static str,
@@ -245,6 +255,12 @@ pub fn serve(
     if let Ok(address) = listener.local_addr() {
         info!(%address, max_connections = limits.conn.max_connections, "{what} listening");
     }
+    let bound = BodyBound {
+        timeout: limits.request_timeout,
+        source: counted.source,
+        metrics: counted.metrics.clone(),
+    };
+    let app = app.layer(axum::middleware::from_fn_with_state(bound, bound_body));
     let acceptor = Acceptor::new(listener, counted.source, counted.metrics, limits.conn);
     tokio::spawn(serve_connections(
         acceptor,
@@ -252,4 +268,71 @@ pub fn serve(
         limits.header_read_timeout,
         stop,
     ))
+}
+
+/// What [`bound_body`] bounds a request's body with.
+#[derive(Clone)]
+struct BodyBound {
+    timeout: Duration,
+    source: &'static str,
+    metrics: Metrics,
+}
+
+/// Bounds the time to read a request's body to `request_timeout` from the end of its headers:
+/// the body's stream ends in an error at the deadline (so an extractor reading it, such as the
+/// API's `Json` bodies read before the token is checked, gives up), and the answer is 408,
+/// counted as `reason="timeout"`, with the connection closed. Without this a client trickling
+/// a body byte by byte (each byte resetting the idle timer) would hold a connection forever.
+async fn bound_body(
+    State(bound): State<BodyBound>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::{Body, HttpBody};
+    use futures::StreamExt;
+
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let deadline = tokio::time::Instant::now() + bound.timeout;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let flag = timed_out.clone();
+    let timed = futures::stream::unfold(Some(body.into_data_stream()), move |stream| {
+        let flag = flag.clone();
+        async move {
+            let mut stream = stream?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(stream))),
+                Ok(None) => None,
+                Err(_) => {
+                    flag.store(true, Ordering::Relaxed);
+                    Some((
+                        Err(axum::Error::new("request body timed out (request_timeout)")),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    let response = next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            Body::from_stream(timed),
+        ))
+        .await;
+    if !timed_out.load(Ordering::Relaxed) {
+        return response;
+    }
+    bound.metrics.rejected_request(bound.source, "timeout");
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        [(header::CONNECTION, "close")],
+        format!(
+            "request body not received within {}.request_timeout ({})\n",
+            bound.source,
+            humantime::format_duration(bound.timeout)
+        ),
+    )
+        .into_response()
 }

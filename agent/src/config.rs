@@ -244,13 +244,17 @@ pub struct AdminConfig {
     /// Open connections allowed on the admin port; one more is closed at once and counted
     /// (`weir_rejected_requests_total{source="admin",reason="too_many_connections"}`).
     pub max_connections: usize,
-    /// Longest wait for a request's headers (HTTP/1), from the connection's start or the end
-    /// of the previous response: a slower client (slowloris), or a keep-alive connection idle
-    /// that long, is closed. At least 1s.
+    /// Longest wait for a request's headers (HTTP/1), from the connection's first bytes or the
+    /// end of the previous response: a slower client (slowloris), or a keep-alive connection
+    /// idle that long, is closed (one sending no byte at all is left to `idle_timeout`).
+    /// At least 1s.
     pub header_read_timeout: HumanDuration,
-    /// A connection over which nothing moves for this long while the agent waits on it is
-    /// closed and counted (`reason="idle_timeout"`). At least 1s.
+    /// A connection over which nothing moves for this long is closed and counted
+    /// (`reason="idle_timeout"`), also while a request on it is being handled. At least 1s.
     pub idle_timeout: HumanDuration,
+    /// Longest wait for a request's body, from the end of its headers: a slower body is
+    /// answered 408 and its connection closed (`reason="timeout"`). Above 0.
+    pub request_timeout: HumanDuration,
 }
 
 impl Default for AdminConfig {
@@ -260,6 +264,7 @@ impl Default for AdminConfig {
             max_connections: weir_sources::conn::DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: HumanDuration(weir_sources::http::DEFAULT_HEADER_READ_TIMEOUT),
             idle_timeout: HumanDuration(weir_sources::conn::DEFAULT_IDLE_TIMEOUT),
+            request_timeout: HumanDuration(weir_sources::http::DEFAULT_REQUEST_TIMEOUT),
         }
     }
 }
@@ -271,6 +276,7 @@ impl AdminConfig {
             self.max_connections,
             self.header_read_timeout.0,
             self.idle_timeout.0,
+            self.request_timeout.0,
         )
     }
 }

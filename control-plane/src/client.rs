@@ -46,6 +46,10 @@ impl RemoteCatalog {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+            // The control plane closes a keep-alive connection idle for its
+            // `header_read_timeout` (30 s by default): drop idle pooled connections before
+            // that (reqwest's default is 90 s), so a request is not sent on one being closed.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| CatalogError::Invalid(format!("http client: {e}")))?;
         Ok(RemoteCatalog {

@@ -51,12 +51,17 @@ pub struct ControlPlaneConfig {
     /// Each agent and compactor keeps a few (its HTTP client's pool).
     pub max_connections: usize,
     /// `weir control-plane`: longest wait for a request's headers (HTTP/1), from the
-    /// connection's start or the end of the previous response: a slower client (slowloris),
-    /// or a keep-alive connection idle that long, is closed. At least 1s.
+    /// connection's first bytes or the end of the previous response: a slower client
+    /// (slowloris), or a keep-alive connection idle that long, is closed (one sending no byte
+    /// at all is left to `idle_timeout`). At least 1s.
     pub header_read_timeout: HumanDuration,
     /// `weir control-plane`: a connection over which nothing moves for this long while the
     /// API waits on it is closed and counted (`reason="idle_timeout"`). At least 1s.
     pub idle_timeout: HumanDuration,
+    /// `weir control-plane`: longest wait for a request's body, from the end of its headers
+    /// (bodies are read before the token is checked): a slower body is answered 408 and its
+    /// connection closed (`reason="timeout"`). Above 0.
+    pub request_timeout: HumanDuration,
 }
 
 impl Default for ControlPlaneConfig {
@@ -75,6 +80,7 @@ impl Default for ControlPlaneConfig {
             max_connections: weir_sources::conn::DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: HumanDuration(weir_sources::http::DEFAULT_HEADER_READ_TIMEOUT),
             idle_timeout: HumanDuration(weir_sources::conn::DEFAULT_IDLE_TIMEOUT),
+            request_timeout: HumanDuration(weir_sources::http::DEFAULT_REQUEST_TIMEOUT),
         }
     }
 }
@@ -227,6 +233,7 @@ impl ControlPlaneConfig {
             self.max_connections,
             self.header_read_timeout.0,
             self.idle_timeout.0,
+            self.request_timeout.0,
         )
     }
 

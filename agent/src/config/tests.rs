@@ -98,7 +98,15 @@ fn listener_limits_of_admin_and_control_plane_are_checked() {
     c.admin.max_connections = 0;
     c.admin.header_read_timeout = HumanDuration(Duration::from_millis(10));
     c.control_plane.idle_timeout = HumanDuration(Duration::ZERO);
+    c.admin.request_timeout = HumanDuration(Duration::ZERO);
+    c.control_plane.request_timeout = HumanDuration(Duration::ZERO);
     let err = c.validate().unwrap_err().to_string();
+    for key in ["admin", "control_plane"] {
+        assert!(
+            err.contains(&format!("{key}.request_timeout must be above 0")),
+            "{err}"
+        );
+    }
     assert!(
         err.contains("admin.max_connections must be at least 1"),
         "{err}"
@@ -125,6 +133,10 @@ fn listener_limits_of_admin_and_control_plane_are_checked() {
             Duration::from_secs(60)
         );
         assert_eq!(c.control_plane.limits().conn.max_connections, 1024);
+        assert_eq!(
+            c.control_plane.limits().request_timeout,
+            Duration::from_secs(30)
+        );
         assert!(c.validate().is_ok());
         Ok(())
     });

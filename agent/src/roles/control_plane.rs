@@ -47,6 +47,7 @@ const UNUSED: &[&str] = &[
     "auth",
     "buffer",
     "agent",
+    "admin",
     "compaction.enabled",
     "compaction.interval",
     "compaction.min_age",

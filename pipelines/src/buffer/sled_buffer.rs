@@ -87,6 +87,9 @@ impl SledBuffer {
     /// Opens the buffer with its fsyncs going through `syncer`: the fault point of tests that
     /// fail an fsync ([`SledBuffer::open`] passes the real one, so production pays nothing
     /// more than the trait call it already makes).
+    ///
+    /// For fault-injection tests only: a no-op [`FileSync`] turns off durability.
+    #[doc(hidden)]
     pub fn open_with_sync(
         config: &SledBufferConfig,
         syncer: Arc<dyn FileSync>,

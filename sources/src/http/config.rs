@@ -76,7 +76,7 @@ impl<K: HttpSourceKind> Default for HttpSourceConfig<K> {
             address: K::ADDRESS.into(),
             max_request_bytes: ByteSize(16 << 20),
             max_row_bytes: None,
-            request_timeout: HumanDuration(Duration::from_secs(30)),
+            request_timeout: HumanDuration(super::DEFAULT_REQUEST_TIMEOUT),
             max_concurrent_decodes: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),

@@ -371,6 +371,9 @@ pub(crate) fn check_row_bytes(problems: &mut Vec<String>, key: &str, value: u64)
 /// The default of `header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default `request_timeout` of the HTTP sources (and of the admin and API listeners).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default of `max_concurrent_decodes`, sized from memory: a quarter of the memory the
 /// agent may use (the cgroup's `memory.max`, else `MemTotal`) divided by what one decode may
 /// hold at once (the body as received and decompressed, 2 × `max_request_bytes`, plus its
