@@ -285,9 +285,9 @@ pub struct HttpLimits {
     pub retry_after: Duration,
     /// Open connections and their idle bound.
     pub conn: ConnLimits,
-    /// Longest wait for a request's headers (HTTP/1), counted from the connection's start or
-    /// the end of the previous response: a slower client, or a keep-alive connection idle
-    /// that long, is closed.
+    /// Longest wait for a request's headers (HTTP/1), counted from the connection's first
+    /// bytes or the end of the previous response: a slower client, or a keep-alive connection
+    /// idle that long, is closed (a connection that sends nothing is left to the idle timeout).
     pub header_read_timeout: Duration,
 }
 

@@ -35,8 +35,8 @@ pub struct PrometheusRemoteWriteConfig {
     /// Open connections allowed; one more is closed at once and counted
     /// (`weir_rejected_requests_total{reason="too_many_connections"}`).
     pub max_connections: usize,
-    /// Longest wait for a request's headers (HTTP/1), from the connection's start or the end
-    /// of the previous response: a slower client (slowloris), or a keep-alive connection idle
+    /// Longest wait for a request's headers (HTTP/1), from the connection's first bytes or the
+    /// end of the previous response: a slower client (slowloris), or a keep-alive connection idle
     /// that long, is closed. At least 1s.
     pub header_read_timeout: HumanDuration,
     /// A connection over which nothing moves for this long while the agent waits on it (an
