@@ -27,7 +27,6 @@ use weir_pipelines::buffer::{
     AckMode, Buffer, BufferError, BufferStats, Entry, JournalEntry, Ledger, SledBuffer,
     SledBufferConfig,
 };
-use weir_pipelines::flusher::{Flusher, FlusherConfig};
 use weir_pipelines::ingest::{Ingest, IngestError};
 use weir_pipelines::lake::Lake;
 use weir_pipelines::metrics::Metrics;
@@ -35,7 +34,7 @@ use weir_pipelines::outbox::Outbox;
 use weir_pipelines::{Batch, Partition, Signal};
 
 mod common;
-use common::log_batch;
+use common::{flusher, log_batch};
 
 /// Fails the next `fdatasync` of sled's data file once it is armed, as Linux reports a
 /// writeback error once (a retry would succeed although the kernel may have dropped pages).
@@ -222,22 +221,6 @@ fn memory_lake(store: &Arc<dyn ObjectStore>) -> Lake {
     Lake::open("memory://", &HashMap::new())
         .unwrap()
         .map_store(|_| store)
-}
-
-fn flusher(buffer: Arc<dyn Buffer>, lake: Lake) -> Flusher {
-    let config = FlusherConfig {
-        max_file_age: Duration::ZERO,
-        poll_interval: Duration::from_millis(20),
-        ..FlusherConfig::default()
-    };
-    Flusher::new(
-        buffer,
-        lake,
-        Metrics::new(),
-        config,
-        Arc::new(Notify::new()),
-        Arc::new(Notify::new()),
-    )
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

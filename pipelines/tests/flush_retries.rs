@@ -20,13 +20,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use weir_catalog::SegmentRecord;
 use weir_pipelines::buffer::{Buffer, Ledger, SledBuffer, SledBufferConfig};
-use weir_pipelines::flusher::{Flusher, FlusherConfig};
 use weir_pipelines::lake::Lake;
 use weir_pipelines::metrics::Metrics;
 use weir_pipelines::{Batch, Signal};
 
 mod common;
-use common::log_batch;
+use common::{flusher, log_batch};
 
 /// A store that misbehaves on purpose: `put_then_fail` uploads then answers an error,
 /// `put_then_hang` uploads then never answers, `hang_before_put` never answers and keeps the
@@ -167,22 +166,6 @@ fn append(buffer: &SledBuffer, first: usize, rows: usize) {
     let entries = batch.split_by_partition().unwrap();
     let seq = buffer.append(&entries).unwrap();
     buffer.sync(seq).unwrap();
-}
-
-fn flusher(buffer: Arc<SledBuffer>, lake: Lake) -> Flusher {
-    let config = FlusherConfig {
-        max_file_age: Duration::ZERO,
-        poll_interval: Duration::from_millis(20),
-        ..FlusherConfig::default()
-    };
-    Flusher::new(
-        buffer,
-        lake,
-        Metrics::new(),
-        config,
-        Arc::new(Notify::new()),
-        Arc::new(Notify::new()),
-    )
 }
 
 async fn until_empty(buffer: &SledBuffer, what: &str) {
