@@ -178,6 +178,14 @@ pub struct BufferConfig {
     /// a request over it is refused as bad (400, gRPC `INVALID_ARGUMENT`), since each hour
     /// becomes a buffer entry, a file and a registration of its own.
     pub max_partitions_per_request: usize,
+    /// How old a record's own timestamp may be in the batches of syslog and Fluent forward,
+    /// which gather many senders' messages and are never refused for their hours: an older
+    /// record is stored at the time it was received, its own timestamp kept in the
+    /// `weir.original_timestamp` attribute. With `future_window` it bounds the hours (buffer
+    /// entries, files, registrations) one such batch fans out into.
+    pub late_window: HumanDuration,
+    /// How far ahead of the agent's clock a record's own timestamp may be in those batches.
+    pub future_window: HumanDuration,
 }
 
 impl Default for BufferConfig {
@@ -186,6 +194,18 @@ impl Default for BufferConfig {
             max_bytes: ByteSize(1 << 30),
             ack: AckMode::Durable,
             max_partitions_per_request: weir_pipelines::ingest::DEFAULT_MAX_PARTITIONS,
+            late_window: HumanDuration(weir_pipelines::ingest::DEFAULT_LATE_WINDOW),
+            future_window: HumanDuration(weir_pipelines::ingest::DEFAULT_FUTURE_WINDOW),
+        }
+    }
+}
+
+impl BufferConfig {
+    /// The window of [`weir_pipelines::ingest::TimeWindow`].
+    pub fn window(&self) -> weir_pipelines::ingest::TimeWindow {
+        weir_pipelines::ingest::TimeWindow {
+            late: self.late_window.0,
+            future: self.future_window.0,
         }
     }
 }
@@ -378,6 +398,26 @@ impl Config {
         self.check_pipelines(&mut problems);
         if self.buffer.max_partitions_per_request == 0 {
             problems.push("buffer.max_partitions_per_request must be at least 1".into());
+        }
+        if self.buffer.late_window.0 < Duration::from_secs(3600) {
+            problems.push(format!(
+                "buffer.late_window = {:?} is below 1h (records sent a little late would lose their timestamps)",
+                humantime::format_duration(self.buffer.late_window.0).to_string()
+            ));
+        }
+        if self.buffer.future_window.0 < Duration::from_secs(60) {
+            problems.push(format!(
+                "buffer.future_window = {:?} is below 1m (a sender's clock a little ahead would lose its timestamps)",
+                humantime::format_duration(self.buffer.future_window.0).to_string()
+            ));
+        }
+        for (key, d) in [
+            ("late_window", self.buffer.late_window.0),
+            ("future_window", self.buffer.future_window.0),
+        ] {
+            if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+                problems.push(format!("buffer.{key} must be at most ten years"));
+            }
         }
         if self.buffer.max_bytes.0 < (1 << 20) {
             problems.push(format!(

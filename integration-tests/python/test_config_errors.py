@@ -79,3 +79,12 @@ def test_roles_refuse_to_start_with_the_checks_validate_runs(tmp_path):
         v = validate(cfg, "--role", role)
         assert v.returncode == 2 and message in v.stderr, (role, v.stderr)
     assert not (tmp_path / "data").exists()  # nothing was opened
+
+
+def test_windows_too_small_for_clock_skew_are_refused(tmp_path):
+    cfg = tmp_path / "weir.toml"
+    cfg.write_text('[buffer]\nlate_window = "10m"\nfuture_window = "5s"\n')
+    r = validate(cfg)
+    assert r.returncode == 2, r.stderr
+    assert 'buffer.late_window = "10m" is below 1h' in r.stderr, r.stderr
+    assert 'buffer.future_window = "5s" is below 1m' in r.stderr, r.stderr

@@ -72,7 +72,8 @@ def test_fluent_logger_sender_and_asyncsender(weir):
 
 
 def test_fluent_bit_frames_with_chunk_acks(weir):
-    base = 1_700_000_000_123_456_789
+    # Within buffer.late_window of now, so the records keep their own timestamps.
+    base = (time.time_ns() - 3_600_000_000_000) // 10**9 * 10**9 + 123_456_789
     fwd_chunk, packed_chunk, gz_chunk = (str(uuid.uuid4()) for _ in range(3))
     forward = ["kube.var.log", [fluent_bit_entry(base + i, {"log": f"forward {i}", "stream": "stdout"}, {"otlp": {"k": "v"}}) for i in range(5)],
                {"chunk": fwd_chunk, "size": 5}]
@@ -179,3 +180,66 @@ def test_shared_key_handshake(weir_factory):
     w.wait_rows("logs", 1)
     assert [r["body"] for r in w.rows()] == ["authenticated"]
     assert 'weir_rejected_requests_total{reason="forbidden",source="fluent"} 2' in w.metrics()
+
+
+def test_records_of_many_hours_are_bounded_by_the_window_and_keep_their_time(weir_factory):
+    """Fluent forward (fluent-logger's sender) and syslog batches gather many senders' records
+    and are never refused for their hours: a record outside buffer.late_window/future_window
+    of its receipt is stored at its receipt time with its own timestamp in
+    `weir.original_timestamp`, so one sender's 500 hours cost a bounded number of partitions
+    and no record is lost."""
+    w = weir_factory('[buffer]\nlate_window = "1d"\nfuture_window = "1h"\n', fluent="")
+    hour = 3600
+    now = time.time()
+    s = sender.FluentSender("hostile", host="127.0.0.1", port=w.fluent_port, nanosecond_precision=True)
+    # One record an hour back over 500 hours, five in the window's future edge and beyond.
+    for h in range(500):
+        assert s.emit_with_time("x", now - h * hour, {"log": f"past {h}"})
+    for h in range(5):
+        assert s.emit_with_time("x", now + (h + 0.5) * hour, {"log": f"future {h}"})
+    s.close()
+    # syslog over TCP: RFC 5424 lines dated long ago and in the window.
+    with socket.create_connection(("127.0.0.1", w.syslog_tcp_port), timeout=10) as sock:
+        sock.sendall(b"<14>1 1999-12-31T23:00:00Z host app - - - syslog ancient\n")
+        recent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 2 * hour)).encode()
+        sock.sendall(b"<14>1 " + recent + b" host app - - - syslog recent\n")
+    w.wait_rows("logs", 507)
+    rows = {r["body"]: r for r in w.rows()}
+    assert len(rows) == 507
+    received = range(int((now - 60) * 1e9), int((time.time() + 60) * 1e9))
+    for h in range(500):
+        r = rows[f"past {h}"]
+        own = int(now - h * hour)
+        attrs = dict(r["attributes"])
+        if h <= 23:
+            assert r["timestamp"] // 10**9 == own, (h, r["timestamp"])
+            assert "weir.original_timestamp" not in attrs
+        elif h >= 25:
+            assert r["timestamp"] in received, (h, r["timestamp"])
+            kept = attrs["weir.original_timestamp"]
+            assert kept.startswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(own))), (h, kept)
+    assert rows["future 0"]["timestamp"] // 10**9 == int(now + 0.5 * hour)
+    for h in range(1, 5):
+        r = rows[f"future {h}"]
+        assert r["timestamp"] in received
+        assert "weir.original_timestamp" in dict(r["attributes"])
+    ancient = rows["syslog ancient"]
+    assert ancient["timestamp"] in received
+    assert dict(ancient["attributes"])["weir.original_timestamp"] == "1999-12-31T23:00:00.000000000Z"
+    assert "weir.original_timestamp" not in dict(rows["syslog recent"]["attributes"])
+    # The query docs/operations.md gives for the original time, in DuckDB.
+    (t,) = w.duck().execute(
+        "SELECT COALESCE(CAST(attributes['weir.original_timestamp'] AS TIMESTAMPTZ), \"timestamp\") "
+        "FROM lake WHERE body = 'syslog ancient'").fetchone()
+    assert t.timestamp() == 946681200, t
+    # The window bounds the hours: the 24 in the window (25 where the window's edge cuts an
+    # hour), now's hour and the future hour; far below the 505 the records name.
+    hours = {seg["partition"] for seg in w.segments("default", "logs")}
+    assert len(hours) <= 27, sorted(hours)
+    m = w.metrics()
+    retimed = sum(1 for r in rows.values() if "weir.original_timestamp" in dict(r["attributes"]))
+    assert retimed >= 475 + 4 + 1
+    counted = sum(
+        float(line.rsplit(" ", 1)[1]) for line in m.splitlines() if line.startswith("weir_retimed_records_total{")
+    )
+    assert counted == retimed, m

@@ -87,6 +87,37 @@ pub struct IngestSettings {
     pub processor: Option<Arc<dyn BatchProcessor>>,
     /// Hours one client request may span ([`Ingest::write_request`]).
     pub max_partitions: usize,
+    /// The times around receipt the records of gathered batches may carry
+    /// ([`Ingest::write_gathered`]).
+    pub window: TimeWindow,
+}
+
+/// How far before and after its receipt a record's own timestamp may lie in a batch
+/// gathered from many senders ([`Ingest::write_gathered`]); a record outside is stored at
+/// its receipt time with its own timestamp kept in an attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// How old a record may be (`buffer.late_window`, default [`DEFAULT_LATE_WINDOW`]).
+    pub late: std::time::Duration,
+    /// How far ahead of the agent's clock a record may be (`buffer.future_window`, default
+    /// [`DEFAULT_FUTURE_WINDOW`]).
+    pub future: std::time::Duration,
+}
+
+/// Default of `buffer.late_window`: a week, so a sender replaying a few days' backlog keeps
+/// its timestamps.
+pub const DEFAULT_LATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Default of `buffer.future_window`: an hour of clock skew.
+pub const DEFAULT_FUTURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        TimeWindow {
+            late: DEFAULT_LATE_WINDOW,
+            future: DEFAULT_FUTURE_WINDOW,
+        }
+    }
 }
 
 /// Hours one write may span by default (three days): a client's request of records from more
@@ -110,6 +141,7 @@ impl Ingest {
             settings: Arc::new(RwLock::new(Arc::new(IngestSettings {
                 processor: None,
                 max_partitions: DEFAULT_MAX_PARTITIONS,
+                window: TimeWindow::default(),
             }))),
         }
     }
@@ -174,6 +206,30 @@ impl Ingest {
             }
         }
         self.write(batch, request_bytes)
+    }
+
+    /// Writes a batch gathered from many senders' messages (syslog, Fluent forward) like
+    /// [`Ingest::write`], after re-timing its records whose own timestamps lie outside the
+    /// settings' [`TimeWindow`] around the batch's receipt ([`Batch::retime_outside`]). Such
+    /// a batch is never refused for its hours (one sender's clock must not cost another
+    /// sender's records), so the window is what bounds its partitions: at most
+    /// `(late + future) / 1h + 2` hours, each a buffer entry, a file and a registration.
+    pub fn write_gathered(
+        &self,
+        mut batch: Batch,
+        request_bytes: usize,
+    ) -> Result<(), IngestError> {
+        let window = self.settings().window;
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let retimed = batch
+            .retime_outside(nanos(window.late), nanos(window.future))
+            .map_err(|e| IngestError::Partition(e.to_string()))?;
+        let source = (retimed > 0).then(|| batch.source.clone());
+        self.write(batch, request_bytes)?;
+        if let Some(source) = source {
+            self.metrics.retimed_records(&source, retimed as u64);
+        }
+        Ok(())
     }
 
     /// Writes a batch like [`Ingest::write`] together with the read positions it advances

@@ -202,6 +202,7 @@ pub struct Metrics {
     received_bytes: IntCounterVec,
     rejected_requests: IntCounterVec,
     rejected_records: IntCounterVec,
+    retimed_records: IntCounterVec,
     /// Live bytes in the buffer.
     pub buffer_bytes: IntGauge,
     /// Live entries in the buffer.
@@ -354,6 +355,12 @@ impl Metrics {
                 "Records refused in accepted requests",
                 &["source", "signal"],
             ),
+            retimed_records: counter(
+                &r,
+                "retimed_records_total",
+                "Records whose own timestamps were outside buffer.late_window/future_window, stored at the time they were received",
+                &["source"],
+            ),
             buffer_bytes: gauge("buffer_bytes", "Live bytes in the durable buffer"),
             buffer_entries: gauge("buffer_entries", "Live entries in the durable buffer"),
             buffer_corrupt_entries: gauge(
@@ -442,6 +449,16 @@ impl Metrics {
         if records > 0 {
             self.rejected_records
                 .with_label_values(&[source, signal.as_str()])
+                .inc_by(records);
+        }
+    }
+
+    /// Counts records stored at their receipt time because their own timestamps were
+    /// outside the accepted window ([`crate::Batch::retime_outside`]).
+    pub fn retimed_records(&self, source: &str, records: u64) {
+        if records > 0 {
+            self.retimed_records
+                .with_label_values(&[source])
                 .inc_by(records);
         }
     }

@@ -14,9 +14,10 @@
 //! anything changed); changed sources are stopped (their in-flight requests finish) and
 //! started again with their new configuration (a source whose new address cannot be bound
 //! is started again on its old one and the reload is refused); API keys and the index's read
-//! tokens, `buffer.max_bytes` and `buffer.max_partitions_per_request` apply to the next
-//! request; the compactor and the sweeper restart with new `[compaction]`, `[retention]` and
-//! `lake.target_file_bytes`; `listen.json` is rewritten. Every other changed key is named in a
+//! tokens, `buffer.max_bytes`, `buffer.max_partitions_per_request`, `buffer.late_window` and
+//! `buffer.future_window` apply to the next request; the compactor and the sweeper restart
+//! with new `[compaction]`, `[retention]` and `lake.target_file_bytes`; `listen.json` is
+//! rewritten. Every other changed key is named in a
 //! warning and applies at the next restart ([`APPLIED`]).
 
 use std::collections::BTreeMap;
@@ -117,6 +118,8 @@ pub const APPLIED: &[&str] = &[
     "auth",
     "buffer.max_bytes",
     "buffer.max_partitions_per_request",
+    "buffer.late_window",
+    "buffer.future_window",
     "compaction",
     "retention",
     "lake.target_file_bytes",
@@ -176,6 +179,7 @@ fn ingest_settings(
     Ok(IngestSettings {
         processor,
         max_partitions: cfg.buffer.max_partitions_per_request,
+        window: cfg.buffer.window(),
     })
 }
 
@@ -461,10 +465,14 @@ impl Live {
                     return Ok(());
                 }
             }
-        } else if changes.any("buffer.max_partitions_per_request") {
+        } else if changes.any("buffer.max_partitions_per_request")
+            || changes.any("buffer.late_window")
+            || changes.any("buffer.future_window")
+        {
             Some(IngestSettings {
                 processor: self.ingest.settings().processor.clone(),
                 max_partitions: new.config.buffer.max_partitions_per_request,
+                window: new.config.buffer.window(),
             })
         } else {
             None

@@ -199,7 +199,7 @@ impl FluentService {
                 records.clone(),
             );
             let (ingest, bytes) = (self.ingest.clone(), p.bytes);
-            match tokio::task::spawn_blocking(move || ingest.write(batch, bytes)).await {
+            match tokio::task::spawn_blocking(move || ingest.write_gathered(batch, bytes)).await {
                 Ok(Ok(())) => return true,
                 Ok(Err(e @ (IngestError::Full(_) | IngestError::Busy(_))))
                     if !all_acked && !stop.is_cancelled() =>

@@ -197,7 +197,7 @@ impl SyslogService {
             let result = tokio::task::spawn_blocking(move || {
                 let batch = to_batch(&lines2, received_at, &this2.tenant, source)
                     .map_err(IngestError::Partition)?;
-                this2.ingest.write(batch, bytes)
+                this2.ingest.write_gathered(batch, bytes)
             })
             .await;
             match result {
