@@ -184,3 +184,51 @@ def test_a_request_under_the_budget_is_taken_and_the_key_is_validated(weir_facto
         raise AssertionError("max_row_bytes above 1GiB accepted")
     except RuntimeError as e:
         assert "sources.fluent.max_row_bytes" in str(e)
+
+
+def nil_map(pairs):
+    """A msgpack map of `pairs` nil → nil entries: one byte per value on the wire, a whole
+    decoded value (tens of bytes) each once parsed into a tree."""
+    return b"\xdf" + pairs.to_bytes(4, "big") + b"\xc0" * (2 * pairs)
+
+
+def test_fluent_frames_whose_msgpack_tree_dwarfs_their_bytes_are_refused_unparsed(weir_factory):
+    """A 15 MB forward message of one-byte values (a record map, a Message's record, the
+    option) parses into a tree tens of times its size: each value is counted before it is
+    decoded and the message is refused against sources.fluent.max_row_bytes (no ack, the
+    connection closed), the agent's peak RSS stays under 512 MiB, and other clients go on."""
+    w = weir_factory()
+    huge = nil_map(7_500_000)
+    tag = msgpack.packb("hostile")
+    frames = [
+        b"\x93" + tag + b"\x91\x92\x00" + huge + msgpack.packb({"chunk": "f"}),  # Forward entry's record
+        b"\x94" + tag + b"\x00" + huge + msgpack.packb({"chunk": "m"}),  # Message mode record
+        b"\x93" + tag + msgpack.packb(b"") + huge,  # PackedForward option
+    ]
+    for frame in frames:
+        assert len(frame) < 16 << 20
+        with socket.create_connection(("127.0.0.1", w.fluent_port), timeout=60) as s:
+            s.sendall(frame)
+            assert closed_by_peer(s)
+        assert send(w, ["fine", int(time.time()), {"log": "still served"}, {"chunk": "ok"}], read_acks=1) == [{"ack": "ok"}]
+    peak = peak_rss_mib(w)
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < 512, f"peak RSS {peak:.0f} MiB"
+    m = w.metrics()
+    assert 'weir_rejected_requests_total{reason="too_many_row_bytes",source="fluent"} 3' in m, m
+    w.wait_rows("logs", 3)
+    assert [r["body"] for r in w.rows()] == ["still served"] * 3
+
+
+def test_fluent_messages_past_a_turns_budget_wait_for_the_next_turn(weir_factory):
+    """Messages read together whose rows exceed sources.fluent.max_row_bytes are written in
+    turns of at most that budget: a message that does not fit what is left of a turn is
+    decoded again in the next one, and every message is acknowledged and stored."""
+    w = weir_factory(fluent='max_row_bytes = "1MiB"')
+    now = int(time.time())
+    messages = [["turns", [[now, {"log": f"m{m} e{e} " + "x" * 1000}] for e in range(400)], {"chunk": f"c{m}"}]
+                for m in range(5)]
+    acks = send(w, *messages, read_acks=5)
+    assert acks == [{"ack": f"c{m}"} for m in range(5)]
+    w.wait_rows("logs", 2000)
+    assert len(w.rows()) == 2000

@@ -23,8 +23,9 @@ pub struct FluentConfig {
     /// of each of its entries, so a small message can expand a thousandfold. Checked while the
     /// rows are built; a message over it is not acknowledged, counted as
     /// `weir_rejected_requests_total{source="fluent",reason="too_many_row_bytes"}`, and closes
-    /// the connection (messages before it are written and acknowledged). Also the most rows
-    /// one read gathers before they are written. Default: 8 × `max_frame_bytes` (128 MiB),
+    /// the connection (messages before it are written and acknowledged). Also bounds the
+    /// parse (each msgpack value is counted before it is decoded) and the rows one read
+    /// gathers before they are written. Default: 8 × `max_frame_bytes` (128 MiB),
     /// within 1 MiB ..= 1 GiB.
     pub max_row_bytes: Option<ByteSize>,
     /// Open connections allowed; one more is closed at once and counted

@@ -189,22 +189,43 @@ fn append_entry(sink: &mut Sink<'_>, time: &Value, record: &Value) -> Result<(),
     Ok(())
 }
 
+/// Bytes one decoded msgpack value takes in a tree (rmpv's `Value`; a map entry is two).
+const VALUE_BYTES: usize = std::mem::size_of::<Value>();
+
+/// Decodes the msgpack value at the start of `buf` and moves `buf` past it. The values it
+/// holds are counted first: one whose tree would put the rows decoded so far (`used` bytes)
+/// over `budget` is refused before anything is allocated (16 MiB of nils in one array would
+/// otherwise take over 500 MiB as a tree).
+fn read_bounded(buf: &mut &[u8], budget: &DecodeBudget, used: usize) -> Result<Value, DecodeFailure> {
+    let (len, values) = frame::value_extent(buf)
+        .map_err(|e| e.to_string())?
+        .ok_or("truncated msgpack value")?;
+    let tree = usize::try_from(values).unwrap_or(usize::MAX).saturating_mul(VALUE_BYTES);
+    budget.check(used.saturating_add(tree))?;
+    let v = rmpv::decode::read_value(&mut &buf[..len]).map_err(|e| format!("invalid msgpack: {e}"))?;
+    *buf = &buf[len..];
+    Ok(v)
+}
+
+/// Appends the entry `[time, record]` at the start of `buf`.
+fn next_entry(sink: &mut Sink<'_>, buf: &mut &[u8], what: &str) -> Result<(), DecodeFailure> {
+    let entry = read_bounded(buf, sink.budget, sink.b.bytes())?;
+    let Value::Array(e) = entry else {
+        return Err(format!("{what} entry is not an array").into());
+    };
+    if e.len() != 2 {
+        return Err(format!("{what} entry has {} elements, expected 2", e.len()).into());
+    }
+    append_entry(sink, &e[0], &e[1])
+}
+
 fn packed_entries(sink: &mut Sink<'_>, mut bytes: &[u8]) -> Result<usize, DecodeFailure> {
     let mut n = 0;
     while !bytes.is_empty() {
-        let len = frame::value_len(bytes)
-            .map_err(|e| e.to_string())?
-            .ok_or("truncated entry in PackedForward payload")?;
-        let entry = rmpv::decode::read_value(&mut &bytes[..len])
-            .map_err(|e| format!("invalid packed entry: {e}"))?;
-        bytes = &bytes[len..];
-        let Value::Array(e) = entry else {
-            return Err("packed entry is not an array".into());
-        };
-        if e.len() != 2 {
-            return Err(format!("packed entry has {} elements, expected 2", e.len()).into());
+        if frame::value_len(bytes).map_err(|e| e.to_string())?.is_none() {
+            return Err("truncated entry in PackedForward payload".into());
         }
-        append_entry(sink, &e[0], &e[1])?;
+        next_entry(sink, &mut bytes, "packed")?;
         n += 1;
     }
     Ok(n)
@@ -219,55 +240,67 @@ fn option_text(option: Option<&Value>, key: &str) -> Option<String> {
         .map(|(_, v)| value_text(v))
 }
 
-/// Decodes one forward-protocol message, appending its entries to `b`. `max_decompressed`
-/// bounds a CompressedPackedForward payload; the message is refused as soon as the rows of
-/// `b` are over `budget`.
+/// Decodes one forward-protocol message (its msgpack bytes), appending its entries to `b`.
+/// The message is walked value by value: a Forward message's entries are decoded one at a
+/// time, never as one tree, and every value is checked against `budget` before it is
+/// decoded. `max_decompressed` bounds a CompressedPackedForward payload; the message is
+/// refused as soon as the rows of `b` are over `budget`.
 pub fn decode_message(
-    msg: &Value,
+    msg: &[u8],
     received_at: i64,
     max_decompressed: usize,
     budget: &DecodeBudget,
     b: &mut LogsBuilder,
 ) -> Result<MessageInfo, DecodeFailure> {
-    let Value::Array(parts) = msg else {
-        return Err("forward message is not an array".into());
-    };
-    let tag = match parts.first() {
-        Some(Value::String(s)) => s.as_str().ok_or("tag is not UTF-8")?,
+    let (parts, header) = frame::array_header(msg).ok_or("forward message is not an array")?;
+    let mut rest = &msg[header..];
+    if parts == 0 {
+        return Err("forward message does not start with a tag string".into());
+    }
+    let tag = read_bounded(&mut rest, budget, b.bytes())?;
+    let tag = match &tag {
+        Value::String(s) => s.as_str().ok_or("tag is not UTF-8")?,
         _ => return Err("forward message does not start with a tag string".into()),
     };
+    if parts < 2 {
+        return Err("forward message has no entries".into());
+    }
     let sink = &mut Sink {
         b,
         budget,
         tag,
         received_at,
     };
-    let second = parts.get(1).ok_or("forward message has no entries")?;
     let mut info = MessageInfo::default();
-    let option = match second {
-        Value::Array(entries) => {
-            for e in entries {
-                let Value::Array(pair) = e else {
-                    return Err("forward entry is not an array".into());
-                };
-                if pair.len() != 2 {
-                    return Err(
-                        format!("forward entry has {} elements, expected 2", pair.len()).into(),
-                    );
-                }
-                append_entry(sink, &pair[0], &pair[1])?;
-                info.entries += 1;
-            }
-            parts.get(2)
+    // The values after the entries (the option, or a Message's record and option).
+    let mut after = parts - 2;
+    let mut next = |rest: &mut &[u8], sink: &Sink<'_>| -> Result<Option<Value>, DecodeFailure> {
+        if after == 0 {
+            return Ok(None);
         }
+        after -= 1;
+        read_bounded(rest, sink.budget, sink.b.bytes()).map(Some)
+    };
+    if let Some((entries, header)) = frame::array_header(rest) {
+        // Forward: [tag, [[time, record], ...], option?]
+        rest = &rest[header..];
+        for _ in 0..entries {
+            next_entry(sink, &mut rest, "forward")?;
+            info.entries += 1;
+        }
+        info.chunk = option_text(next(&mut rest, sink)?.as_ref(), "chunk");
+        return Ok(info);
+    }
+    let second = read_bounded(&mut rest, budget, sink.b.bytes())?;
+    let option = match &second {
         Value::Binary(_) | Value::String(_) => {
-            let raw: &[u8] = match second {
+            let raw: &[u8] = match &second {
                 Value::Binary(bytes) => bytes,
                 Value::String(s) => s.as_bytes(),
                 _ => unreachable!("matched above"),
             };
-            let option = parts.get(2);
-            let compressed = option_text(option, "compressed");
+            let option = next(&mut rest, sink)?;
+            let compressed = option_text(option.as_ref(), "compressed");
             info.entries = match compressed.as_deref() {
                 Some("gzip") => {
                     let mut out = Vec::new();
@@ -286,13 +319,14 @@ pub fn decode_message(
             option
         }
         time => {
-            let record = parts.get(2).ok_or("message mode without a record")?;
-            append_entry(sink, time, record)?;
+            // Message: [tag, time, record, option?]
+            let record = next(&mut rest, sink)?.ok_or("message mode without a record")?;
+            append_entry(sink, time, &record)?;
             info.entries = 1;
-            parts.get(3)
+            next(&mut rest, sink)?
         }
     };
-    info.chunk = option_text(option, "chunk");
+    info.chunk = option_text(option.as_ref(), "chunk");
     Ok(info)
 }
 
@@ -315,6 +349,10 @@ mod tests {
             (V::from("level"), V::from("error")),
             (V::from("n"), V::from(3)),
         ])
+    }
+
+    fn bytes(v: &V) -> Vec<u8> {
+        pack(std::slice::from_ref(v))
     }
 
     fn pack(entries: &[V]) -> Vec<u8> {
@@ -362,7 +400,7 @@ mod tests {
         let mut b = LogsBuilder::default();
         let infos: Vec<_> = msgs
             .iter()
-            .map(|m| decode_message(m, 9, 1 << 20, &DecodeBudget::unlimited(), &mut b).unwrap())
+            .map(|m| decode_message(&bytes(m), 9, 1 << 20, &DecodeBudget::unlimited(), &mut b).unwrap())
             .collect();
         assert_eq!(
             infos.iter().map(|i| i.entries).collect::<Vec<_>>(),
@@ -399,7 +437,7 @@ mod tests {
             V::Binary(pack(&vec![entry.clone(); 20_000])),
         ]);
         for m in [forward(20_000), packed] {
-            match decode_message(&m, 0, 1 << 20, &budget, &mut LogsBuilder::default()) {
+            match decode_message(&bytes(&m), 0, 1 << 20, &budget, &mut LogsBuilder::default()) {
                 Err(DecodeFailure::OverBudget(e)) => {
                     assert_eq!((e.key, e.limit), ("sources.fluent.max_row_bytes", 8 << 20))
                 }
@@ -407,15 +445,46 @@ mod tests {
             }
         }
         let mut b = LogsBuilder::default();
-        let info = decode_message(&forward(5), 0, 1 << 20, &budget, &mut b).unwrap();
+        let info = decode_message(&bytes(&forward(5)), 0, 1 << 20, &budget, &mut b).unwrap();
         assert_eq!(info.entries, 5);
+    }
+
+    #[test]
+    fn a_value_whose_tree_is_over_budget_is_refused_before_it_is_decoded() {
+        // One byte per value on the wire, a whole rmpv::Value each once decoded: 300,000
+        // nil → nil pairs are 600 KB of msgpack and about 19 MB as a tree.
+        let mut huge = vec![0xdf];
+        huge.extend_from_slice(&300_000u32.to_be_bytes());
+        huge.extend(std::iter::repeat_n(0xc0, 600_000));
+        let tag = bytes(&V::from("t"));
+        let frame = |parts: &[&[u8]]| {
+            let mut m = vec![0x90 | parts.len() as u8];
+            parts.iter().for_each(|p| m.extend_from_slice(p));
+            m
+        };
+        let mut entry = vec![0x92, 0x00];
+        entry.extend_from_slice(&huge);
+        let forward = frame(&[&tag, &[&[0x91u8][..], &entry].concat()]);
+        let message = frame(&[&tag, &[0x00], &huge]);
+        let option = frame(&[&tag, &bytes(&V::Binary(Vec::new())), &huge]);
+        let budget = DecodeBudget::new(8 << 20, "sources.fluent.max_row_bytes");
+        for m in [forward, message, option] {
+            match decode_message(&m, 0, 1 << 20, &budget, &mut LogsBuilder::default()) {
+                Err(DecodeFailure::OverBudget(e)) => assert_eq!(e.limit, 8 << 20),
+                other => panic!("expected over budget, got {other:?}"),
+            }
+        }
+        // Within the budget the same record decodes (its nil keys become "null" attributes).
+        let mut b = LogsBuilder::default();
+        let info = decode_message(&frame(&[&tag, &[0x00], &huge]), 0, 1 << 20, &DecodeBudget::new(64 << 20, "k"), &mut b);
+        assert_eq!(info.unwrap().entries, 1);
     }
 
     #[test]
     fn bad_messages_name_the_problem() {
         let mut b = LogsBuilder::default();
         let mut err = |m: V| {
-            decode_message(&m, 0, 100, &DecodeBudget::unlimited(), &mut b)
+            decode_message(&bytes(&m), 0, 100, &DecodeBudget::unlimited(), &mut b)
                 .unwrap_err()
                 .to_string()
         };

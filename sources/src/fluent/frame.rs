@@ -21,6 +21,29 @@ pub fn value_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     Scanner::default().scan(buf)
 }
 
+/// The length of the msgpack value at the start of `buf` and the number of values it holds
+/// (itself, and every element, key and value inside), or `None` if it is not complete yet:
+/// what decoding it into a tree will allocate, known before anything is allocated.
+pub fn value_extent(buf: &[u8]) -> Result<Option<(usize, u64)>, FrameError> {
+    let mut s = Scanner::default();
+    Ok(s.scan(buf)?.map(|len| (len, s.steps)))
+}
+
+/// The element count of the msgpack array whose header starts `buf`, and the header's
+/// length; `None` when `buf` does not start with a complete array header.
+pub fn array_header(buf: &[u8]) -> Option<(usize, usize)> {
+    let be = |n: usize| -> Option<usize> {
+        let b = buf.get(1..1 + n)?;
+        Some(b.iter().fold(0usize, |acc, &x| (acc << 8) | x as usize))
+    };
+    match *buf.first()? {
+        m @ 0x90..=0x9f => Some(((m & 0x0f) as usize, 1)),
+        0xdc => Some((be(2)?, 3)),
+        0xdd => Some((be(4)?, 5)),
+        _ => None,
+    }
+}
+
 /// Finds the end of the msgpack value at the start of a growing buffer, resuming where the
 /// last call stopped: a frame trickled in small reads is walked once, not once per read
 /// (which made a large frame sent 1 KiB at a time cost time quadratic in its size). The
@@ -128,6 +151,19 @@ fn item(m: u8, buf: &[u8], at: usize) -> Result<Option<(u64, u64)>, FrameError> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn extents_count_every_value_and_array_headers_their_elements() {
+        // [1, {"a": nil}, "xy"]: the array, 1, the map, "a", nil, "xy".
+        let v = [0x93, 0x01, 0x81, 0xa1, b'a', 0xc0, 0xa2, b'x', b'y'];
+        assert_eq!(super::value_extent(&v).unwrap(), Some((v.len(), 6)));
+        assert_eq!(super::value_extent(&v[..4]).unwrap(), None);
+        assert_eq!(super::array_header(&v), Some((3, 1)));
+        assert_eq!(super::array_header(&[0xdc, 0x01, 0x00]), Some((256, 3)));
+        assert_eq!(super::array_header(&[0xdd, 0, 1, 0, 0]), Some((65_536, 5)));
+        assert_eq!(super::array_header(&[0xdd, 0, 1]), None);
+        assert_eq!(super::array_header(&[0x81]), None);
+    }
+
     use super::*;
 
     fn enc(v: &rmpv::Value) -> Vec<u8> {

@@ -146,15 +146,20 @@ impl FluentService {
                 let m = format!("forward message of {len} bytes exceeds sources.fluent.max_frame_bytes ({} bytes)", self.max_frame);
                 return (p, malformed(m), false);
             }
-            let msg = match rmpv::decode::read_value(&mut &buf[..len]) {
-                Ok(v) => v,
-                Err(e) => return (p, malformed(format!("invalid msgpack: {e}")), false),
-            };
-            buf.advance(len);
-            // Keep rows of a broken message out of the batch.
+            // Keep rows of a broken message out of the batch. A message after the first of a
+            // turn gets what is left of the turn's budget: one that does not fit stays in the
+            // buffer for the next turn, so a turn never holds more than the budget of rows.
             let mut one = LogsBuilder::default();
+            let budget = match p.messages {
+                0 => self.budget,
+                _ => DecodeBudget::new(self.budget.limit() - p.row_bytes, "the rest of the turn"),
+            };
             let decoded =
-                decode::decode_message(&msg, received_at, self.max_frame, &self.budget, &mut one);
+                decode::decode_message(&buf[..len], received_at, self.max_frame, &budget, &mut one);
+            if p.messages > 0 && matches!(decoded, Err(DecodeFailure::OverBudget(_))) {
+                return (p, None, true);
+            }
+            buf.advance(len);
             match decoded {
                 Ok(info) => {
                     p.row_bytes += one.bytes();
