@@ -44,7 +44,7 @@ use async_trait::async_trait;
 use sled::transaction::TransactionError;
 use sled::Transactional;
 use uuid::Uuid;
-use weir_catalog::sled_durable::{DurableError, DurableSled, OsSync};
+use weir_catalog::sled_durable::{DurableError, DurableSled, FileSync, OsSync};
 
 use crate::faults::{FaultPoint, Faults};
 use crate::plan::plan_inputs;
@@ -85,12 +85,18 @@ fn storage<E: std::fmt::Display>(e: E) -> CatalogError {
 impl SledCatalog {
     /// Opens (or creates) the index in a directory of its own.
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let durable = DurableSled::open(
-            path,
-            sled::Config::new().cache_capacity(32 << 20),
-            Arc::new(OsSync),
-        )
-        .map_err(from_durable)?;
+        Self::open_with_sync(path, Arc::new(OsSync))
+    }
+
+    /// Opens the index with its fsyncs going through `syncer`: the fault point of tests that
+    /// fail an fsync ([`SledCatalog::open`] passes the real one), as
+    /// `SledBuffer::open_with_sync` is the buffer's.
+    ///
+    /// For fault-injection tests only: a no-op [`FileSync`] turns off durability.
+    #[doc(hidden)]
+    pub fn open_with_sync(path: &Path, syncer: Arc<dyn FileSync>) -> Result<Self, CatalogError> {
+        let durable = DurableSled::open(path, sled::Config::new().cache_capacity(32 << 20), syncer)
+            .map_err(from_durable)?;
         let db = durable.db();
         Ok(SledCatalog {
             segments: db.open_tree("segments")?,

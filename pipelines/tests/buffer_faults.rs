@@ -4,15 +4,18 @@
 //! its entries, drop its journal record, fsync) failing once. Whatever fails, every
 //! acknowledged row ends in exactly one object of the lake, and that object is the one the
 //! index lists, once; and a failed fsync acknowledges nothing more until the buffer is
-//! reopened (item 3).
+//! reopened (item 3). A reopened buffer holds whatever sled wrote out when it closed, so the
+//! power-cut case (the commit after an upload lost with its failed fsync) reopens a copy of
+//! the directory taken at the last good fsync instead.
 //!
 //! The faults go through what production already calls: the buffer's [`FileSync`] (the fsync
 //! of sled's files) and the [`Buffer`] trait the flusher holds (a wrapper failing chosen calls
 //! once), so the production path carries no test hook.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -38,15 +41,25 @@ use common::{flusher, log_batch};
 
 /// Fails the next `fdatasync` of sled's data file once it is armed, as Linux reports a
 /// writeback error once (a retry would succeed although the kernel may have dropped pages).
+///
+/// With a snapshot path set, every successful `fdatasync` of the data file first copies the
+/// database's directory there: when a later fsync fails, the copy is what a power cut leaves
+/// on disk (the last durable state), whereas the directory itself gets whatever sled writes
+/// out later (it flushes everything when its last handle drops).
 #[derive(Default)]
 struct FaultySync {
     armed: AtomicBool,
     fired: AtomicBool,
+    snapshot: Mutex<Option<PathBuf>>,
 }
 
 impl FaultySync {
     fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn snapshot_to(&self, to: PathBuf) {
+        *self.snapshot.lock().unwrap() = Some(to);
     }
 }
 
@@ -56,12 +69,38 @@ impl FileSync for FaultySync {
             self.fired.store(true, Ordering::SeqCst);
             return Err(std::io::Error::other("injected EIO"));
         }
-        file.sync_data()
+        file.sync_data()?;
+        if path.ends_with("db") {
+            if let (Some(to), Some(dir)) = (self.snapshot.lock().unwrap().as_ref(), path.parent()) {
+                // Under the commit: sled was just flushed and nothing else writes meanwhile
+                // (the flusher is the one writer, and it waits for this commit).
+                copy_dir(dir, to)?;
+            }
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
     }
+}
+
+/// Replaces `to` with a copy of the directory tree `from`.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to)?;
+    }
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let target = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_dir(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// The buffer with faults at the steps of `commit_flush`, each armed for one call:
@@ -245,15 +284,25 @@ async fn flush_all(buffer: Arc<dyn Buffer>, store: &Arc<dyn ObjectStore>, what: 
     task.await.unwrap();
 }
 
-/// Registers the outbox in a fresh sled index, then reads the lake through it: every
-/// `record N` body of the objects the index lists, with how many of them hold it. Also
-/// checks that the index lists each object once and exactly the lake's objects.
+/// Registers the outbox in a fresh sled index, then reads the lake through it (see
+/// [`rows_through`]).
 async fn rows_through_the_index(
     buffer: Arc<dyn Buffer>,
     store: &Arc<dyn ObjectStore>,
 ) -> HashMap<String, usize> {
     let index = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(index.path()).unwrap());
+    rows_through(buffer, store, &catalog).await
+}
+
+/// Registers the outbox in `catalog`, then reads the lake through it: every `record N` body
+/// of the objects the index lists, with how many of them hold it. Also checks that nothing
+/// was refused, and that the index lists each object once and exactly the lake's objects.
+async fn rows_through(
+    buffer: Arc<dyn Buffer>,
+    store: &Arc<dyn ObjectStore>,
+    catalog: &Arc<dyn Catalog>,
+) -> HashMap<String, usize> {
     let outbox = Outbox::new(
         buffer.clone(),
         catalog.clone(),
@@ -262,6 +311,11 @@ async fn rows_through_the_index(
     );
     outbox.send_once().await.unwrap();
     assert_eq!(outbox.len(), 0, "every outboxed segment registered");
+    assert_eq!(
+        buffer.ledger_len(Ledger::OutboxRefused),
+        0,
+        "the index refused a segment"
+    );
     let page = catalog
         .list(&SegmentQuery {
             tenant: "acme".into(),
@@ -380,6 +434,126 @@ async fn a_failed_fsync_in_commit_flush_stops_acks_until_reopened_and_loses_noth
         records(0..400)
     );
     assert!(rows.values().all(|&n| n == 1), "a row is in two objects");
+}
+
+/// The fsync of `commit_flush` fails after the upload, and a power cut then loses the
+/// commit: the buffer comes back as it was at its last good fsync (the journal record and the
+/// entries back, nothing in the outbox), while the object is in the lake and, when
+/// `registered_before_the_cut`, already in the index (the outbox sent what the failed commit
+/// left in memory). The restart's recovery commits the journaled segment again under the same
+/// id, so the registration is idempotent: every row once, no second object, nothing lost.
+async fn a_commit_lost_in_a_power_cut_after_its_upload(registered_before_the_cut: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let index = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(SledCatalog::open(index.path()).unwrap());
+    let on_disk = dir.path().join("after-the-power-cut");
+    let uploaded = {
+        let (buffer, sync) = faulty_buffer(dir.path());
+        let writes = ingest(buffer.clone());
+        writes.write(batch(0, 300), 0).unwrap();
+        // From here on each good fsync leaves its copy: the last one, the journal record's,
+        // is what the disk holds when the commit's fsync fails.
+        sync.snapshot_to(on_disk.clone());
+        buffer.commit_sync.store(true, Ordering::SeqCst);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(
+            flusher(buffer.clone(), memory_lake(&store))
+                .run(shutdown.clone(), Duration::from_secs(2)),
+        );
+        wait_until("the commit's fsync fails", || buffer.failure().is_some()).await;
+        assert!(sync.fired.load(Ordering::SeqCst));
+        shutdown.cancel();
+        task.await.unwrap();
+        let objects: Vec<String> = store
+            .list(None)
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        assert_eq!(objects.len(), 1, "one object uploaded: {objects:?}");
+        // In memory the commit went through.
+        assert_eq!(buffer.ledger_len(Ledger::Outbox), 1);
+        assert_eq!(buffer.ledger_len(Ledger::FlushJournal), 0);
+        if registered_before_the_cut {
+            let outbox = Outbox::new(
+                buffer.clone(),
+                catalog.clone(),
+                Metrics::new(),
+                Arc::new(Notify::new()),
+            );
+            // Registered, but the failed buffer cannot drop the outbox record.
+            match outbox.send_once().await {
+                Err(weir_catalog::CatalogError::Storage(reason)) => {
+                    assert!(reason.contains("injected EIO"), "{reason}")
+                }
+                other => panic!("want the buffer's failure, got {other:?}"),
+            }
+            let listed = catalog
+                .list(&SegmentQuery {
+                    tenant: "acme".into(),
+                    ..SegmentQuery::default()
+                })
+                .await
+                .unwrap();
+            let keys: Vec<&str> = listed
+                .segments
+                .iter()
+                .map(|s| s.object_key.as_str())
+                .collect();
+            assert_eq!(keys, [objects[0].as_str()], "registered before the cut");
+        }
+        objects[0].clone()
+    };
+    // The power cut: the buffer reopened on what its last good fsync made durable.
+    let buffer: Arc<dyn Buffer> = Arc::new(
+        SledBuffer::open(&SledBufferConfig {
+            path: on_disk,
+            max_bytes: 1 << 30,
+        })
+        .unwrap(),
+    );
+    assert_eq!(buffer.ledger_len(Ledger::Outbox), 0, "the commit is lost");
+    let journal = buffer.ledger_list(Ledger::FlushJournal).unwrap();
+    assert_eq!(journal.len(), 1, "the journal record is back");
+    let id = uuid::Uuid::from_slice(&journal[0].0).unwrap();
+    assert!(uploaded.ends_with(&format!("{id}.parquet")), "{uploaded}");
+    let back: usize = buffer
+        .read(None, 1_000)
+        .unwrap()
+        .iter()
+        .map(|e| e.batch.records.num_rows())
+        .sum();
+    assert_eq!(back, 300, "the flushed entries are back");
+    ingest(buffer.clone()).write(batch(300, 100), 0).unwrap();
+    flush_all(buffer.clone(), &store, "the flush after the power cut").await;
+    let rows = rows_through(buffer, &store, &catalog).await;
+    assert_eq!(
+        rows.keys().cloned().collect::<HashSet<_>>(),
+        records(0..400)
+    );
+    assert!(rows.values().all(|&n| n == 1), "a row is in two objects");
+    let listed = catalog
+        .lookup(&[id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.object_key)
+        .collect::<Vec<_>>();
+    assert_eq!(
+        listed,
+        [uploaded],
+        "the uploaded object under its journaled id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_a_power_cut_after_upload_and_registration_ends_exactly_once() {
+    a_commit_lost_in_a_power_cut_after_its_upload(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_a_power_cut_after_upload_ends_exactly_once() {
+    a_commit_lost_in_a_power_cut_after_its_upload(false).await;
 }
 
 /// The group-commit fsync under a write fails: that write is not acknowledged, nor is any
