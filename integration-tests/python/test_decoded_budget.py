@@ -232,3 +232,35 @@ def test_fluent_messages_past_a_turns_budget_wait_for_the_next_turn(weir_factory
     assert acks == [{"ack": f"c{m}"} for m in range(5)]
     w.wait_rows("logs", 2000)
     assert len(w.rows()) == 2000
+
+
+def varint(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([b])
+        out += bytes([b | 0x80])
+
+
+def test_millions_of_empty_records_over_grpc_are_refused_within_the_budget(weir):
+    """14 MB of empty log records (two bytes each on the wire) over OTLP/gRPC: decoded from the
+    wire under sources.otlp.max_row_bytes, not into prost structs first (which took some 2 GB),
+    so the request is refused with RESOURCE_EXHAUSTED naming the key and the peak RSS stays
+    under 512 MiB; a valid export on the same channel is then taken."""
+    records = b"\x12\x00" * 7_000_000  # ScopeLogs.log_records, each an empty LogRecord
+    resource_logs = b"\x12" + varint(len(records)) + records  # ResourceLogs.scope_logs
+    body = b"\x0a" + varint(len(resource_logs)) + resource_logs  # ExportLogsServiceRequest
+    with grpc.insecure_channel(weir.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        export = ch.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        try:
+            export(body, timeout=120)
+            raise AssertionError("the request of empty records was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            assert "sources.otlp.max_row_bytes" in e.details(), e.details()
+        logs_service_pb2_grpc.LogsServiceStub(ch).Export(logs_request(1, 3), timeout=10)
+    peak = peak_rss_mib(weir)
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < 512, f"peak RSS {peak:.0f} MiB"
+    weir.wait_rows("logs", 3)

@@ -10,38 +10,42 @@
 //! refusal table ([`Refusal::TooLarge`]), which the OTLP spec makes non-retryable when no
 //! `RetryInfo` says the server may recover (`INVALID_ARGUMENT` would call a well-formed
 //! request malformed).
+//!
+//! The services take the message's bytes undecoded ([`RawCodec`]) and decode them like
+//! OTLP/HTTP's protobuf bodies ([`decode_to_arrow`]): logs and spans straight from the wire
+//! into the builders under the row budget, only after the request has its decode permit. A
+//! prost decode in tonic, before any of our checks, turned 16 MiB of empty log records (two
+//! bytes each on the wire) into some 2 GB of structs, for as many requests as arrived at once.
 
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
+    ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use prost::Message;
 use tokio::sync::Semaphore;
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf,
+    Encoder,
+};
+use tonic::codegen::{http, BoxFuture, Service, StdError};
+use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_pipelines::ingest::Ingest;
+use weir_pipelines::{Batch, DecodeBudget, Signal};
 
-use weir_pipelines::{Batch, DecodeBudget};
-
-use super::decode::ExportRequest;
+use super::decode::{decode_to_arrow, Encoding};
 use super::http::ROW_LIMIT_KEY;
 use crate::auth::ApiKeys;
 use crate::http::{Accepted, HttpLimits, Refusal};
@@ -79,9 +83,10 @@ impl OtlpGrpc {
     async fn handle(
         &self,
         tenant_header: (Option<Vec<u8>>, Option<String>),
-        request: ExportRequest,
-        size: usize,
+        signal: Signal,
+        body: Bytes,
     ) -> Result<Accepted, Status> {
+        let size = body.len();
         let received_at = now_nanos();
         let (org_id, key) = tenant_header;
         let tenant = self
@@ -110,7 +115,9 @@ impl OtlpGrpc {
         let ingest = self.ingest.clone();
         let budget = self.budget;
         let result = tokio::task::spawn_blocking(move || {
-            let decoded = request.to_arrow(received_at, &budget).map_err(|e| {
+            let decoded = decode_to_arrow(signal, Encoding::Protobuf, &body, received_at, &budget);
+            drop(body);
+            let decoded = decoded.map_err(|e| {
                 let (refusal, reason, message) = e.refusal();
                 ingest.reject(SOURCE, reason);
                 (refusal, message)
@@ -138,28 +145,220 @@ impl OtlpGrpc {
         result.map_err(|(refusal, m)| status(refusal, m, self.retry_after))
     }
 
-    /// The tonic services, with gzip and the message size limit.
+    /// The three Export services, with gzip and the message size limit.
     pub fn services(
         self,
         max_request_bytes: usize,
     ) -> (
-        LogsServiceServer<OtlpGrpc>,
-        MetricsServiceServer<OtlpGrpc>,
-        TraceServiceServer<OtlpGrpc>,
+        ExportServer<LogsExport>,
+        ExportServer<MetricsExport>,
+        ExportServer<TracesExport>,
     ) {
-        let logs = LogsServiceServer::new(self.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_request_bytes);
-        let metrics = MetricsServiceServer::new(self.clone())
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_request_bytes);
-        let traces = TraceServiceServer::new(self)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(max_request_bytes);
-        (logs, metrics, traces)
+        let otlp = Arc::new(self);
+        (
+            ExportServer::new(otlp.clone(), max_request_bytes),
+            ExportServer::new(otlp.clone(), max_request_bytes),
+            ExportServer::new(otlp, max_request_bytes),
+        )
+    }
+}
+
+/// One OTLP `Export` service: its gRPC name, signal and response.
+pub trait ExportKind: Send + Sync + 'static {
+    /// The gRPC service name (`opentelemetry.proto.collector.logs.v1.LogsService`).
+    const NAME: &'static str;
+    /// The full path of its one method.
+    const PATH: &'static str;
+    /// The signal of its requests.
+    const SIGNAL: Signal;
+    /// Its response message.
+    type Response: prost::Message + Send + 'static;
+    /// The response to an accepted request (partial success when records were refused).
+    fn respond(a: Accepted) -> Self::Response;
+}
+
+/// `LogsService/Export`.
+pub struct LogsExport;
+
+impl ExportKind for LogsExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    const SIGNAL: Signal = Signal::Logs;
+    type Response = ExportLogsServiceResponse;
+    fn respond(a: Accepted) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
+                rejected_log_records: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// `MetricsService/Export`.
+pub struct MetricsExport;
+
+impl ExportKind for MetricsExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+    const SIGNAL: Signal = Signal::Metrics;
+    type Response = ExportMetricsServiceResponse;
+    fn respond(a: Accepted) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// `TraceService/Export`.
+pub struct TracesExport;
+
+impl ExportKind for TracesExport {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    const SIGNAL: Signal = Signal::Traces;
+    type Response = ExportTraceServiceResponse;
+    fn respond(a: Accepted) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: a.rejected as i64,
+                error_message: a.error.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// A gRPC codec that hands the service the request message's bytes (after gRPC framing and
+/// gzip, within the message size limit) and encodes the response with prost.
+pub struct RawCodec<R>(PhantomData<fn() -> R>);
+
+impl<R> Default for RawCodec<R> {
+    fn default() -> Self {
+        RawCodec(PhantomData)
+    }
+}
+
+impl<R: prost::Message + Send + 'static> Codec for RawCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder<R>;
+    type Decoder = BytesDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        BytesDecoder
+    }
+}
+
+/// The request message's bytes, as they are.
+pub struct BytesDecoder;
+
+impl Decoder for BytesDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// A response message, encoded with prost.
+pub struct ResponseEncoder<R>(PhantomData<fn() -> R>);
+
+impl<R: prost::Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
+    type Error = Status;
+
+    fn encode(&mut self, item: R, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
+    }
+}
+
+/// The tower service of one OTLP `Export` service, routed by tonic under its name.
+pub struct ExportServer<K> {
+    otlp: Arc<OtlpGrpc>,
+    max_request_bytes: usize,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for ExportServer<K> {
+    fn clone(&self) -> Self {
+        ExportServer {
+            otlp: self.otlp.clone(),
+            max_request_bytes: self.max_request_bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: ExportKind> ExportServer<K> {
+    fn new(otlp: Arc<OtlpGrpc>, max_request_bytes: usize) -> Self {
+        ExportServer {
+            otlp,
+            max_request_bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: ExportKind> NamedService for ExportServer<K> {
+    const NAME: &'static str = K::NAME;
+}
+
+impl<K: ExportKind, B> Service<http::Request<B>> for ExportServer<K>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != K::PATH {
+            let path = req.uri().path().to_string();
+            return Box::pin(async move {
+                Ok(Status::unimplemented(format!("no method {path}")).into_http())
+            });
+        }
+        let method = ExportMethod::<K>(self.otlp.clone(), PhantomData);
+        let max = self.max_request_bytes;
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<K::Response>::default())
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(method, req).await)
+        })
+    }
+}
+
+/// The `Export` method: the request's bytes to [`OtlpGrpc::handle`].
+struct ExportMethod<K>(Arc<OtlpGrpc>, PhantomData<fn() -> K>);
+
+impl<K: ExportKind> UnaryService<Bytes> for ExportMethod<K> {
+    type Response = K::Response;
+    type Future = BoxFuture<Response<K::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let otlp = self.0.clone();
+        Box::pin(async move {
+            let tenant = tenant_header(&request);
+            let a = otlp.handle(tenant, K::SIGNAL, request.into_inner()).await?;
+            Ok(Response::new(K::respond(a)))
+        })
     }
 }
 
@@ -189,65 +388,4 @@ fn tenant_header<T>(req: &Request<T>) -> (Option<Vec<u8>>, Option<String>) {
         })
         .or_else(|| text("x-api-key"));
     (org, key)
-}
-
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let tenant = tenant_header(&request);
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = self.handle(tenant, ExportRequest::Logs(req), size).await?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (a.rejected > 0).then(|| ExportLogsPartialSuccess {
-                rejected_log_records: a.rejected as i64,
-                error_message: a.error.unwrap_or_default(),
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let tenant = tenant_header(&request);
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = self
-            .handle(tenant, ExportRequest::Metrics(req), size)
-            .await?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (a.rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: a.rejected as i64,
-                error_message: a.error.unwrap_or_default(),
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let tenant = tenant_header(&request);
-        let req = request.into_inner();
-        let size = req.encoded_len();
-        let a = self
-            .handle(tenant, ExportRequest::Traces(req), size)
-            .await?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (a.rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: a.rejected as i64,
-                error_message: a.error.unwrap_or_default(),
-            }),
-        }))
-    }
 }
