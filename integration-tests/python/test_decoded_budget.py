@@ -264,3 +264,51 @@ def test_millions_of_empty_records_over_grpc_are_refused_within_the_budget(weir)
     print(f"peak RSS {peak:.0f} MiB")
     assert peak < 512, f"peak RSS {peak:.0f} MiB"
     weir.wait_rows("logs", 3)
+
+
+def snappy_literal(data):
+    """A snappy block holding `data` as one literal (valid snappy, uncompressed)."""
+    return varint(len(data)) + bytes([63 << 2]) + (len(data) - 1).to_bytes(4, "little") + data
+
+
+def test_millions_of_empty_structs_on_the_prost_paths_are_refused_before_decoding(weir):
+    """The paths that still decode through prost (OTLP metrics over HTTP and gRPC, Loki's
+    protobuf push) count the structs a body would become before decoding it: 7 million empty
+    data points or entries (2 bytes each on the wire, a struct of 100+ bytes each decoded)
+    are refused against max_row_bytes (413 / RESOURCE_EXHAUSTED naming the key), the peak RSS
+    stays under 512 MiB, and valid requests are then taken."""
+    points = b"\x0a\x00" * 7_000_000  # Gauge.data_points, each an empty NumberDataPoint
+    gauge = b"\x2a" + varint(len(points)) + points  # Metric.gauge
+    metrics = b"\x12" + varint(len(gauge)) + gauge  # ScopeMetrics.metrics
+    scope = b"\x12" + varint(len(metrics)) + metrics  # ResourceMetrics.scope_metrics
+    body = b"\x0a" + varint(len(scope)) + scope  # ExportMetricsServiceRequest.resource_metrics
+    r = requests.post(weir.http + "/v1/metrics", data=body, timeout=120,
+                      headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 413, (r.status_code, r.content[:200])
+    assert b"sources.otlp.max_row_bytes" in r.content
+    with grpc.insecure_channel(weir.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        export = ch.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        try:
+            export(body, timeout=120)
+            raise AssertionError("the metrics request of empty points was accepted over gRPC")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            assert "sources.otlp.max_row_bytes" in e.details(), e.details()
+    entries = b"\x12\x00" * 7_000_000  # StreamAdapter.entries, each an empty EntryAdapter
+    labels = b'{app="x"}'
+    stream = b"\x0a" + varint(len(labels)) + labels + entries
+    push = b"\x0a" + varint(len(stream)) + stream  # PushRequest.streams
+    loki = f"http://127.0.0.1:{weir.loki_port}/loki/api/v1/push"
+    r = requests.post(loki, data=snappy_literal(push), timeout=120,
+                      headers={"Content-Type": "application/x-protobuf"})
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert "sources.loki.max_row_bytes" in r.text
+    peak = peak_rss_mib(weir)
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < 512, f"peak RSS {peak:.0f} MiB"
+    ok = {"streams": [{"stream": {"app": "web"}, "values": [[str(time.time_ns()), "loki ok"]]}]}
+    assert requests.post(loki, json=ok, timeout=10).status_code == 204
+    weir.wait_rows("logs", 1)
+    m = weir.metrics()
+    for source in ["otlp_http", "otlp_grpc", "loki"]:
+        assert f'weir_rejected_requests_total{{reason="too_many_row_bytes",source="{source}"}} 1' in m, source

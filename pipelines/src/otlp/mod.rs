@@ -17,6 +17,7 @@ mod common_wire;
 mod logs;
 mod logs_wire;
 mod metrics;
+pub mod shape;
 mod traces;
 mod traces_wire;
 pub mod wire;

@@ -18,6 +18,7 @@ use weir_pipelines::{DecodeBudget, OverBudget};
 
 use crate::http::DecodeFailure;
 use crate::severity::{severity_number, LEVEL_KEYS};
+use weir_pipelines::otlp::shape::{struct_bytes, Field, Shape};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -197,14 +198,28 @@ impl<'a> Stream<'a> {
     }
 }
 
+static NOTHING: Shape = Shape { fields: &[] };
+static ENTRY: Shape = Shape {
+    fields: &[(3, Field::Repeated(std::mem::size_of::<LabelPair>(), &NOTHING))],
+};
+static STREAM: Shape = Shape {
+    fields: &[(2, Field::Repeated(std::mem::size_of::<EntryAdapter>(), &ENTRY))],
+};
+/// What decoding a `PushRequest` allocates ([`struct_bytes`]).
+static PUSH_REQUEST: Shape = Shape {
+    fields: &[(1, Field::Repeated(std::mem::size_of::<StreamAdapter>(), &STREAM))],
+};
+
 /// Decodes a (decompressed) protobuf push request, refused as soon as its rows are over
-/// `budget`.
+/// `budget`. The structs prost builds are counted first, against the same budget: an empty
+/// entry is two bytes on the wire and a whole `EntryAdapter` decoded.
 pub fn decode_protobuf(
     body: &[u8],
     received_at: i64,
     budget: &DecodeBudget,
     b: &mut LogsBuilder,
 ) -> Result<(), DecodeFailure> {
+    budget.check(struct_bytes(body, &PUSH_REQUEST))?;
     let req = PushRequest::decode(body)
         .map_err(|e| format!("malformed Loki protobuf push request: {e}"))?;
     for s in &req.streams {

@@ -15,6 +15,7 @@ use weir_pipelines::otlp::{
     decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
     DecodeError,
 };
+use weir_pipelines::otlp::shape::{struct_bytes, METRICS_REQUEST};
 use weir_pipelines::{DecodeBudget, Signal};
 
 use crate::http::{DecodeFailure, Decoded};
@@ -122,6 +123,12 @@ pub fn decode_to_arrow(
             encoding,
             decode_traces_protobuf(body, received_at, budget),
         ),
+        (Signal::Metrics, Encoding::Protobuf) => {
+            // prost's structs are counted first: 16 MiB of empty data points would be
+            // gigabytes of them before the first row is checked.
+            budget.check(struct_bytes(body, &METRICS_REQUEST))?;
+            decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
+        }
         _ => decode_body(signal, encoding, body)?.to_arrow(received_at, budget),
     }
 }
