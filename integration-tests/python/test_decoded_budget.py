@@ -312,3 +312,27 @@ def test_millions_of_empty_structs_on_the_prost_paths_are_refused_before_decodin
     m = weir.metrics()
     for source in ["otlp_http", "otlp_grpc", "loki"]:
         assert f'weir_rejected_requests_total{{reason="too_many_row_bytes",source="{source}"}} 1' in m, source
+
+
+def test_otlp_json_of_empty_objects_is_refused_and_a_large_real_one_taken(weir):
+    """OTLP JSON goes through serde into structs: 5 million `{}` log records (15 MB) would be
+    over a GB of them. Every array element is counted as the signal's largest struct before
+    decoding, so that body is refused (413 naming the key) with a bounded RSS, while a real
+    14 MB body of records with five attributes each is taken whole."""
+    empty = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[' + b"{}," * 5_000_000 + b"{}]}]}]}"
+    r = requests.post(weir.http + "/v1/logs", data=empty, timeout=120, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert "sources.otlp.max_row_bytes" in r.text
+    peak = peak_rss_mib(weir)
+    print(f"peak RSS {peak:.0f} MiB")
+    assert peak < 512, f"peak RSS {peak:.0f} MiB"
+    now = time.time_ns()
+    records = [{"timeUnixNano": str(now + i), "severityText": "INFO", "body": {"stringValue": f"request {i} served in 12 ms"},
+                "attributes": [{"key": f"attr.{k}", "value": {"stringValue": f"value-{k}-{i % 97}"}} for k in range(5)]}
+               for i in range(34_000)]
+    real = json.dumps({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "shop"}}]},
+                                         "scopeLogs": [{"logRecords": records}]}]}).encode()
+    assert 13_000_000 < len(real) < 16 << 20, len(real)
+    r = requests.post(weir.http + "/v1/logs", data=real, timeout=120, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, (r.status_code, r.text[:200])
+    weir.wait_rows("logs", 34_000, timeout=120)

@@ -9,6 +9,11 @@
 //! scalar field adds (a packed varint of one byte is an 8-byte `u64`, an empty repeated string
 //! a 24-byte `String`). Strings and bytes are copied as they are, so the body's own size bounds
 //! them; a vector's spare capacity is not counted.
+//!
+//! OTLP JSON bodies are decoded through serde into the same structs; [`json_elements_bytes`]
+//! bounds them without a schema: every element of a JSON array becomes one struct at most as
+//! large as the signal's largest repeated struct (an object) or an 8-byte number, and objects
+//! that are not array elements live inside their parent's struct.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
@@ -87,6 +92,113 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Bytes of the elements of every array in the JSON `body`: `object_bytes` per object
+/// element, 8 per other element (a number, or a string's 24-byte header less its own bytes,
+/// which the body bounds). A cheap upper bound of what serde allocates decoding an OTLP JSON
+/// body into its structs, computed in one pass over the bytes without decoding them; a
+/// body that is not JSON is counted as far as it goes (serde then refuses it).
+pub fn json_elements_bytes(body: &[u8], object_bytes: usize) -> usize {
+    // One bit per open container: set for an array.
+    let mut arrays: Vec<bool> = Vec::new();
+    let mut total = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    // Whether the next value in the innermost array starts an element.
+    let mut element_due = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        let starts_value = !b.is_ascii_whitespace() && !matches!(b, b',' | b':' | b']' | b'}');
+        if element_due && starts_value {
+            element_due = false;
+            let bytes = if b == b'{' { object_bytes } else { 8 };
+            total = total.saturating_add(bytes);
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => arrays.push(false),
+            b'[' => {
+                arrays.push(true);
+                element_due = true;
+            }
+            b']' | b'}' => {
+                arrays.pop();
+            }
+            b',' => element_due = arrays.last() == Some(&true),
+            _ => {}
+        }
+    }
+    total
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The largest struct a repeated field of each signal's request holds: what one element of
+/// an OTLP JSON array may become ([`json_elements_bytes`]).
+pub mod largest {
+    use super::{max, size};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Exemplar, ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, SummaryDataPoint,
+    };
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    const COMMON: usize = max(
+        max(size::<AnyValue>(), size::<KeyValue>()),
+        size::<EntityRef>(),
+    );
+    /// Logs.
+    pub const LOGS: usize = max(
+        COMMON,
+        max(
+            size::<LogRecord>(),
+            max(size::<ResourceLogs>(), size::<ScopeLogs>()),
+        ),
+    );
+    /// Traces.
+    pub const TRACES: usize = max(
+        COMMON,
+        max(
+            max(size::<Span>(), max(size::<Event>(), size::<Link>())),
+            max(size::<ResourceSpans>(), size::<ScopeSpans>()),
+        ),
+    );
+    /// Metrics.
+    pub const METRICS: usize = max(
+        max(COMMON, max(size::<Metric>(), size::<Exemplar>())),
+        max(
+            max(
+                max(size::<NumberDataPoint>(), size::<HistogramDataPoint>()),
+                max(
+                    size::<ExponentialHistogramDataPoint>(),
+                    size::<SummaryDataPoint>(),
+                ),
+            ),
+            max(
+                size::<ValueAtQuantile>(),
+                max(size::<ResourceMetrics>(), size::<ScopeMetrics>()),
+            ),
+        ),
+    );
 }
 
 const fn size<T>() -> usize {
@@ -290,6 +402,27 @@ mod tests {
             + 10 * size::<AnyValue>()
             + 100 * 8;
         assert_eq!(counted, expected);
+    }
+
+    #[test]
+    fn json_array_elements_count_and_strings_hide_brackets() {
+        let body = br#"{"a":[{}, {"x":"[{,}]"}, 1, "s", [2, {}]], "b": {"c": []}}"#;
+        // The outer array: two objects, a number, a string, an array; the inner one: a
+        // number and an object. Brackets and commas inside the string are not structure.
+        assert_eq!(
+            json_elements_bytes(body, 100),
+            100 + 100 + 8 + 8 + 8 + 8 + 100
+        );
+        assert_eq!(json_elements_bytes(br#"{"a":[]}"#, 100), 0);
+        assert_eq!(json_elements_bytes(br#"["\"", {}]"#, 100), 8 + 100);
+        // Many empty records: two bytes each, a whole LogRecord each decoded.
+        let mut many = b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[".to_vec();
+        many.extend(std::iter::repeat_n(&b"{},"[..], 1000).flatten());
+        many.extend_from_slice(b"{}]}]}]}");
+        assert_eq!(
+            json_elements_bytes(&many, largest::LOGS),
+            1003 * largest::LOGS
+        );
     }
 
     #[test]

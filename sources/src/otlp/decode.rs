@@ -15,7 +15,7 @@ use weir_pipelines::otlp::{
     decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
     DecodeError,
 };
-use weir_pipelines::otlp::shape::{struct_bytes, METRICS_REQUEST};
+use weir_pipelines::otlp::shape::{json_elements_bytes, largest, struct_bytes, METRICS_REQUEST};
 use weir_pipelines::{DecodeBudget, Signal};
 
 use crate::http::{DecodeFailure, Decoded};
@@ -129,7 +129,16 @@ pub fn decode_to_arrow(
             budget.check(struct_bytes(body, &METRICS_REQUEST))?;
             decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
         }
-        _ => decode_body(signal, encoding, body)?.to_arrow(received_at, budget),
+        (_, Encoding::Json) => {
+            // serde's structs are bounded first: `{}` is two bytes and a whole struct.
+            let object = match signal {
+                Signal::Logs => largest::LOGS,
+                Signal::Metrics => largest::METRICS,
+                Signal::Traces => largest::TRACES,
+            };
+            budget.check(json_elements_bytes(body, object))?;
+            decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
+        }
     }
 }
 
