@@ -10,9 +10,69 @@ use std::borrow::Cow;
 use base64::Engine;
 use serde_json::Value as Json;
 
+use super::shape::{self as counted, Field};
 use super::wire::{Depth, Reader, WireError, WireType};
 use super::DecodeError;
-use crate::budget::OverBudget;
+use crate::budget::{DecodeBudget, OverBudget};
+
+/// A resource, scope or item of fewer bytes than this cannot list enough entries to matter
+/// (at most 32 K, about 2 MB); a larger one has the entries it will put in the walk's scratch
+/// lists counted against the budget before it is read: an empty attribute is two bytes on the
+/// wire and a 40-byte entry listed, so one span of millions of them would otherwise hold
+/// hundreds of MiB before its row is checked.
+const LISTED_CHECK_BYTES: usize = 64 << 10;
+
+/// An attribute as the walk lists it.
+type Entry<'a> = (&'a str, Any<'a>);
+
+static ANY_LISTED: counted::Shape = counted::Shape {
+    fields: &[
+        (5, Field::Message(&ARRAY_LISTED)),
+        (6, Field::Message(&KVLIST_LISTED)),
+    ],
+};
+static ARRAY_LISTED: counted::Shape = counted::Shape {
+    fields: &[(
+        1,
+        Field::Repeated(std::mem::size_of::<Any<'static>>(), &ANY_LISTED),
+    )],
+};
+static KVLIST_LISTED: counted::Shape = counted::Shape {
+    fields: &[(
+        1,
+        Field::Repeated(std::mem::size_of::<Entry<'static>>(), &KV_LISTED),
+    )],
+};
+static KV_LISTED: counted::Shape = counted::Shape {
+    fields: &[(2, Field::Message(&ANY_LISTED))],
+};
+/// A repeated `KeyValue` field as the walk lists it.
+pub(crate) const ATTRIBUTES_LISTED: Field =
+    Field::Repeated(std::mem::size_of::<Entry<'static>>(), &KV_LISTED);
+/// An `AnyValue` field (a log record's body) as the walk lists it.
+pub(crate) const ANY_VALUE_LISTED: Field = Field::Message(&ANY_LISTED);
+static RESOURCE_LISTED: counted::Shape = counted::Shape {
+    fields: &[(1, ATTRIBUTES_LISTED)],
+};
+static SCOPE_LISTED: counted::Shape = counted::Shape {
+    fields: &[(3, ATTRIBUTES_LISTED)],
+};
+
+/// Refuses the message `buf` when what the walk will list of it (by `shape`) would put the
+/// `used` bytes of rows over `budget`; small messages pass uncounted.
+pub(crate) fn check_listed(
+    buf: &[u8],
+    shape: &counted::Shape,
+    budget: &DecodeBudget,
+    used: usize,
+) -> Result<(), Stop> {
+    if buf.len() < LISTED_CHECK_BYTES {
+        return Ok(());
+    }
+    budget
+        .check(used.saturating_add(counted::struct_bytes(buf, shape)))
+        .map_err(Stop::OverBudget)
+}
 
 /// Why a walk stopped early.
 pub(crate) enum Stop {
@@ -79,6 +139,9 @@ pub(crate) trait Items<'a> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop>;
+
+    /// The budget of the request's rows and the bytes of rows built so far.
+    fn budget(&self) -> (&DecodeBudget, usize);
 }
 
 /// Walks an `Export*ServiceRequest` whose field 1 is a repeated `Resource*` message (field 1
@@ -136,6 +199,10 @@ fn resource_level<'a>(
         }
     }
     let mut attrs = Vec::new();
+    for &(m, _) in &resources {
+        let (budget, used) = items.budget();
+        check_listed(m, &RESOURCE_LISTED, budget, used)?;
+    }
     for (m, d) in resources {
         merge_resource(&mut attrs, m, d).map_err(|e| Stop::from(e).at("resource"))?;
     }
@@ -161,6 +228,8 @@ fn scope_level<'a>(
         match tag {
             1 => {
                 let (m, d) = r.message(wt, depth).map_err(|e| e.at("scope"))?;
+                let (budget, used) = items.budget();
+                check_listed(m, &SCOPE_LISTED, budget, used)?;
                 merge_scope(&mut scope, m, d).map_err(|e| e.at("scope"))?;
             }
             2 => {

@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use super::common_wire::{
-    any_text, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any, Items,
-    ResourceText, Scope, Shape, Stop,
+    any_text, check_listed, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any,
+    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
 use super::wire::{Depth, Reader, WireError};
@@ -79,6 +79,8 @@ impl<'a> Items<'a> for Records<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
+        let used = self.out.as_deref().map_or(0, LogsBuilder::bytes);
+        check_listed(buf, &LOG_RECORD_LISTED, self.budget, used)?;
         self.attrs.clear();
         let lr = log_record(buf, depth, &mut self.attrs)?;
         let Some(out) = self.out.as_deref_mut() else {
@@ -145,7 +147,19 @@ impl<'a> Items<'a> for Records<'a, '_> {
         );
         self.budget.check(out.bytes()).map_err(Stop::OverBudget)
     }
+
+    fn budget(&self) -> (&DecodeBudget, usize) {
+        (
+            self.budget,
+            self.out.as_deref().map_or(0, LogsBuilder::bytes),
+        )
+    }
 }
+
+/// What a `LogRecord` puts in the walk's scratch lists: its body and attributes.
+static LOG_RECORD_LISTED: super::shape::Shape = super::shape::Shape {
+    fields: &[(5, ANY_VALUE_LISTED), (6, ATTRIBUTES_LISTED)],
+};
 
 /// The fields of a `LogRecord` the lake keeps (its attributes go to the walk's scratch list).
 #[derive(Debug, Default)]

@@ -7,9 +7,11 @@
 use std::ops::Range;
 
 use super::common_wire::{
-    any_text, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape, Stop,
+    any_text, check_listed, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape,
+    Stop, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
+use super::shape::{Field, Shape as Listed};
 use super::traces::{refusal_of, span_start, SpanColumns, SpanFields};
 use super::wire::{Depth, Reader, WireError};
 use super::{DecodeError, Decoded, Rejections};
@@ -177,6 +179,8 @@ impl<'a> Items<'a> for Spans<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
+        let used = self.out.as_deref().map_or(0, SpanColumns::bytes);
+        check_listed(buf, &SPAN_LISTED, self.budget, used)?;
         let sp = self.read(buf, depth)?;
         let Some(out) = self.out.as_deref_mut() else {
             return Ok(());
@@ -236,7 +240,35 @@ impl<'a> Items<'a> for Spans<'a, '_> {
         );
         self.budget.check(out.bytes()).map_err(Stop::OverBudget)
     }
+
+    fn budget(&self) -> (&DecodeBudget, usize) {
+        (
+            self.budget,
+            self.out.as_deref().map_or(0, SpanColumns::bytes),
+        )
+    }
 }
+
+static EVENT_LISTED: Listed = Listed {
+    fields: &[(3, ATTRIBUTES_LISTED)],
+};
+static LINK_LISTED: Listed = Listed {
+    fields: &[(4, ATTRIBUTES_LISTED)],
+};
+/// What a `Span` puts in the walk's scratch lists: attributes, events, links and theirs.
+static SPAN_LISTED: Listed = Listed {
+    fields: &[
+        (9, ATTRIBUTES_LISTED),
+        (
+            11,
+            Field::Repeated(std::mem::size_of::<EventView<'static>>(), &EVENT_LISTED),
+        ),
+        (
+            13,
+            Field::Repeated(std::mem::size_of::<LinkView<'static>>(), &LINK_LISTED),
+        ),
+    ],
+};
 
 /// Appends attributes read from the wire, as `attributes_into` appends prost's.
 fn attributes_of(b: &mut AttributesBuilder, attrs: &[(&str, Any<'_>)]) {

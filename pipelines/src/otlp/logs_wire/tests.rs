@@ -363,3 +363,47 @@ fn bad_ids_are_rejected_one_by_one_with_the_same_reason() {
         Some("log record trace_id has 3 bytes, expected 16")
     );
 }
+
+/// `field` of `bytes`, length-delimited.
+fn len_field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_key(tag, PW::LengthDelimited, &mut out);
+    encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[test]
+fn a_record_listing_millions_of_empty_attributes_is_refused_before_it_is_read() {
+    // One log record of a million empty attributes: 2 MB on the wire, about 8 MB of rows,
+    // but some 40 MB listed before the row is built.
+    let record = [0x32u8, 0x00].repeat(1_000_000);
+    let scope = len_field(2, &record);
+    let resource = len_field(2, &scope);
+    let body = len_field(1, &resource);
+    let budget = DecodeBudget::new(16 << 20, "sources.otlp.max_row_bytes");
+    match decode_logs_protobuf(&body, RECEIVED, &budget) {
+        Err(DecodeError::OverBudget(o)) => assert_eq!(o.limit, 16 << 20),
+        other => panic!(
+            "expected over budget, got {:?}",
+            other.map(|d| d.records.num_rows())
+        ),
+    }
+    // The same record within a budget that holds its list is taken.
+    let roomy = DecodeBudget::new(256 << 20, "k");
+    let rows = decode_logs_protobuf(&body, RECEIVED, &roomy).unwrap();
+    assert_eq!(rows.records.num_rows(), 1);
+}
+
+#[test]
+fn a_resource_listing_millions_of_empty_attributes_is_refused_before_it_is_read() {
+    let resource_attrs = [0x0au8, 0x00].repeat(1_000_000);
+    let resource = len_field(1, &resource_attrs);
+    let scope = len_field(2, &len_field(2, &[]));
+    let body = len_field(1, &[resource, scope].concat());
+    let budget = DecodeBudget::new(16 << 20, "sources.otlp.max_row_bytes");
+    assert!(matches!(
+        decode_logs_protobuf(&body, RECEIVED, &budget),
+        Err(DecodeError::OverBudget(_))
+    ));
+}
