@@ -166,6 +166,9 @@ pub struct AuthConfig {
     pub allow_unauthenticated: Vec<String>,
 }
 
+/// Most `buffer.late_window` + `buffer.future_window` may span: 31 days, 746 hours a batch.
+pub const MAX_TIME_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
+
 /// The durable buffer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -411,13 +414,16 @@ impl Config {
                 humantime::format_duration(self.buffer.future_window.0).to_string()
             ));
         }
-        for (key, d) in [
-            ("late_window", self.buffer.late_window.0),
-            ("future_window", self.buffer.future_window.0),
-        ] {
-            if d > Duration::from_secs(10 * 365 * 24 * 3600) {
-                problems.push(format!("buffer.{key} must be at most ten years"));
-            }
+        let window = self
+            .buffer
+            .late_window
+            .0
+            .saturating_add(self.buffer.future_window.0);
+        if window > MAX_TIME_WINDOW {
+            problems.push(format!(
+                "buffer.late_window + buffer.future_window is {} hours, over 31 days (744 hours): the window bounds the hours (buffer entries, files, registrations) one syslog or Fluent batch fans out into",
+                window.as_secs() / 3600
+            ));
         }
         if self.buffer.max_bytes.0 < (1 << 20) {
             problems.push(format!(

@@ -88,3 +88,7 @@ def test_windows_too_small_for_clock_skew_are_refused(tmp_path):
     assert r.returncode == 2, r.stderr
     assert 'buffer.late_window = "10m" is below 1h' in r.stderr, r.stderr
     assert 'buffer.future_window = "5s" is below 1m' in r.stderr, r.stderr
+    cfg.write_text('[buffer]\nlate_window = "40d"\n')
+    r = validate(cfg)
+    assert r.returncode == 2, r.stderr
+    assert "buffer.late_window + buffer.future_window is 961 hours, over 31 days" in r.stderr, r.stderr

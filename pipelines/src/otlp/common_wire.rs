@@ -15,12 +15,34 @@ use super::wire::{Depth, Reader, WireError, WireType};
 use super::DecodeError;
 use crate::budget::{DecodeBudget, OverBudget};
 
-/// A resource, scope or item of fewer bytes than this cannot list enough entries to matter
-/// (at most 32 K, about 2 MB); a larger one has the entries it will put in the walk's scratch
-/// lists counted against the budget before it is read: an empty attribute is two bytes on the
-/// wire and a 40-byte entry listed, so one span of millions of them would otherwise hold
-/// hundreds of MiB before its row is checked.
+/// An item (a log record, a span) of fewer bytes than this cannot list enough entries to
+/// matter (at most 32 K, about 2 MB, freed before the next item); a larger one has the
+/// entries it will put in the walk's scratch lists counted against the budget before it is
+/// read: an empty attribute is two bytes on the wire and a 40-byte entry listed, so one span
+/// of millions of them would otherwise hold hundreds of MiB before its row is checked.
+/// Resources and scopes are counted as they are listed, summed over every occurrence (their
+/// attributes are merged into one list), and checked once their lists pass
+/// [`LISTED_FLOOR`].
 const LISTED_CHECK_BYTES: usize = 64 << 10;
+
+/// Lists of a resource or scope level smaller than this are not checked against the budget
+/// (they are freed with the level), so a small body is refused for its rows only, as prost's
+/// path refuses it.
+const LISTED_FLOOR: usize = 1 << 20;
+
+/// Refuses `listed` bytes of lists past [`LISTED_FLOOR`] that would put the `used` bytes of
+/// rows over `budget`.
+fn check_level(budget: &DecodeBudget, used: usize, listed: usize) -> Result<(), Stop> {
+    if listed <= LISTED_FLOOR {
+        return Ok(());
+    }
+    budget
+        .check(used.saturating_add(listed))
+        .map_err(Stop::OverBudget)
+}
+
+/// The budget of a walk that builds nothing.
+pub(crate) static UNLIMITED: DecodeBudget = DecodeBudget::unlimited();
 
 /// An attribute as the walk lists it.
 type Entry<'a> = (&'a str, Any<'a>);
@@ -58,8 +80,8 @@ static SCOPE_LISTED: counted::Shape = counted::Shape {
     fields: &[(3, ATTRIBUTES_LISTED)],
 };
 
-/// Refuses the message `buf` when what the walk will list of it (by `shape`) would put the
-/// `used` bytes of rows over `budget`; small messages pass uncounted.
+/// Refuses the item `buf` when what the walk will list of it (by `shape`) would put the
+/// `used` bytes of rows over `budget`; small items pass uncounted.
 pub(crate) fn check_listed(
     buf: &[u8],
     shape: &counted::Shape,
@@ -140,7 +162,9 @@ pub(crate) trait Items<'a> {
         scope: &Scope<'a>,
     ) -> Result<(), Stop>;
 
-    /// The budget of the request's rows and the bytes of rows built so far.
+    /// The budget the walk's lists are checked against and the bytes of rows built so far
+    /// (a walk that only checks a refused body for faults has no budget: it must reach the
+    /// fault that wins over the budget).
     fn budget(&self) -> (&DecodeBudget, usize);
 }
 
@@ -180,17 +204,35 @@ fn resource_level<'a>(
 ) -> Result<(), Stop> {
     let mut resources = Vec::with_capacity(1);
     let mut scopes = Vec::new();
+    // What this level lists, counted as it is listed with the rows built so far: a frame per
+    // resource and scope occurrence, and the attributes of every resource occurrence (they
+    // are merged into one list, so they are summed, however small each occurrence is).
+    let (budget, used) = {
+        let (b, used) = items.budget();
+        (*b, used)
+    };
+    let mut listed = 0usize;
+    let frame = std::mem::size_of::<(&[u8], Depth)>();
     let mut r = Reader::new(buf);
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {
-            1 => resources.push(r.message(wt, depth).map_err(|e| e.at("resource"))?),
+            1 => {
+                let (m, d) = r.message(wt, depth).map_err(|e| e.at("resource"))?;
+                listed = listed
+                    .saturating_add(frame)
+                    .saturating_add(counted::struct_bytes(m, &RESOURCE_LISTED));
+                check_level(&budget, used, listed)?;
+                resources.push((m, d));
+            }
             2 => {
                 let j = scopes.len();
-                scopes.push(
-                    r.message(wt, depth)
-                        .map_err(|e| e.at_index(shape.scopes, j))?,
-                );
+                let scope = r
+                    .message(wt, depth)
+                    .map_err(|e| e.at_index(shape.scopes, j))?;
+                listed = listed.saturating_add(frame);
+                check_level(&budget, used, listed)?;
+                scopes.push(scope);
             }
             3 => {
                 r.string(wt).map_err(|e| e.at("schema_url"))?;
@@ -199,10 +241,6 @@ fn resource_level<'a>(
         }
     }
     let mut attrs = Vec::new();
-    for &(m, _) in &resources {
-        let (budget, used) = items.budget();
-        check_listed(m, &RESOURCE_LISTED, budget, used)?;
-    }
     for (m, d) in resources {
         merge_resource(&mut attrs, m, d).map_err(|e| Stop::from(e).at("resource"))?;
     }
@@ -223,13 +261,16 @@ fn scope_level<'a>(
     let mut scope = Scope::default();
     let mut r = Reader::new(buf);
     let mut k = 0;
+    // The attributes of every scope occurrence are merged into one list: summed.
+    let mut listed = 0usize;
     while !r.is_empty() {
         let (tag, wt) = r.key()?;
         match tag {
             1 => {
                 let (m, d) = r.message(wt, depth).map_err(|e| e.at("scope"))?;
+                listed = listed.saturating_add(counted::struct_bytes(m, &SCOPE_LISTED));
                 let (budget, used) = items.budget();
-                check_listed(m, &SCOPE_LISTED, budget, used)?;
+                check_level(budget, used, listed)?;
                 merge_scope(&mut scope, m, d).map_err(|e| e.at("scope"))?;
             }
             2 => {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use super::common_wire::{
     any_text, check_listed, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any,
-    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED,
+    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED, UNLIMITED,
 };
 use super::logs::non_empty;
 use super::wire::{Depth, Reader, WireError};
@@ -79,8 +79,8 @@ impl<'a> Items<'a> for Records<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
-        let used = self.out.as_deref().map_or(0, LogsBuilder::bytes);
-        check_listed(buf, &LOG_RECORD_LISTED, self.budget, used)?;
+        let (budget, used) = Items::budget(self);
+        check_listed(buf, &LOG_RECORD_LISTED, budget, used)?;
         self.attrs.clear();
         let lr = log_record(buf, depth, &mut self.attrs)?;
         let Some(out) = self.out.as_deref_mut() else {
@@ -149,10 +149,10 @@ impl<'a> Items<'a> for Records<'a, '_> {
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {
-        (
-            self.budget,
-            self.out.as_deref().map_or(0, LogsBuilder::bytes),
-        )
+        match self.out.as_deref() {
+            Some(out) => (self.budget, out.bytes()),
+            None => (&UNLIMITED, 0),
+        }
     }
 }
 

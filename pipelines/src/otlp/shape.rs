@@ -39,10 +39,13 @@ pub enum Field {
     Message(&'static Shape),
     /// A repeated embedded message: a struct of `bytes` per occurrence, and its fields.
     Repeated(usize, &'static Shape),
-    /// A repeated varint or string of `bytes` per element, packed (a length-delimited run of
-    /// varints) or not. Repeated fixed-width scalars take no more than their wire bytes and
-    /// are not listed.
-    Scalars(usize),
+    /// A repeated varint of `bytes` per element, packed (a length-delimited run of varints)
+    /// or not. Repeated fixed-width scalars take no more than their wire bytes and are not
+    /// listed.
+    Varints(usize),
+    /// A repeated string or bytes field: `bytes` (the `String`'s header) per occurrence, its
+    /// contents bounded by the body.
+    Strings(usize),
 }
 
 /// Bytes of the structs and repeated elements prost allocates to decode `body` as `shape`.
@@ -78,13 +81,13 @@ fn walk(
                 let (bytes, d) = r.message(wire_type, depth)?;
                 walk(Reader::new(bytes), inner, d, total)?;
             }
-            (Some(Field::Scalars(size)), WireType::LengthDelimited) => {
-                // Packed varints: one element per byte below 0x80 (the last of each varint).
+            (Some(Field::Varints(size)), WireType::LengthDelimited) => {
+                // Packed: one element per byte below 0x80 (the last of each varint).
                 let run = r.bytes(wire_type)?;
                 let elements = run.iter().filter(|&&b| b < 0x80).count();
                 *total = total.saturating_add(elements.saturating_mul(size));
             }
-            (Some(Field::Scalars(size)), _) => {
+            (Some(Field::Varints(size) | Field::Strings(size)), _) => {
                 *total = total.saturating_add(size);
                 r.skip(wire_type, tag, depth)?;
             }
@@ -94,47 +97,73 @@ fn walk(
     Ok(())
 }
 
-/// Bytes of the elements of every array in the JSON `body`: `object_bytes` per object
-/// element, 8 per other element (a number, or a string's 24-byte header less its own bytes,
-/// which the body bounds). A cheap upper bound of what serde allocates decoding an OTLP JSON
-/// body into its structs, computed in one pass over the bytes without decoding them; a
-/// body that is not JSON is counted as far as it goes (serde then refuses it).
-pub fn json_elements_bytes(body: &[u8], object_bytes: usize) -> usize {
-    // One bit per open container: set for an array.
-    let mut arrays: Vec<bool> = Vec::new();
+/// Bytes of the elements of every array in the JSON `body`: `element(key)` per object
+/// element, where `key` is the member name the array is the value of (empty for an array in
+/// an array or at the top), and 24 per other element (a number, or a string's `String`
+/// header: its own bytes are bounded by the body). A cheap upper bound of what serde allocates
+/// decoding an OTLP JSON body into its structs, computed in one pass over the bytes without
+/// decoding them; a body that is not JSON is counted as far as it goes (serde then refuses
+/// it).
+pub fn json_elements_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
+    // An open container: the object size of an array's elements, or `None` for an object.
+    let mut open: Vec<Option<usize>> = Vec::new();
     let mut total = 0usize;
     let mut in_string = false;
     let mut escaped = false;
+    // Where the last string began and ended, and whether a ':' followed it: the key of the
+    // member whose value comes next.
+    let (mut string_start, mut last_string) = (0, 0..0);
+    let mut key: Option<std::ops::Range<usize>> = None;
     // Whether the next value in the innermost array starts an element.
     let mut element_due = false;
-    for &b in body {
+    for (i, &b) in body.iter().enumerate() {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+                (false, b'"') => {
+                    in_string = false;
+                    last_string = string_start..i;
+                }
                 _ => {}
             }
             continue;
         }
-        let starts_value = !b.is_ascii_whitespace() && !matches!(b, b',' | b':' | b']' | b'}');
-        if element_due && starts_value {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        if element_due && !matches!(b, b',' | b':' | b']' | b'}') {
             element_due = false;
-            let bytes = if b == b'{' { object_bytes } else { 8 };
+            let bytes = match (b, open.last()) {
+                (b'{', Some(Some(object))) => *object,
+                _ => 24,
+            };
             total = total.saturating_add(bytes);
         }
         match b {
-            b'"' => in_string = true,
-            b'{' => arrays.push(false),
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
+            b':' => key = Some(last_string.clone()),
+            b'{' => {
+                open.push(None);
+                key = None;
+            }
             b'[' => {
-                arrays.push(true);
+                let name = key.take().and_then(|k| body.get(k)).unwrap_or_default();
+                open.push(Some(element(name)));
                 element_due = true;
             }
             b']' | b'}' => {
-                arrays.pop();
+                open.pop();
+                key = None;
             }
-            b',' => element_due = arrays.last() == Some(&true),
-            _ => {}
+            b',' => {
+                element_due = matches!(open.last(), Some(Some(_)));
+                key = None;
+            }
+            _ => key = None,
         }
     }
     total
@@ -148,9 +177,11 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// The largest struct a repeated field of each signal's request holds: what one element of
-/// an OTLP JSON array may become ([`json_elements_bytes`]).
-pub mod largest {
+/// The struct one object element of an OTLP JSON array becomes, by the array's member name
+/// (the JSON mapping's lowerCamelCase or the proto's snake_case): the argument of
+/// [`json_elements_bytes`] for each signal. A name not known here counts as the signal's
+/// largest struct.
+pub mod json {
     use super::{max, size};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -162,51 +193,80 @@ pub mod largest {
     use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-    const COMMON: usize = max(
-        max(size::<AnyValue>(), size::<KeyValue>()),
-        size::<EntityRef>(),
+    /// Arrays every signal has: attributes, array and kvlist values, entity references.
+    fn common(key: &[u8]) -> Option<usize> {
+        Some(match key {
+            b"attributes" | b"metadata" | b"filteredAttributes" | b"filtered_attributes" => {
+                size::<KeyValue>()
+            }
+            b"values" => max(size::<AnyValue>(), size::<KeyValue>()),
+            b"entityRefs" | b"entity_refs" => size::<EntityRef>(),
+            _ => return None,
+        })
+    }
+
+    const POINT: usize = max(
+        max(size::<NumberDataPoint>(), size::<HistogramDataPoint>()),
+        max(
+            size::<ExponentialHistogramDataPoint>(),
+            size::<SummaryDataPoint>(),
+        ),
     );
+    const LARGEST_LOGS: usize = max(
+        max(size::<LogRecord>(), size::<EntityRef>()),
+        max(size::<ResourceLogs>(), size::<ScopeLogs>()),
+    );
+    const LARGEST_TRACES: usize = max(
+        max(size::<Span>(), max(size::<Event>(), size::<Link>())),
+        max(size::<ResourceSpans>(), size::<ScopeSpans>()),
+    );
+    const LARGEST_METRICS: usize = max(
+        max(POINT, max(size::<Metric>(), size::<EntityRef>())),
+        max(size::<ResourceMetrics>(), size::<ScopeMetrics>()),
+    );
+
     /// Logs.
-    pub const LOGS: usize = max(
-        COMMON,
-        max(
-            size::<LogRecord>(),
-            max(size::<ResourceLogs>(), size::<ScopeLogs>()),
-        ),
-    );
+    pub fn logs(key: &[u8]) -> usize {
+        common(key).unwrap_or(match key {
+            b"resourceLogs" | b"resource_logs" => size::<ResourceLogs>(),
+            b"scopeLogs" | b"scope_logs" => size::<ScopeLogs>(),
+            b"logRecords" | b"log_records" => size::<LogRecord>(),
+            _ => LARGEST_LOGS,
+        })
+    }
+
     /// Traces.
-    pub const TRACES: usize = max(
-        COMMON,
-        max(
-            max(size::<Span>(), max(size::<Event>(), size::<Link>())),
-            max(size::<ResourceSpans>(), size::<ScopeSpans>()),
-        ),
-    );
+    pub fn traces(key: &[u8]) -> usize {
+        common(key).unwrap_or(match key {
+            b"resourceSpans" | b"resource_spans" => size::<ResourceSpans>(),
+            b"scopeSpans" | b"scope_spans" => size::<ScopeSpans>(),
+            b"spans" => size::<Span>(),
+            b"events" => size::<Event>(),
+            b"links" => size::<Link>(),
+            _ => LARGEST_TRACES,
+        })
+    }
+
     /// Metrics.
-    pub const METRICS: usize = max(
-        max(COMMON, max(size::<Metric>(), size::<Exemplar>())),
-        max(
-            max(
-                max(size::<NumberDataPoint>(), size::<HistogramDataPoint>()),
-                max(
-                    size::<ExponentialHistogramDataPoint>(),
-                    size::<SummaryDataPoint>(),
-                ),
-            ),
-            max(
-                size::<ValueAtQuantile>(),
-                max(size::<ResourceMetrics>(), size::<ScopeMetrics>()),
-            ),
-        ),
-    );
+    pub fn metrics(key: &[u8]) -> usize {
+        common(key).unwrap_or(match key {
+            b"resourceMetrics" | b"resource_metrics" => size::<ResourceMetrics>(),
+            b"scopeMetrics" | b"scope_metrics" => size::<ScopeMetrics>(),
+            b"metrics" => size::<Metric>(),
+            b"dataPoints" | b"data_points" => POINT,
+            b"exemplars" => size::<Exemplar>(),
+            b"quantileValues" | b"quantile_values" => size::<ValueAtQuantile>(),
+            _ => LARGEST_METRICS,
+        })
+    }
 }
 
 const fn size<T>() -> usize {
     std::mem::size_of::<T>()
 }
 
-const STRINGS: Field = Field::Scalars(size::<String>());
-const U64S: Field = Field::Scalars(size::<u64>());
+const STRINGS: Field = Field::Strings(size::<String>());
+const U64S: Field = Field::Varints(size::<u64>());
 
 static ANY: Shape = Shape {
     fields: &[(5, Field::Message(&ARRAY)), (6, Field::Message(&KVLIST))],
@@ -319,6 +379,7 @@ mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge};
     use prost::Message;
 
@@ -405,23 +466,42 @@ mod tests {
     }
 
     #[test]
-    fn json_array_elements_count_and_strings_hide_brackets() {
-        let body = br#"{"a":[{}, {"x":"[{,}]"}, 1, "s", [2, {}]], "b": {"c": []}}"#;
-        // The outer array: two objects, a number, a string, an array; the inner one: a
-        // number and an object. Brackets and commas inside the string are not structure.
+    fn json_array_elements_count_by_their_key_and_strings_hide_brackets() {
+        let by_key = |k: &[u8]| match k {
+            b"a" => 100,
+            b"x y" => 7,
+            _ => 1000,
+        };
+        let body = br#"{"a" : [{}, {"x":"[{,}]"}, 1, "s", [2, {}]], "b": {"c": []}, "x y": [{}]}"#;
+        // "a": two objects, a number, a string, an array; the array in it (no key): a number
+        // and an object; "c": nothing; "x y": one object. Brackets, commas and colons inside
+        // strings are not structure.
         assert_eq!(
-            json_elements_bytes(body, 100),
-            100 + 100 + 8 + 8 + 8 + 8 + 100
+            json_elements_bytes(body, by_key),
+            100 + 100 + 24 + 24 + 24 + 24 + 1000 + 7
         );
-        assert_eq!(json_elements_bytes(br#"{"a":[]}"#, 100), 0);
-        assert_eq!(json_elements_bytes(br#"["\"", {}]"#, 100), 8 + 100);
+        assert_eq!(json_elements_bytes(br#"{"a":[]}"#, by_key), 0);
+        assert_eq!(json_elements_bytes(br#"["\"", {}]"#, by_key), 24 + 1000);
         // Many empty records: two bytes each, a whole LogRecord each decoded.
         let mut many = b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[".to_vec();
         many.extend(std::iter::repeat_n(&b"{},"[..], 1000).flatten());
         many.extend_from_slice(b"{}]}]}]}");
         assert_eq!(
-            json_elements_bytes(&many, largest::LOGS),
-            1003 * largest::LOGS
+            json_elements_bytes(&many, json::logs),
+            size::<ResourceLogs>() + size::<ScopeLogs>() + 1001 * size::<LogRecord>()
+        );
+    }
+
+    #[test]
+    fn empty_repeated_strings_count_a_string_each() {
+        // ResourceMetrics.resource.entity_refs[0].id_keys: 1000 empty strings.
+        let keys = [0x1au8, 0x00].repeat(1000);
+        let resource = [&[0x1a, 0xd0, 0x0f][..], &keys].concat(); // Resource.entity_refs
+        let rm = [&[0x0a, 0xd3, 0x0f][..], &resource].concat(); // ResourceMetrics.resource
+        let body = [&[0x0a, 0xd6, 0x0f][..], &rm].concat();
+        assert_eq!(
+            struct_bytes(&body, &METRICS_REQUEST),
+            size::<ResourceMetrics>() + size::<EntityRef>() + 1000 * size::<String>()
         );
     }
 

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::common_wire::{
     any_text, check_listed, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape,
-    Stop, ATTRIBUTES_LISTED,
+    Stop, ATTRIBUTES_LISTED, UNLIMITED,
 };
 use super::logs::non_empty;
 use super::shape::{Field, Shape as Listed};
@@ -179,8 +179,8 @@ impl<'a> Items<'a> for Spans<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
-        let used = self.out.as_deref().map_or(0, SpanColumns::bytes);
-        check_listed(buf, &SPAN_LISTED, self.budget, used)?;
+        let (budget, used) = Items::budget(self);
+        check_listed(buf, &SPAN_LISTED, budget, used)?;
         let sp = self.read(buf, depth)?;
         let Some(out) = self.out.as_deref_mut() else {
             return Ok(());
@@ -242,10 +242,10 @@ impl<'a> Items<'a> for Spans<'a, '_> {
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {
-        (
-            self.budget,
-            self.out.as_deref().map_or(0, SpanColumns::bytes),
-        )
+        match self.out.as_deref() {
+            Some(out) => (self.budget, out.bytes()),
+            None => (&UNLIMITED, 0),
+        }
     }
 }
 

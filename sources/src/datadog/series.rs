@@ -10,6 +10,7 @@ use prost::Message;
 use serde::Deserialize;
 use weir_pipelines::columns::AttributesBuilder;
 use weir_pipelines::metricrows::{MetricFields, MetricsBuilder, Number, Point};
+use weir_pipelines::otlp::shape::{Field, Shape};
 use weir_pipelines::{DecodeBudget, OverBudget};
 
 use super::logs::split_tags;
@@ -268,7 +269,39 @@ pub fn parse_v2_json(body: &[u8]) -> Result<Vec<Series>, String> {
         .collect()
 }
 
-/// Parses the Agent's v2 protobuf body.
+static NOTHING: Shape = Shape { fields: &[] };
+static SERIES_SHAPE: Shape = Shape {
+    fields: &[
+        (
+            1,
+            Field::Repeated(
+                std::mem::size_of::<SeriesResource>() + std::mem::size_of::<(String, String)>(),
+                &NOTHING,
+            ),
+        ),
+        (3, Field::Strings(std::mem::size_of::<String>())),
+        (
+            4,
+            Field::Repeated(
+                std::mem::size_of::<MetricPoint>() + std::mem::size_of::<(f64, f64)>(),
+                &NOTHING,
+            ),
+        ),
+    ],
+};
+/// What [`parse_v2_protobuf`] allocates for a body ([`struct_bytes`]): prost's structs and
+/// the [`Series`] they become. An empty series is two bytes on the wire.
+pub static V2_PROTOBUF: Shape = Shape {
+    fields: &[(
+        1,
+        Field::Repeated(
+            std::mem::size_of::<MetricSeries>() + std::mem::size_of::<Series>(),
+            &SERIES_SHAPE,
+        ),
+    )],
+};
+
+/// Parses the Agent's v2 protobuf body (count its structs first: [`V2_PROTOBUF`]).
 pub fn parse_v2_protobuf(body: &[u8]) -> Result<Vec<Series>, String> {
     let p = MetricPayload::decode(body)
         .map_err(|e| format!("malformed Datadog v2 series protobuf: {e}"))?;
@@ -462,5 +495,27 @@ mod tests {
         assert!(parse_v2_protobuf(b"\xff\xff")
             .unwrap_err()
             .contains("malformed"));
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use weir_pipelines::otlp::shape::struct_bytes;
+
+    use super::*;
+
+    #[test]
+    fn empty_series_count_what_they_become() {
+        // 1000 empty series (two bytes each), one with an empty tag and an empty point.
+        let mut body = [0x0au8, 0x00].repeat(1000);
+        body.extend_from_slice(&[0x0a, 0x04, 0x1a, 0x00, 0x22, 0x00]);
+        let series = std::mem::size_of::<MetricSeries>() + std::mem::size_of::<Series>();
+        assert_eq!(
+            struct_bytes(&body, &V2_PROTOBUF),
+            1001 * series
+                + std::mem::size_of::<String>()
+                + std::mem::size_of::<MetricPoint>()
+                + std::mem::size_of::<(f64, f64)>()
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The Datadog intake protocol on the shared HTTP path, and building the source.
 
+use serde::de::IgnoredAny;
+use weir_pipelines::otlp::shape::struct_bytes;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -86,9 +88,16 @@ impl Protocol for Datadog {
     ) -> Result<Decoded, DecodeFailure> {
         match endpoint {
             Endpoint::CheckRun => {
-                let checks: serde_json::Value = serde_json::from_slice(body)
-                    .map_err(|e| format!("malformed check_run payload: {e}"))?;
-                let n = checks.as_array().map(Vec::len).unwrap_or(1) as u64;
+                // Counted, not stored: validated and counted without building a tree (a
+                // value tree of many small values takes many times the body).
+                let n = match serde_json::from_slice::<Vec<IgnoredAny>>(body) {
+                    Ok(checks) => checks.len() as u64,
+                    Err(_) => {
+                        serde_json::from_slice::<IgnoredAny>(body)
+                            .map_err(|e| format!("malformed check_run payload: {e}"))?;
+                        1
+                    }
+                };
                 self.metrics.received_unstored(SOURCE, "check_runs", n);
                 Ok(Decoded {
                     signal: Signal::Metrics,
@@ -110,7 +119,10 @@ impl Protocol for Datadog {
             Endpoint::SeriesV1 | Endpoint::SeriesV2 => {
                 let parsed = match (endpoint, protobuf) {
                     (Endpoint::SeriesV1, _) => series::parse_v1(body),
-                    (_, true) => series::parse_v2_protobuf(body),
+                    (_, true) => {
+                        budget.check(struct_bytes(body, &series::V2_PROTOBUF))?;
+                        series::parse_v2_protobuf(body)
+                    }
                     (_, false) => series::parse_v2_json(body),
                 }?;
                 let mut b = MetricsBuilder::default();

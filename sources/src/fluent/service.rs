@@ -45,6 +45,9 @@ pub struct FluentService {
     decodes: Arc<Semaphore>,
 }
 
+/// The key of the budget of a message's rows (and of a turn's).
+const ROW_LIMIT_KEY: &str = "sources.fluent.max_row_bytes";
+
 /// A connection's read buffer and where the scan of its next message stopped.
 struct Reader {
     buf: BytesMut,
@@ -85,7 +88,7 @@ impl FluentService {
             hostname: cfg.self_hostname.clone(),
             tenant: cfg.tenant.clone(),
             max_frame: cfg.max_frame_bytes.0 as usize,
-            budget: DecodeBudget::new(cfg.max_row_bytes(), "sources.fluent.max_row_bytes"),
+            budget: DecodeBudget::new(cfg.max_row_bytes(), ROW_LIMIT_KEY),
             conn: cfg.conn_limits(),
             decodes: Arc::new(Semaphore::new(cfg.max_concurrent_decodes().max(1))),
         }
@@ -152,7 +155,7 @@ impl FluentService {
             let mut one = LogsBuilder::default();
             let budget = match p.messages {
                 0 => self.budget,
-                _ => DecodeBudget::new(self.budget.limit() - p.row_bytes, "the rest of the turn"),
+                _ => DecodeBudget::new(self.budget.limit() - p.row_bytes, ROW_LIMIT_KEY),
             };
             let decoded =
                 decode::decode_message(&buf[..len], received_at, self.max_frame, &budget, &mut one);
@@ -377,5 +380,84 @@ impl ValidSource for ValidFluent {
             running.serve(&claim.key, bound, svc.serve(listener, ctx.shutdown.clone()));
         }
         Ok(running)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_pipelines::buffer::{AckMode, SledBuffer, SledBufferConfig};
+
+    use super::*;
+
+    fn service(dir: &std::path::Path, max_row_bytes: usize) -> FluentService {
+        let buffer = SledBuffer::open(&SledBufferConfig {
+            path: dir.join("buffer"),
+            max_bytes: 64 << 20,
+        })
+        .unwrap();
+        FluentService {
+            ingest: Ingest::new(
+                Arc::new(buffer),
+                AckMode::Durable,
+                weir_pipelines::metrics::Metrics::new(),
+                Arc::new(tokio::sync::Notify::new()),
+            ),
+            shared_key: None,
+            hostname: "weir".into(),
+            tls: None,
+            tenant: "t".into(),
+            max_frame: 1 << 20,
+            budget: DecodeBudget::new(max_row_bytes, ROW_LIMIT_KEY),
+            conn: ConnLimits {
+                max_connections: 1,
+                idle_timeout: Duration::from_secs(1),
+            },
+            decodes: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// A Forward message of `entries` records of ~1 KB, acknowledged as `chunk`.
+    fn message(chunk: &str, entries: usize) -> Vec<u8> {
+        let entry = rmpv::Value::Array(vec![
+            rmpv::Value::from(1_700_000_000),
+            rmpv::Value::Map(vec![(
+                rmpv::Value::from("log"),
+                rmpv::Value::from("x".repeat(1000)),
+            )]),
+        ]);
+        let m = rmpv::Value::Array(vec![
+            rmpv::Value::from("turns"),
+            rmpv::Value::Array(vec![entry; entries]),
+            rmpv::Value::Map(vec![(rmpv::Value::from("chunk"), rmpv::Value::from(chunk))]),
+        ]);
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &m).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_message_past_the_turns_budget_waits_whole_for_the_next_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 1 << 20;
+        let svc = service(dir.path(), limit);
+        // Five messages of ~430 KB of rows each: two fit a turn, a third does not.
+        let all: Vec<u8> = (0..5).flat_map(|i| message(&format!("c{i}"), 400)).collect();
+        let mut r = Reader {
+            buf: BytesMut::from(&all[..]),
+            scanner: frame::Scanner::default(),
+        };
+        let mut turns = Vec::new();
+        loop {
+            let (p, broken, more) = svc.take_messages(&mut r, 0);
+            assert!(broken.is_none(), "{broken:?}");
+            assert!(p.row_bytes <= limit, "a turn of {} bytes", p.row_bytes);
+            assert_eq!(p.chunks.len(), p.messages);
+            turns.push(p.chunks);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(turns, vec![vec!["c0", "c1"], vec!["c2", "c3"], vec!["c4"]]);
+        assert!(r.buf.is_empty());
     }
 }

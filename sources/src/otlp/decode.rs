@@ -1,11 +1,12 @@
 //! OTLP request decoding, shared by both transports: the body (protobuf or the OTLP JSON
 //! mapping) into the `Export*ServiceRequest` of its signal, then into the lake schema.
 //!
-//! A protobuf logs or traces body over HTTP skips the structs: [`decode_to_arrow`] walks its
-//! wire format straight into the Arrow builders (`weir_pipelines::otlp::decode_logs_protobuf`,
-//! `decode_traces_protobuf`), with the same rows and refusals. Metrics bodies, JSON bodies and
-//! gRPC requests (tonic's prost codec hands them over as structs) take
-//! [`ExportRequest::to_arrow`].
+//! A protobuf logs or traces body (OTLP/HTTP, and OTLP/gRPC, whose services take the message's
+//! bytes) skips the structs: [`decode_to_arrow`] walks its wire format straight into the Arrow
+//! builders (`weir_pipelines::otlp::decode_logs_protobuf`, `decode_traces_protobuf`), with the
+//! same rows and refusals. Metrics bodies and JSON bodies take [`ExportRequest::to_arrow`]
+//! after the structs they would become are counted against the budget
+//! (`weir_pipelines::otlp::shape`).
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -15,7 +16,7 @@ use weir_pipelines::otlp::{
     decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
     DecodeError,
 };
-use weir_pipelines::otlp::shape::{json_elements_bytes, largest, struct_bytes, METRICS_REQUEST};
+use weir_pipelines::otlp::shape::{json, json_elements_bytes, struct_bytes, METRICS_REQUEST};
 use weir_pipelines::{DecodeBudget, Signal};
 
 use crate::http::{DecodeFailure, Decoded};
@@ -131,12 +132,12 @@ pub fn decode_to_arrow(
         }
         (_, Encoding::Json) => {
             // serde's structs are bounded first: `{}` is two bytes and a whole struct.
-            let object = match signal {
-                Signal::Logs => largest::LOGS,
-                Signal::Metrics => largest::METRICS,
-                Signal::Traces => largest::TRACES,
+            let structs = match signal {
+                Signal::Logs => json_elements_bytes(body, json::logs),
+                Signal::Metrics => json_elements_bytes(body, json::metrics),
+                Signal::Traces => json_elements_bytes(body, json::traces),
             };
-            budget.check(json_elements_bytes(body, object))?;
+            budget.check(structs)?;
             decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
         }
     }

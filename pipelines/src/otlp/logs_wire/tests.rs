@@ -407,3 +407,36 @@ fn a_resource_listing_millions_of_empty_attributes_is_refused_before_it_is_read(
         Err(DecodeError::OverBudget(_))
     ));
 }
+
+#[test]
+fn a_resource_split_into_many_small_occurrences_is_counted_whole() {
+    // 40 occurrences of the resource field, each under 64 KiB of empty attributes: merged
+    // into one list of 1.2 million entries.
+    let occurrence = len_field(1, &[0x0au8, 0x00].repeat(30_000));
+    let scope = len_field(2, &len_field(2, &[]));
+    let body = len_field(1, &[occurrence.repeat(40), scope].concat());
+    let budget = DecodeBudget::new(16 << 20, "sources.otlp.max_row_bytes");
+    assert!(matches!(
+        decode_logs_protobuf(&body, RECEIVED, &budget),
+        Err(DecodeError::OverBudget(_))
+    ));
+}
+
+#[test]
+fn a_million_empty_scopes_are_counted_as_they_are_listed() {
+    let body = len_field(1, &[0x12u8, 0x00].repeat(1_000_000));
+    let budget = DecodeBudget::new(16 << 20, "sources.otlp.max_row_bytes");
+    assert!(matches!(
+        decode_logs_protobuf(&body, RECEIVED, &budget),
+        Err(DecodeError::OverBudget(_))
+    ));
+    // Within a budget that holds them, they decode to nothing.
+    let roomy = DecodeBudget::new(64 << 20, "k");
+    assert_eq!(
+        decode_logs_protobuf(&body, RECEIVED, &roomy)
+            .unwrap()
+            .records
+            .num_rows(),
+        0
+    );
+}
