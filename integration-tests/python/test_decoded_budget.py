@@ -243,6 +243,19 @@ def varint(n):
         out += bytes([b | 0x80])
 
 
+def grpc_refused_over_budget(weir, service, body):
+    """Sends `body` (an Export request's bytes) to OTLP/gRPC's `service` and checks it is
+    refused with RESOURCE_EXHAUSTED naming sources.otlp.max_row_bytes."""
+    with grpc.insecure_channel(weir.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        export = ch.unary_unary(f"/opentelemetry.proto.collector.{service}/Export")
+        try:
+            export(body, timeout=120)
+            raise AssertionError(f"{service}: the request was accepted")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+            assert "sources.otlp.max_row_bytes" in e.details(), e.details()
+
+
 def test_millions_of_empty_records_over_grpc_are_refused_within_the_budget(weir):
     """14 MB of empty log records (two bytes each on the wire) over OTLP/gRPC: decoded from the
     wire under sources.otlp.max_row_bytes, not into prost structs first (which took some 2 GB),
@@ -251,14 +264,8 @@ def test_millions_of_empty_records_over_grpc_are_refused_within_the_budget(weir)
     records = b"\x12\x00" * 7_000_000  # ScopeLogs.log_records, each an empty LogRecord
     resource_logs = b"\x12" + varint(len(records)) + records  # ResourceLogs.scope_logs
     body = b"\x0a" + varint(len(resource_logs)) + resource_logs  # ExportLogsServiceRequest
-    with grpc.insecure_channel(weir.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
-        export = ch.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
-        try:
-            export(body, timeout=120)
-            raise AssertionError("the request of empty records was accepted")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
-            assert "sources.otlp.max_row_bytes" in e.details(), e.details()
+    grpc_refused_over_budget(weir, "logs.v1.LogsService", body)
+    with grpc.insecure_channel(weir.grpc) as ch:
         logs_service_pb2_grpc.LogsServiceStub(ch).Export(logs_request(1, 3), timeout=10)
     peak = peak_rss_mib(weir)
     print(f"peak RSS {peak:.0f} MiB")
@@ -286,14 +293,7 @@ def test_millions_of_empty_structs_on_the_prost_paths_are_refused_before_decodin
                       headers={"Content-Type": "application/x-protobuf"})
     assert r.status_code == 413, (r.status_code, r.content[:200])
     assert b"sources.otlp.max_row_bytes" in r.content
-    with grpc.insecure_channel(weir.grpc, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
-        export = ch.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
-        try:
-            export(body, timeout=120)
-            raise AssertionError("the metrics request of empty points was accepted over gRPC")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
-            assert "sources.otlp.max_row_bytes" in e.details(), e.details()
+    grpc_refused_over_budget(weir, "metrics.v1.MetricsService", body)
     entries = b"\x12\x00" * 7_000_000  # StreamAdapter.entries, each an empty EntryAdapter
     labels = b'{app="x"}'
     stream = b"\x0a" + varint(len(labels)) + labels + entries
