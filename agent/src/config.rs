@@ -422,7 +422,7 @@ impl Config {
         if window > MAX_TIME_WINDOW {
             problems.push(format!(
                 "buffer.late_window + buffer.future_window is {} hours, over 31 days (744 hours): the window bounds the hours (buffer entries, files, registrations) one syslog or Fluent batch fans out into",
-                window.as_secs() / 3600
+                window.as_secs().div_ceil(3600)
             ));
         }
         if self.buffer.max_bytes.0 < (1 << 20) {

@@ -323,6 +323,12 @@ def test_otlp_json_of_empty_objects_is_refused_and_a_large_real_one_taken(weir):
     r = requests.post(weir.http + "/v1/logs", data=empty, timeout=120, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, (r.status_code, r.text[:200])
     assert "sources.otlp.max_row_bytes" in r.text
+    # One record whose body (an AnyValue, decoded through serde's flatten) has two million
+    # one-byte members: serde would buffer each as a 64-byte Content pair first.
+    members = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{' + b'"":0,' * 2_000_000 + b'"":0}}]}]}]}'
+    r = requests.post(weir.http + "/v1/logs", data=members, timeout=120, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert "sources.otlp.max_row_bytes" in r.text
     peak = peak_rss_mib(weir)
     print(f"peak RSS {peak:.0f} MiB")
     assert peak < 512, f"peak RSS {peak:.0f} MiB"

@@ -41,9 +41,6 @@ fn check_level(budget: &DecodeBudget, used: usize, listed: usize) -> Result<(), 
         .map_err(Stop::OverBudget)
 }
 
-/// The budget of a walk that builds nothing.
-pub(crate) static UNLIMITED: DecodeBudget = DecodeBudget::unlimited();
-
 /// An attribute as the walk lists it.
 type Entry<'a> = (&'a str, Any<'a>);
 
@@ -162,10 +159,12 @@ pub(crate) trait Items<'a> {
         scope: &Scope<'a>,
     ) -> Result<(), Stop>;
 
-    /// The budget the walk's lists are checked against and the bytes of rows built so far
-    /// (a walk that only checks a refused body for faults has no budget: it must reach the
-    /// fault that wins over the budget).
+    /// The budget of the request's rows, and the bytes held so far: the rows built and the
+    /// lists of the enclosing resource and scope ([`Items::hold`]).
     fn budget(&self) -> (&DecodeBudget, usize);
+
+    /// Sets the bytes the enclosing resource and scope lists hold while their items are read.
+    fn hold(&mut self, bytes: usize);
 }
 
 /// Walks an `Export*ServiceRequest` whose field 1 is a repeated `Resource*` message (field 1
@@ -246,18 +245,24 @@ fn resource_level<'a>(
     }
     let resource = ResourceText::new(&attrs);
     for (j, (m, d)) in scopes.into_iter().enumerate() {
-        scope_level(m, d, shape, &resource, items).map_err(|s| s.at_index(shape.scopes, j))?;
+        scope_level(m, d, shape, &resource, listed, items)
+            .map_err(|s| s.at_index(shape.scopes, j))?;
     }
+    items.hold(0);
     Ok(())
 }
 
+/// A `Scope*` message: its scope, then its items, while the resource level holds `held`
+/// bytes of lists.
 fn scope_level<'a>(
     buf: &'a [u8],
     depth: Depth,
     shape: &Shape,
     resource: &ResourceText<'a>,
+    held: usize,
     items: &mut impl Items<'a>,
 ) -> Result<(), Stop> {
+    items.hold(held);
     let mut scope = Scope::default();
     let mut r = Reader::new(buf);
     let mut k = 0;
@@ -285,6 +290,7 @@ fn scope_level<'a>(
             _ => r.skip(wt, tag, depth)?,
         }
     }
+    items.hold(held.saturating_add(listed));
     let mut r = Reader::new(buf);
     let mut k = 0;
     while !r.is_empty() {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use super::common_wire::{
     any_text, check_listed, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any,
-    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED, UNLIMITED,
+    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
 use super::wire::{Depth, Reader, WireError};
@@ -53,6 +53,8 @@ struct Records<'a, 'o> {
     out: Option<&'o mut LogsBuilder>,
     received_at: i64,
     budget: &'o DecodeBudget,
+    /// Bytes the enclosing resource's and scope's lists hold ([`Items::hold`]).
+    held: usize,
     rejected: Rejections,
     /// The attributes of the current record (reused from record to record).
     attrs: Vec<(&'a str, Any<'a>)>,
@@ -64,6 +66,7 @@ impl<'o> Records<'_, 'o> {
             out,
             received_at,
             budget,
+            held: 0,
             rejected: Rejections::default(),
             attrs: Vec::new(),
         }
@@ -149,10 +152,12 @@ impl<'a> Items<'a> for Records<'a, '_> {
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {
-        match self.out.as_deref() {
-            Some(out) => (self.budget, out.bytes()),
-            None => (&UNLIMITED, 0),
-        }
+        let rows = self.out.as_deref().map_or(0, |out| out.bytes());
+        (self.budget, rows.saturating_add(self.held))
+    }
+
+    fn hold(&mut self, bytes: usize) {
+        self.held = bytes;
     }
 }
 

@@ -10,10 +10,10 @@
 //! a 24-byte `String`). Strings and bytes are copied as they are, so the body's own size bounds
 //! them; a vector's spare capacity is not counted.
 //!
-//! OTLP JSON bodies are decoded through serde into the same structs; [`json_elements_bytes`]
-//! bounds them without a schema: every element of a JSON array becomes one struct at most as
-//! large as the signal's largest repeated struct (an object) or an 8-byte number, and objects
-//! that are not array elements live inside their parent's struct.
+//! OTLP JSON bodies are decoded through serde into the same structs; [`otlp_json_bytes`]
+//! bounds them from the JSON's structure: the struct each array element becomes, by its
+//! array's member name, and serde's buffered copies of what is inside the oneofs it decodes
+//! through `#[serde(flatten)]`.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
@@ -97,25 +97,57 @@ fn walk(
     Ok(())
 }
 
-/// Bytes of the elements of every array in the JSON `body`: `element(key)` per object
-/// element, where `key` is the member name the array is the value of (empty for an array in
-/// an array or at the top), and 24 per other element (a number, or a string's `String`
-/// header: its own bytes are bounded by the body). A cheap upper bound of what serde allocates
-/// decoding an OTLP JSON body into its structs, computed in one pass over the bytes without
-/// decoding them; a body that is not JSON is counted as far as it goes (serde then refuses
-/// it).
-pub fn json_elements_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
-    // An open container: the object size of an array's elements, or `None` for an object.
-    let mut open: Vec<Option<usize>> = Vec::new();
+/// Bytes serde holds for one buffered value of a `#[serde(flatten)]` struct: a `Content`
+/// pair (key and value) of a member, or a `Content` element.
+const CONTENT: usize = 64;
+
+/// JSON nesting past which serde_json refuses a body (its recursion limit): the count stops.
+const JSON_DEPTH: usize = 128;
+
+/// Objects serde decodes through `#[serde(flatten)]` (opentelemetry-proto's oneofs): an
+/// `AnyValue` (`body`, `value`, an element of `values`), a `Metric` (`data`), a number data
+/// point and an exemplar (`value`). serde buffers every member of such an object as
+/// `Content` before it decodes the struct, and copies the buffered subtree again at each
+/// nested one.
+fn flattened(member: &[u8], array_element: bool) -> bool {
+    if array_element {
+        matches!(
+            member,
+            b"values" | b"metrics" | b"dataPoints" | b"exemplars"
+        )
+    } else {
+        matches!(member, b"body" | b"value")
+    }
+}
+
+/// An open JSON container while [`otlp_json_bytes`] scans.
+struct Open {
+    /// For an array: the struct one object element becomes, and whether such an element
+    /// is a flattened object. `None` for an object.
+    array: Option<(usize, bool)>,
+    /// Flattened objects this container is in (itself included): how many times serde holds
+    /// what is in it.
+    copies: usize,
+}
+
+/// An upper bound of what serde allocates to decode the OTLP JSON `body` into its structs,
+/// computed in one pass over the bytes without decoding them: every element of an array as
+/// what it becomes (an object as `element(member)`, the struct its array's member name
+/// holds; a string or array 24 bytes, another scalar 8), plus, inside flattened objects
+/// ([`flattened`]), every member name and value again as buffered `Content` (64 bytes and
+/// a string's bytes) once per enclosing flattened object. A body that is not JSON is counted
+/// as far as it goes (serde then refuses it), as is one nested deeper than serde goes.
+pub fn otlp_json_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
+    let mut open: Vec<Open> = Vec::new();
     let mut total = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    // Where the last string began and ended, and whether a ':' followed it: the key of the
-    // member whose value comes next.
-    let (mut string_start, mut last_string) = (0, 0..0);
-    let mut key: Option<std::ops::Range<usize>> = None;
-    // Whether the next value in the innermost array starts an element.
-    let mut element_due = false;
+    let mut add = |n: usize| total = total.saturating_add(n);
+    let (mut in_string, mut escaped, mut string_start) = (false, false, 0);
+    // Whether the string being read is a member name, and the last member name read.
+    let mut string_is_name = false;
+    let mut name = 0..0;
+    // What comes next: a value (after `[`, `:`, an array's `,`, and at the top), a member
+    // name (after `{` and an object's `,`).
+    let (mut value_due, mut name_due) = (true, false);
     for (i, &b) in body.iter().enumerate() {
         if in_string {
             match (escaped, b) {
@@ -123,7 +155,14 @@ pub fn json_elements_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usi
                 (false, b'\\') => escaped = true,
                 (false, b'"') => {
                     in_string = false;
-                    last_string = string_start..i;
+                    let copies = open.last().map_or(0, |o| o.copies);
+                    let len = i - string_start;
+                    if string_is_name {
+                        name = string_start..i;
+                        add(CONTENT.saturating_add(len).saturating_mul(copies));
+                    } else {
+                        add(len.saturating_mul(copies));
+                    }
                 }
                 _ => {}
             }
@@ -132,38 +171,74 @@ pub fn json_elements_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usi
         if b.is_ascii_whitespace() {
             continue;
         }
-        if element_due && !matches!(b, b',' | b':' | b']' | b'}') {
-            element_due = false;
-            let bytes = match (b, open.last()) {
-                (b'{', Some(Some(object))) => *object,
-                _ => 24,
-            };
-            total = total.saturating_add(bytes);
+        let starts_value = value_due && !matches!(b, b',' | b':' | b']' | b'}');
+        if starts_value {
+            value_due = false;
+            let parent = open.last();
+            let copies = parent.map_or(0, |o| o.copies);
+            if let Some(Open {
+                array: Some((object, _)),
+                ..
+            }) = parent
+            {
+                add(match b {
+                    b'{' => *object,
+                    b'"' | b'[' => 24,
+                    _ => 8,
+                });
+            }
+            add(CONTENT.saturating_mul(copies));
         }
         match b {
             b'"' => {
                 in_string = true;
                 string_start = i + 1;
+                string_is_name = name_due;
+                name_due = false;
             }
-            b':' => key = Some(last_string.clone()),
-            b'{' => {
-                open.push(None);
-                key = None;
-            }
-            b'[' => {
-                let name = key.take().and_then(|k| body.get(k)).unwrap_or_default();
-                open.push(Some(element(name)));
-                element_due = true;
+            b'{' | b'[' => {
+                if open.len() >= JSON_DEPTH {
+                    return total;
+                }
+                let parent = open.last();
+                let member = match parent {
+                    Some(Open { array: None, .. }) => body.get(name.clone()).unwrap_or_default(),
+                    _ => &[],
+                };
+                let copies = parent.map_or(0, |o| o.copies);
+                let container = if b == b'{' {
+                    let flat = match parent {
+                        Some(Open {
+                            array: Some((_, flat)),
+                            ..
+                        }) => *flat,
+                        Some(Open { array: None, .. }) => flattened(member, false),
+                        None => false,
+                    };
+                    name_due = true;
+                    Open {
+                        array: None,
+                        copies: copies + usize::from(flat),
+                    }
+                } else {
+                    value_due = true;
+                    Open {
+                        array: Some((element(member), flattened(member, true))),
+                        copies,
+                    }
+                };
+                open.push(container);
             }
             b']' | b'}' => {
                 open.pop();
-                key = None;
+                (value_due, name_due) = (false, false);
             }
-            b',' => {
-                element_due = matches!(open.last(), Some(Some(_)));
-                key = None;
-            }
-            _ => key = None,
+            b',' => match open.last() {
+                Some(Open { array: Some(_), .. }) => value_due = true,
+                _ => name_due = true,
+            },
+            b':' => value_due = true,
+            _ => {}
         }
     }
     total
@@ -178,9 +253,9 @@ const fn max(a: usize, b: usize) -> usize {
 }
 
 /// The struct one object element of an OTLP JSON array becomes, by the array's member name
-/// (the JSON mapping's lowerCamelCase or the proto's snake_case): the argument of
-/// [`json_elements_bytes`] for each signal. A name not known here counts as the signal's
-/// largest struct.
+/// (the JSON mapping's lowerCamelCase; opentelemetry-proto's serde takes no other spelling):
+/// the argument of [`otlp_json_bytes`] for each signal. A name not known here counts as the
+/// signal's largest struct.
 pub mod json {
     use super::{max, size};
     use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
@@ -196,11 +271,9 @@ pub mod json {
     /// Arrays every signal has: attributes, array and kvlist values, entity references.
     fn common(key: &[u8]) -> Option<usize> {
         Some(match key {
-            b"attributes" | b"metadata" | b"filteredAttributes" | b"filtered_attributes" => {
-                size::<KeyValue>()
-            }
+            b"attributes" | b"metadata" | b"filteredAttributes" => size::<KeyValue>(),
             b"values" => max(size::<AnyValue>(), size::<KeyValue>()),
-            b"entityRefs" | b"entity_refs" => size::<EntityRef>(),
+            b"entityRefs" => size::<EntityRef>(),
             _ => return None,
         })
     }
@@ -228,9 +301,9 @@ pub mod json {
     /// Logs.
     pub fn logs(key: &[u8]) -> usize {
         common(key).unwrap_or(match key {
-            b"resourceLogs" | b"resource_logs" => size::<ResourceLogs>(),
-            b"scopeLogs" | b"scope_logs" => size::<ScopeLogs>(),
-            b"logRecords" | b"log_records" => size::<LogRecord>(),
+            b"resourceLogs" => size::<ResourceLogs>(),
+            b"scopeLogs" => size::<ScopeLogs>(),
+            b"logRecords" => size::<LogRecord>(),
             _ => LARGEST_LOGS,
         })
     }
@@ -238,8 +311,8 @@ pub mod json {
     /// Traces.
     pub fn traces(key: &[u8]) -> usize {
         common(key).unwrap_or(match key {
-            b"resourceSpans" | b"resource_spans" => size::<ResourceSpans>(),
-            b"scopeSpans" | b"scope_spans" => size::<ScopeSpans>(),
+            b"resourceSpans" => size::<ResourceSpans>(),
+            b"scopeSpans" => size::<ScopeSpans>(),
             b"spans" => size::<Span>(),
             b"events" => size::<Event>(),
             b"links" => size::<Link>(),
@@ -250,12 +323,12 @@ pub mod json {
     /// Metrics.
     pub fn metrics(key: &[u8]) -> usize {
         common(key).unwrap_or(match key {
-            b"resourceMetrics" | b"resource_metrics" => size::<ResourceMetrics>(),
-            b"scopeMetrics" | b"scope_metrics" => size::<ScopeMetrics>(),
+            b"resourceMetrics" => size::<ResourceMetrics>(),
+            b"scopeMetrics" => size::<ScopeMetrics>(),
             b"metrics" => size::<Metric>(),
-            b"dataPoints" | b"data_points" => POINT,
+            b"dataPoints" => POINT,
             b"exemplars" => size::<Exemplar>(),
-            b"quantileValues" | b"quantile_values" => size::<ValueAtQuantile>(),
+            b"quantileValues" => size::<ValueAtQuantile>(),
             _ => LARGEST_METRICS,
         })
     }
@@ -466,30 +539,68 @@ mod tests {
     }
 
     #[test]
-    fn json_array_elements_count_by_their_key_and_strings_hide_brackets() {
-        let by_key = |k: &[u8]| match k {
+    fn json_array_elements_count_by_their_member_name_and_strings_hide_brackets() {
+        let by_name = |k: &[u8]| match k {
             b"a" => 100,
             b"x y" => 7,
             _ => 1000,
         };
         let body = br#"{"a" : [{}, {"x":"[{,}]"}, 1, "s", [2, {}]], "b": {"c": []}, "x y": [{}]}"#;
-        // "a": two objects, a number, a string, an array; the array in it (no key): a number
+        // "a": two objects, a number, a string, an array; the array in it (no name): a number
         // and an object; "c": nothing; "x y": one object. Brackets, commas and colons inside
-        // strings are not structure.
+        // strings are not structure. Nothing is flattened.
         assert_eq!(
-            json_elements_bytes(body, by_key),
-            100 + 100 + 24 + 24 + 24 + 24 + 1000 + 7
+            otlp_json_bytes(body, by_name),
+            100 + 100 + 8 + 24 + 24 + 8 + 1000 + 7
         );
-        assert_eq!(json_elements_bytes(br#"{"a":[]}"#, by_key), 0);
-        assert_eq!(json_elements_bytes(br#"["\"", {}]"#, by_key), 24 + 1000);
+        assert_eq!(otlp_json_bytes(br#"{"a":[]}"#, by_name), 0);
+        assert_eq!(otlp_json_bytes(br#"["\"", {}]"#, by_name), 24 + 1000);
         // Many empty records: two bytes each, a whole LogRecord each decoded.
         let mut many = b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[".to_vec();
         many.extend(std::iter::repeat_n(&b"{},"[..], 1000).flatten());
         many.extend_from_slice(b"{}]}]}]}");
         assert_eq!(
-            json_elements_bytes(&many, json::logs),
+            otlp_json_bytes(&many, json::logs),
             size::<ResourceLogs>() + size::<ScopeLogs>() + 1001 * size::<LogRecord>()
         );
+    }
+
+    #[test]
+    fn flattened_objects_count_their_members_once_per_enclosing_one() {
+        let records = size::<ResourceLogs>() + size::<ScopeLogs>() + size::<LogRecord>();
+        let wrap = |record: &str| {
+            format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{record}]}}]}}]}}"#)
+        };
+        // A body of two members: each name (64 + 1 byte) and each value (64) buffered once.
+        let body = wrap(r#"{"body":{"a":0,"b":0}}"#);
+        assert_eq!(
+            otlp_json_bytes(body.as_bytes(), json::logs),
+            records + 2 * (65 + 64)
+        );
+        // The same object one arrayValue deeper: the body (one flattened object) holds the
+        // arrayValue member, its array and the element; the element (a second one) holds
+        // the two members, copied twice.
+        let nested = wrap(r#"{"body":{"arrayValue":{"values":[{"a":0,"b":0}]}}}"#);
+        let outer = (64 + 10) + 64 // "arrayValue" and its object
+            + (64 + 6) + 64 // "values" and its array
+            + size::<AnyValue>().max(size::<KeyValue>()) + 64; // the element
+        assert_eq!(
+            otlp_json_bytes(nested.as_bytes(), json::logs),
+            records + outer + 2 * 2 * (65 + 64)
+        );
+        // A string value inside a flattened object is copied with its bytes.
+        let text = wrap(r#"{"body":{"stringValue":"hello"}}"#);
+        assert_eq!(
+            otlp_json_bytes(text.as_bytes(), json::logs),
+            records + (64 + 11) + (64 + 5)
+        );
+    }
+
+    #[test]
+    fn json_nested_past_serdes_limit_stops_the_count() {
+        let deep = "[".repeat(1 << 20);
+        // 127 arrays in arrays, and the one that opens past the limit.
+        assert_eq!(otlp_json_bytes(deep.as_bytes(), json::logs), 128 * 24);
     }
 
     #[test]

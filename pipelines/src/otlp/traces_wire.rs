@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use super::common_wire::{
     any_text, check_listed, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape,
-    Stop, ATTRIBUTES_LISTED, UNLIMITED,
+    Stop, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
 use super::shape::{Field, Shape as Listed};
@@ -84,6 +84,8 @@ struct Spans<'a, 'o> {
     out: Option<&'o mut SpanColumns>,
     received_at: i64,
     budget: &'o DecodeBudget,
+    /// Bytes the enclosing resource's and scope's lists hold ([`Items::hold`]).
+    held: usize,
     rejected: Rejections,
     attrs: Vec<(&'a str, Any<'a>)>,
     events: Vec<EventView<'a>>,
@@ -98,6 +100,7 @@ impl<'a, 'o> Spans<'a, 'o> {
             out,
             received_at,
             budget,
+            held: 0,
             rejected: Rejections::default(),
             attrs: Vec::new(),
             events: Vec::new(),
@@ -242,10 +245,12 @@ impl<'a> Items<'a> for Spans<'a, '_> {
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {
-        match self.out.as_deref() {
-            Some(out) => (self.budget, out.bytes()),
-            None => (&UNLIMITED, 0),
-        }
+        let rows = self.out.as_deref().map_or(0, |out| out.bytes());
+        (self.budget, rows.saturating_add(self.held))
+    }
+
+    fn hold(&mut self, bytes: usize) {
+        self.held = bytes;
     }
 }
 

@@ -1,7 +1,5 @@
 //! The Datadog intake protocol on the shared HTTP path, and building the source.
 
-use serde::de::IgnoredAny;
-use weir_pipelines::otlp::shape::struct_bytes;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -10,9 +8,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::IgnoredAny;
 use weir_pipelines::logrows::LogsBuilder;
 use weir_pipelines::metricrows::MetricsBuilder;
 use weir_pipelines::metrics::Metrics;
+use weir_pipelines::otlp::shape::struct_bytes;
 use weir_pipelines::{DecodeBudget, Signal};
 
 use super::{logs, series};

@@ -16,7 +16,7 @@ use weir_pipelines::otlp::{
     decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
     DecodeError,
 };
-use weir_pipelines::otlp::shape::{json, json_elements_bytes, struct_bytes, METRICS_REQUEST};
+use weir_pipelines::otlp::shape::{json, otlp_json_bytes, struct_bytes, METRICS_REQUEST};
 use weir_pipelines::{DecodeBudget, Signal};
 
 use crate::http::{DecodeFailure, Decoded};
@@ -133,9 +133,9 @@ pub fn decode_to_arrow(
         (_, Encoding::Json) => {
             // serde's structs are bounded first: `{}` is two bytes and a whole struct.
             let structs = match signal {
-                Signal::Logs => json_elements_bytes(body, json::logs),
-                Signal::Metrics => json_elements_bytes(body, json::metrics),
-                Signal::Traces => json_elements_bytes(body, json::traces),
+                Signal::Logs => otlp_json_bytes(body, json::logs),
+                Signal::Metrics => otlp_json_bytes(body, json::metrics),
+                Signal::Traces => otlp_json_bytes(body, json::traces),
             };
             budget.check(structs)?;
             decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
