@@ -323,12 +323,17 @@ def test_otlp_json_of_empty_objects_is_refused_and_a_large_real_one_taken(weir):
     r = requests.post(weir.http + "/v1/logs", data=empty, timeout=120, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, (r.status_code, r.text[:200])
     assert "sources.otlp.max_row_bytes" in r.text
-    # One record whose body (an AnyValue, decoded through serde's flatten) has two million
+    # One record whose body (an AnyValue, decoded through serde's flatten) has three million
     # one-byte members: serde would buffer each as a 64-byte Content pair first.
-    members = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{' + b'"":0,' * 2_000_000 + b'"":0}}]}]}]}'
+    members = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{' + b'"":0,' * 3_000_000 + b'"":0}}]}]}]}'
     r = requests.post(weir.http + "/v1/logs", data=members, timeout=120, headers={"Content-Type": "application/json"})
     assert r.status_code == 413, (r.status_code, r.text[:200])
     assert "sources.otlp.max_row_bytes" in r.text
+    # A member name spelled with an escape would hide an AnyValue from the count: refused.
+    escaped = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"b\\u006fdy":{"stringValue":"x"}}]}]}]}'
+    r = requests.post(weir.http + "/v1/logs", data=escaped, timeout=60, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert "has an escape" in r.text, r.text
     peak = peak_rss_mib(weir)
     print(f"peak RSS {peak:.0f} MiB")
     assert peak < 512, f"peak RSS {peak:.0f} MiB"

@@ -30,6 +30,16 @@ const LISTED_CHECK_BYTES: usize = 64 << 10;
 /// path refuses it.
 const LISTED_FLOOR: usize = 1 << 20;
 
+/// The bytes of enclosing lists a row check counts: `held` once it is past [`LISTED_FLOOR`]
+/// (below it, a body is refused for its rows alone, as prost's path refuses it).
+pub(crate) fn held_lists(held: usize) -> usize {
+    if held > LISTED_FLOOR {
+        held
+    } else {
+        0
+    }
+}
+
 /// Refuses `listed` bytes of lists past [`LISTED_FLOOR`] that would put the `used` bytes of
 /// rows over `budget`.
 fn check_level(budget: &DecodeBudget, used: usize, listed: usize) -> Result<(), Stop> {

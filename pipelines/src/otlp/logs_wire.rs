@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use super::common_wire::{
-    any_text, check_listed, count_items, hex_id_in, merge_any, push_attribute, refusal, walk, Any,
-    Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED,
+    any_text, check_listed, count_items, held_lists, hex_id_in, merge_any, push_attribute, refusal,
+    walk, Any, Items, ResourceText, Scope, Shape, Stop, ANY_VALUE_LISTED, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
 use super::wire::{Depth, Reader, WireError};
@@ -38,7 +38,9 @@ pub fn decode_logs_protobuf(
     let mut out = LogsBuilder::with_capacity(budget.capacity(count_items(body), LOG_ROW_BYTES));
     let mut records = Records::new(Some(&mut out), received_at, budget);
     let walked = walk(body, &LOGS, &mut records);
-    let rejected = records.rejected;
+    let rejected = std::mem::take(&mut records.rejected);
+    // The scratch lists go before a refused body is walked again.
+    drop(records);
     if let Err(stop) = walked {
         drop(out);
         let mut check = Records::new(None, received_at, budget);
@@ -148,7 +150,9 @@ impl<'a> Items<'a> for Records<'a, '_> {
                 }
             },
         );
-        self.budget.check(out.bytes()).map_err(Stop::OverBudget)
+        self.budget
+            .check(out.bytes().saturating_add(held_lists(self.held)))
+            .map_err(Stop::OverBudget)
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {

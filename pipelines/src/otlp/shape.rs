@@ -12,8 +12,9 @@
 //!
 //! OTLP JSON bodies are decoded through serde into the same structs; [`otlp_json_bytes`]
 //! bounds them from the JSON's structure: the struct each array element becomes, by its
-//! array's member name, and serde's buffered copies of what is inside the oneofs it decodes
-//! through `#[serde(flatten)]`.
+//! array's member name, and serde's buffered copies of what is inside the objects it decodes
+//! through `#[serde(flatten)]`; forms OTLP JSON never takes that would hide those (escaped
+//! member names, arrays in arrays, deep nesting) are refused.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, EntityRef, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::summary_data_point::ValueAtQuantile;
@@ -97,53 +98,66 @@ fn walk(
     Ok(())
 }
 
-/// Bytes serde holds for one buffered value of a `#[serde(flatten)]` struct: a `Content`
-/// pair (key and value) of a member, or a `Content` element.
-const CONTENT: usize = 64;
+/// Bytes serde holds for a member of an object it buffers for `#[serde(flatten)]`: a
+/// `(Content, Content)` pair.
+const CONTENT_MEMBER: usize = 64;
 
-/// JSON nesting past which serde_json refuses a body (its recursion limit): the count stops.
-const JSON_DEPTH: usize = 128;
+/// Bytes serde holds for an array element it buffers: a `Content`.
+const CONTENT_ELEMENT: usize = 32;
 
-/// Objects serde decodes through `#[serde(flatten)]` (opentelemetry-proto's oneofs): an
-/// `AnyValue` (`body`, `value`, an element of `values`), a `Metric` (`data`), a number data
-/// point and an exemplar (`value`). serde buffers every member of such an object as
-/// `Content` before it decodes the struct, and copies the buffered subtree again at each
-/// nested one.
-fn flattened(member: &[u8], array_element: bool) -> bool {
-    if array_element {
-        matches!(
-            member,
-            b"values" | b"metrics" | b"dataPoints" | b"exemplars"
-        )
-    } else {
-        matches!(member, b"body" | b"value")
-    }
+/// Deepest OTLP JSON accepted: a real body nests about 15 levels (an `AnyValue` in a kvlist
+/// in an array adds 4 per level); past this the body is refused rather than counted.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why an OTLP JSON body is refused before serde sees it: forms the OTLP JSON encoding never
+/// produces that serde would accept and that would hide what it allocates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonShapeError {
+    /// Nested past [`MAX_JSON_DEPTH`].
+    #[error("JSON nested deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
+    /// A member name with a `\` escape (OTLP JSON names are plain lowerCamelCase).
+    #[error("member name {0:?} has an escape: OTLP JSON member names are plain field names")]
+    EscapedName(String),
+    /// An array directly in an array (a struct written as an array: not OTLP JSON).
+    #[error("an array inside an array: OTLP JSON writes every message as an object")]
+    NestedArray,
 }
 
 /// An open JSON container while [`otlp_json_bytes`] scans.
 struct Open {
-    /// For an array: the struct one object element becomes, and whether such an element
-    /// is a flattened object. `None` for an object.
-    array: Option<(usize, bool)>,
-    /// Flattened objects this container is in (itself included): how many times serde holds
-    /// what is in it.
+    /// For an array: the struct one object element becomes, whether such an element is an
+    /// `AnyValue`, and whether serde decodes it through `#[serde(flatten)]`.
+    array: Option<(usize, bool, bool)>,
+    /// The member name this container is the value of (empty for an element).
+    name: std::ops::Range<usize>,
+    /// How many times serde holds what is in this container as buffered `Content`: once
+    /// inside any flattened object (serde buffers its members, and moves them into the
+    /// structs below), once more for each `AnyValue` inside another (it copies them).
     copies: usize,
+    /// `AnyValue` objects this container is in (itself included).
+    any_values: usize,
 }
 
-/// An upper bound of what serde allocates to decode the OTLP JSON `body` into its structs,
-/// computed in one pass over the bytes without decoding them: every element of an array as
-/// what it becomes (an object as `element(member)`, the struct its array's member name
-/// holds; a string or array 24 bytes, another scalar 8), plus, inside flattened objects
-/// ([`flattened`]), every member name and value again as buffered `Content` (64 bytes and
-/// a string's bytes) once per enclosing flattened object. A body that is not JSON is counted
-/// as far as it goes (serde then refuses it), as is one nested deeper than serde goes.
-pub fn otlp_json_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
+/// An upper bound of what serde allocates to decode the OTLP JSON `body` into
+/// opentelemetry-proto's structs, computed in one pass over the bytes without decoding them:
+/// every array element as what it becomes (an object as `element(member)`, the struct its
+/// array's member name holds; a string or array 24 bytes, another scalar 8) and, inside the
+/// objects serde decodes through `#[serde(flatten)]` (an `AnyValue`: `body`, `value`, an
+/// element of an `arrayValue`'s `values`; a `Metric`; a data point; an exemplar), every
+/// member (64 bytes and its name), element (32) and string's bytes once per copy serde holds.
+/// Forms that would hide what serde allocates are refused: see [`JsonShapeError`]. A body
+/// that is not JSON is counted as far as it goes (serde then refuses it).
+pub fn otlp_json_bytes(
+    body: &[u8],
+    element: impl Fn(&[u8]) -> usize,
+) -> Result<usize, JsonShapeError> {
     let mut open: Vec<Open> = Vec::new();
     let mut total = 0usize;
     let mut add = |n: usize| total = total.saturating_add(n);
     let (mut in_string, mut escaped, mut string_start) = (false, false, 0);
-    // Whether the string being read is a member name, and the last member name read.
-    let mut string_is_name = false;
+    let (mut string_is_name, mut name_escaped) = (false, false);
+    // The last member name read.
     let mut name = 0..0;
     // What comes next: a value (after `[`, `:`, an array's `,`, and at the top), a member
     // name (after `{` and an object's `,`).
@@ -152,14 +166,21 @@ pub fn otlp_json_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
+                (false, b'\\') => {
+                    escaped = true;
+                    name_escaped |= string_is_name;
+                }
                 (false, b'"') => {
                     in_string = false;
                     let copies = open.last().map_or(0, |o| o.copies);
                     let len = i - string_start;
                     if string_is_name {
+                        if name_escaped {
+                            let text = String::from_utf8_lossy(&body[string_start..i]);
+                            return Err(JsonShapeError::EscapedName(text.into_owned()));
+                        }
                         name = string_start..i;
-                        add(CONTENT.saturating_add(len).saturating_mul(copies));
+                        add(CONTENT_MEMBER.saturating_add(len).saturating_mul(copies));
                     } else {
                         add(len.saturating_mul(copies));
                     }
@@ -171,60 +192,79 @@ pub fn otlp_json_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
         if b.is_ascii_whitespace() {
             continue;
         }
-        let starts_value = value_due && !matches!(b, b',' | b':' | b']' | b'}');
-        if starts_value {
+        if value_due && !matches!(b, b',' | b':' | b']' | b'}') {
             value_due = false;
-            let parent = open.last();
-            let copies = parent.map_or(0, |o| o.copies);
             if let Some(Open {
-                array: Some((object, _)),
+                array: Some((object, _, _)),
+                copies,
                 ..
-            }) = parent
+            }) = open.last()
             {
+                if b == b'[' {
+                    return Err(JsonShapeError::NestedArray);
+                }
                 add(match b {
                     b'{' => *object,
-                    b'"' | b'[' => 24,
+                    b'"' => 24,
                     _ => 8,
                 });
+                add(CONTENT_ELEMENT.saturating_mul(*copies));
             }
-            add(CONTENT.saturating_mul(copies));
         }
         match b {
             b'"' => {
                 in_string = true;
                 string_start = i + 1;
-                string_is_name = name_due;
+                (string_is_name, name_escaped) = (name_due, false);
                 name_due = false;
             }
             b'{' | b'[' => {
-                if open.len() >= JSON_DEPTH {
-                    return total;
+                if open.len() >= MAX_JSON_DEPTH {
+                    return Err(JsonShapeError::TooDeep);
                 }
                 let parent = open.last();
-                let member = match parent {
-                    Some(Open { array: None, .. }) => body.get(name.clone()).unwrap_or_default(),
-                    _ => &[],
+                let (copies, any_values) = parent.map_or((0, 0), |o| (o.copies, o.any_values));
+                // The member name this container is the value of, and its parent's.
+                let (member, own) = match parent {
+                    Some(p @ Open { array: None, .. }) => (name.clone(), p.name.clone()),
+                    _ => (0..0, 0..0),
                 };
-                let copies = parent.map_or(0, |o| o.copies);
+                let text = |r: &std::ops::Range<usize>| body.get(r.clone()).unwrap_or_default();
                 let container = if b == b'{' {
-                    let flat = match parent {
+                    let (any_value, flat) = match parent {
                         Some(Open {
-                            array: Some((_, flat)),
+                            array: Some((_, any_value, flat)),
                             ..
-                        }) => *flat,
-                        Some(Open { array: None, .. }) => flattened(member, false),
-                        None => false,
+                        }) => (*any_value, *flat),
+                        Some(Open { array: None, .. }) => {
+                            let any_value = matches!(text(&member), b"body" | b"value");
+                            (any_value, any_value)
+                        }
+                        None => (false, false),
                     };
                     name_due = true;
+                    let copies = if flat || copies > 0 {
+                        copies.max(1) + usize::from(any_value && any_values > 0)
+                    } else {
+                        0
+                    };
                     Open {
                         array: None,
-                        copies: copies + usize::from(flat),
+                        name: member,
+                        copies,
+                        any_values: any_values + usize::from(any_value),
                     }
                 } else {
                     value_due = true;
+                    let key = text(&member);
+                    let any_value = key == b"values" && text(&own) == b"arrayValue";
+                    let flat =
+                        any_value || matches!(key, b"metrics" | b"dataPoints" | b"exemplars");
                     Open {
-                        array: Some((element(member), flattened(member, true))),
+                        array: Some((element(key), any_value, flat)),
+                        name: member,
                         copies,
+                        any_values,
                     }
                 };
                 open.push(container);
@@ -241,7 +281,7 @@ pub fn otlp_json_bytes(body: &[u8], element: impl Fn(&[u8]) -> usize) -> usize {
             _ => {}
         }
     }
-    total
+    Ok(total)
 }
 
 const fn max(a: usize, b: usize) -> usize {
@@ -545,62 +585,86 @@ mod tests {
             b"x y" => 7,
             _ => 1000,
         };
-        let body = br#"{"a" : [{}, {"x":"[{,}]"}, 1, "s", [2, {}]], "b": {"c": []}, "x y": [{}]}"#;
-        // "a": two objects, a number, a string, an array; the array in it (no name): a number
-        // and an object; "c": nothing; "x y": one object. Brackets, commas and colons inside
-        // strings are not structure. Nothing is flattened.
+        let body =
+            br#"{"a" : [{}, {"x":"[{,}]"}, 1, "s", -1.5e10, true], "b": {"c": []}, "x y": [{}]}"#;
+        // "a": two objects, a number, a string, a number, a literal; "c": nothing; "x y": one
+        // object. Brackets, commas and colons inside strings are not structure. Nothing is
+        // flattened.
         assert_eq!(
             otlp_json_bytes(body, by_name),
-            100 + 100 + 8 + 24 + 24 + 8 + 1000 + 7
+            Ok(100 + 100 + 8 + 24 + 8 + 8 + 7)
         );
-        assert_eq!(otlp_json_bytes(br#"{"a":[]}"#, by_name), 0);
-        assert_eq!(otlp_json_bytes(br#"["\"", {}]"#, by_name), 24 + 1000);
+        assert_eq!(otlp_json_bytes(br#"{"a":[]}"#, by_name), Ok(0));
+        assert_eq!(
+            otlp_json_bytes(br#"{"a":["\"", {}]}"#, by_name),
+            Ok(24 + 100)
+        );
         // Many empty records: two bytes each, a whole LogRecord each decoded.
         let mut many = b"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[".to_vec();
         many.extend(std::iter::repeat_n(&b"{},"[..], 1000).flatten());
         many.extend_from_slice(b"{}]}]}]}");
         assert_eq!(
             otlp_json_bytes(&many, json::logs),
-            size::<ResourceLogs>() + size::<ScopeLogs>() + 1001 * size::<LogRecord>()
+            Ok(size::<ResourceLogs>() + size::<ScopeLogs>() + 1001 * size::<LogRecord>())
         );
     }
 
     #[test]
-    fn flattened_objects_count_their_members_once_per_enclosing_one() {
+    fn flattened_objects_count_their_members_once_per_copy() {
         let records = size::<ResourceLogs>() + size::<ScopeLogs>() + size::<LogRecord>();
         let wrap = |record: &str| {
             format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{record}]}}]}}]}}"#)
         };
-        // A body of two members: each name (64 + 1 byte) and each value (64) buffered once.
+        // A body (an AnyValue) of two members, buffered once: a pair and a name's byte each.
         let body = wrap(r#"{"body":{"a":0,"b":0}}"#);
         assert_eq!(
             otlp_json_bytes(body.as_bytes(), json::logs),
-            records + 2 * (65 + 64)
+            Ok(records + 2 * 65)
         );
-        // The same object one arrayValue deeper: the body (one flattened object) holds the
-        // arrayValue member, its array and the element; the element (a second one) holds
-        // the two members, copied twice.
+        // The same members in an AnyValue inside the body's arrayValue: serde copies them
+        // once more. The body holds "arrayValue" (a pair), "values" (a pair) and the element
+        // (a Content and the struct).
         let nested = wrap(r#"{"body":{"arrayValue":{"values":[{"a":0,"b":0}]}}}"#);
-        let outer = (64 + 10) + 64 // "arrayValue" and its object
-            + (64 + 6) + 64 // "values" and its array
-            + size::<AnyValue>().max(size::<KeyValue>()) + 64; // the element
+        let outer = (64 + 10) + (64 + 6) + 32 + size::<AnyValue>().max(size::<KeyValue>());
         assert_eq!(
             otlp_json_bytes(nested.as_bytes(), json::logs),
-            records + outer + 2 * 2 * (65 + 64)
+            Ok(records + outer + 2 * 2 * 65)
         );
-        // A string value inside a flattened object is copied with its bytes.
+        // A string value inside a flattened object is held with its bytes.
         let text = wrap(r#"{"body":{"stringValue":"hello"}}"#);
         assert_eq!(
             otlp_json_bytes(text.as_bytes(), json::logs),
-            records + (64 + 11) + (64 + 5)
+            Ok(records + (64 + 11) + 5)
         );
+        // A kvlist's values are KeyValues (not flattened); their value is an AnyValue.
+        let kv = wrap(r#"{"body":{"kvlistValue":{"values":[{"key":"k","value":{"a":0}}]}}}"#);
+        let outer = (64 + 11) + (64 + 6) + 32 + size::<AnyValue>().max(size::<KeyValue>());
+        let element = 2 * (64 + 3) + 64 + 2 + 64 + 5 + 2 * 65;
+        assert!(otlp_json_bytes(kv.as_bytes(), json::logs).unwrap() <= records + outer + element);
     }
 
     #[test]
-    fn json_nested_past_serdes_limit_stops_the_count() {
+    fn forms_that_hide_what_serde_allocates_are_refused() {
         let deep = "[".repeat(1 << 20);
-        // 127 arrays in arrays, and the one that opens past the limit.
-        assert_eq!(otlp_json_bytes(deep.as_bytes(), json::logs), 128 * 24);
+        assert_eq!(
+            otlp_json_bytes(format!(r#"{{"x":{deep}"#).as_bytes(), json::logs),
+            Err(JsonShapeError::NestedArray)
+        );
+        let objects = r#"{"x":"#.repeat(100);
+        assert_eq!(
+            otlp_json_bytes(objects.as_bytes(), json::logs),
+            Err(JsonShapeError::TooDeep)
+        );
+        assert!(matches!(
+            otlp_json_bytes(br#"{"b\u006fdy":{}}"#, json::logs),
+            Err(JsonShapeError::EscapedName(_))
+        ));
+        assert_eq!(
+            otlp_json_bytes(br#"{"attributes":[["k",{}]]}"#, json::logs),
+            Err(JsonShapeError::NestedArray)
+        );
+        // Escapes in values are fine.
+        assert!(otlp_json_bytes(br#"{"a":"\u0041\\"}"#, json::logs).is_ok());
     }
 
     #[test]

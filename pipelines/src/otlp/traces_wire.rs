@@ -7,8 +7,8 @@
 use std::ops::Range;
 
 use super::common_wire::{
-    any_text, check_listed, push_attribute, refusal, walk, Any, Items, ResourceText, Scope, Shape,
-    Stop, ATTRIBUTES_LISTED,
+    any_text, check_listed, held_lists, push_attribute, refusal, walk, Any, Items, ResourceText,
+    Scope, Shape, Stop, ATTRIBUTES_LISTED,
 };
 use super::logs::non_empty;
 use super::shape::{Field, Shape as Listed};
@@ -36,7 +36,9 @@ pub fn decode_traces_protobuf(
     let mut cols = SpanColumns::new();
     let mut spans = Spans::new(Some(&mut cols), received_at, budget);
     let walked = walk(body, &TRACES, &mut spans);
-    let rejected = spans.rejected;
+    let rejected = std::mem::take(&mut spans.rejected);
+    // The scratch lists go before a refused body is walked again.
+    drop(spans);
     if let Err(stop) = walked {
         drop(cols);
         let mut check = Spans::new(None, received_at, budget);
@@ -241,7 +243,9 @@ impl<'a> Items<'a> for Spans<'a, '_> {
             },
             |b| attributes_of(b, attrs),
         );
-        self.budget.check(out.bytes()).map_err(Stop::OverBudget)
+        self.budget
+            .check(out.bytes().saturating_add(held_lists(self.held)))
+            .map_err(Stop::OverBudget)
     }
 
     fn budget(&self) -> (&DecodeBudget, usize) {

@@ -136,7 +136,13 @@ pub fn decode_to_arrow(
                 Signal::Logs => otlp_json_bytes(body, json::logs),
                 Signal::Metrics => otlp_json_bytes(body, json::metrics),
                 Signal::Traces => otlp_json_bytes(body, json::traces),
-            };
+            }
+            .map_err(|e| {
+                format!(
+                    "malformed OTLP json {} request: {e}",
+                    signal.as_str()
+                )
+            })?;
             budget.check(structs)?;
             decode_body(signal, encoding, body)?.to_arrow(received_at, budget)
         }
