@@ -105,9 +105,10 @@ const CONTENT_MEMBER: usize = 64;
 /// Bytes serde holds for an array element it buffers: a `Content`.
 const CONTENT_ELEMENT: usize = 32;
 
-/// Deepest OTLP JSON accepted: a real body nests about 15 levels (an `AnyValue` in a kvlist
-/// in an array adds 4 per level); past this the body is refused rather than counted.
-pub const MAX_JSON_DEPTH: usize = 64;
+/// Deepest OTLP JSON accepted: serde_json's own recursion limit (a structured log body of
+/// nested maps adds 4 levels a map, so real bodies can nest deep); the walk's stack of open
+/// containers stays bounded by it.
+pub const MAX_JSON_DEPTH: usize = 128;
 
 /// Why an OTLP JSON body is refused before serde sees it: forms the OTLP JSON encoding never
 /// produces that serde would accept and that would hide what it allocates.
@@ -132,8 +133,9 @@ struct Open {
     /// The member name this container is the value of (empty for an element).
     name: std::ops::Range<usize>,
     /// How many times serde holds what is in this container as buffered `Content`: once
-    /// inside any flattened object (serde buffers its members, and moves them into the
-    /// structs below), once more for each `AnyValue` inside another (it copies them).
+    /// for each enclosing flattened object (each buffers its members in a vector of its
+    /// own while its parent's buffer is still alive; an `AnyValue` inside another is even
+    /// copied whole), and once more under `intValue` (an untagged helper buffers it again).
     copies: usize,
     /// `AnyValue` objects this container is in (itself included).
     any_values: usize,
@@ -176,7 +178,8 @@ pub fn otlp_json_bytes(
                     let len = i - string_start;
                     if string_is_name {
                         if name_escaped {
-                            let text = String::from_utf8_lossy(&body[string_start..i]);
+                            let shown = &body[string_start..i.min(string_start + 64)];
+                            let text = String::from_utf8_lossy(shown);
                             return Err(JsonShapeError::EscapedName(text.into_owned()));
                         }
                         name = string_start..i;
@@ -243,11 +246,8 @@ pub fn otlp_json_bytes(
                         None => (false, false),
                     };
                     name_due = true;
-                    let copies = if flat || copies > 0 {
-                        copies.max(1) + usize::from(any_value && any_values > 0)
-                    } else {
-                        0
-                    };
+                    let copies =
+                        copies + usize::from(flat) + usize::from(text(&member) == b"intValue");
                     Open {
                         array: None,
                         name: member,
@@ -263,7 +263,7 @@ pub fn otlp_json_bytes(
                     Open {
                         array: Some((element(key), any_value, flat)),
                         name: member,
-                        copies,
+                        copies: copies + usize::from(key == b"intValue"),
                         any_values,
                     }
                 };
@@ -621,9 +621,9 @@ mod tests {
             otlp_json_bytes(body.as_bytes(), json::logs),
             Ok(records + 2 * 65)
         );
-        // The same members in an AnyValue inside the body's arrayValue: serde copies them
-        // once more. The body holds "arrayValue" (a pair), "values" (a pair) and the element
-        // (a Content and the struct).
+        // The same members in an AnyValue inside the body's arrayValue: held once more. The
+        // body holds "arrayValue" (a pair), "values" (a pair) and the element (a Content and
+        // the struct).
         let nested = wrap(r#"{"body":{"arrayValue":{"values":[{"a":0,"b":0}]}}}"#);
         let outer = (64 + 10) + (64 + 6) + 32 + size::<AnyValue>().max(size::<KeyValue>());
         assert_eq!(
@@ -650,7 +650,7 @@ mod tests {
             otlp_json_bytes(format!(r#"{{"x":{deep}"#).as_bytes(), json::logs),
             Err(JsonShapeError::NestedArray)
         );
-        let objects = r#"{"x":"#.repeat(100);
+        let objects = r#"{"x":"#.repeat(200);
         assert_eq!(
             otlp_json_bytes(objects.as_bytes(), json::logs),
             Err(JsonShapeError::TooDeep)
@@ -662,6 +662,18 @@ mod tests {
         assert_eq!(
             otlp_json_bytes(br#"{"attributes":[["k",{}]]}"#, json::logs),
             Err(JsonShapeError::NestedArray)
+        );
+        // A refused name is shown cut to 64 bytes.
+        let long = format!(r#"{{"\\{}":0}}"#, "n".repeat(1 << 20));
+        match otlp_json_bytes(long.as_bytes(), json::logs) {
+            Err(JsonShapeError::EscapedName(n)) => assert_eq!(n.len(), 64),
+            other => panic!("{other:?}"),
+        }
+        // An intValue written as an object inside a body is held once more.
+        let int = br#"{"body":{"intValue":{"a":0}}}"#;
+        assert_eq!(
+            otlp_json_bytes(int, json::logs),
+            Ok((64 + 8) + 2 * (64 + 1))
         );
         // Escapes in values are fine.
         assert!(otlp_json_bytes(br#"{"a":"\u0041\\"}"#, json::logs).is_ok());
