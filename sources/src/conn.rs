@@ -305,22 +305,6 @@ mod tests {
 
     use super::*;
 
-    /// An ingest handle over a buffer in `dir`, for its metrics.
-    pub(crate) fn test_ingest(dir: &std::path::Path) -> Ingest {
-        use weir_pipelines::buffer::{AckMode, SledBuffer, SledBufferConfig};
-        let buffer = SledBuffer::open(&SledBufferConfig {
-            path: dir.join("buffer"),
-            max_bytes: 64 << 20,
-        })
-        .unwrap();
-        Ingest::new(
-            Arc::new(buffer),
-            AckMode::Durable,
-            weir_pipelines::metrics::Metrics::new(),
-            Arc::new(tokio::sync::Notify::new()),
-        )
-    }
-
     /// `weir_rejected_requests_total` of `source` and `reason`.
     pub(crate) fn rejected(ingest: &Ingest, source: &str, reason: &str) -> u64 {
         let text = ingest.metrics().render();
@@ -335,7 +319,7 @@ mod tests {
     async fn acceptor(dir: &std::path::Path, limits: ConnLimits) -> (Acceptor, SocketAddr, Ingest) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let ingest = test_ingest(dir);
+        let ingest = crate::testing::ingest(dir);
         (
             Acceptor::new(listener, "test", ingest.metrics().clone(), limits),
             addr,

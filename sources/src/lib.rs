@@ -35,6 +35,8 @@ pub mod prometheus;
 pub mod severity;
 pub mod tail;
 pub mod tcp;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 pub use contract::{

@@ -14,6 +14,7 @@
 
 mod anyvalue;
 mod common_wire;
+pub mod json_shape;
 mod logs;
 mod logs_wire;
 mod metrics;

@@ -447,3 +447,12 @@ pub fn traces_request() -> ExportTraceServiceRequest {
         }],
     }
 }
+
+/// Field `tag` holding `bytes`, length-delimited: hand-made bodies.
+pub fn len_field(tag: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_key(tag, PW::LengthDelimited, &mut out);
+    encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}

@@ -10,7 +10,7 @@ use prost::Message;
 use serde::Deserialize;
 use weir_pipelines::columns::AttributesBuilder;
 use weir_pipelines::metricrows::{MetricFields, MetricsBuilder, Number, Point};
-use weir_pipelines::otlp::shape::{Field, Shape};
+use weir_pipelines::otlp::shape::{Field, Shape, NOTHING};
 use weir_pipelines::{DecodeBudget, OverBudget};
 
 use super::logs::split_tags;
@@ -269,7 +269,6 @@ pub fn parse_v2_json(body: &[u8]) -> Result<Vec<Series>, String> {
         .collect()
 }
 
-static NOTHING: Shape = Shape { fields: &[] };
 static SERIES_SHAPE: Shape = Shape {
     fields: &[
         (

@@ -385,23 +385,11 @@ impl ValidSource for ValidFluent {
 
 #[cfg(test)]
 mod tests {
-    use weir_pipelines::buffer::{AckMode, SledBuffer, SledBufferConfig};
-
     use super::*;
 
     fn service(dir: &std::path::Path, max_row_bytes: usize) -> FluentService {
-        let buffer = SledBuffer::open(&SledBufferConfig {
-            path: dir.join("buffer"),
-            max_bytes: 64 << 20,
-        })
-        .unwrap();
         FluentService {
-            ingest: Ingest::new(
-                Arc::new(buffer),
-                AckMode::Durable,
-                weir_pipelines::metrics::Metrics::new(),
-                Arc::new(tokio::sync::Notify::new()),
-            ),
+            ingest: crate::testing::ingest(dir),
             shared_key: None,
             hostname: "weir".into(),
             tls: None,

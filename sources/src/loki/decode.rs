@@ -18,7 +18,7 @@ use weir_pipelines::{DecodeBudget, OverBudget};
 
 use crate::http::DecodeFailure;
 use crate::severity::{severity_number, LEVEL_KEYS};
-use weir_pipelines::otlp::shape::{struct_bytes, Field, Shape};
+use weir_pipelines::otlp::shape::{struct_bytes, Field, Shape, NOTHING};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, Message)]
@@ -198,7 +198,6 @@ impl<'a> Stream<'a> {
     }
 }
 
-static NOTHING: Shape = Shape { fields: &[] };
 static ENTRY: Shape = Shape {
     fields: &[(3, Field::Repeated(std::mem::size_of::<LabelPair>(), &NOTHING))],
 };

@@ -16,7 +16,8 @@ use weir_pipelines::otlp::{
     decode_logs, decode_logs_protobuf, decode_metrics, decode_traces, decode_traces_protobuf,
     DecodeError,
 };
-use weir_pipelines::otlp::shape::{json, otlp_json_bytes, struct_bytes, METRICS_REQUEST};
+use weir_pipelines::otlp::json_shape::{json, otlp_json_bytes};
+use weir_pipelines::otlp::shape::{struct_bytes, METRICS_REQUEST};
 use weir_pipelines::{DecodeBudget, Signal};
 
 use crate::http::{DecodeFailure, Decoded};

@@ -364,15 +364,6 @@ fn bad_ids_are_rejected_one_by_one_with_the_same_reason() {
     );
 }
 
-/// `field` of `bytes`, length-delimited.
-fn len_field(tag: u32, bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_key(tag, PW::LengthDelimited, &mut out);
-    encode_varint(bytes.len() as u64, &mut out);
-    out.extend_from_slice(bytes);
-    out
-}
-
 #[test]
 fn a_record_listing_millions_of_empty_attributes_is_refused_before_it_is_read() {
     // One log record of a million empty attributes: 2 MB on the wire, about 8 MB of rows,

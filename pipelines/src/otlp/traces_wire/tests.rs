@@ -241,14 +241,6 @@ fn malformed_spans_are_named_and_win_over_the_budget() {
 
 #[test]
 fn a_span_listing_millions_of_empty_links_is_refused_before_it_is_read() {
-    use prost::encoding::{encode_key, encode_varint, WireType as PW};
-    let len_field = |tag: u32, bytes: &[u8]| {
-        let mut out = Vec::new();
-        encode_key(tag, PW::LengthDelimited, &mut out);
-        encode_varint(bytes.len() as u64, &mut out);
-        out.extend_from_slice(bytes);
-        out
-    };
     // One span of a million empty links: 2 MB on the wire, a refused span (its links have no
     // ids) with no rows at all, but tens of MB listed before that is known.
     let span = [0x6au8, 0x00].repeat(1_000_000);
