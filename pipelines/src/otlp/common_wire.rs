@@ -87,17 +87,18 @@ static SCOPE_LISTED: counted::Shape = counted::Shape {
     fields: &[(3, ATTRIBUTES_LISTED)],
 };
 
-/// Refuses the item `buf` when what the walk will list of it (by `shape`) would put the
-/// `used` bytes of rows over `budget`; small items pass uncounted.
-pub(crate) fn check_listed(
+/// Refuses the item `buf` when what the walk will list of it (by `shape`) would put what
+/// `items` holds (rows and enclosing lists) over its budget; small items pass uncounted.
+pub(crate) fn check_listed<'a>(
     buf: &[u8],
     shape: &counted::Shape,
-    budget: &DecodeBudget,
-    used: usize,
+    items: &impl Items<'a>,
 ) -> Result<(), Stop> {
+    // On the hot path: the bytes held are only summed for a large item.
     if buf.len() < LISTED_CHECK_BYTES {
         return Ok(());
     }
+    let (budget, used) = items.budget();
     budget
         .check(used.saturating_add(counted::struct_bytes(buf, shape)))
         .map_err(Stop::OverBudget)

@@ -84,8 +84,7 @@ impl<'a> Items<'a> for Records<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
-        let (budget, used) = Items::budget(self);
-        check_listed(buf, &LOG_RECORD_LISTED, budget, used)?;
+        check_listed(buf, &LOG_RECORD_LISTED, self)?;
         self.attrs.clear();
         let lr = log_record(buf, depth, &mut self.attrs)?;
         let Some(out) = self.out.as_deref_mut() else {

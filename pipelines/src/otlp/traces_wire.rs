@@ -184,8 +184,7 @@ impl<'a> Items<'a> for Spans<'a, '_> {
         resource: &ResourceText<'a>,
         scope: &Scope<'a>,
     ) -> Result<(), Stop> {
-        let (budget, used) = Items::budget(self);
-        check_listed(buf, &SPAN_LISTED, budget, used)?;
+        check_listed(buf, &SPAN_LISTED, self)?;
         let sp = self.read(buf, depth)?;
         let Some(out) = self.out.as_deref_mut() else {
             return Ok(());
