@@ -23,6 +23,10 @@
 //! 3. `fdatasync` of `db`, through a descriptor opened with the database, so that a writeback
 //!    error on it is reported here.
 //!
+//! An owner keeping files of its own beside the database (the agent's buffer keeps its entries'
+//! bytes in payload files) joins a [`CommitHook`]: it runs first in every commit, so those files
+//! are durable before the log that points into them, and is told when the commit succeeded.
+//!
 //! Opening makes one such commit, which also covers blobs left by an earlier run, and fsyncs
 //! `conf` and the directories (`blobs/`, the database's, its parent), so that the names are
 //! durable too. Concurrent [`DurableSled::sync_through`] calls are grouped: one caller (the
@@ -55,6 +59,18 @@ pub trait FileSync: Send + Sync + 'static {
     fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
     /// `fsync` of a directory, so the entries created in it are durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Work the database's owner joins to every durable commit after the database is open
+/// ([`DurableSled::set_hook`]): the agent's buffer keeps its entries' bytes in files of its
+/// own, and those must be durable before the sled log that points into them is.
+pub trait CommitHook: Send + Sync + 'static {
+    /// Runs first in each commit, before sled's log is written. An error fails the commit
+    /// (for good, as any failed commit). The result is handed to [`CommitHook::after`].
+    fn before(&self) -> Result<u64, String>;
+    /// Runs after a commit whose [`CommitHook::before`] returned `token` succeeded. Commits
+    /// may run concurrently: everything written to sled before that `before` is durable.
+    fn after(&self, token: u64);
 }
 
 /// The real [`FileSync`].
@@ -107,6 +123,7 @@ pub struct DurableSled {
     failure: OnceLock<String>,
     group: Mutex<GroupState>,
     group_done: Condvar,
+    hook: OnceLock<Arc<dyn CommitHook>>,
 }
 
 impl DurableSled {
@@ -132,6 +149,7 @@ impl DurableSled {
             failure: OnceLock::new(),
             group: Mutex::new(GroupState::default()),
             group_done: Condvar::new(),
+            hook: OnceLock::new(),
         };
         durable.sync_at_open()?;
         Ok(durable)
@@ -140,6 +158,18 @@ impl DurableSled {
     /// The database.
     pub fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// Joins `hook` to every later commit (once; a second hook is refused).
+    pub fn set_hook(&self, hook: Arc<dyn CommitHook>) -> Result<(), DurableError> {
+        self.hook
+            .set(hook)
+            .map_err(|_| DurableError::Open("a commit hook is already set".into()))
+    }
+
+    /// How this database's files are made durable (for files its owner keeps beside it).
+    pub fn syncer(&self) -> Arc<dyn FileSync> {
+        self.syncer.clone()
     }
 
     /// The database's directory.
@@ -170,13 +200,28 @@ impl DurableSled {
     /// A durable commit of everything written so far; a failure is final.
     pub fn commit(&self) -> Result<(), DurableError> {
         self.check_usable()?;
-        self.commit_once().map_err(|reason| {
-            if self.failure.set(reason.clone()).is_ok() {
-                error!(path = %self.path.display(), %reason,
-                    "sled commit failed: nothing more is acknowledged until it is reopened");
+        let hook = self.hook.get();
+        let committed = match hook.map(|h| h.before()).transpose() {
+            Ok(token) => self.commit_once().map(|()| token),
+            Err(reason) => Err(reason),
+        };
+        match committed {
+            Ok(token) => {
+                if let (Some(hook), Some(token)) = (hook, token) {
+                    hook.after(token);
+                }
+                Ok(())
             }
-            DurableError::Failed(self.failure.get().cloned().unwrap_or(reason))
-        })
+            Err(reason) => {
+                if self.failure.set(reason.clone()).is_ok() {
+                    error!(path = %self.path.display(), %reason,
+                        "sled commit failed: nothing more is acknowledged until it is reopened");
+                }
+                Err(DurableError::Failed(
+                    self.failure.get().cloned().unwrap_or(reason),
+                ))
+            }
+        }
     }
 
     /// Makes every write below `target_below` durable, grouping concurrent callers: if no

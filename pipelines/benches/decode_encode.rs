@@ -14,14 +14,21 @@
 //!
 //! And the cost of a durable append (`durable_append_*`: one entry appended and committed per
 //! iteration, entries removed 32 behind as the flusher would), on one such batch and on
-//! incompressible 400 KiB entries, whose leaves sled spills to blob files about every tenth
-//! insert:
-//! - `old_commit` (baseline): the commit before blob files were made durable: sled insert,
-//!   `flush()`, `fdatasync` of the data file;
-//! - `sled_buffer`: `SledBuffer::append` + `sync`, which also lists `blobs/` and fsyncs the
-//!   blob files written since the last commit and their directory.
+//! incompressible 400 KiB entries:
+//! - `old_commit` (baseline): the entry stored whole as a sled value, sled's `flush()` and an
+//!   `fdatasync` of its data file (what the buffer did before blob files were made durable and
+//!   before payload files);
+//! - `sled_buffer`: `SledBuffer::append` + `sync`: the entry's bytes written to a payload file,
+//!   its `fdatasync`, then sled's commit of the pointer.
 //!
 //! Compare `sled_buffer` with `old_commit` as a ratio.
+//!
+//! `buffer_write_path` is a report, not a criterion measurement: it pushes 1 GiB of entries
+//! through `SledBuffer` (append, a commit every 8 entries as 8 connections share one, removal
+//! 32 entries behind) and prints the process's CPU time per entry (every thread: sled's
+//! flusher included) and the write amplification: bytes handed to `write`/`pwrite` (`wchar`)
+//! and bytes sent to the block layer (`write_bytes`), per byte of entries. It uses the
+//! buffer's public API only, so the same file runs against an older commit for a baseline.
 
 use std::time::Duration;
 
@@ -381,5 +388,100 @@ fn durable_append(c: &mut Criterion) {
     }
 }
 
-criterion_group!(decode_encode, benches, metrics, traces, durable_append);
+/// CPU seconds of the whole process (every thread) and its `wchar` and `write_bytes`.
+fn process_counters() -> (f64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th
+    // and 13th, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let cpu = (tick(11) + tick(12)) as f64 / 100.0;
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (cpu, field("wchar:"), field("write_bytes:"))
+}
+
+fn buffer_write_path(_: &mut Criterion) {
+    const KEEP: u64 = 32;
+    const GROUP: u64 = 8;
+    // Runs only when asked for by name (`cargo bench ... -- buffer_write_path`).
+    if !std::env::args().any(|a| a.contains("buffer_write_path")) {
+        return;
+    }
+    let typical = Batch::new(
+        "default",
+        Signal::Logs,
+        "bench",
+        0,
+        decode_logs(&request(1000), 0, &DecodeBudget::unlimited())
+            .expect("decodes")
+            .records,
+    );
+    let partition = Partition::of(1_700_000_000_000_000_000);
+    for (name, batch) in [
+        ("logs_1000", typical),
+        ("incompressible_400k", incompressible(400 << 10)),
+    ] {
+        let entry = encode_entry(partition, &batch).expect("encodes").len() as u64;
+        let n = (1u64 << 30) / entry;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let buffer = SledBuffer::open(&SledBufferConfig {
+            path: dir.path().to_path_buf(),
+            max_bytes: 1 << 40,
+        })
+        .expect("buffer opens");
+        // The entry encoding alone (Arrow IPC, LZ4, CRC), which every append does first.
+        let (enc0, _, _) = process_counters();
+        for _ in 0..n {
+            std::hint::black_box(encode_entry(partition, &batch).expect("encodes"));
+        }
+        let (enc1, _, _) = process_counters();
+        let (cpu0, wchar0, disk0) = process_counters();
+        let wall = std::time::Instant::now();
+        for i in 0..n {
+            let seq = buffer
+                .append(&[(partition, batch.clone())])
+                .expect("append");
+            if seq >= KEEP {
+                buffer.remove(&[seq - KEEP]).expect("remove");
+            }
+            if i % GROUP == GROUP - 1 {
+                buffer.sync(seq).expect("sync");
+            }
+        }
+        let wall = wall.elapsed().as_secs_f64();
+        let (cpu1, wchar1, disk1) = process_counters();
+        let accepted = (n * entry) as f64;
+        println!(
+            "buffer_write_path/{name}: {n} entries of {entry} B in {wall:.1} s; CPU {:.1} us/entry \
+             (encoding alone {:.1}; {:.2} us/KiB); written {:.2} B (wchar) and {:.2} B (block \
+             layer) per byte accepted",
+            (cpu1 - cpu0) * 1e6 / n as f64,
+            (enc1 - enc0) * 1e6 / n as f64,
+            (cpu1 - cpu0) * 1e6 / (accepted / 1024.0),
+            (wchar1 - wchar0) as f64 / accepted,
+            (disk1 - disk0) as f64 / accepted,
+        );
+    }
+}
+
+criterion_group!(
+    decode_encode,
+    benches,
+    metrics,
+    traces,
+    durable_append,
+    buffer_write_path
+);
 criterion_main!(decode_encode);

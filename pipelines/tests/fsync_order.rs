@@ -7,8 +7,9 @@
 //!   in the lake, never in neither);
 //! - a compaction's output is durable the same way before the compactor goes on to commit it,
 //!   and so is a large object uploaded in parts;
-//! - every file sled writes for the entries an acknowledgement covers is fsynced before the
-//!   acknowledgement, including the blob files sled spills large leaf nodes to;
+//! - every file the buffer writes for the entries an acknowledgement covers is fsynced before
+//!   the acknowledgement: sled's data file, and the payload files holding the entries' bytes
+//!   (and the blob files sled spills large leaf nodes to, should it write any);
 //! - so is every change of the embedded segment index (a registration, a lease, a compaction
 //!   commit, a retention pass, a lease abandoned) before its call returns: sled's own `flush()`
 //!   is not durable on Linux.
@@ -337,69 +338,36 @@ fn a_large_put_uploaded_in_parts_is_durable_before_it_returns() {
 
 /// Asserts that before each acknowledgement (a write to the file `acks` under `dir`; `n` of
 /// them), every file of the sled database in `sled_dir` written since the last sync was
-/// fsynced: its data file, each blob file that was not unlinked, and the blobs directory after
-/// a blob was created. Returns the blob files sled wrote.
+/// fsynced: its data file, each file beside it that was not unlinked (sled's blob files under
+/// `blobs/`, the buffer's payload files under `payloads/`), and that file's directory after
+/// the file was created. Returns those files.
 fn assert_durable_at_acks<'a>(
     calls: &'a [Call],
     dir: &Path,
     sled_dir: &Path,
     n: usize,
 ) -> std::collections::BTreeSet<&'a Path> {
-    let blobs = sled_dir.join("blobs");
     let db = sled_dir.join("db");
     let acks_file = dir.join("acks");
     let acks: Vec<usize> = (0..calls.len())
         .filter(|&i| calls[i].writes(&acks_file))
         .collect();
     assert_eq!(acks.len(), n, "one ack per acknowledged change");
-    let mut blob_files = std::collections::BTreeSet::new();
+    let mut side_files = std::collections::BTreeSet::new();
     for &ack in &acks {
         let at = calls[ack].start;
-        let written: std::collections::BTreeSet<&Path> = calls[..ack]
-            .iter()
-            .filter_map(|c| {
-                c.fd_path()
-                    .filter(|p| p.parent() == Some(blobs.as_path()) && c.writes(p))
-            })
-            .collect();
-        for blob in written {
-            blob_files.insert(blob);
-            let unlinked = calls[..ack].iter().any(|c| {
-                c.name.starts_with("unlink") && c.strings().last() == blob.to_str().as_ref()
-            });
-            if unlinked {
-                continue;
+        for side in [sled_dir.join("blobs"), sled_dir.join("payloads")] {
+            let written: std::collections::BTreeSet<&Path> = calls[..ack]
+                .iter()
+                .filter_map(|c| {
+                    c.fd_path()
+                        .filter(|p| p.parent() == Some(side.as_path()) && c.writes(p))
+                })
+                .collect();
+            for file in written {
+                side_files.insert(file);
+                assert_synced_before(calls, dir, &side, file, ack);
             }
-            let last_write = calls[..ack]
-                .iter()
-                .filter(|c| c.writes(blob))
-                .map(|c| c.end)
-                .max()
-                .unwrap_or(0);
-            assert!(
-                calls[..ack]
-                    .iter()
-                    .any(|c| c.syncs(blob) && c.start > last_write && c.end < at),
-                "blob file {} holds acknowledged data but was not fsynced before the ack \
-                 at line {at}:\n{}",
-                blob.display(),
-                excerpt(calls, dir)
-            );
-            let created = calls[..ack]
-                .iter()
-                .filter(|c| c.writes(blob))
-                .map(|c| c.start)
-                .min()
-                .unwrap_or(0);
-            assert!(
-                calls[..ack]
-                    .iter()
-                    .any(|c| c.syncs(&blobs) && c.start > created && c.end < at),
-                "the blobs directory was not fsynced after {} was created and before the ack \
-                 at line {at}:\n{}",
-                blob.display(),
-                excerpt(calls, dir)
-            );
         }
         let last_db_write = calls[..ack]
             .iter()
@@ -416,7 +384,49 @@ fn assert_durable_at_acks<'a>(
             excerpt(calls, dir)
         );
     }
-    blob_files
+    side_files
+}
+
+/// Asserts that `file` in `side` (a directory beside sled's data file) is fsynced after its
+/// last write before the call at `ack`, and `side` after the file was created, unless the file
+/// was unlinked by then.
+fn assert_synced_before(calls: &[Call], dir: &Path, side: &Path, file: &Path, ack: usize) {
+    let at = calls[ack].start;
+    let unlinked = calls[..ack]
+        .iter()
+        .any(|c| c.name.starts_with("unlink") && c.strings().last() == file.to_str().as_ref());
+    if unlinked {
+        return;
+    }
+    let last_write = calls[..ack]
+        .iter()
+        .filter(|c| c.writes(file))
+        .map(|c| c.end)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        calls[..ack]
+            .iter()
+            .any(|c| c.syncs(file) && c.start > last_write && c.end < at),
+        "{} holds acknowledged data but was not fsynced before the ack at line {at}:\n{}",
+        file.display(),
+        excerpt(calls, dir)
+    );
+    let created = calls[..ack]
+        .iter()
+        .filter(|c| c.writes(file))
+        .map(|c| c.start)
+        .min()
+        .unwrap_or(0);
+    assert!(
+        calls[..ack]
+            .iter()
+            .any(|c| c.syncs(side) && c.start > created && c.end < at),
+        "{} was not fsynced after {} was created and before the ack at line {at}:\n{}",
+        side.display(),
+        file.display(),
+        excerpt(calls, dir)
+    );
 }
 
 #[test]
@@ -427,12 +437,21 @@ fn every_file_sled_writes_for_acknowledged_entries_is_fsynced_before_the_ack() {
     ) else {
         return;
     };
-    let blob_files = assert_durable_at_acks(&calls, dir.path(), &dir.path().join("buffer"), 12);
-    // sled writes leaves as blob files once they outgrow a quarter of a segment: a dozen
-    // 400 KiB entries are enough, although each is far below that (the scenario covers blobs).
+    let buffer = dir.path().join("buffer");
+    let side_files = assert_durable_at_acks(&calls, dir.path(), &buffer, 12);
+    // The entries' bytes go to payload files (the scenario covers them), so sled's leaves stay
+    // small: a dozen 400 KiB entries used to spill leaves to blob files.
     assert!(
-        !blob_files.is_empty(),
-        "sled wrote no blob file: this scenario no longer covers blobs"
+        side_files
+            .iter()
+            .any(|f| f.parent() == Some(buffer.join("payloads").as_path())),
+        "the buffer wrote no payload file: this scenario no longer covers them"
+    );
+    assert!(
+        !side_files
+            .iter()
+            .any(|f| f.parent() == Some(buffer.join("blobs").as_path())),
+        "sled spilled blob files although the entries' bytes are not in its pages: {side_files:?}"
     );
 }
 

@@ -51,6 +51,14 @@ pub fn encode_entry(partition: Partition, batch: &Batch) -> Result<Vec<u8>, Buff
     Ok(out)
 }
 
+/// Whether `bytes` are one whole entry: a known version and a matching CRC.
+pub(super) fn is_whole(bytes: &[u8]) -> bool {
+    bytes.len() >= FIXED + 2
+        && (bytes[0] == VERSION || bytes[0] == 1)
+        && u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]])
+            == crc32c::crc32c(&bytes[5..])
+}
+
 /// Decodes a buffer entry, checking its version, CRC and schema.
 pub fn decode_entry(seq: u64, bytes: &[u8]) -> Result<(Partition, Batch), BufferError> {
     let corrupt = |reason: String| BufferError::Corrupt { seq, reason };

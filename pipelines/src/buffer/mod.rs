@@ -5,28 +5,36 @@
 //! segment. The [`Buffer`] trait keeps the guarantees testable by one conformance suite and
 //! keeps sled replaceable.
 //!
-//! # Entry format (version 1)
+//! # Entry format (version 2)
 //!
-//! Keys are the entry's sequence number as 8 big-endian bytes, so iteration is FIFO. A value is
+//! Keys are the entry's sequence number as 8 big-endian bytes, so iteration is FIFO. The value
+//! is a pointer to the entry's bytes in a payload file (`payloads.rs`, which says why and how
+//! they are made durable), or, for entries written before payload files, the bytes themselves.
+//! The bytes are
 //!
 //! ```text
 //! offset size  field
-//! 0      1     format version (1)
+//! 0      1     format version (2; version 1 has no dead-letter reason)
 //! 1      4     CRC32C (big-endian) of every byte after this field
 //! 5      1     signal code (0 logs, 1 metrics, 2 traces)
 //! 6      8     received_at, unix nanoseconds (i64 BE)
 //! 14     8     partition hour, hours since the epoch (i64 BE)
 //! 22     1     tenant length T, then T bytes of tenant
 //! ..     1     source length S, then S bytes of source name
+//! ..     2     dead-letter reason length R (u16 BE, 0 for none), then R bytes of reason
 //! ..     ..    the rows: one Arrow IPC stream (schema + one record batch), LZ4-frame buffers
 //! ```
 //!
 //! Every entry holds the rows of a single hour partition (sources split batches that straddle
 //! an hour), so an entry is removed as a whole once its partition's segment is registered.
+//! docs/operations.md documents the files on disk for operators.
 
 mod format;
+mod payloads;
 mod sled_buffer;
 
+#[cfg(test)]
+mod payload_tests;
 #[cfg(test)]
 mod tests;
 

@@ -1,11 +1,15 @@
 //! The sled implementation of [`Buffer`].
 //!
+//! Entries' bytes go to payload files (`payloads.rs`) and sled keeps a pointer to them, so the
+//! bytes are written once instead of being copied through sled's log and page rewrites.
+//!
 //! # Durability
 //!
 //! A durable commit of sled 0.34 is more than its `flush()`, which on Linux is not durable and
 //! leaves the blob files sled spills large leaf nodes to unsynced: the buffer commits through
 //! [`DurableSled`] (`weir_catalog::sled_durable`, where the commit and its order are documented),
-//! as the embedded segment index does. Opening the buffer makes one commit, which also covers
+//! as the embedded segment index does, with the payload files' `fdatasync` joined to the front
+//! of each commit ([`weir_catalog::sled_durable::CommitHook`]). Opening the buffer makes one commit, which also covers
 //! blobs left by an earlier run, and fsyncs the names of sled's files. Concurrent
 //! [`SledBuffer::sync`] calls are grouped: one caller (the leader) commits everything appended
 //! so far while the others wait for it (group commit), by sequence number.
@@ -22,20 +26,22 @@ use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tracing::error;
+use tracing::{error, warn};
 use weir_catalog::sled_durable::{DurableError, DurableSled, FileSync, OsSync};
 
-use super::format::{decode_entry, encode_entry};
+use super::format::{decode_entry, encode_entry, is_whole};
+use super::payloads::{self, LiveCounts, Payloads, Pointer};
 use super::{Buffer, BufferError, BufferStats, Entry, JournalEntry, Ledger};
 use crate::{Batch, Partition};
 
 /// sled segment size: log messages (values, and whole leaf nodes) above a quarter of it become
-/// blob files.
+/// blob files (rare now that sled holds pointers, but entries written before payload files are
+/// still values).
 pub(crate) const SEGMENT_SIZE: usize = 8 << 20;
 /// sled page cache of the buffer.
 const CACHE_BYTES: u64 = 64 << 20;
-/// Largest entry the sources should write. Below sled's blob threshold for a single value, but
-/// leaves holding several such entries spill to blob files, which every commit fsyncs.
+/// Largest entry the sources should write: what one read holds in memory per entry, and what a
+/// removed entry's file space waits on its neighbours.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
 
 /// Settings of the sled buffer.
@@ -57,6 +63,8 @@ pub struct SledBuffer {
     outbox_refused: sled::Tree,
     flush_dropped: sled::Tree,
     checkpoints: sled::Tree,
+    /// The entries' bytes (sled holds a pointer to them).
+    payloads: Arc<Payloads>,
     path: PathBuf,
     /// `buffer.max_bytes`; a configuration reload may change it ([`Buffer::set_max_bytes`]).
     max_bytes: AtomicU64,
@@ -112,17 +120,55 @@ impl SledBuffer {
         let outbox_refused = db.open_tree("outbox_refused")?;
         let flush_dropped = db.open_tree("flush_dropped")?;
         let checkpoints = db.open_tree("checkpoints")?;
+        let payload_synced = db.open_tree("payload_synced")?;
+        let recorded = Payloads::recorded(&payload_synced);
         let mut bytes = 0u64;
         let mut count = 0u64;
         let mut next_seq = 0u64;
+        let mut live = LiveCounts::new();
+        let mut unwritten = 0u64;
         for item in entries.iter() {
             let (k, v) = item?;
-            bytes += v.len() as u64;
-            count += 1;
             if let Some(s) = seq_of(&k) {
                 next_seq = next_seq.max(s + 1);
             }
+            let size = match Pointer::decode(&v) {
+                None => v.len() as u64,
+                Some(p) => {
+                    // Past what a commit recorded durable: never acknowledged, and kept only
+                    // if its bytes reached the file whole (see payloads.rs).
+                    if !payloads::recorded_durable(&recorded, &p)
+                        && !payloads::read_at_open(&config.path, &p).is_ok_and(|b| is_whole(&b))
+                    {
+                        entries.remove(&k)?;
+                        unwritten += 1;
+                        continue;
+                    }
+                    *live.entry(p.file).or_default() += 1;
+                    u64::from(p.len)
+                }
+            };
+            bytes += size;
+            count += 1;
         }
+        if unwritten > 0 {
+            warn!(
+                entries = unwritten,
+                "removed buffer entries whose bytes never reached the disk (written after the \
+                 last commit, before a power cut; none of them was acknowledged)"
+            );
+        }
+        let payloads = Arc::new(
+            Payloads::open(&config.path, durable.syncer(), payload_synced, &live).map_err(|e| {
+                BufferError::Storage(format!(
+                    "cannot open the payload files of {}: {e}",
+                    config.path.display()
+                ))
+            })?,
+        );
+        durable.set_hook(payloads.clone()).map_err(from_durable)?;
+        // Makes the removals above and the payload files' recorded lengths durable.
+        durable.commit().map_err(from_durable)?;
         durable.set_synced_below(next_seq);
         let buffer = SledBuffer {
             durable,
@@ -134,6 +180,7 @@ impl SledBuffer {
             outbox_refused,
             flush_dropped,
             checkpoints,
+            payloads,
             path: config.path.clone(),
             max_bytes: AtomicU64::new(config.max_bytes),
             next_seq: AtomicU64::new(next_seq),
@@ -170,13 +217,53 @@ impl SledBuffer {
             .map_err(from_durable)
     }
 
-    fn move_aside(&self, k: &[u8], v: &[u8], err: &BufferError) {
+    /// Moves an entry aside: its bytes (or, when they cannot be read, its pointer) go to the
+    /// `corrupt` tree.
+    fn move_aside(&self, k: &[u8], v: &[u8], bytes: Option<&[u8]>, err: &BufferError) {
         error!(error = %err, "corrupt buffer entry moved aside");
-        if self.corrupt.insert(k, v).is_ok() && self.entries.remove(k).is_ok() {
+        let pointer = Pointer::decode(v);
+        let size = pointer.map_or(v.len() as u64, |p| u64::from(p.len));
+        if self.corrupt.insert(k, bytes.unwrap_or(v)).is_ok() && self.entries.remove(k).is_ok() {
+            if let Some(p) = pointer {
+                self.payloads.release(&p);
+            }
             self.corrupt_count.fetch_add(1, Ordering::Relaxed);
-            self.live_bytes.fetch_sub(v.len() as u64, Ordering::AcqRel);
+            self.live_bytes.fetch_sub(size, Ordering::AcqRel);
             self.live_entries.fetch_sub(1, Ordering::AcqRel);
         }
+    }
+
+    /// An entry's bytes: sled's value, or the payload it points to.
+    fn entry_bytes(&self, seq: u64, v: &sled::IVec) -> Result<Vec<u8>, BufferError> {
+        match Pointer::decode(v) {
+            None => Ok(v.to_vec()),
+            Some(p) => self.payloads.read(p).map_err(|e| BufferError::Corrupt {
+                seq,
+                reason: format!(
+                    "cannot read its {} bytes at offset {} of payload file {:016x}: {e}",
+                    p.len, p.offset, p.file
+                ),
+            }),
+        }
+    }
+}
+
+impl SledBuffer {
+    /// Writes the entries' bytes to the payload files; with `sync`, makes them durable too
+    /// (an append carrying ledger records: see payloads.rs).
+    fn write_payloads(&self, values: &[Vec<u8>], sync: bool) -> Result<Vec<Pointer>, BufferError> {
+        let pointers = self.payloads.write(values).map_err(|e| {
+            BufferError::Storage(format!("cannot write to the buffer's payload files: {e}"))
+        })?;
+        if sync {
+            if let Err(reason) = self.payloads.sync_now() {
+                for p in &pointers {
+                    self.payloads.release(p);
+                }
+                return Err(BufferError::SyncFailed(reason));
+            }
+        }
+        Ok(pointers)
     }
 }
 
@@ -240,6 +327,14 @@ impl Buffer for SledBuffer {
             self.live_bytes.fetch_sub(needed, Ordering::AcqRel);
             return Err(BufferError::Full { used, max, needed });
         }
+        let pointers = match self.write_payloads(&values, !records.is_empty()) {
+            Ok(pointers) => pointers,
+            Err(e) => {
+                self.live_bytes.fetch_sub(needed, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        let values: Vec<[u8; 21]> = pointers.iter().map(Pointer::encode).collect();
         let guard = self.append_lock.lock().unwrap_or_else(|e| e.into_inner());
         let first = self.next_seq.load(Ordering::Acquire);
         let written = if records.is_empty() {
@@ -270,6 +365,9 @@ impl Buffer for SledBuffer {
         };
         if let Err(e) = written {
             drop(guard);
+            for p in &pointers {
+                self.payloads.release(p);
+            }
             self.live_bytes.fetch_sub(needed, Ordering::AcqRel);
             return Err(e);
         }
@@ -304,17 +402,24 @@ impl Buffer for SledBuffer {
                     seq: 0,
                     reason: format!("bad key of {} bytes", k.len()),
                 };
-                self.move_aside(&k, &v, &err);
+                self.move_aside(&k, &v, None, &err);
                 continue;
             };
-            match decode_entry(seq, &v) {
+            let bytes = match self.entry_bytes(seq, &v) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    self.move_aside(&k, &v, None, &err);
+                    continue;
+                }
+            };
+            match decode_entry(seq, &bytes) {
                 Ok((partition, batch)) => out.push(Entry {
                     seq,
                     partition,
                     batch,
-                    bytes: v.len() as u64,
+                    bytes: bytes.len() as u64,
                 }),
-                Err(err) => self.move_aside(&k, &v, &err),
+                Err(err) => self.move_aside(&k, &v, Some(&bytes), &err),
             }
         }
         Ok(out)
@@ -324,8 +429,14 @@ impl Buffer for SledBuffer {
         self.check_usable()?;
         for &seq in seqs {
             if let Some(old) = self.entries.remove(key(seq))? {
-                self.live_bytes
-                    .fetch_sub(old.len() as u64, Ordering::AcqRel);
+                let size = match Pointer::decode(&old) {
+                    Some(p) => {
+                        self.payloads.release(&p);
+                        u64::from(p.len)
+                    }
+                    None => old.len() as u64,
+                };
+                self.live_bytes.fetch_sub(size, Ordering::AcqRel);
                 self.live_entries.fetch_sub(1, Ordering::AcqRel);
             }
         }

@@ -11,7 +11,7 @@ use crate::otlp::decode_logs;
 use crate::Batch;
 use weir_schema::Signal;
 
-fn logs_batch(rows: usize, tag: u64) -> Batch {
+pub(super) fn logs_batch(rows: usize, tag: u64) -> Batch {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue};
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -50,11 +50,11 @@ fn logs_batch(rows: usize, tag: u64) -> Batch {
     }
 }
 
-fn app(buf: &SledBuffer, hour: i64, b: &Batch) -> Result<u64, BufferError> {
+pub(super) fn app(buf: &SledBuffer, hour: i64, b: &Batch) -> Result<u64, BufferError> {
     buf.append(&[(Partition { hour }, b.clone())])
 }
 
-fn open(dir: &std::path::Path, max_bytes: u64) -> SledBuffer {
+pub(super) fn open(dir: &std::path::Path, max_bytes: u64) -> SledBuffer {
     SledBuffer::open(&SledBufferConfig {
         path: dir.to_path_buf(),
         max_bytes,
