@@ -54,7 +54,9 @@ pub enum AckMode {
     /// After the batch is fsynced (group commit across concurrent requests). The default.
     #[default]
     Durable,
-    /// After the batch is in the buffer's memory; sled writes it out within ~500 ms.
+    /// After the batch is written to the buffer's files, before any fsync: a crash of the
+    /// process keeps it, a power cut may take the last second (the payload files and sled's
+    /// log are synced every ~500 ms).
     Buffered,
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::payloads::PAYLOAD_FILE_BYTES;
 use super::tests::{app, logs_batch, open};
 use super::*;
 
@@ -280,4 +281,160 @@ fn a_failed_payload_sync_is_final_until_reopened() {
     // Reopened: what is on disk is recovered (here the bytes reached the file).
     let buf = open(dir.path(), 1 << 30);
     assert_eq!(buf.read(None, 10).unwrap()[0].batch, a);
+}
+
+fn checkpoint(n: u64) -> Vec<JournalEntry> {
+    vec![(b"f/1".to_vec(), n.to_string().into_bytes())]
+}
+
+/// Bytes an append with read positions synced are recorded durable like a commit's, so at
+/// open a damaged entry among them is corruption (moved aside when read), not an entry that
+/// "never reached the disk" removed with its read position kept.
+#[test]
+fn entries_of_appends_with_checkpoints_are_recorded_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (logs_batch(20, 1), logs_batch(20, 2));
+    {
+        let buf = open(dir.path(), 1 << 30);
+        for (i, batch) in [&a, &b].into_iter().enumerate() {
+            buf.append_with(
+                &[(P, batch.clone())],
+                Ledger::Checkpoints,
+                &checkpoint(i as u64),
+            )
+            .unwrap();
+        }
+        // No commit: the tailers' appends alone made the bytes durable.
+    }
+    let file = payload_files(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 0x5a;
+    std::fs::write(&file, &bytes).unwrap();
+    let buf = open(dir.path(), 1 << 30);
+    assert_eq!(buf.stats().entries, 2, "nothing removed at open");
+    let got = buf.read(None, 10).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].batch, b);
+    assert_eq!(buf.corrupt_entries(), 1);
+}
+
+/// A payload file that is gone while pointers into it remain must not have its name taken by
+/// a new file: the stale pointers would read, or release, the new file's entries.
+#[test]
+fn a_missing_file_name_is_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (logs_batch(20, 1), logs_batch(20, 2));
+    {
+        let buf = open(dir.path(), 1 << 30);
+        let s = app(&buf, 3, &a).unwrap();
+        buf.sync(s).unwrap();
+    }
+    let files = payload_files(dir.path());
+    std::fs::remove_file(&files[0]).unwrap();
+    let buf = open(dir.path(), 1 << 30);
+    let sb = app(&buf, 3, &b).unwrap();
+    buf.sync(sb).unwrap();
+    let now = payload_files(dir.path());
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], files[0], "a new file took a missing file's name");
+    // The stale entry is moved aside; b reads, and its file survives the commits after.
+    assert_eq!(seqs(&buf), vec![sb]);
+    assert_eq!(buf.corrupt_entries(), 1);
+    buf.sync_all().unwrap();
+    buf.sync_all().unwrap();
+    assert_eq!(buf.read(None, 10).unwrap()[0].batch, b);
+}
+
+/// A failed `fdatasync` of a tailer's append is final at once: later appends, plain ones
+/// included, are refused and the buffer reports the failure, before any commit runs.
+#[test]
+fn a_failed_sync_of_an_append_with_checkpoints_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buf, rec) = open_recorded(dir.path());
+    rec.fail_payloads.store(true, Ordering::SeqCst);
+    let err = buf
+        .append_with(
+            &[(P, logs_batch(5, 1))],
+            Ledger::Checkpoints,
+            &checkpoint(1),
+        )
+        .unwrap_err();
+    assert!(matches!(err, BufferError::SyncFailed(_)), "{err}");
+    rec.fail_payloads.store(false, Ordering::SeqCst);
+    assert!(buf.failure().is_some_and(|f| f.contains("injected EIO")));
+    assert!(matches!(
+        app(&buf, 3, &logs_batch(5, 2)),
+        Err(BufferError::SyncFailed(_))
+    ));
+    assert_eq!(buf.ledger_list(Ledger::Checkpoints).unwrap(), vec![]);
+}
+
+/// With `ack = "buffered"` nothing calls a commit: the payload files are still synced (and
+/// recorded) within about a second.
+#[test]
+fn unsynced_payload_bytes_are_synced_periodically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (buf, rec) = open_recorded(dir.path());
+    app(&buf, 3, &logs_batch(5, 1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rec.payload_syncs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic sync in 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A few entries the flusher cannot remove yet must not keep whole files on disk: once a file
+/// is less than a quarter live, its live entries move to the newest file and it is deleted.
+/// The payload files then hold at most four times the live bytes plus the active file.
+#[test]
+fn live_entries_leave_mostly_empty_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let buf = open(dir.path(), 1 << 30);
+    let mut kept = Vec::new();
+    let mut gone = Vec::new();
+    for i in 0..120u64 {
+        let batch = logs_batch(40, i + 1);
+        let seq = app(&buf, 3, &batch).unwrap();
+        if i % 10 == 0 {
+            kept.push((seq, batch));
+        } else {
+            gone.push(seq);
+        }
+    }
+    buf.sync_all().unwrap();
+    let files_before = payload_files(dir.path()).len();
+    assert!(
+        files_before >= 3,
+        "the test needs several files: {files_before}"
+    );
+    buf.remove(&gone).unwrap();
+    buf.sync_all().unwrap();
+    let disk = |dir: &Path| -> u64 {
+        payload_files(dir)
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    let live = buf.stats().bytes;
+    assert!(
+        disk(dir.path()) <= 4 * live + PAYLOAD_FILE_BYTES,
+        "payload files hold {} bytes for {live} live ({files_before} files before)",
+        disk(dir.path())
+    );
+    let check = |buf: &SledBuffer| {
+        let got = buf.read(None, usize::MAX).unwrap();
+        assert_eq!(
+            got.iter().map(|e| (e.seq, &e.batch)).collect::<Vec<_>>(),
+            kept.iter().map(|(s, b)| (*s, b)).collect::<Vec<_>>()
+        );
+        assert_eq!(buf.corrupt_entries(), 0);
+    };
+    check(&buf);
+    drop(buf);
+    let buf = open(dir.path(), 1 << 30);
+    check(&buf);
+    assert_eq!(buf.stats().bytes, live);
 }

@@ -13,24 +13,29 @@
 //! active one); a file that reached [`PAYLOAD_FILE_BYTES`] is not appended to again. The bytes
 //! of an entry are exactly the entry format of the buffer module, CRC included, with nothing
 //! between entries. A file is deleted once none of its entries is live and the removals of
-//! its last entries are durable; a drained active file is retired at a commit.
+//! its last entries are durable; a drained active file is retired at a commit. A file less
+//! than a quarter live has its live entries moved to the active file (their bytes written and
+//! synced first, then each pointer swapped), so the files hold at most four times the live
+//! bytes plus the active file, whatever the flusher cannot remove yet.
 //!
 //! # Ordering, and what a power cut leaves
 //!
 //! Each durable commit of the buffer first `fdatasync`s every payload file written since the
 //! last one (and `fsync`s `payloads/` when a file is new), records in sled's `payload_synced`
 //! tree how far each file is now durable, and only then writes and syncs sled's log
-//! ([`CommitHook`]). An entry is acknowledged only after a commit that started after its
+//! ([`CommitHook`]). Every other sync of the files (an append with ledger records, the sync
+//! every 500 ms for `ack = "buffered"`) records its lengths the same way. An entry is acknowledged only after a commit that started after its
 //! pointer was inserted, so the bytes of every acknowledged entry are durable before the
 //! pointer to them.
 //!
 //! sled may still write a pointer out before the bytes it points to are durable (its own
 //! background flush, the kernel's writeback): after a power cut, a pointer past its file's
 //! recorded durable length may point to bytes that never reached the disk. Such an entry was
-//! never acknowledged. At open it is read and its CRC checked: kept if whole (the process
-//! died, the kernel still wrote the bytes), otherwise removed as never written. A pointer
-//! inside the recorded length whose bytes fail their checks is corruption and is moved aside
-//! like any corrupt entry.
+//! never acknowledged durably. At open it is read and its CRC checked: kept if whole (the
+//! process died, the kernel still wrote the bytes), removed if its file is gone, short or the
+//! CRC fails (never written); any other read error fails the opening. A pointer inside the
+//! recorded length whose bytes fail their checks is corruption and is moved aside like any
+//! corrupt entry. A new file never takes an id a pointer or a record still names.
 //!
 //! An append that carries ledger records (the file tailers' read positions) `fdatasync`s its
 //! bytes before it inserts its pointers, so a read position is never durable without the
@@ -48,7 +53,11 @@ use weir_catalog::sled_durable::{CommitHook, FileSync};
 
 /// Size at which a payload file stops taking entries (one entry larger than that gets a file
 /// of its own).
+#[cfg(not(test))]
 pub(crate) const PAYLOAD_FILE_BYTES: u64 = 32 << 20;
+/// Small in unit tests, so they roll files and relocate entries with little data.
+#[cfg(test)]
+pub(crate) const PAYLOAD_FILE_BYTES: u64 = 256 << 10;
 /// First byte of a pointer value; an entry stored in sled itself starts with its format
 /// version (1 or 2).
 const POINTER_TAG: u8 = 0xB1;
@@ -105,6 +114,10 @@ struct PayloadFile {
     synced: u64,
     /// Live entries in the file.
     live: u64,
+    /// Bytes of the live entries.
+    live_bytes: u64,
+    /// Its live entries were moved to a newer file once ([`Payloads::sparse_file`]).
+    relocated: bool,
 }
 
 #[derive(Default)]
@@ -155,8 +168,8 @@ fn u64_value(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
-/// What opening found: each file's live entries, from the pointers in sled.
-pub(crate) type LiveCounts = HashMap<u64, u64>;
+/// What opening found: each file's live entries and their bytes, from the pointers in sled.
+pub(crate) type LiveCounts = HashMap<u64, (u64, u64)>;
 
 impl Payloads {
     /// Opens the payload files of the buffer at `buffer_dir`. `live` counts the pointers sled
@@ -170,7 +183,17 @@ impl Payloads {
     ) -> io::Result<Payloads> {
         let dir = buffer_dir.join(DIR);
         std::fs::create_dir_all(&dir)?;
-        let mut state = State::default();
+        let mut state = State {
+            // Past every id a pointer or a record names, even of a file that is gone: a new
+            // file must never take the name stale pointers point into.
+            next_id: live
+                .keys()
+                .copied()
+                .chain(Self::recorded(&synced).into_keys())
+                .max()
+                .map_or(0, |id| id + 1),
+            ..State::default()
+        };
         let mut deleted = 0usize;
         for item in std::fs::read_dir(&dir)? {
             let item = item?;
@@ -179,7 +202,7 @@ impl Payloads {
             };
             state.next_id = state.next_id.max(id + 1);
             let path = item.path();
-            let count = live.get(&id).copied().unwrap_or(0);
+            let (count, live_bytes) = live.get(&id).copied().unwrap_or((0, 0));
             if count == 0 {
                 std::fs::remove_file(&path)?;
                 let _ = synced.remove(id.to_be_bytes());
@@ -200,6 +223,8 @@ impl Payloads {
                     written: len,
                     synced: len,
                     live: count,
+                    live_bytes,
+                    relocated: false,
                 },
             );
         }
@@ -250,6 +275,11 @@ impl Payloads {
     /// Appends `values` and returns where each went. On an error nothing written here is
     /// live (its bytes are garbage no pointer names).
     pub fn write(&self, values: &[Vec<u8>]) -> io::Result<Vec<Pointer>> {
+        if let Some(reason) = self.failure.get() {
+            return Err(io::Error::other(format!(
+                "payload files refuse writes until reopened: {reason}"
+            )));
+        }
         let mut state = self.lock();
         let mut out = Vec::with_capacity(values.len());
         for value in values {
@@ -293,6 +323,8 @@ impl Payloads {
                     written: 0,
                     synced: 0,
                     live: 0,
+                    live_bytes: 0,
+                    relocated: false,
                 },
             );
             state.active = Some(id);
@@ -313,6 +345,7 @@ impl Payloads {
         };
         f.written += u64::from(len);
         f.live += 1;
+        f.live_bytes += u64::from(len);
         Ok(p)
     }
 
@@ -327,17 +360,20 @@ impl Payloads {
 
     /// Reads an entry's bytes.
     pub fn read(&self, p: Pointer) -> io::Result<Vec<u8>> {
-        let file = self
+        let (file, written) = self
             .lock()
             .files
             .get(&p.file)
-            .map(|f| f.file.clone())
+            .map(|f| (f.file.clone(), f.written))
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("payload file {} is missing", file_name(p.file)),
                 )
             })?;
+        if p.end() > written {
+            return Err(past_end(p, written));
+        }
         let mut buf = vec![0u8; p.len as usize];
         file.read_exact_at(&mut buf, p.offset)?;
         Ok(buf)
@@ -351,6 +387,7 @@ impl Payloads {
     fn release_locked(state: &mut State, p: &Pointer) {
         if let Some(f) = state.files.get_mut(&p.file) {
             f.live = f.live.saturating_sub(1);
+            f.live_bytes = f.live_bytes.saturating_sub(u64::from(p.len));
             if f.live == 0 && state.active != Some(p.file) {
                 state.emptied.push(p.file);
             }
@@ -391,34 +428,76 @@ impl Payloads {
                 .sync_dir(&self.dir)
                 .map_err(|e| format!("fsync of directory {} failed: {e}", self.dir.display()))?;
         }
-        let mut state = self.lock();
-        let mut done = Vec::with_capacity(todo.len());
-        for (id, _, len) in todo {
-            if let Some(f) = state.files.get_mut(&id) {
-                f.synced = f.synced.max(len);
-                done.push((id, f.synced));
-            }
+        let done: Vec<(u64, u64)> = {
+            let mut state = self.lock();
+            todo.into_iter()
+                .filter_map(|(id, _, len)| {
+                    let f = state.files.get_mut(&id)?;
+                    f.synced = f.synced.max(len);
+                    Some((id, f.synced))
+                })
+                .collect()
+        };
+        // Recorded in sled after the sync: a record that is durable is true.
+        for &(id, len) in &done {
+            self.synced
+                .insert(id.to_be_bytes(), &len.to_be_bytes())
+                .map_err(|e| format!("cannot record payload file {id:x} durable: {e}"))?;
         }
         Ok(done)
     }
 
-    /// Makes every byte written so far durable before an append inserts pointers that carry
-    /// ledger records (see the module docs). Not recorded in sled: open checks those bytes.
+    /// Makes every byte written so far durable (and records it), before an append inserts
+    /// pointers that carry ledger records (see the module docs), and for the periodic sync.
     pub fn sync_now(&self) -> Result<(), String> {
         let _g = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.sync_files().map(|_| ())
     }
 }
 
+impl Payloads {
+    /// The first failed `fdatasync`, if any (final until reopened).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
+    }
+
+    /// Whether bytes were written that no `fdatasync` covers yet.
+    pub fn has_unsynced(&self) -> bool {
+        self.lock().files.values().any(|f| f.synced < f.written)
+    }
+
+    /// A file that is mostly garbage: not the active one, less than a quarter of its bytes
+    /// live, and not relocated before. Its live entries are to be moved to the active file,
+    /// so that a few entries the flusher cannot remove yet do not keep whole files on disk:
+    /// the payload files then hold at most four times the live bytes, plus the active file.
+    /// Each file is handed out once.
+    pub fn sparse_file(&self) -> Option<u64> {
+        let mut state = self.lock();
+        let active = state.active;
+        let (id, f) = state.files.iter_mut().find(|(id, f)| {
+            Some(**id) != active && !f.relocated && f.live > 0 && f.live_bytes * 4 < f.written
+        })?;
+        f.relocated = true;
+        Some(*id)
+    }
+}
+
+fn past_end(p: Pointer, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "entry of {} bytes at offset {} is past the end of payload file {} ({len} bytes)",
+            p.len,
+            p.offset,
+            file_name(p.file)
+        ),
+    )
+}
+
 impl CommitHook for Payloads {
     fn before(&self) -> Result<u64, String> {
         let _g = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let done = self.sync_files()?;
-        for (id, len) in done {
-            self.synced
-                .insert(id.to_be_bytes(), &len.to_be_bytes())
-                .map_err(|e| format!("cannot record payload file {id:x} durable: {e}"))?;
-        }
+        self.sync_files()?;
         let mut state = self.lock();
         state.commits += 1;
         let token = state.commits;
@@ -473,6 +552,10 @@ pub(crate) fn recorded_durable(recorded: &HashMap<u64, u64>, p: &Pointer) -> boo
 /// Reads an entry's bytes straight from its file, before [`Payloads::open`].
 pub(crate) fn read_at_open(buffer_dir: &Path, p: &Pointer) -> io::Result<Vec<u8>> {
     let file = File::open(buffer_dir.join(DIR).join(file_name(p.file)))?;
+    let len = file.metadata()?.len();
+    if p.end() > len {
+        return Err(past_end(*p, len));
+    }
     let mut buf = vec![0u8; p.len as usize];
     file.read_exact_at(&mut buf, p.offset)?;
     Ok(buf)

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 use weir_catalog::sled_durable::{DurableError, DurableSled, FileSync, OsSync};
 
 use super::format::{decode_entry, encode_entry, is_whole};
@@ -65,6 +65,9 @@ pub struct SledBuffer {
     checkpoints: sled::Tree,
     /// The entries' bytes (sled holds a pointer to them).
     payloads: Arc<Payloads>,
+    /// Syncs the payload files every [`PERIODIC_SYNC`] (for `ack = "buffered"`); stopped
+    /// when the buffer is dropped.
+    _periodic: PeriodicSync,
     path: PathBuf,
     /// `buffer.max_bytes`; a configuration reload may change it ([`Buffer::set_max_bytes`]).
     max_bytes: AtomicU64,
@@ -135,16 +138,38 @@ impl SledBuffer {
             let size = match Pointer::decode(&v) {
                 None => v.len() as u64,
                 Some(p) => {
-                    // Past what a commit recorded durable: never acknowledged, and kept only
-                    // if its bytes reached the file whole (see payloads.rs).
-                    if !payloads::recorded_durable(&recorded, &p)
-                        && !payloads::read_at_open(&config.path, &p).is_ok_and(|b| is_whole(&b))
-                    {
-                        entries.remove(&k)?;
-                        unwritten += 1;
-                        continue;
+                    // Past what a commit recorded durable: not acknowledged durably, and kept
+                    // only if its bytes reached the file whole (see payloads.rs). A read that
+                    // fails for another reason fails the opening: nothing is removed on a
+                    // guess.
+                    if !payloads::recorded_durable(&recorded, &p) {
+                        let whole = match payloads::read_at_open(&config.path, &p) {
+                            Ok(bytes) => is_whole(&bytes),
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::NotFound
+                                        | std::io::ErrorKind::UnexpectedEof
+                                ) =>
+                            {
+                                false
+                            }
+                            Err(e) => {
+                                return Err(BufferError::Storage(format!(
+                                    "cannot read buffer entry {} from its payload file: {e}",
+                                    seq_of(&k).unwrap_or_default()
+                                )))
+                            }
+                        };
+                        if !whole {
+                            entries.remove(&k)?;
+                            unwritten += 1;
+                            continue;
+                        }
                     }
-                    *live.entry(p.file).or_default() += 1;
+                    let (n, b) = live.entry(p.file).or_default();
+                    *n += 1;
+                    *b += u64::from(p.len);
                     u64::from(p.len)
                 }
             };
@@ -155,7 +180,8 @@ impl SledBuffer {
             warn!(
                 entries = unwritten,
                 "removed buffer entries whose bytes never reached the disk (written after the \
-                 last commit, before a power cut; none of them was acknowledged)"
+                 last sync, before a power cut: none was acknowledged with ack = \"durable\"; \
+                 with ack = \"buffered\" they are the last second's)"
             );
         }
         let payloads = Arc::new(
@@ -180,6 +206,7 @@ impl SledBuffer {
             outbox_refused,
             flush_dropped,
             checkpoints,
+            _periodic: PeriodicSync::spawn(payloads.clone())?,
             payloads,
             path: config.path.clone(),
             max_bytes: AtomicU64::new(config.max_bytes),
@@ -196,9 +223,14 @@ impl SledBuffer {
         dir_size(&self.path)
     }
 
-    /// Fails once a commit has failed (see the module docs).
+    /// Fails once a commit, or an `fdatasync` of a payload file, has failed (see the module
+    /// docs).
     fn check_usable(&self) -> Result<(), BufferError> {
-        self.durable.check_usable().map_err(from_durable)
+        self.durable.check_usable().map_err(from_durable)?;
+        match self.payloads.failure() {
+            Some(reason) => Err(BufferError::SyncFailed(reason)),
+            None => Ok(()),
+        }
     }
 
     /// A durable commit of everything written so far; a failure is final.
@@ -223,7 +255,9 @@ impl SledBuffer {
         error!(error = %err, "corrupt buffer entry moved aside");
         let pointer = Pointer::decode(v);
         let size = pointer.map_or(v.len() as u64, |p| u64::from(p.len));
-        if self.corrupt.insert(k, bytes.unwrap_or(v)).is_ok() && self.entries.remove(k).is_ok() {
+        if self.corrupt.insert(k, bytes.unwrap_or(v)).is_ok()
+            && matches!(self.entries.remove(k), Ok(Some(_)))
+        {
             if let Some(p) = pointer {
                 self.payloads.release(&p);
             }
@@ -249,6 +283,51 @@ impl SledBuffer {
 }
 
 impl SledBuffer {
+    /// Moves the live entries of payload files that are mostly garbage to the active file
+    /// ([`Payloads::sparse_file`]): their bytes are written and synced first, then each
+    /// pointer is swapped if the entry is still there. The old file goes once a commit covers
+    /// the swaps. An entry that cannot be read stays where it is (reading it moves it aside).
+    fn relocate_sparse(&self) -> Result<(), BufferError> {
+        while let Some(file) = self.payloads.sparse_file() {
+            let mut moving = Vec::new();
+            for item in self.entries.iter() {
+                let (k, v) = item?;
+                let Some(p) = Pointer::decode(&v).filter(|p| p.file == file) else {
+                    continue;
+                };
+                if let Ok(bytes) = self.payloads.read(p) {
+                    moving.push((k, p, bytes));
+                }
+            }
+            if moving.is_empty() {
+                continue;
+            }
+            let bytes: Vec<Vec<u8>> = moving
+                .iter_mut()
+                .map(|(_, _, b)| std::mem::take(b))
+                .collect();
+            let moved = self.write_payloads(&bytes, true)?;
+            for ((k, old, _), new) in moving.iter().zip(&moved) {
+                let swapped = self.entries.compare_and_swap(
+                    k,
+                    Some(&old.encode()[..]),
+                    Some(&new.encode()[..]),
+                )?;
+                match swapped {
+                    Ok(()) => self.payloads.release(old),
+                    // Removed (or moved aside) meanwhile.
+                    Err(_) => self.payloads.release(new),
+                }
+            }
+            debug!(
+                file,
+                entries = moved.len(),
+                "moved live entries out of a sparse payload file"
+            );
+        }
+        Ok(())
+    }
+
     /// Writes the entries' bytes to the payload files; with `sync`, makes them durable too
     /// (an append carrying ledger records: see payloads.rs).
     fn write_payloads(&self, values: &[Vec<u8>], sync: bool) -> Result<Vec<Pointer>, BufferError> {
@@ -264,6 +343,53 @@ impl SledBuffer {
             }
         }
         Ok(pointers)
+    }
+}
+
+/// How often the payload files are synced when no commit does it: bounds what a power cut takes
+/// from `ack = "buffered"` (sled's own log is synced about as often).
+const PERIODIC_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The thread behind [`PERIODIC_SYNC`]; dropping it stops the thread.
+struct PeriodicSync {
+    stop: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeriodicSync {
+    fn spawn(payloads: Arc<Payloads>) -> Result<PeriodicSync, BufferError> {
+        use std::sync::mpsc::RecvTimeoutError;
+        let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("weir-buffer-sync".into())
+            .spawn(move || loop {
+                match stopped.recv_timeout(PERIODIC_SYNC) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if payloads.has_unsynced() {
+                            if let Err(reason) = payloads.sync_now() {
+                                // Final: the buffer refuses writes from now on.
+                                error!(%reason, "periodic sync of the buffer's payload files failed");
+                                return;
+                            }
+                        }
+                    }
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|e| BufferError::Storage(format!("cannot start the buffer's sync thread: {e}")))?;
+        Ok(PeriodicSync {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for PeriodicSync {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -440,7 +566,7 @@ impl Buffer for SledBuffer {
                 self.live_entries.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        Ok(())
+        self.relocate_sparse()
     }
 
     fn stats(&self) -> BufferStats {
@@ -459,7 +585,7 @@ impl Buffer for SledBuffer {
     }
 
     fn failure(&self) -> Option<String> {
-        self.durable.failure()
+        self.durable.failure().or_else(|| self.payloads.failure())
     }
 
     fn ledger_put(&self, ledger: Ledger, id: &[u8], value: &[u8]) -> Result<(), BufferError> {
