@@ -54,9 +54,9 @@ pub enum AckMode {
     /// After the batch is fsynced (group commit across concurrent requests). The default.
     #[default]
     Durable,
-    /// After the batch is written to the buffer's files, before any fsync: a crash of the
-    /// process keeps it, a power cut may take the last second (the payload files and sled's
-    /// log are synced every ~500 ms).
+    /// After the batch is in the buffer, before any fsync: a crash or a power cut may take the
+    /// last second of answers (sled writes its log out, and the payload files are synced,
+    /// every ~500 ms).
     Buffered,
 }
 

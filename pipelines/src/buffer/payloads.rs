@@ -13,10 +13,11 @@
 //! active one); a file that reached [`PAYLOAD_FILE_BYTES`] is not appended to again. The bytes
 //! of an entry are exactly the entry format of the buffer module, CRC included, with nothing
 //! between entries. A file is deleted once none of its entries is live and the removals of
-//! its last entries are durable; a drained active file is retired at a commit. A file less
-//! than a quarter live has its live entries moved to the active file (their bytes written and
-//! synced first, then each pointer swapped), so the files hold at most four times the live
-//! bytes plus the active file, whatever the flusher cannot remove yet.
+//! its last entries are durable; a drained active file is retired at a commit. Once the files
+//! hold more than twice the live bytes plus two files, the sparsest file under half live has
+//! its live entries moved to the active file (their bytes written and synced first, then each
+//! pointer swapped; see [`Payloads::sparse_file`]), so what the flusher cannot remove yet does
+//! not keep whole files on disk. A flusher draining in order never triggers it.
 //!
 //! # Ordering, and what a power cut leaves
 //!
@@ -134,6 +135,8 @@ struct State {
     doomed: Vec<(u64, u64)>,
     /// Tokens of commits started.
     commits: u64,
+    /// Files handed out by [`Payloads::sparse_file`].
+    relocations: u64,
 }
 
 /// The payload files of one buffer (see the module docs).
@@ -175,11 +178,13 @@ impl Payloads {
     /// Opens the payload files of the buffer at `buffer_dir`. `live` counts the pointers sled
     /// holds per file: a file with none is deleted, every other one `fdatasync`ed (an earlier
     /// run may have died before it was) and recorded durable at its length by the next commit.
+    /// `named` is the highest file id other pointers name (those moved aside as corrupt).
     pub fn open(
         buffer_dir: &Path,
         syncer: Arc<dyn FileSync>,
         synced: sled::Tree,
         live: &LiveCounts,
+        named: Option<u64>,
     ) -> io::Result<Payloads> {
         let dir = buffer_dir.join(DIR);
         std::fs::create_dir_all(&dir)?;
@@ -190,6 +195,7 @@ impl Payloads {
                 .keys()
                 .copied()
                 .chain(Self::recorded(&synced).into_keys())
+                .chain(named)
                 .max()
                 .map_or(0, |id| id + 1),
             ..State::default()
@@ -212,10 +218,18 @@ impl Payloads {
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             syncer.sync_data(&file, &path)?;
             let len = file.metadata()?.len();
-            // Durable with the commit that ends the buffer's opening.
-            synced
-                .insert(id.to_be_bytes(), &len.to_be_bytes())
-                .map_err(io::Error::other)?;
+            // Durable with the commit that ends the buffer's opening. Never lowered: a file
+            // shorter than its record lost durable bytes, whose entries are corruption.
+            let recorded = synced
+                .get(id.to_be_bytes())
+                .map_err(io::Error::other)?
+                .and_then(|v| u64_value(&v))
+                .unwrap_or(0);
+            if len > recorded {
+                synced
+                    .insert(id.to_be_bytes(), &len.to_be_bytes())
+                    .map_err(io::Error::other)?;
+            }
             state.files.insert(
                 id,
                 PayloadFile {
@@ -228,11 +242,13 @@ impl Payloads {
                 },
             );
         }
-        // Records of files gone (deleted before their record was removed durably).
+        // Records of files gone that nothing points into any more (deleted before their
+        // record was removed durably). The record of a file pointers still name is kept: its
+        // entries stay corruption, moved aside when read, at every later open too.
         for item in synced.iter() {
             let (k, _) = item.map_err(io::Error::other)?;
             if let Some(id) = u64_value(&k) {
-                if !state.files.contains_key(&id) {
+                if !state.files.contains_key(&id) && !live.contains_key(&id) {
                     synced.remove(k).map_err(io::Error::other)?;
                 }
             }
@@ -466,19 +482,45 @@ impl Payloads {
         self.lock().files.values().any(|f| f.synced < f.written)
     }
 
-    /// A file that is mostly garbage: not the active one, less than a quarter of its bytes
-    /// live, and not relocated before. Its live entries are to be moved to the active file,
-    /// so that a few entries the flusher cannot remove yet do not keep whole files on disk:
-    /// the payload files then hold at most four times the live bytes, plus the active file.
-    /// Each file is handed out once.
+    /// A file whose live entries should move to the active file, so that a few entries the
+    /// flusher cannot remove yet do not keep whole files on disk: only once the files hold
+    /// more than twice the live bytes plus two files' worth ([`PAYLOAD_FILE_BYTES`]), which a
+    /// flusher draining in order never reaches (its garbage is the file it is draining), and
+    /// then the one with the smallest share live, if under half, not handed out before. So the
+    /// files hold at most about twice the live bytes plus two files (plus the files waiting
+    /// for the next commit to be deleted).
     pub fn sparse_file(&self) -> Option<u64> {
         let mut state = self.lock();
         let active = state.active;
-        let (id, f) = state.files.iter_mut().find(|(id, f)| {
-            Some(**id) != active && !f.relocated && f.live > 0 && f.live_bytes * 4 < f.written
-        })?;
+        let (mut disk, mut live) = (0u64, 0u64);
+        for f in state.files.values() {
+            disk += f.written;
+            live += f.live_bytes;
+        }
+        if disk <= 2 * live + 2 * PAYLOAD_FILE_BYTES {
+            return None;
+        }
+        let (id, f) = state
+            .files
+            .iter_mut()
+            .filter(|(id, f)| {
+                Some(**id) != active && !f.relocated && f.live > 0 && f.live_bytes * 2 < f.written
+            })
+            // The smallest live share: live_bytes / written, compared without division.
+            .min_by(|(_, a), (_, b)| {
+                (u128::from(a.live_bytes) * u128::from(b.written))
+                    .cmp(&(u128::from(b.live_bytes) * u128::from(a.written)))
+            })?;
         f.relocated = true;
-        Some(*id)
+        let id = *id;
+        state.relocations += 1;
+        Some(id)
+    }
+
+    /// Files whose entries were moved so far.
+    #[cfg(test)]
+    pub fn relocations(&self) -> u64 {
+        self.lock().relocations
     }
 }
 

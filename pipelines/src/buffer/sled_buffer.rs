@@ -184,13 +184,20 @@ impl SledBuffer {
                  with ack = \"buffered\" they are the last second's)"
             );
         }
+        let named = corrupt
+            .iter()
+            .values()
+            .filter_map(|v| Some(Pointer::decode(&v.ok()?)?.file))
+            .max();
         let payloads = Arc::new(
-            Payloads::open(&config.path, durable.syncer(), payload_synced, &live).map_err(|e| {
-                BufferError::Storage(format!(
-                    "cannot open the payload files of {}: {e}",
-                    config.path.display()
-                ))
-            })?,
+            Payloads::open(&config.path, durable.syncer(), payload_synced, &live, named).map_err(
+                |e| {
+                    BufferError::Storage(format!(
+                        "cannot open the payload files of {}: {e}",
+                        config.path.display()
+                    ))
+                },
+            )?,
         );
         durable.set_hook(payloads.clone()).map_err(from_durable)?;
         // Makes the removals above and the payload files' recorded lengths durable.
@@ -216,6 +223,18 @@ impl SledBuffer {
             append_lock: Mutex::new(()),
         };
         Ok(buffer)
+    }
+
+    /// Turns on the periodic sync of the payload files (unit tests start with it off).
+    #[cfg(test)]
+    pub(super) fn set_sync_period(&self, period: std::time::Duration) {
+        self._periodic.set_period(period);
+    }
+
+    /// How many payload files had their entries moved.
+    #[cfg(test)]
+    pub(super) fn relocations(&self) -> u64 {
+        self.payloads.relocations()
     }
 
     /// Total size of sled's files on disk (what the soak test bounds).
@@ -255,8 +274,9 @@ impl SledBuffer {
         error!(error = %err, "corrupt buffer entry moved aside");
         let pointer = Pointer::decode(v);
         let size = pointer.map_or(v.len() as u64, |p| u64::from(p.len));
+        // Only the value read: an entry moved or removed meanwhile is left alone.
         if self.corrupt.insert(k, bytes.unwrap_or(v)).is_ok()
-            && matches!(self.entries.remove(k), Ok(Some(_)))
+            && matches!(self.entries.compare_and_swap(k, Some(v), None::<&[u8]>), Ok(Ok(())))
         {
             if let Some(p) = pointer {
                 self.payloads.release(&p);
@@ -295,8 +315,11 @@ impl SledBuffer {
                 let Some(p) = Pointer::decode(&v).filter(|p| p.file == file) else {
                     continue;
                 };
+                // Damaged bytes stay where they are, to be moved aside when read.
                 if let Ok(bytes) = self.payloads.read(p) {
-                    moving.push((k, p, bytes));
+                    if is_whole(&bytes) {
+                        moving.push((k, p, bytes));
+                    }
                 }
             }
             if moving.is_empty() {
@@ -307,17 +330,24 @@ impl SledBuffer {
                 .map(|(_, _, b)| std::mem::take(b))
                 .collect();
             let moved = self.write_payloads(&bytes, true)?;
+            let mut failed = None;
             for ((k, old, _), new) in moving.iter().zip(&moved) {
-                let swapped = self.entries.compare_and_swap(
-                    k,
-                    Some(&old.encode()[..]),
-                    Some(&new.encode()[..]),
-                )?;
+                let swapped = match failed {
+                    Some(_) => None,
+                    None => self
+                        .entries
+                        .compare_and_swap(k, Some(&old.encode()[..]), Some(&new.encode()[..]))
+                        .map_err(|e| failed = Some(e))
+                        .ok(),
+                };
                 match swapped {
-                    Ok(()) => self.payloads.release(old),
-                    // Removed (or moved aside) meanwhile.
-                    Err(_) => self.payloads.release(new),
+                    Some(Ok(())) => self.payloads.release(old),
+                    // Removed (or moved aside) meanwhile, or not swapped after an error.
+                    _ => self.payloads.release(new),
                 }
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
             }
             debug!(
                 file,
@@ -350,20 +380,28 @@ impl SledBuffer {
 /// from `ack = "buffered"` (sled's own log is synced about as often).
 const PERIODIC_SYNC: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The thread behind [`PERIODIC_SYNC`]; dropping it stops the thread.
+/// The thread behind [`PERIODIC_SYNC`]; dropping it stops the thread. Unit tests start it
+/// off (a sync at a random moment would change what they check) and turn it on by hand.
 struct PeriodicSync {
-    stop: Option<std::sync::mpsc::SyncSender<()>>,
+    /// Sends a new period; dropped to stop the thread.
+    stop: Option<std::sync::mpsc::SyncSender<std::time::Duration>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PeriodicSync {
     fn spawn(payloads: Arc<Payloads>) -> Result<PeriodicSync, BufferError> {
         use std::sync::mpsc::RecvTimeoutError;
-        let (stop, stopped) = std::sync::mpsc::sync_channel::<()>(1);
+        let (stop, stopped) = std::sync::mpsc::sync_channel::<std::time::Duration>(1);
+        let mut period = if cfg!(test) {
+            std::time::Duration::from_secs(365 * 86_400)
+        } else {
+            PERIODIC_SYNC
+        };
         let thread = std::thread::Builder::new()
             .name("weir-buffer-sync".into())
             .spawn(move || loop {
-                match stopped.recv_timeout(PERIODIC_SYNC) {
+                match stopped.recv_timeout(period) {
+                    Ok(new) => period = new,
                     Err(RecvTimeoutError::Timeout) => {
                         if payloads.has_unsynced() {
                             if let Err(reason) = payloads.sync_now() {
@@ -373,7 +411,7 @@ impl PeriodicSync {
                             }
                         }
                     }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             })
             .map_err(|e| BufferError::Storage(format!("cannot start the buffer's sync thread: {e}")))?;
@@ -381,6 +419,15 @@ impl PeriodicSync {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl PeriodicSync {
+    #[cfg(test)]
+    fn set_period(&self, period: std::time::Duration) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(period);
+        }
     }
 }
 
@@ -566,7 +613,11 @@ impl Buffer for SledBuffer {
                 self.live_entries.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        self.relocate_sparse()
+        // Best effort: the removals above stand whatever happens to the relocation.
+        if let Err(e) = self.relocate_sparse() {
+            warn!(error = %e, "cannot move live entries out of a sparse payload file");
+        }
+        Ok(())
     }
 
     fn stats(&self) -> BufferStats {
