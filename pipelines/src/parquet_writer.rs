@@ -1,7 +1,7 @@
 //! Parquet encoding of the lake: one sorted file per partition flush.
 
 use arrow_array::cast::AsArray;
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, UInt32Array};
 use arrow_ord::sort::{lexsort_to_indices, SortColumn};
 use arrow_schema::ArrowError;
 use arrow_select::take::take_record_batch;
@@ -80,28 +80,80 @@ impl FileSummary {
 
 /// Concatenates and sorts record batches of one signal by the signal's sort order.
 pub fn sort_rows(signal: Signal, batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
-    let merged = arrow_select::concat::concat_batches(&signal.schema(), batches)?;
-    let columns: Vec<SortColumn> = signal
+    match order_rows(signal, batches)? {
+        Ordered::AsIs(batches) => arrow_select::concat::concat_batches(&signal.schema(), batches),
+        Ordered::Indexed(merged, indices) => take_record_batch(&merged, &indices),
+    }
+}
+
+/// The rows of a flush in the signal's sort order.
+enum Ordered<'a> {
+    /// Already in order, batch after batch: written as they are, without a copy.
+    AsIs(&'a [RecordBatch]),
+    /// Concatenated, and the order to take their rows in.
+    Indexed(RecordBatch, UInt32Array),
+}
+
+fn sort_columns(signal: Signal, rows: &RecordBatch) -> Result<Vec<SortColumn>, ArrowError> {
+    signal
         .sort_columns()
         .iter()
         .map(|name| {
-            merged
-                .column_by_name(name)
+            rows.column_by_name(name)
                 .map(|c| SortColumn {
                     values: c.clone(),
                     options: None,
                 })
                 .ok_or_else(|| ArrowError::SchemaError(format!("missing sort column {name}")))
         })
-        .collect::<Result<_, _>>()?;
-    // Most flushes arrive in order (one service's records in time order): checking costs a
-    // comparison per row and stops at the first row out of order, where sorting costs
-    // n log n comparisons and a copy of every column.
-    if in_order(&columns)? {
-        return Ok(merged);
+        .collect()
+}
+
+/// Puts the rows in order. Most flushes arrive in order (one service's records in time
+/// order): checking costs a comparison per row and stops at the first row out of order, where
+/// sorting costs n log n comparisons, a concatenated copy of every column and a taken one.
+fn order_rows(signal: Signal, batches: &[RecordBatch]) -> Result<Ordered<'_>, ArrowError> {
+    let mut previous: Option<Vec<SortColumn>> = None;
+    let mut in_order_so_far = true;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let columns = sort_columns(signal, batch)?;
+        let follows = match &previous {
+            None => true,
+            Some(prev) => boundary_in_order(prev, &columns)?,
+        };
+        if !follows || !in_order(&columns)? {
+            in_order_so_far = false;
+            break;
+        }
+        previous = Some(columns);
     }
-    let indices = lexsort_to_indices(&columns, None)?;
-    take_record_batch(&merged, &indices)
+    if in_order_so_far {
+        return Ok(Ordered::AsIs(batches));
+    }
+    let merged = arrow_select::concat::concat_batches(&signal.schema(), batches)?;
+    let indices = lexsort_to_indices(&sort_columns(signal, &merged)?, None)?;
+    Ok(Ordered::Indexed(merged, indices))
+}
+
+/// Whether the last row of `before` sorts at or before the first row of `after`.
+fn boundary_in_order(before: &[SortColumn], after: &[SortColumn]) -> Result<bool, ArrowError> {
+    let last = before.first().map(|c| c.values.len()).unwrap_or(0);
+    if last == 0 {
+        return Ok(true);
+    }
+    for (b, a) in before.iter().zip(after) {
+        let cmp = arrow_ord::ord::make_comparator(
+            b.values.as_ref(),
+            a.values.as_ref(),
+            b.options.unwrap_or_default(),
+        )?;
+        match cmp(last - 1, 0) {
+            std::cmp::Ordering::Less => return Ok(true),
+            std::cmp::Ordering::Equal => continue,
+            std::cmp::Ordering::Greater => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 /// Whether the rows are already in the order `lexsort_to_indices` gives (ascending, nulls
@@ -171,17 +223,23 @@ pub(crate) fn writer_properties(
     Ok(b.build())
 }
 
-fn summarize(signal: Signal, rows: &RecordBatch) -> FileSummary {
-    let (min_timestamp, max_timestamp) = time_bounds(signal, rows).unwrap_or((0, 0));
-    let services = match rows
-        .column_by_name("service_name")
-        .and_then(|c| c.as_string_opt::<i32>())
-    {
-        Some(col) => weir_catalog::bound_services(col.iter().flatten()),
-        None => Vec::new(),
-    };
+fn summarize(signal: Signal, batches: &[RecordBatch]) -> FileSummary {
+    let (min_timestamp, max_timestamp) = batches
+        .iter()
+        .filter_map(|b| time_bounds(signal, b))
+        .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+        .unwrap_or((0, 0));
+    let services = weir_catalog::bound_services(
+        batches
+            .iter()
+            .filter_map(|b| {
+                b.column_by_name("service_name")
+                    .and_then(|c| c.as_string_opt::<i32>())
+            })
+            .flat_map(|col| col.iter().flatten()),
+    );
     FileSummary {
-        rows: rows.num_rows() as u64,
+        rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
         min_timestamp,
         max_timestamp,
         services,
@@ -200,14 +258,29 @@ pub fn encode_parquet(
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Err(EncodeError::Empty);
     }
-    let sorted = sort_rows(signal, batches)?;
-    let summary = summarize(signal, &sorted);
+    let summary = summarize(signal, batches);
     let props = writer_properties(cfg, signal, tenant, &summary, extra_metadata)?;
     let mut out = Vec::new();
     // The file schema carries the Iceberg field ids (`Signal::file_schema`); the rows are of
     // the lake schema, the same types without the ids.
     let mut writer = ArrowWriter::try_new(&mut out, signal.file_schema(), Some(props))?;
-    writer.write(&sorted)?;
+    // The writer cuts row groups at `row_group_rows` whatever the batches it is given, so
+    // rows in order go in as they are, and sorted rows are taken a row group at a time: the
+    // flush never holds a sorted copy of all its rows.
+    match order_rows(signal, batches)? {
+        Ordered::AsIs(batches) => {
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                writer.write(batch)?;
+            }
+        }
+        Ordered::Indexed(merged, indices) => {
+            let step = cfg.row_group_rows.max(1);
+            for start in (0..indices.len()).step_by(step) {
+                let chunk = indices.slice(start, step.min(indices.len() - start));
+                writer.write(&take_record_batch(&merged, &chunk)?)?;
+            }
+        }
+    }
     writer.close()?;
     Ok((out, summary))
 }
@@ -289,6 +362,49 @@ mod tests {
                 want.iter().map(|(s, t)| (s.as_deref(), *t)).collect();
             let again = sort_rows(Signal::Logs, &[logs(&sorted)]).unwrap();
             prop_assert_eq!(keys(&again), want);
+        }
+
+        /// The file holds the rows in sort order, and the same rows whether they went in as
+        /// they were (in order across several batches, no copy) or were taken a row group at
+        /// a time (out of order); row groups are cut at `row_group_rows` either way.
+        #[test]
+        fn encoded_files_hold_the_sorted_rows(
+            rows in proptest::collection::vec((proptest::option::of(0u8..3), 0i64..50), 1..120),
+            cuts in proptest::collection::vec(0usize..120, 0..4),
+            presorted in any::<bool>(),
+        ) {
+            use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let names = ["api", "db", "web"];
+            let mut rows: Vec<(Option<&str>, i64)> =
+                rows.iter().map(|(s, t)| (s.map(|s| names[s as usize]), *t)).collect();
+            if presorted {
+                rows.sort();
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
+            cuts.push(0);
+            cuts.push(rows.len());
+            cuts.sort();
+            let batches: Vec<RecordBatch> =
+                cuts.windows(2).map(|w| logs(&rows[w[0]..w[1]])).collect();
+            let cfg = ParquetConfig { zstd_level: 1, row_group_rows: 7 };
+            let (bytes, summary) =
+                encode_parquet(&cfg, Signal::Logs, "t", &batches, &[]).unwrap();
+            prop_assert_eq!(summary.rows, rows.len() as u64);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap();
+            let groups: Vec<usize> = reader
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|g| g.num_rows() as usize)
+                .collect();
+            let want_groups: Vec<usize> =
+                (0..rows.len()).step_by(7).map(|s| 7.min(rows.len() - s)).collect();
+            prop_assert_eq!(groups, want_groups);
+            let read: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
+            let got: Vec<(Option<String>, i64)> = read.iter().flat_map(keys).collect();
+            let want = keys(&sort_rows(Signal::Logs, &batches).unwrap());
+            prop_assert_eq!(got, want);
         }
     }
 }
