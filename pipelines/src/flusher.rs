@@ -302,11 +302,23 @@ impl Flusher {
             return;
         }
         loop {
-            if let Err(e) = self.poll().await {
-                error!(error = %e, "reading the buffer failed");
-            }
-            self.flush_due(false).await;
+            let more = match self.poll().await {
+                Ok(more) => more,
+                Err(e) => {
+                    error!(error = %e, "reading the buffer failed");
+                    false
+                }
+            };
+            let flushed = self.flush_due(false).await;
             self.update_gauges();
+            // Reading stopped at a bound, not at the buffer's end (a backlog: after a burst, a
+            // restart, an outage), and a flush made room: go on at once instead of waiting for
+            // an append or the poll interval, which would leave the core idle while the buffer
+            // drains. (When flushes fail, their backoff paces the loop as before.)
+            if more && flushed > 0 && !shutdown.is_cancelled() {
+                tokio::task::yield_now().await;
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {
@@ -353,8 +365,9 @@ impl Flusher {
     }
 
     /// Reads new buffer entries into the per-partition accumulators, stopping once a
-    /// partition is due by size so that sustained load cannot pile up unflushed rows.
-    async fn poll(&mut self) -> Result<(), FlushError> {
+    /// partition is due by size so that sustained load cannot pile up unflushed rows. Returns
+    /// whether it stopped at such a bound (the buffer may hold more) rather than at its end.
+    async fn poll(&mut self) -> Result<bool, FlushError> {
         loop {
             if self
                 .pending
@@ -362,13 +375,13 @@ impl Flusher {
                 .any(|p| p.bytes >= self.config.flush_bytes)
                 || self.pending_bytes() >= self.config.max_pending_bytes
             {
-                return Ok(());
+                return Ok(true);
             }
             let buffer = self.buffer.clone();
             let after = self.last_seq;
             let entries = blocking(move || buffer.read(after, 64)).await?;
             if entries.is_empty() {
-                return Ok(());
+                return Ok(false);
             }
             for e in entries {
                 self.last_seq = Some(e.seq);
@@ -405,7 +418,9 @@ impl Flusher {
         self.pending.values().map(|p| p.bytes).sum()
     }
 
-    async fn flush_due(&mut self, all: bool) {
+    /// Flushes the partitions that are due; returns how many flushes succeeded.
+    async fn flush_due(&mut self, all: bool) -> usize {
+        let mut succeeded = 0;
         let now = Instant::now();
         let mut due: Vec<Key> = self
             .pending
@@ -449,6 +464,7 @@ impl Flusher {
             let started = Instant::now();
             match self.flush_one(&key, &mut p).await {
                 Ok((seg, flushed)) => {
+                    succeeded += 1;
                     let m = &self.metrics.flush;
                     m.duration.observe(started.elapsed().as_secs_f64());
                     m.segments.get(key.signal).inc();
@@ -488,6 +504,7 @@ impl Flusher {
                 }
             }
         }
+        succeeded
     }
 
     /// After the upload: outbox the segment (a dead-letter file's too: the index lists it
@@ -675,5 +692,57 @@ mod tests {
         f.flush_due(true).await;
         assert_eq!(buffer.stats().entries, 0);
         assert_eq!(lake.list("").await.unwrap().len(), 200);
+    }
+
+    /// A backlog (after a burst, a restart, an outage) drains flush after flush, without
+    /// waiting for an append or the poll interval between them: here the interval is an hour
+    /// and nothing appends, so only the backlog rule can drain it.
+    #[tokio::test]
+    async fn a_backlog_drains_without_waiting_between_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer: Arc<dyn Buffer> = Arc::new(
+            SledBuffer::open(&SledBufferConfig {
+                path: dir.path().join("buffer"),
+                max_bytes: 1 << 30,
+            })
+            .unwrap(),
+        );
+        for _ in 0..320 {
+            let seq = buffer.append(&[hour_batch(480_000, 10)]).unwrap();
+            buffer.sync(seq).unwrap();
+        }
+        let one = hour_batch(0, 10).1.records.get_array_memory_size() as u64;
+        let lake = Lake::open("memory://", &HashMap::new()).unwrap();
+        let f = Flusher::new(
+            buffer.clone(),
+            lake.clone(),
+            Metrics::new(),
+            FlusherConfig {
+                // Due at once: each read of 64 entries is one flush, five in all.
+                flush_bytes: one * 4,
+                max_file_age: Duration::from_secs(3600),
+                poll_interval: Duration::from_secs(3600),
+                ..FlusherConfig::default()
+            },
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        );
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(f.run(shutdown.clone(), Duration::from_secs(30)));
+        let drained = async {
+            while buffer.stats().entries > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let done = tokio::time::timeout(Duration::from_secs(60), drained).await;
+        let flushed = lake.list("").await.unwrap().len();
+        shutdown.cancel();
+        run.await.unwrap();
+        assert!(
+            done.is_ok(),
+            "the backlog stopped draining after {flushed} flushes, {} entries left",
+            buffer.stats().entries
+        );
+        assert!(flushed >= 5, "{flushed} files");
     }
 }

@@ -276,7 +276,10 @@ impl SledBuffer {
         let size = pointer.map_or(v.len() as u64, |p| u64::from(p.len));
         // Only the value read: an entry moved or removed meanwhile is left alone.
         if self.corrupt.insert(k, bytes.unwrap_or(v)).is_ok()
-            && matches!(self.entries.compare_and_swap(k, Some(v), None::<&[u8]>), Ok(Ok(())))
+            && matches!(
+                self.entries.compare_and_swap(k, Some(v), None::<&[u8]>),
+                Ok(Ok(()))
+            )
         {
             if let Some(p) = pointer {
                 self.payloads.release(&p);
