@@ -323,9 +323,8 @@ fn incompressible(bytes: usize) -> Batch {
     Batch::new("default", Signal::Logs, "bench", 0, records)
 }
 
-fn durable_append(c: &mut Criterion) {
-    /// How far behind the appends entries are removed.
-    const KEEP: u64 = 32;
+/// The buffer benches' entries: 1000 typical log records, and one incompressible 400 KiB record.
+fn entry_batches() -> [(&'static str, Batch); 2] {
     let typical = Batch::new(
         "default",
         Signal::Logs,
@@ -335,11 +334,17 @@ fn durable_append(c: &mut Criterion) {
             .expect("decodes")
             .records,
     );
-    let partition = Partition::of(1_700_000_000_000_000_000);
-    for (name, batch) in [
+    [
         ("logs_1000", typical),
         ("incompressible_400k", incompressible(400 << 10)),
-    ] {
+    ]
+}
+
+fn durable_append(c: &mut Criterion) {
+    /// How far behind the appends entries are removed.
+    const KEEP: u64 = 32;
+    let partition = Partition::of(1_700_000_000_000_000_000);
+    for (name, batch) in entry_batches() {
         let entry = encode_entry(partition, &batch).expect("encodes").len() as u64;
         let mut g = c.benchmark_group(format!("durable_append_{name}"));
         g.throughput(Throughput::Bytes(entry));
@@ -419,20 +424,8 @@ fn buffer_write_path(_: &mut Criterion) {
     if !std::env::args().any(|a| a.contains("buffer_write_path")) {
         return;
     }
-    let typical = Batch::new(
-        "default",
-        Signal::Logs,
-        "bench",
-        0,
-        decode_logs(&request(1000), 0, &DecodeBudget::unlimited())
-            .expect("decodes")
-            .records,
-    );
     let partition = Partition::of(1_700_000_000_000_000_000);
-    for (name, batch) in [
-        ("logs_1000", typical),
-        ("incompressible_400k", incompressible(400 << 10)),
-    ] {
+    for (name, batch) in entry_batches() {
         let entry = encode_entry(partition, &batch).expect("encodes").len() as u64;
         let n = (1u64 << 30) / entry;
         let dir = tempfile::tempdir().expect("temporary directory");

@@ -609,6 +609,16 @@ mod tests {
     use crate::logrows::{LogFields, LogsBuilder};
     use crate::Batch;
 
+    fn open_buffer(dir: &std::path::Path) -> Arc<dyn Buffer> {
+        Arc::new(
+            SledBuffer::open(&SledBufferConfig {
+                path: dir.join("buffer"),
+                max_bytes: 1 << 30,
+            })
+            .unwrap(),
+        )
+    }
+
     /// One batch of `rows` log rows in hour `hour`.
     fn hour_batch(hour: i64, rows: usize) -> (Partition, Batch) {
         let mut b = LogsBuilder::with_capacity(0);
@@ -645,13 +655,7 @@ mod tests {
     #[tokio::test]
     async fn a_buffer_of_many_partitions_is_streamed_not_loaded() {
         let dir = tempfile::tempdir().unwrap();
-        let buffer: Arc<dyn Buffer> = Arc::new(
-            SledBuffer::open(&SledBufferConfig {
-                path: dir.path().join("buffer"),
-                max_bytes: 1 << 30,
-            })
-            .unwrap(),
-        );
+        let buffer = open_buffer(dir.path());
         for hour in 0..200 {
             let seq = buffer.append(&[hour_batch(480_000 + hour, 50)]).unwrap();
             buffer.sync(seq).unwrap();
@@ -700,13 +704,7 @@ mod tests {
     #[tokio::test]
     async fn a_backlog_drains_without_waiting_between_flushes() {
         let dir = tempfile::tempdir().unwrap();
-        let buffer: Arc<dyn Buffer> = Arc::new(
-            SledBuffer::open(&SledBufferConfig {
-                path: dir.path().join("buffer"),
-                max_bytes: 1 << 30,
-            })
-            .unwrap(),
-        );
+        let buffer = open_buffer(dir.path());
         for _ in 0..320 {
             let seq = buffer.append(&[hour_batch(480_000, 10)]).unwrap();
             buffer.sync(seq).unwrap();
