@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Overload soak (a benchmark, not a test; keep it out of CI): more offered than the agent can
+# take, for minutes. `weir run` is pinned to the first core with compare.sh's configuration and
+# a small buffer (so it fills within the first minute), weir-loadgen on the second core sends
+# as fast as the agent answers over 8 connections. Every 10 s the agent's RSS, its buffer
+# bytes and its refused requests (weir_rejected_requests_total) are printed; at the end, peak
+# RSS (VmHWM), the accepted rate and the requests refused.
+#
+#   integration-tests/load/overload_soak.sh [--minutes M] [--buffer-bytes B] [--bin DIR]
+#                                           [--cores "AGENT GEN"]
+#
+#   --minutes M       how long the overload lasts (default 5)
+#   --buffer-bytes B  buffer.max_bytes (default 256MiB)
+#   --bin DIR         where weir and weir-loadgen are (default ${CARGO_TARGET_DIR:-target}/release)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${CARGO_TARGET_DIR:-target}/release CORES="0 1" MINUTES=5 BUFFER=256MiB
+while [ $# -gt 0 ]; do
+  case $1 in
+    --minutes) MINUTES=$2; shift 2 ;;
+    --buffer-bytes) BUFFER=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --cores) CORES=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+read -r ACORE GCORE <<<"$CORES"
+W=$(mktemp -d "${TMPDIR:-/tmp}/weir-soak.XXXXXX")
+AGENT="" GEN=""
+cleanup() {
+  [ -n "$GEN" ] && kill "$GEN" 2>/dev/null
+  [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null
+  wait 2>/dev/null; rm -rf "$W"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+http=$(port) admin=$(port)
+cat > "$W/weir.toml" <<TOML
+data_dir = "$W/data"
+[sources.otlp]
+http_address = "127.0.0.1:$http"
+grpc_address = ""
+[sources.loki]
+enabled = false
+[sources.datadog]
+enabled = false
+[sources.fluent]
+enabled = false
+[sources.syslog]
+enabled = false
+[buffer]
+max_bytes = "$BUFFER"
+[lake]
+max_file_age = "1s"
+[admin]
+address = "127.0.0.1:$admin"
+[log]
+level = "error"
+TOML
+taskset -c "$ACORE" "$BIN/weir" run --config "$W/weir.toml" 2>"$W/weir.log" & AGENT=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
+SECS=$((MINUTES * 60))
+taskset -c "$GCORE" "$BIN/weir-loadgen" --url "http://127.0.0.1:$http" --connections 8 --batch 1000 \
+  --seconds "$SECS" --trace-ids --pid "$AGENT" > "$W/load.json" & GEN=$!
+metric() { # sums the samples of metric $1 on /metrics
+  curl -sf "http://127.0.0.1:$admin/metrics" | awk -v m="$1" '$1 ~ "^"m"({|$)" {s += $2} END {printf "%d", s}'
+}
+echo "t_s rss_mib buffer_mib rejected_requests"
+for t in $(seq 10 10 "$SECS"); do
+  sleep 10
+  rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$AGENT/status")
+  echo "$t $rss $(( $(metric weir_buffer_bytes) >> 20 )) $(metric weir_rejected_requests_total)"
+done
+wait "$GEN"; GEN=""
+hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$AGENT/status")
+echo "peak RSS (VmHWM) $hwm MiB; buffer.max_bytes $BUFFER; loadgen: $(tail -1 "$W/load.json")"
