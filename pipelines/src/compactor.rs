@@ -344,6 +344,12 @@ impl Compactor {
                 let out = arrow_select::interleave::interleave_record_batch(&sources, &picks)?;
                 written += out.num_rows() as u64;
                 writer.write(&out).await?;
+                // The merge, the inputs' decoding and the writer's encoding are CPU work on the
+                // runtime, and the writes to its buffered sink rarely wait: let the other tasks
+                // (the sources' requests) run between batches. On one core tokio has a single
+                // worker, which this loop held for seconds under load (docs/performance.md,
+                // "Overload soak").
+                tokio::task::yield_now().await;
                 if let Some(i) = exhausted {
                     if !Self::advance(&mut inputs[i], signal, &converter).await? {
                         inputs.swap_remove(i);
