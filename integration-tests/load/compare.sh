@@ -33,6 +33,7 @@
 # on tmpfs an fsync costs nothing, so keep it on a disk for the durable rows.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. integration-tests/load/lib.sh
 
 SECS=20 RATE=max CORES="0 1" CONNS=8
 FB=$(cd .. && pwd)/shared/peers/fluent-bit
@@ -68,7 +69,6 @@ cleanup() { [ -z "$GEN" ] || stop "$GEN"; [ -z "$AGENT" ] || stop "$AGENT"; rm -
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 log() { echo "$*" >&2; }
 # CPU seconds the agent's threads used so far, summed by thread name (digits dropped), top 6.
@@ -154,27 +154,13 @@ print(json.dumps({"name": name, "accepted_per_sec": load["records_per_sec"], "ac
 weir_run() { # $1 = row name, $2 = ack, $3 = compaction enabled
   local d="$W/weir" http admin; http=$(port) admin=$(port)
   mkdir -p "$d"
-  cat > "$d/weir.toml" <<TOML
-data_dir = "$d/data"
-[sources.otlp]
-http_address = "127.0.0.1:$http"
-grpc_address = ""
-[sources.loki]
-enabled = false
-[sources.datadog]
-enabled = false
-[sources.fluent]
-enabled = false
-[sources.syslog]
-enabled = false
+  { otlp_only_toml "$d/data" "$http" "$admin"; cat <<TOML; } > "$d/weir.toml"
 [buffer]
 ack = "$2"
 [lake]
 max_file_age = "1s"
 [compaction]
 enabled = $3
-[admin]
-address = "127.0.0.1:$admin"
 [log]
 level = "warn"
 TOML

@@ -12,6 +12,7 @@
 #   --bin DIR    where weir and weir-loadgen are (default ${CARGO_TARGET_DIR:-target}/release)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. integration-tests/load/lib.sh
 BIN=${CARGO_TARGET_DIR:-target}/release CORES="0 1"
 while [ $# -gt 0 ]; do
   case $1 in
@@ -25,28 +26,13 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/weir-arenas.XXXXXX")
 AGENT=""
 cleanup() { [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 run() { # $1 = MALLOC_ARENA_MAX, $2 = rate arguments
   local http admin; http=$(port) admin=$(port)
   rm -rf "$W/data"
-  cat > "$W/weir.toml" <<TOML
-data_dir = "$W/data"
-[sources.otlp]
-http_address = "127.0.0.1:$http"
-grpc_address = ""
-[sources.loki]
-enabled = false
-[sources.datadog]
-enabled = false
-[sources.fluent]
-enabled = false
-[sources.syslog]
-enabled = false
+  { otlp_only_toml "$W/data" "$http" "$admin"; cat <<TOML; } > "$W/weir.toml"
 [lake]
 max_file_age = "1s"
-[admin]
-address = "127.0.0.1:$admin"
 [log]
 level = "warn"
 TOML

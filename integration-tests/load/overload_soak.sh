@@ -14,6 +14,7 @@
 #   --bin DIR         where weir and weir-loadgen are (default ${CARGO_TARGET_DIR:-target}/release)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. integration-tests/load/lib.sh
 BIN=${CARGO_TARGET_DIR:-target}/release CORES="0 1" MINUTES=5 BUFFER=256MiB
 while [ $# -gt 0 ]; do
   case $1 in
@@ -33,27 +34,12 @@ cleanup() {
   wait 2>/dev/null; rm -rf "$W"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http=$(port) admin=$(port)
-cat > "$W/weir.toml" <<TOML
-data_dir = "$W/data"
-[sources.otlp]
-http_address = "127.0.0.1:$http"
-grpc_address = ""
-[sources.loki]
-enabled = false
-[sources.datadog]
-enabled = false
-[sources.fluent]
-enabled = false
-[sources.syslog]
-enabled = false
+{ otlp_only_toml "$W/data" "$http" "$admin"; cat <<TOML; } > "$W/weir.toml"
 [buffer]
 max_bytes = "$BUFFER"
 [lake]
 max_file_age = "1s"
-[admin]
-address = "127.0.0.1:$admin"
 [log]
 level = "error"
 TOML
