@@ -100,6 +100,12 @@ export TEST_WEIR_S3_ENDPOINT="http://127.0.0.1:$S3PORT" TEST_WEIR_REQUIRE_S3=1
 for _ in $(seq 100); do curl -s -o /dev/null "$TEST_WEIR_S3_ENDPOINT" && break; sleep 0.1; done
 echo "$TEST_WEIR_S3_ENDPOINT"
 
+step "crates of every platform in Cargo.lock (cargo fetch)"
+# A build downloads only the host's crates; `weir transform new`'s test resolves a new crate
+# offline (integration-tests/python/test_transform_cli.py), which needs every platform's (such as
+# android_system_properties, under chrono) in cargo's cache on a fresh machine too.
+cargo fetch --locked
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
