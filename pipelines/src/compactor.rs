@@ -1,10 +1,14 @@
 //! The compaction executor: lease a plan from the control plane, k-way merge the plan's
 //! Parquet files into one sorted file, upload it, and commit the swap.
 //!
-//! The merge streams: each input is read a few thousand rows at a time through the object
-//! store, rows are compared on the signal's sort columns in Arrow's row format, and the
-//! output is written as it is produced (multipart for large files), so memory stays around
-//! one batch per input plus one row group, whatever the plan's size. The output keeps the
+//! The merge streams: each input is read a batch at a time through the object store, rows are
+//! compared on the signal's sort columns in Arrow's row format (a heap of the inputs' heads),
+//! and the output is written as it is produced (multipart for large files). Memory is bounded
+//! by `memory_bytes`, whatever the plan's size: half of it is shared by the inputs' decoded
+//! batches, each input's batch sized from its file's own column statistics (Arrow bytes per
+//! row), and the output's unfinished row group is closed early when it passes a quarter. Each
+//! input also holds the compressed column chunks of its current row group, as the Parquet
+//! reader fetches them (at most the input's size). The output keeps the
 //! lake schema and the sort order. Its footer names the lease, so reconciliation never
 //! registers an output whose commit did not happen. If the commit fails (the lease was lost
 //! to another compactor after expiring, or an input was expired by retention), the output
@@ -19,6 +23,8 @@ use futures::StreamExt;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::basic::Type as PhysicalType;
+use parquet::file::metadata::ParquetMetaData;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -47,8 +53,10 @@ pub struct CompactorConfig {
     pub min_inputs: usize,
     /// Parquet writer settings.
     pub parquet: ParquetConfig,
-    /// Rows read per input batch.
+    /// Most rows read per input batch (fewer when `memory_bytes` says so).
     pub read_batch_rows: usize,
+    /// Memory one merge may hold (decoded input batches and the unfinished output row group).
+    pub memory_bytes: usize,
 }
 
 impl Default for CompactorConfig {
@@ -62,6 +70,7 @@ impl Default for CompactorConfig {
             min_inputs: 2,
             parquet: ParquetConfig::default(),
             read_batch_rows: 8192,
+            memory_bytes: 64 << 20,
         }
     }
 }
@@ -100,6 +109,8 @@ pub struct Compaction {
     pub inputs: Vec<Uuid>,
     /// The merged segment.
     pub output: SegmentRecord,
+    /// The most Arrow memory the inputs' decoded batches and sort keys held at once.
+    pub peak_input_bytes: usize,
 }
 
 /// Leases plans and merges them.
@@ -116,6 +127,95 @@ struct Input {
     batch: RecordBatch,
     rows: Rows,
     pos: usize,
+}
+
+impl Input {
+    /// Arrow memory of the current batch and its sort keys.
+    fn held(&self) -> usize {
+        self.batch.get_array_memory_size() + self.rows.size()
+    }
+
+    /// The sort key of the head row.
+    fn head(&self) -> arrow_row::Row<'_> {
+        self.rows.row(self.pos)
+    }
+}
+
+/// Fewest rows an input batch is read with, whatever the budget: below this the merge's cost
+/// goes to per-batch overhead. A budget too small for this many rows of every input is
+/// exceeded (the agent's configuration refuses a `compaction.memory` under 4 MiB).
+const MIN_READ_ROWS: usize = 64;
+
+/// Rows per read batch of an input whose decoded rows take `row_bytes`, given its `share` of
+/// the budget, between [`MIN_READ_ROWS`] and `max_rows`.
+fn read_rows(share: usize, row_bytes: usize, max_rows: usize) -> usize {
+    (share / row_bytes.max(1)).clamp(MIN_READ_ROWS, max_rows.max(MIN_READ_ROWS))
+}
+
+/// Arrow bytes a decoded row of a file and its sort key take, from the file's footer: each
+/// column chunk counts its values' width (4-byte offsets for byte arrays) plus its byte
+/// arrays' unencoded bytes, and never less than its uncompressed Parquet size (a
+/// dictionary-encoded column decodes to every value, so its Parquet size alone would
+/// undercount it); a tenth more for the buffers' rounding. The sort key (Arrow's row format)
+/// takes an 8-byte offset, and per sort column 1 + the width of a fixed-width value, or for a
+/// string about 2 + 9/8 of its bytes in 8-byte mini-blocks, plus 8.
+///
+/// Also returns what a batch takes whatever its rows: up to three buffers per leaf column,
+/// each rounded up to 64 bytes.
+fn decoded_row_bytes(meta: &ParquetMetaData, sort_columns: &[&str]) -> (usize, usize) {
+    let rows = meta.file_metadata().num_rows().max(1) as u64;
+    let (mut values, mut keys) = (0u64, rows.saturating_mul(8));
+    for rg in meta.row_groups() {
+        for col in rg.columns() {
+            let n = col.num_values().max(0) as u64;
+            let width = match col.column_type() {
+                PhysicalType::BOOLEAN => 1,
+                PhysicalType::INT32 | PhysicalType::FLOAT | PhysicalType::BYTE_ARRAY => 4,
+                PhysicalType::INT64 | PhysicalType::DOUBLE => 8,
+                PhysicalType::INT96 => 12,
+                PhysicalType::FIXED_LEN_BYTE_ARRAY => {
+                    col.column_descr().type_length().max(1) as u64
+                }
+            };
+            let unencoded = col.unencoded_byte_array_data_bytes().unwrap_or(0).max(0) as u64;
+            let decoded = n.saturating_mul(width).saturating_add(unencoded);
+            values = values.saturating_add(decoded.max(col.uncompressed_size().max(0) as u64));
+            if sort_columns.contains(&col.column_path().string().as_str()) {
+                let key = if col.column_type() == PhysicalType::BYTE_ARRAY {
+                    n.saturating_mul(10)
+                        .saturating_add(unencoded.saturating_mul(9) / 8)
+                } else {
+                    n.saturating_mul(width + 1)
+                };
+                keys = keys.saturating_add(key);
+            }
+        }
+    }
+    let total = values.saturating_add(values / 10).saturating_add(keys);
+    let per_row = usize::try_from(total / rows).unwrap_or(usize::MAX).max(1);
+    let per_batch = 3 * 64 * meta.file_metadata().schema_descr().num_columns();
+    (per_row, per_batch)
+}
+
+/// Restores the heap property below `at` (a min-heap of input indices by head row, ties by
+/// index so equal keys keep the inputs' order).
+fn sift_down(heap: &mut [usize], mut at: usize, inputs: &[Input]) {
+    let less = |a: usize, b: usize| (inputs[a].head(), a) < (inputs[b].head(), b);
+    loop {
+        let (l, r) = (2 * at + 1, 2 * at + 2);
+        let mut min = at;
+        if l < heap.len() && less(heap[l], heap[min]) {
+            min = l;
+        }
+        if r < heap.len() && less(heap[r], heap[min]) {
+            min = r;
+        }
+        if min == at {
+            return;
+        }
+        heap.swap(at, min);
+        at = min;
+    }
 }
 
 impl Compactor {
@@ -153,7 +253,7 @@ impl Compactor {
             return Ok(None);
         };
         debug!(lease = %lease.lease_id, inputs = lease.inputs.len(), partition = %lease.partition, "leased a compaction");
-        let output = match self.merge(&lease).await {
+        let (output, peak_input_bytes) = match self.merge(&lease).await {
             Ok(o) => o,
             Err(e) => {
                 self.metrics.compactions.failed.inc();
@@ -169,11 +269,12 @@ impl Compactor {
                 let m = &self.metrics.compactions;
                 m.committed.inc();
                 m.compacted_segments.inc_by(lease.inputs.len() as u64);
-                info!(lease = %lease.lease_id, tenant = %lease.tenant, signal = %lease.signal, partition = %lease.partition, inputs = lease.inputs.len(), rows = output.row_count, bytes = output.bytes, output = %output.id, "compaction committed");
+                info!(lease = %lease.lease_id, tenant = %lease.tenant, signal = %lease.signal, partition = %lease.partition, inputs = lease.inputs.len(), rows = output.row_count, bytes = output.bytes, output = %output.id, peak_input_bytes, "compaction committed");
                 Ok(Some(Compaction {
                     lease: lease.lease_id,
                     inputs: lease.inputs.iter().map(|s| s.id).collect(),
                     output,
+                    peak_input_bytes,
                 }))
             }
             Err(e) => {
@@ -200,21 +301,25 @@ impl Compactor {
         }
     }
 
+    /// A stream over an input whose batches fit `share` bytes of decoded Arrow.
     async fn open(
         &self,
         seg: &SegmentRecord,
         signal: Signal,
+        share: usize,
     ) -> Result<ParquetRecordBatchStream<LakeFileReader>, CompactError> {
         let reader = self.lake.parquet_reader(&seg.object_key, seg.bytes);
         // Read as the lake schema whatever field ids the file carries (files written before
         // the ids have none), so rows of old and new files merge.
         let options = ArrowReaderOptions::new().with_schema(signal.schema());
-        Ok(
-            ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
-                .await?
-                .with_batch_size(self.config.read_batch_rows)
-                .build()?,
-        )
+        let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+        let (per_row, per_batch) = decoded_row_bytes(builder.metadata(), signal.sort_columns());
+        let rows = read_rows(
+            share.saturating_sub(per_batch),
+            per_row,
+            self.config.read_batch_rows,
+        );
+        Ok(builder.with_batch_size(rows).build()?)
     }
 
     /// The next non-empty batch of a stream and its sort keys.
@@ -260,8 +365,9 @@ impl Compactor {
         converter: &RowConverter,
     ) -> Result<Vec<Input>, CompactError> {
         let mut inputs = Vec::with_capacity(lease.inputs.len());
+        let share = self.config.memory_bytes / 2 / lease.inputs.len().max(1);
         for seg in &lease.inputs {
-            let mut stream = self.open(seg, signal).await?;
+            let mut stream = self.open(seg, signal, share).await?;
             if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, converter).await? {
                 inputs.push(Input {
                     stream,
@@ -274,8 +380,9 @@ impl Compactor {
         Ok(inputs)
     }
 
-    /// Merges the lease's inputs into one object and returns its segment record.
-    async fn merge(&self, lease: &CompactionLease) -> Result<SegmentRecord, CompactError> {
+    /// Merges the lease's inputs into one object; returns its segment record and the most
+    /// memory the inputs held at once.
+    async fn merge(&self, lease: &CompactionLease) -> Result<(SegmentRecord, usize), CompactError> {
         let plan_err = |reason: String| CompactError::Plan {
             lease: lease.lease_id,
             reason,
@@ -316,44 +423,73 @@ impl Compactor {
         let mut writer = AsyncArrowWriter::try_new(sink, signal.file_schema(), Some(props))?;
 
         let mut written = 0u64;
+        let mut held: usize = inputs.iter().map(Input::held).sum();
+        let mut peak_input_bytes = held;
+        // Output batches and the unfinished row group share the other half of the budget.
+        let widest = inputs
+            .iter()
+            .map(|i| i.held() / i.batch.num_rows().max(1))
+            .max()
+            .unwrap_or(1);
+        let out_rows = read_rows(
+            self.config.memory_bytes / 4,
+            widest,
+            self.config.read_batch_rows,
+        );
+        let row_group_budget = self.config.memory_bytes / 4;
         let result: Result<(), CompactError> = async {
-            while !inputs.is_empty() {
+            let mut heap: Vec<usize> = (0..inputs.len()).collect();
+            for at in (0..heap.len() / 2).rev() {
+                sift_down(&mut heap, at, &inputs);
+            }
+            while let Some(&first) = heap.first() {
                 // Take rows from the smallest head until some input's batch runs out, then
                 // emit them in one interleave and refill that input.
-                let mut picks: Vec<(usize, usize)> =
-                    Vec::with_capacity(self.config.read_batch_rows);
+                let mut picks: Vec<(usize, usize)> = Vec::with_capacity(out_rows);
+                let mut best = first;
                 let exhausted = loop {
-                    let mut best = 0;
-                    for i in 1..inputs.len() {
-                        if inputs[i].rows.row(inputs[i].pos)
-                            < inputs[best].rows.row(inputs[best].pos)
-                        {
-                            best = i;
-                        }
-                    }
                     picks.push((best, inputs[best].pos));
                     inputs[best].pos += 1;
                     if inputs[best].pos == inputs[best].batch.num_rows() {
-                        break Some(best);
+                        break true;
                     }
-                    if picks.len() >= self.config.read_batch_rows {
-                        break None;
+                    sift_down(&mut heap, 0, &inputs);
+                    if picks.len() >= out_rows {
+                        break false;
                     }
+                    best = heap[0];
                 };
                 let sources: Vec<&RecordBatch> = inputs.iter().map(|i| &i.batch).collect();
                 let out = arrow_select::interleave::interleave_record_batch(&sources, &picks)?;
                 written += out.num_rows() as u64;
                 writer.write(&out).await?;
+                if writer.in_progress_size() > row_group_budget {
+                    // Close the row group early rather than hold more than its share.
+                    writer.flush().await?;
+                }
                 // The merge, the inputs' decoding and the writer's encoding are CPU work on the
                 // runtime, and the writes to its buffered sink rarely wait: let the other tasks
                 // (the sources' requests) run between batches. On one core tokio has a single
                 // worker, which this loop held for seconds under load (docs/performance.md,
                 // "Overload soak").
                 tokio::task::yield_now().await;
-                if let Some(i) = exhausted {
-                    if !Self::advance(&mut inputs[i], signal, &converter).await? {
-                        inputs.swap_remove(i);
+                if exhausted {
+                    // `best` is at the heap's top: its batch ran out.
+                    let input = &mut inputs[best];
+                    held -= input.held();
+                    if Self::advance(input, signal, &converter).await? {
+                        held += input.held();
+                        peak_input_bytes = peak_input_bytes.max(held);
+                    } else {
+                        // Done: free its batch and take it off the heap.
+                        input.batch = RecordBatch::new_empty(signal.schema());
+                        input.rows = converter.empty_rows(0, 0);
+                        input.pos = 0;
+                        let last = heap.len() - 1;
+                        heap.swap(0, last);
+                        heap.pop();
                     }
+                    sift_down(&mut heap, 0, &inputs);
                 }
             }
             Ok(())
@@ -391,12 +527,13 @@ impl Compactor {
             services: summary.services,
             schema_version: lease.schema_version,
         };
-        Ok(layout::segment_record(
+        let record = layout::segment_record(
             &output,
             facts,
             &self.config.agent_id,
             weir_catalog::now_ns(),
-        ))
+        );
+        Ok((record, peak_input_bytes))
     }
 
     /// Compacts until `shutdown`: back to back while there is work, every `interval`

@@ -591,6 +591,7 @@ fn scenario_compaction() {
             min_inputs: 2,
             parquet: ParquetConfig::default(),
             read_batch_rows: 1024,
+            memory_bytes: 64 << 20,
         };
         let compactor = Compactor::new(lake, catalog, Metrics::new(), config);
         let done = compactor.run_once().await.unwrap();

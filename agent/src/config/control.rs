@@ -8,6 +8,10 @@ use weir_control_plane::api::Scope;
 
 use super::{ByteSize, HumanDuration};
 
+/// The least `compaction.memory`: a merge of the most inputs a lease holds (256) still reads
+/// batches of a useful size.
+const MIN_COMPACTION_MEMORY: u64 = 4 << 20;
+
 /// Which index backs the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +128,9 @@ pub struct CompactionConfig {
     pub min_inputs: usize,
     /// How long replaced segments' objects are kept before deletion (for queries in flight).
     pub grace: HumanDuration,
+    /// Memory a merge may hold: its inputs' decoded batches (sized from each file's own
+    /// statistics) and its output's unfinished row group.
+    pub memory: ByteSize,
 }
 
 impl Default for CompactionConfig {
@@ -135,6 +142,7 @@ impl Default for CompactionConfig {
             min_age: HumanDuration(Duration::from_secs(60)),
             min_inputs: 2,
             grace: HumanDuration(Duration::from_secs(300)),
+            memory: ByteSize(64 << 20),
         }
     }
 }
@@ -296,6 +304,12 @@ impl CompactionConfig {
         }
         if self.min_inputs < 2 {
             problems.push("compaction.min_inputs must be at least 2".into());
+        }
+        if self.memory.0 < MIN_COMPACTION_MEMORY {
+            problems.push(format!(
+                "compaction.memory = \"{}\" is below 4MiB",
+                self.memory
+            ));
         }
     }
 }

@@ -150,6 +150,7 @@ pub fn compactor(
                 row_group_rows: cfg.lake.row_group_rows,
             },
             read_batch_rows: 8192,
+            memory_bytes: usize::try_from(cfg.compaction.memory.0).unwrap_or(usize::MAX),
         },
     )
 }
