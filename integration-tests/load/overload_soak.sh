@@ -4,7 +4,8 @@
 # a small buffer (so it fills within the first minute), weir-loadgen on the second core sends
 # as fast as the agent answers over 8 connections. Every 10 s the agent's RSS, its buffer
 # bytes and its refused requests (weir_rejected_requests_total) are printed; at the end, peak
-# RSS (VmHWM), the accepted rate and the requests refused.
+# RSS (VmHWM), the accepted rate, the requests refused, and the compactions' largest
+# peak_input_bytes (their inputs' decoded batches, which compaction.memory bounds).
 #
 #   integration-tests/load/overload_soak.sh [--minutes M] [--buffer-bytes B] [--bin DIR]
 #                                           [--cores "AGENT GEN"]
@@ -41,7 +42,7 @@ max_bytes = "$BUFFER"
 [lake]
 max_file_age = "1s"
 [log]
-level = "error"
+level = "error,weir_pipelines::compactor=info"
 TOML
 taskset -c "$ACORE" "$BIN/weir" run --config "$W/weir.toml" 2>"$W/weir.log" & AGENT=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.1; done
@@ -60,3 +61,7 @@ done
 wait "$GEN"; GEN=""
 hwm=$(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$AGENT/status")
 echo "peak RSS (VmHWM) $hwm MiB; buffer.max_bytes $BUFFER; loadgen: $(tail -1 "$W/load.json")"
+# The compactions' own account of their inputs' memory (compaction.memory bounds half of it).
+grep -o 'peak_input_bytes=[0-9]*' "$W/weir.log" | cut -d= -f2 | sort -n |
+  awk '{n++; m=$1} END {printf "compactions committed %d; largest peak_input_bytes %.1f MiB\n", n, m / 1048576}'
+grep -c "held more than their share" "$W/weir.log" | sed 's/^/over-budget warnings /' || true

@@ -24,7 +24,7 @@ use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::Type as PhysicalType;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -146,27 +146,42 @@ impl Input {
 /// exceeded (the agent's configuration refuses a `compaction.memory` under 4 MiB).
 const MIN_READ_ROWS: usize = 64;
 
+/// Most inputs a plan may have under a memory budget: each input's share of half of it is at
+/// least [`MIN_READ_ROWS`] rows of 1 KiB (between 2 and 256 inputs: 256 from 64 MiB up, 32 at
+/// the least budget, 4 MiB). Wider rows make the merge exceed its budget (logged).
+fn max_inputs(memory_bytes: usize) -> usize {
+    (memory_bytes / 2 / (MIN_READ_ROWS * 1024)).clamp(2, 256)
+}
+
 /// Rows per read batch of an input whose decoded rows take `row_bytes`, given its `share` of
 /// the budget, between [`MIN_READ_ROWS`] and `max_rows`.
 fn read_rows(share: usize, row_bytes: usize, max_rows: usize) -> usize {
     (share / row_bytes.max(1)).clamp(MIN_READ_ROWS, max_rows.max(MIN_READ_ROWS))
 }
 
-/// Arrow bytes a decoded row of a file and its sort key take, from the file's footer: each
-/// column chunk counts its values' width (4-byte offsets for byte arrays) plus its byte
-/// arrays' unencoded bytes, and never less than its uncompressed Parquet size (a
-/// dictionary-encoded column decodes to every value, so its Parquet size alone would
-/// undercount it); a tenth more for the buffers' rounding. The sort key (Arrow's row format)
-/// takes an 8-byte offset, and per sort column 1 + the width of a fixed-width value, or for a
-/// string about 2 + 9/8 of its bytes in 8-byte mini-blocks, plus 8.
+/// Arrow bytes a decoded row of a file and its sort key take, from the file's footer and
+/// offset index. Per column: its values' width (4-byte offsets for byte arrays), plus for byte
+/// arrays the unencoded bytes per row of its widest page (the files are sorted, so wide rows
+/// cluster: a file average would let every input read a batch of its widest rows at once),
+/// and never less than its uncompressed Parquet size per row. Files without the byte-array size statistics fall back to the uncompressed size,
+/// which undercounts a dictionary-encoded column (every value decodes in full). The widest
+/// page's bytes count twice (a decoded byte array's value buffer doubles as it grows: 72 rows
+/// of 4 KB were seen in 512 KiB), and the total a tenth more (buffers' rounding). The sort key
+/// (Arrow's row format) takes an 8-byte offset, and per sort column 1 + the width of a
+/// fixed-width value, or for a string about 2 + 9/8 of its bytes in 8-byte mini-blocks, plus 8.
 ///
 /// Also returns what a batch takes whatever its rows: up to three buffers per leaf column,
 /// each rounded up to 64 bytes.
 fn decoded_row_bytes(meta: &ParquetMetaData, sort_columns: &[&str]) -> (usize, usize) {
     let rows = meta.file_metadata().num_rows().max(1) as u64;
-    let (mut values, mut keys) = (0u64, rows.saturating_mul(8));
-    for rg in meta.row_groups() {
-        for col in rg.columns() {
+    let columns = meta.file_metadata().schema_descr().num_columns();
+    // Per leaf column: values (bytes in the whole file), widest page (bytes per row).
+    let mut values = vec![0u64; columns];
+    let mut widest = vec![0u64; columns];
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        let pages = meta.page_index_for_row_group(g);
+        let rg_rows = rg.num_rows().max(0) as u64;
+        for (c, col) in rg.columns().iter().enumerate().take(columns) {
             let n = col.num_values().max(0) as u64;
             let width = match col.column_type() {
                 PhysicalType::BOOLEAN => 1,
@@ -179,21 +194,54 @@ fn decoded_row_bytes(meta: &ParquetMetaData, sort_columns: &[&str]) -> (usize, u
             };
             let unencoded = col.unencoded_byte_array_data_bytes().unwrap_or(0).max(0) as u64;
             let decoded = n.saturating_mul(width).saturating_add(unencoded);
-            values = values.saturating_add(decoded.max(col.uncompressed_size().max(0) as u64));
-            if sort_columns.contains(&col.column_path().string().as_str()) {
-                let key = if col.column_type() == PhysicalType::BYTE_ARRAY {
-                    n.saturating_mul(10)
-                        .saturating_add(unencoded.saturating_mul(9) / 8)
-                } else {
-                    n.saturating_mul(width + 1)
-                };
-                keys = keys.saturating_add(key);
+            values[c] =
+                values[c].saturating_add(decoded.max(col.uncompressed_size().max(0) as u64));
+            let Some(index) = pages.offset_index(c) else {
+                continue;
+            };
+            let (Some(sizes), locations) = (
+                index.unencoded_byte_array_data_bytes(),
+                index.page_locations(),
+            ) else {
+                continue;
+            };
+            for (p, &bytes) in sizes.iter().enumerate() {
+                let first = locations
+                    .get(p)
+                    .map_or(0, |l| l.first_row_index.max(0) as u64);
+                let next = locations
+                    .get(p + 1)
+                    .map_or(rg_rows, |l| l.first_row_index.max(0) as u64);
+                let page_rows = next.saturating_sub(first).max(1);
+                widest[c] = widest[c].max(bytes.max(0) as u64 / page_rows);
             }
         }
     }
-    let total = values.saturating_add(values / 10).saturating_add(keys);
-    let per_row = usize::try_from(total / rows).unwrap_or(usize::MAX).max(1);
-    let per_batch = 3 * 64 * meta.file_metadata().schema_descr().num_columns();
+    let mut per_row = 0u64;
+    let mut keys = 8u64;
+    let leaves = meta.file_metadata().schema_descr();
+    for c in 0..columns {
+        let column = leaves.column(c);
+        // The widest page's bytes and an offset, or the column's average if more.
+        let avg = values[c] / rows;
+        // A decoded byte array's value buffer doubles as it grows: up to twice its bytes.
+        let col_row = avg.max(widest[c].saturating_mul(2).saturating_add(4));
+        per_row = per_row.saturating_add(col_row);
+        if sort_columns.contains(&column.path().string().as_str()) {
+            keys = keys.saturating_add(match column.physical_type() {
+                PhysicalType::BYTE_ARRAY => {
+                    10u64.saturating_add(widest[c].max(avg).saturating_mul(9) / 8)
+                }
+                PhysicalType::FIXED_LEN_BYTE_ARRAY => column.type_length().max(1) as u64 + 1,
+                PhysicalType::BOOLEAN => 2,
+                PhysicalType::INT32 | PhysicalType::FLOAT => 5,
+                _ => 13,
+            });
+        }
+    }
+    let total = per_row.saturating_add(per_row / 10).saturating_add(keys);
+    let per_row = usize::try_from(total).unwrap_or(usize::MAX).max(1);
+    let per_batch = 3 * 64 * columns;
     (per_row, per_batch)
 }
 
@@ -240,7 +288,7 @@ impl Compactor {
             ttl_ms: self.config.lease_ttl.as_millis().clamp(1_000, 3_600_000) as u64,
             target_bytes: self.config.target_bytes,
             min_inputs: self.config.min_inputs.max(2),
-            max_inputs: 256,
+            max_inputs: max_inputs(self.config.memory_bytes),
             min_age_ms: self.config.min_age.as_millis() as u64,
             tenant: None,
             schema_version: Some(weir_schema::SCHEMA_VERSION),
@@ -311,7 +359,11 @@ impl Compactor {
         let reader = self.lake.parquet_reader(&seg.object_key, seg.bytes);
         // Read as the lake schema whatever field ids the file carries (files written before
         // the ids have none), so rows of old and new files merge.
-        let options = ArrowReaderOptions::new().with_schema(signal.schema());
+        // With the offset index when the file has one: its per-page byte-array sizes find the
+        // widest rows (`decoded_row_bytes`).
+        let options = ArrowReaderOptions::new()
+            .with_schema(signal.schema())
+            .with_offset_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let (per_row, per_batch) = decoded_row_bytes(builder.metadata(), signal.sort_columns());
         let rows = read_rows(
@@ -365,7 +417,9 @@ impl Compactor {
         converter: &RowConverter,
     ) -> Result<Vec<Input>, CompactError> {
         let mut inputs = Vec::with_capacity(lease.inputs.len());
-        let share = self.config.memory_bytes / 2 / lease.inputs.len().max(1);
+        // One share more than the inputs: while an input reads its next batch, its last one
+        // is still held.
+        let share = self.config.memory_bytes / 2 / (lease.inputs.len() + 1);
         for seg in &lease.inputs {
             let mut stream = self.open(seg, signal, share).await?;
             if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, converter).await? {
@@ -463,7 +517,8 @@ impl Compactor {
                 let out = arrow_select::interleave::interleave_record_batch(&sources, &picks)?;
                 written += out.num_rows() as u64;
                 writer.write(&out).await?;
-                if writer.in_progress_size() > row_group_budget {
+                drop(out);
+                if writer.memory_size() > row_group_budget {
                     // Close the row group early rather than hold more than its share.
                     writer.flush().await?;
                 }
@@ -476,11 +531,13 @@ impl Compactor {
                 if exhausted {
                     // `best` is at the heap's top: its batch ran out.
                     let input = &mut inputs[best];
-                    held -= input.held();
+                    let old = input.held();
                     if Self::advance(input, signal, &converter).await? {
-                        held += input.held();
-                        peak_input_bytes = peak_input_bytes.max(held);
+                        // Old and new batches both lived while the new one was read.
+                        peak_input_bytes = peak_input_bytes.max(held + input.held());
+                        held = held - old + input.held();
                     } else {
+                        held -= old;
                         // Done: free its batch and take it off the heap.
                         input.batch = RecordBatch::new_empty(signal.schema());
                         input.rows = converter.empty_rows(0, 0);
@@ -517,6 +574,9 @@ impl Compactor {
                 "inputs hold {} rows by the index but {written} were read",
                 summary.rows
             )));
+        }
+        if peak_input_bytes > self.config.memory_bytes / 2 {
+            warn!(lease = %lease.lease_id, peak_input_bytes, budget = self.config.memory_bytes / 2, inputs = lease.inputs.len(), "a compaction's inputs held more than their share of compaction.memory (rows wider than the files' statistics said, or too wide for the least batch)");
         }
         let bytes = self.lake.size(&key).await?;
         let facts = FileFacts {

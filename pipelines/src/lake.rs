@@ -315,11 +315,16 @@ impl Lake {
     /// them, until a lifecycle rule or an abort removes them).
     pub fn writer(&self, key: &str) -> LakeWriter {
         LakeWriter {
-            inner: Some(object_store::buffered::BufWriter::with_capacity(
-                self.store.clone(),
-                self.full_path(key),
-                MULTIPART_THRESHOLD,
-            )),
+            // At most two parts in flight besides the one filling: the writer holds up to
+            // 3 × MULTIPART_THRESHOLD (object_store's default would allow 8 in flight).
+            inner: Some(
+                object_store::buffered::BufWriter::with_capacity(
+                    self.store.clone(),
+                    self.full_path(key),
+                    MULTIPART_THRESHOLD,
+                )
+                .with_max_concurrency(2),
+            ),
             closing: false,
             done: false,
         }

@@ -635,7 +635,7 @@ async fn files_without_field_ids_merge_with_files_that_have_them() {
 async fn a_merge_holds_its_inputs_within_the_memory_budget() {
     const FILES: usize = 48;
     const ROWS: usize = 3_000;
-    let budget = 2 << 20;
+    let budget = 8 << 20;
     let mut peaks = Vec::new();
     for memory_bytes in [budget, 1 << 30] {
         let (_dir, lake, catalog) = lake_and_index();
@@ -670,5 +670,59 @@ async fn a_merge_holds_its_inputs_within_the_memory_budget() {
     assert!(
         unbounded > 3 * bounded,
         "the default read size held {unbounded} bytes, bounded {bounded}: the test no longer tells them apart"
+    );
+}
+
+/// Wide rows cluster (files are sorted by service first), so every input reaches them at about
+/// the same time: batch sizes follow the widest page of each file, not its average row. Here
+/// a quarter of each file's rows are 4 KB wide, in their own row group; sized from the file
+/// average, the inputs' batches of wide rows would together take over three times the share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_rows_of_a_file_size_its_batches_not_its_average_row() {
+    const FILES: usize = 16;
+    let budget = 16 << 20;
+    let (_dir, lake, catalog) = lake_and_index();
+    let wide = "w".repeat(4000);
+    let mut segs = Vec::new();
+    for file in 0..FILES {
+        let rows = log_batch((0..2000).map(|i| {
+            let ts = BASE + (i * FILES + file) as i64;
+            if i < 1500 {
+                (ts, format!("narrow {file} {i}"), "api")
+            } else {
+                (ts, format!("{wide} {file} {i}"), "zz")
+            }
+        }));
+        let cfg = ParquetConfig {
+            zstd_level: 3,
+            row_group_rows: 500,
+        };
+        let (bytes, summary) = encode_parquet(&cfg, Signal::Logs, "acme", &[rows], &[]).unwrap();
+        let key = SegmentKey::new("acme", Signal::Logs, partition(), Uuid::now_v7());
+        let size = bytes.len() as u64;
+        lake.put(&key.to_string(), bytes).await.unwrap();
+        segs.push(layout::segment_record(
+            &key,
+            summary.into_facts(size),
+            "test",
+            0,
+        ));
+    }
+    catalog.register(&segs).await.unwrap();
+    let cfg = CompactorConfig {
+        memory_bytes: budget,
+        ..config(8192)
+    };
+    let compactor = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), cfg);
+    let done = compactor.run_once().await.unwrap().expect("a plan");
+    assert_eq!(done.output.row_count, (FILES * 2000) as u64);
+    println!(
+        "peak input bytes: {} with a {budget}-byte budget",
+        done.peak_input_bytes
+    );
+    assert!(
+        done.peak_input_bytes <= budget / 2,
+        "{FILES} inputs held {} bytes, over half of the {budget}-byte budget",
+        done.peak_input_bytes
     );
 }

@@ -8,8 +8,8 @@ use weir_control_plane::api::Scope;
 
 use super::{ByteSize, HumanDuration};
 
-/// The least `compaction.memory`: a merge of the most inputs a lease holds (256) still reads
-/// batches of a useful size.
+/// The least `compaction.memory`: a plan then holds at most 32 inputs, each read 64 rows of up
+/// to 1 KiB at a time within the budget (`weir_pipelines::compactor`).
 const MIN_COMPACTION_MEMORY: u64 = 4 << 20;
 
 /// Which index backs the control plane.
