@@ -96,9 +96,9 @@ def test_windows_too_small_for_clock_skew_are_refused(tmp_path):
 
 def test_a_compaction_memory_too_small_to_merge_is_refused(tmp_path):
     cfg = tmp_path / "weir.toml"
-    cfg.write_text('[compaction]\nmemory = "1MiB"\n')
+    cfg.write_text('[compaction]\nmemory = "8MiB"\n')
     r = validate(cfg)
     assert r.returncode == 2, r.stderr
-    assert 'compaction.memory = "1MiB" is below 4MiB' in r.stderr, r.stderr
-    cfg.write_text('[compaction]\nmemory = "4MiB"\n')
+    assert 'compaction.memory = "8MiB" is below 16MiB' in r.stderr, r.stderr
+    cfg.write_text('[compaction]\nmemory = "16MiB"\n')
     assert validate(cfg).returncode == 0

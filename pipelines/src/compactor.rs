@@ -57,6 +57,8 @@ pub struct CompactorConfig {
     pub read_batch_rows: usize,
     /// Memory one merge may hold (decoded input batches and the unfinished output row group).
     pub memory_bytes: usize,
+    /// Most inputs a plan may have ([`max_inputs_for`] the memory, as the agent sets it).
+    pub max_inputs: usize,
 }
 
 impl Default for CompactorConfig {
@@ -71,6 +73,7 @@ impl Default for CompactorConfig {
             parquet: ParquetConfig::default(),
             read_batch_rows: 8192,
             memory_bytes: 64 << 20,
+            max_inputs: max_inputs_for(64 << 20),
         }
     }
 }
@@ -146,11 +149,34 @@ impl Input {
 /// exceeded (the agent's configuration refuses a `compaction.memory` under 4 MiB).
 const MIN_READ_ROWS: usize = 64;
 
-/// Most inputs a plan may have under a memory budget: each input's share of half of it is at
-/// least [`MIN_READ_ROWS`] rows of 1 KiB (between 2 and 256 inputs: 256 from 64 MiB up, 32 at
-/// the least budget, 4 MiB). Wider rows make the merge exceed its budget (logged).
-fn max_inputs(memory_bytes: usize) -> usize {
-    (memory_bytes / 2 / (MIN_READ_ROWS * 1024)).clamp(2, 256)
+/// What the Parquet reader of an input is taken to hold besides its batches, when planning:
+/// the compressed column chunks of its row group and a decompressed page and dictionary per
+/// column, about 1 MiB for the flushes' small files (measured: 256 inputs held about 400 MiB
+/// more than 32 did, `docs/performance.md`, "Overload soak").
+const READER_BYTES: usize = 1 << 20;
+
+/// Most inputs a plan may have under a memory budget: their readers take a quarter of it at
+/// [`READER_BYTES`] each (16 at the default 64 MiB, between 2 and 256).
+pub fn max_inputs_for(memory_bytes: usize) -> usize {
+    (memory_bytes / 4 / READER_BYTES).clamp(2, 256)
+}
+
+/// What an input's Parquet reader holds besides its batches, from its footer: the compressed
+/// column chunks of its largest row group (fetched whole) and, per column, the decompressed
+/// page and dictionary being read (the row group's uncompressed size, at most 1 MiB a column).
+fn reader_bytes(meta: &ParquetMetaData) -> usize {
+    let columns = meta.file_metadata().schema_descr().num_columns() as u64;
+    let most = meta
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            let compressed = rg.compressed_size().max(0) as u64;
+            let pages = (rg.total_byte_size().max(0) as u64).min(columns.saturating_mul(1 << 20));
+            compressed.saturating_add(pages)
+        })
+        .max()
+        .unwrap_or(0);
+    usize::try_from(most).unwrap_or(usize::MAX)
 }
 
 /// Rows per read batch of an input whose decoded rows take `row_bytes`, given its `share` of
@@ -288,7 +314,7 @@ impl Compactor {
             ttl_ms: self.config.lease_ttl.as_millis().clamp(1_000, 3_600_000) as u64,
             target_bytes: self.config.target_bytes,
             min_inputs: self.config.min_inputs.max(2),
-            max_inputs: max_inputs(self.config.memory_bytes),
+            max_inputs: self.config.max_inputs.clamp(2, 256),
             min_age_ms: self.config.min_age.as_millis() as u64,
             tenant: None,
             schema_version: Some(weir_schema::SCHEMA_VERSION),
@@ -349,13 +375,14 @@ impl Compactor {
         }
     }
 
-    /// A stream over an input whose batches fit `share` bytes of decoded Arrow.
+    /// A stream over an input whose batches fit `share` bytes of decoded Arrow, and what its
+    /// reader holds besides ([`reader_bytes`]).
     async fn open(
         &self,
         seg: &SegmentRecord,
         signal: Signal,
         share: usize,
-    ) -> Result<ParquetRecordBatchStream<LakeFileReader>, CompactError> {
+    ) -> Result<(ParquetRecordBatchStream<LakeFileReader>, usize), CompactError> {
         let reader = self.lake.parquet_reader(&seg.object_key, seg.bytes);
         // Read as the lake schema whatever field ids the file carries (files written before
         // the ids have none), so rows of old and new files merge.
@@ -371,7 +398,8 @@ impl Compactor {
             per_row,
             self.config.read_batch_rows,
         );
-        Ok(builder.with_batch_size(rows).build()?)
+        let reader = reader_bytes(builder.metadata());
+        Ok((builder.with_batch_size(rows).build()?, reader))
     }
 
     /// The next non-empty batch of a stream and its sort keys.
@@ -409,19 +437,22 @@ impl Compactor {
         }
     }
 
-    /// Opens every input of the plan at its first batch.
+    /// Opens every input of the plan at its first batch; also returns what their readers hold
+    /// besides the batches.
     async fn open_inputs(
         &self,
         lease: &CompactionLease,
         signal: Signal,
         converter: &RowConverter,
-    ) -> Result<Vec<Input>, CompactError> {
+    ) -> Result<(Vec<Input>, usize), CompactError> {
         let mut inputs = Vec::with_capacity(lease.inputs.len());
+        let mut readers = 0usize;
         // One share more than the inputs: while an input reads its next batch, its last one
         // is still held.
         let share = self.config.memory_bytes / 2 / (lease.inputs.len() + 1);
         for seg in &lease.inputs {
-            let mut stream = self.open(seg, signal, share).await?;
+            let (mut stream, reader) = self.open(seg, signal, share).await?;
+            readers = readers.saturating_add(reader);
             if let Some((batch, rows)) = Self::next_batch(&mut stream, signal, converter).await? {
                 inputs.push(Input {
                     stream,
@@ -431,7 +462,7 @@ impl Compactor {
                 });
             }
         }
-        Ok(inputs)
+        Ok((inputs, readers))
     }
 
     /// Merges the lease's inputs into one object; returns its segment record and the most
@@ -451,7 +482,10 @@ impl Compactor {
             )));
         }
         let converter = sort_key_converter(signal)?;
-        let mut inputs = self.open_inputs(lease, signal, &converter).await?;
+        let (mut inputs, readers) = self.open_inputs(lease, signal, &converter).await?;
+        if readers > self.config.memory_bytes / 4 {
+            warn!(lease = %lease.lease_id, reader_bytes = readers, budget = self.config.memory_bytes / 4, inputs = lease.inputs.len(), "a compaction's inputs' readers hold more than a quarter of compaction.memory (row groups larger than the plan assumed)");
+        }
 
         // The output is named after the lease, so the control plane can delete it if this
         // compactor dies before committing.

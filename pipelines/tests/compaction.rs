@@ -140,6 +140,7 @@ fn config(read_batch_rows: usize) -> CompactorConfig {
         },
         read_batch_rows,
         memory_bytes: 64 << 20,
+        max_inputs: 256,
     }
 }
 

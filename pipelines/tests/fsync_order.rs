@@ -592,6 +592,7 @@ fn scenario_compaction() {
             parquet: ParquetConfig::default(),
             read_batch_rows: 1024,
             memory_bytes: 64 << 20,
+            max_inputs: 256,
         };
         let compactor = Compactor::new(lake, catalog, Metrics::new(), config);
         let done = compactor.run_once().await.unwrap();

@@ -8,9 +8,9 @@ use weir_control_plane::api::Scope;
 
 use super::{ByteSize, HumanDuration};
 
-/// The least `compaction.memory`: a plan then holds at most 32 inputs, each read 64 rows of up
-/// to 1 KiB at a time within the budget (`weir_pipelines::compactor`).
-const MIN_COMPACTION_MEMORY: u64 = 4 << 20;
+/// The least `compaction.memory`: a plan then holds at most 4 inputs (a quarter of the budget
+/// for their readers at 1 MiB each, `weir_pipelines::compactor::max_inputs_for`).
+const MIN_COMPACTION_MEMORY: u64 = 16 << 20;
 
 /// Which index backs the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -307,7 +307,7 @@ impl CompactionConfig {
         }
         if self.memory.0 < MIN_COMPACTION_MEMORY {
             problems.push(format!(
-                "compaction.memory = \"{}\" is below 4MiB",
+                "compaction.memory = \"{}\" is below 16MiB",
                 self.memory
             ));
         }

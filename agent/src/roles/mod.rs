@@ -151,6 +151,9 @@ pub fn compactor(
             },
             read_batch_rows: 8192,
             memory_bytes: usize::try_from(cfg.compaction.memory.0).unwrap_or(usize::MAX),
+            max_inputs: weir_pipelines::compactor::max_inputs_for(
+                usize::try_from(cfg.compaction.memory.0).unwrap_or(usize::MAX),
+            ),
         },
     )
 }
