@@ -52,14 +52,17 @@ fn batch(rng: &mut Lcg, file: usize, rows: usize) -> RecordBatch {
 }
 
 async fn write_segment(lake: &Lake, tenant: &str, rows: RecordBatch) -> SegmentRecord {
-    let (bytes, summary) = encode_parquet(
-        &ParquetConfig::default(),
-        Signal::Logs,
-        tenant,
-        &[rows],
-        &[],
-    )
-    .unwrap();
+    write_segment_with(lake, &ParquetConfig::default(), tenant, rows).await
+}
+
+/// A log segment of `rows` written with these Parquet settings (row groups, mostly).
+async fn write_segment_with(
+    lake: &Lake,
+    cfg: &ParquetConfig,
+    tenant: &str,
+    rows: RecordBatch,
+) -> SegmentRecord {
+    let (bytes, summary) = encode_parquet(cfg, Signal::Logs, tenant, &[rows], &[]).unwrap();
     let key = SegmentKey::new(tenant, Signal::Logs, partition(), Uuid::now_v7());
     let size = bytes.len() as u64;
     lake.put(&key.to_string(), bytes).await.unwrap();
@@ -513,17 +516,7 @@ async fn a_compaction_that_fails_mid_output_aborts_its_multipart_upload() {
             ..ParquetConfig::default()
         };
         let rows = bulky(&mut rng, file, 3000);
-        let (bytes, summary) =
-            encode_parquet(&small_groups, Signal::Logs, "acme", &[rows], &[]).unwrap();
-        let key = SegmentKey::new("acme", Signal::Logs, partition(), Uuid::now_v7());
-        let size = bytes.len() as u64;
-        lake.put(&key.to_string(), bytes).await.unwrap();
-        segs.push(layout::segment_record(
-            &key,
-            summary.into_facts(size),
-            "test",
-            0,
-        ));
+        segs.push(write_segment_with(&lake, &small_groups, "acme", rows).await);
     }
     catalog.register(&segs).await.unwrap();
     let compactor = Compactor::new(lake.clone(), catalog.clone(), Metrics::new(), config(256));
@@ -698,16 +691,7 @@ async fn wide_rows_of_a_file_size_its_batches_not_its_average_row() {
             zstd_level: 3,
             row_group_rows: 500,
         };
-        let (bytes, summary) = encode_parquet(&cfg, Signal::Logs, "acme", &[rows], &[]).unwrap();
-        let key = SegmentKey::new("acme", Signal::Logs, partition(), Uuid::now_v7());
-        let size = bytes.len() as u64;
-        lake.put(&key.to_string(), bytes).await.unwrap();
-        segs.push(layout::segment_record(
-            &key,
-            summary.into_facts(size),
-            "test",
-            0,
-        ));
+        segs.push(write_segment_with(&lake, &cfg, "acme", rows).await);
     }
     catalog.register(&segs).await.unwrap();
     let cfg = CompactorConfig {
